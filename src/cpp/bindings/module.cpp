@@ -1,0 +1,15 @@
+// pyjac._core: the private extension module; the pyjac package re-exports it.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+namespace pyjac::bindings {
+void register_info(py::module_& m);
+void register_chain(py::module_& m);
+}  // namespace pyjac::bindings
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "pyjac's C++ core (private: use the pyjac package).";
+  pyjac::bindings::register_info(m);
+  pyjac::bindings::register_chain(m);
+}

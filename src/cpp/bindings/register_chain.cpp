@@ -1,0 +1,187 @@
+#include <pybind11/stl.h>
+
+#include "arrays.hpp"
+#include "pyjac/chain.hpp"
+#include "pyjac/init.hpp"
+
+namespace pyjac::bindings {
+namespace {
+
+template <typename T>
+py::list init_weights_typed(const std::vector<int>& widths, const InitOptions& options,
+                            bool want_biases) {
+  const int depth = static_cast<int>(widths.size()) - 1;
+  py::list weights, biases;
+  std::vector<T*> wp, bp;
+  for (int l = 0; l < depth; ++l) {
+    py::array_t<T> w({widths[l + 1], widths[l]});
+    py::array_t<T> b(widths[l + 1]);
+    wp.push_back(w.mutable_data());
+    bp.push_back(b.mutable_data());
+    weights.append(w);
+    biases.append(b);
+  }
+  {
+    py::gil_scoped_release release;
+    init_chain<T>(widths, options, wp, bp);
+  }
+  py::list result;
+  result.append(weights);
+  result.append(want_biases ? py::object(biases) : py::object(py::none()));
+  return result;
+}
+
+py::list init_weights(const std::vector<int>& widths, const std::string& init, double gain,
+                      double bias_std, std::uint64_t seed, const std::string& dtype,
+                      int n_threads) {
+  if (widths.size() < 2) throw std::invalid_argument("depth must be at least 1");
+  InitOptions o;
+  o.init = parse_init(init);
+  o.gain = gain;
+  o.bias_std = bias_std;
+  o.seed = seed;
+  o.n_threads = n_threads;
+  if (dtype == "float32") return init_weights_typed<float>(widths, o, true);
+  if (dtype == "float64") return init_weights_typed<double>(widths, o, true);
+  throw py::type_error("dtype: expected 'float32' or 'float64', got '" + dtype + "'");
+}
+
+template <typename T>
+py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& biases_in,
+                        const std::vector<std::string>& activations, bool residual,
+                        double residual_scale, const std::string& norm, const py::array& x_in,
+                        const std::string& loss, const py::object& target_in, bool keep_grads,
+                        int n_threads) {
+  const auto depth = static_cast<py::ssize_t>(weights_in.size());
+  if (depth < 1) throw std::invalid_argument("weights: depth must be at least 1");
+  CArray<T> x = CArray<T>::ensure(x_in);
+  if (!x || x.ndim() != 2) throw std::invalid_argument("x: expected a (batch, width) array");
+  ChainView<T> chain;
+  std::vector<py::ssize_t> rows, cols;
+  chain.widths.push_back(static_cast<int>(x.shape(1)));
+  for (py::ssize_t l = 0; l < depth; ++l) {
+    py::array w = py::array::ensure(weights_in[l]);
+    if (!w || w.ndim() != 2) throw std::invalid_argument("weights: every entry must be 2-D");
+    rows.push_back(w.shape(0));
+    cols.push_back(w.shape(1));
+    if (w.shape(1) != chain.widths.back())
+      throw std::invalid_argument("weights[" + std::to_string(l) + "]: has " +
+                                  std::to_string(w.shape(1)) + " columns, expected " +
+                                  std::to_string(chain.widths.back()));
+    chain.widths.push_back(static_cast<int>(w.shape(0)));
+  }
+  auto w_arrays = convert_list<T>(weights_in, rows, cols, "weights");
+  auto b_arrays = convert_list<T>(biases_in, rows, {}, "biases");
+  for (auto& a : w_arrays) chain.weights.push_back(a.data());
+  for (auto& a : b_arrays) chain.biases.push_back(a.data());
+  if (static_cast<py::ssize_t>(activations.size()) != depth)
+    throw std::invalid_argument("activation: one name per layer is required");
+  for (const auto& name : activations) chain.activations.push_back(parse_activation(name));
+  chain.residual = residual;
+  chain.residual_scale = residual_scale;
+  chain.norm = parse_norm(norm);
+  chain.validate();
+
+  BackpropOptions options;
+  options.loss = parse_loss(loss);
+  options.keep_grads = keep_grads;
+  options.n_threads = n_threads;
+  const int batch = static_cast<int>(x.shape(0));
+  const int n_last = chain.widths.back();
+
+  CArray<T> target_values;
+  py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> labels;
+  if (options.loss == Loss::CrossEntropy) {
+    labels = decltype(labels)::ensure(target_in);
+    if (!labels || labels.ndim() != 1 || labels.shape(0) != batch)
+      throw std::invalid_argument("target: cross_entropy needs one integer label per example");
+  } else if (options.loss == Loss::Mse || options.loss == Loss::GradOutput) {
+    target_values = CArray<T>::ensure(target_in);
+    const char* what = options.loss == Loss::Mse ? "target" : "grad_output";
+    if (!target_values || target_values.ndim() != 2 || target_values.shape(0) != batch ||
+        target_values.shape(1) != n_last)
+      throw std::invalid_argument(std::string(what) + ": expected shape (" +
+                                  std::to_string(batch) + ", " + std::to_string(n_last) + ")");
+  }
+
+  BackpropOutputs<T> outputs;
+  py::list weight_grads, bias_grads;
+  py::array_t<T> output({batch, n_last});
+  outputs.output = output.mutable_data();
+  if (keep_grads) {
+    for (py::ssize_t l = 0; l < depth; ++l) {
+      py::array_t<T> gw({rows[l], cols[l]});
+      py::array_t<T> gb(rows[l]);
+      outputs.weight_grads.push_back(gw.mutable_data());
+      outputs.bias_grads.push_back(gb.mutable_data());
+      weight_grads.append(gw);
+      bias_grads.append(gb);
+    }
+  }
+  BackpropStats s;
+  {
+    py::gil_scoped_release release;
+    s = backprop<T>(chain, x.data(), batch, target_values ? target_values.data() : nullptr,
+                    labels ? labels.data() : nullptr, options, outputs);
+  }
+  py::dict r;
+  r["loss"] = s.loss;
+  r["grad_norm"] = to_numpy(s.grad_norm);
+  r["activation_norm"] = to_numpy(s.activation_norm);
+  r["weight_grad_norm"] = to_numpy(s.weight_grad_norm);
+  r["bias_grad_norm"] = to_numpy(s.bias_grad_norm);
+  r["per_example_weight_grad_norm"] =
+      to_numpy_2d(s.per_example_weight_grad_norm, depth, batch);
+  r["derivative_mean"] = to_numpy(s.derivative_mean);
+  r["saturated_fraction"] = to_numpy(s.saturated_fraction);
+  r["dead_fraction"] = to_numpy(s.dead_fraction);
+  r["first_nonfinite_layer"] =
+      s.first_nonfinite_layer < 0 ? py::object(py::none()) : py::int_(s.first_nonfinite_layer);
+  static const char* stages[] = {nullptr, "forward", "backward"};
+  r["first_nonfinite_stage"] = s.first_nonfinite_stage == 0
+                                   ? py::object(py::none())
+                                   : py::str(stages[s.first_nonfinite_stage]);
+  r["used_ghost_norm"] = s.used_ghost_norm;
+  r["output"] = output;
+  if (keep_grads) {
+    r["weight_grads"] = weight_grads;
+    r["bias_grads"] = bias_grads;
+  }
+  return r;
+}
+
+py::dict chain_backprop(const py::sequence& weights, const py::sequence& biases,
+                        const std::vector<std::string>& activations, bool residual,
+                        double residual_scale, const std::string& norm, const py::array& x,
+                        const std::string& loss, const py::object& target, bool keep_grads,
+                        int n_threads) {
+  if (x.dtype().is(py::dtype::of<float>()))
+    return backprop_typed<float>(weights, biases, activations, residual, residual_scale, norm, x,
+                                 loss, target, keep_grads, n_threads);
+  if (x.dtype().is(py::dtype::of<double>()))
+    return backprop_typed<double>(weights, biases, activations, residual, residual_scale, norm,
+                                  x, loss, target, keep_grads, n_threads);
+  throw py::type_error("x: expected float32 or float64");
+}
+
+}  // namespace
+
+void register_chain(py::module_& m) {
+  m.def("init_weights", &init_weights, py::arg("widths"), py::arg("init"), py::arg("gain"),
+        py::arg("bias_std"), py::arg("seed"), py::arg("dtype"), py::arg("n_threads"),
+        "Seeded weights and biases for a chain; returns [weights, biases].");
+  m.def("init_sigma_w2",
+        [](const std::string& init, double gain, int fan_in, int fan_out) {
+          return init_sigma_w2(parse_init(init), gain, fan_in, fan_out);
+        },
+        py::arg("init"), py::arg("gain"), py::arg("fan_in"), py::arg("fan_out"));
+  m.def("chain_backprop", &chain_backprop, py::arg("weights"), py::arg("biases"),
+        py::arg("activations"), py::arg("residual"), py::arg("residual_scale"), py::arg("norm"),
+        py::arg("x"), py::arg("loss"), py::arg("target"), py::arg("keep_grads"),
+        py::arg("n_threads"), "One forward and backward pass; returns a dict of measurements.");
+  m.def("backprop_workspace_bytes", &backprop_workspace_bytes, py::arg("widths"),
+        py::arg("batch"), py::arg("dtype_size"), py::arg("store_preactivations"));
+  m.def("activation_names", &activation_names);
+}
+
+}  // namespace pyjac::bindings

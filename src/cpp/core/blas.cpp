@@ -1,0 +1,73 @@
+#include "pyjac/blas.hpp"
+
+#include <algorithm>
+#include <vector>
+
+#include <cblas.h>
+#include <lapacke.h>
+
+namespace pyjac::blas {
+namespace {
+
+CBLAS_TRANSPOSE to_cblas(Trans t) { return t == Trans::Yes ? CblasTrans : CblasNoTrans; }
+
+}  // namespace
+
+void gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, int lda,
+          const float* b, int ldb, float beta, float* c, int ldc) {
+  scipy_cblas_sgemm(CblasRowMajor, to_cblas(ta), to_cblas(tb), m, n, k, alpha, a, lda, b, ldb,
+                    beta, c, ldc);
+}
+void gemm(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a, int lda,
+          const double* b, int ldb, double beta, double* c, int ldc) {
+  scipy_cblas_dgemm(CblasRowMajor, to_cblas(ta), to_cblas(tb), m, n, k, alpha, a, lda, b, ldb,
+                    beta, c, ldc);
+}
+
+void syrk_lower(int n, int k, float alpha, const float* a, int lda, float beta, float* c,
+                int ldc) {
+  scipy_cblas_ssyrk(CblasRowMajor, CblasLower, CblasNoTrans, n, k, alpha, a, lda, beta, c, ldc);
+}
+void syrk_lower(int n, int k, double alpha, const double* a, int lda, double beta, double* c,
+                int ldc) {
+  scipy_cblas_dsyrk(CblasRowMajor, CblasLower, CblasNoTrans, n, k, alpha, a, lda, beta, c, ldc);
+}
+
+void gemv(Trans ta, int m, int n, float alpha, const float* a, int lda, const float* x,
+          float beta, float* y) {
+  scipy_cblas_sgemv(CblasRowMajor, to_cblas(ta), m, n, alpha, a, lda, x, 1, beta, y, 1);
+}
+void gemv(Trans ta, int m, int n, double alpha, const double* a, int lda, const double* x,
+          double beta, double* y) {
+  scipy_cblas_dgemv(CblasRowMajor, to_cblas(ta), m, n, alpha, a, lda, x, 1, beta, y, 1);
+}
+
+int geqrf(int m, int n, float* a, int lda, float* tau) {
+  return scipy_LAPACKE_sgeqrf(LAPACK_ROW_MAJOR, m, n, a, lda, tau);
+}
+int geqrf(int m, int n, double* a, int lda, double* tau) {
+  return scipy_LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, m, n, a, lda, tau);
+}
+int orgqr(int m, int k, float* a, int lda, const float* tau) {
+  return scipy_LAPACKE_sorgqr(LAPACK_ROW_MAJOR, m, k, k, a, lda, tau);
+}
+int orgqr(int m, int k, double* a, int lda, const double* tau) {
+  return scipy_LAPACKE_dorgqr(LAPACK_ROW_MAJOR, m, k, k, a, lda, tau);
+}
+
+int singular_values(int m, int n, float* a, int lda, float* s) {
+  return scipy_LAPACKE_sgesdd(LAPACK_ROW_MAJOR, 'N', m, n, a, lda, s, nullptr, 1, nullptr, 1);
+}
+int singular_values(int m, int n, double* a, int lda, double* s) {
+  return scipy_LAPACKE_dgesdd(LAPACK_ROW_MAJOR, 'N', m, n, a, lda, s, nullptr, 1, nullptr, 1);
+}
+
+int eigenvalues(int n, double* a, int lda, double* wr, double* wi) {
+  return scipy_LAPACKE_dgeev(LAPACK_ROW_MAJOR, 'N', 'N', n, a, lda, wr, wi, nullptr, 1, nullptr,
+                             1);
+}
+
+void set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
+int get_num_threads() { return scipy_openblas_get_num_threads(); }
+
+}  // namespace pyjac::blas

@@ -1,0 +1,100 @@
+// Elementwise activations and their derivatives, inline because they sit in the
+// innermost loops of every kernel.
+#pragma once
+
+#include <cmath>
+
+#include "pyjac/types.hpp"
+
+namespace pyjac {
+
+template <typename T>
+struct ActivationValue {
+  T value;
+  T derivative;
+};
+
+template <typename T>
+inline ActivationValue<T> activate(Activation a, T u) {
+  switch (a) {
+    case Activation::Linear:
+      return {u, T(1)};
+    case Activation::Sigmoid: {
+      // Written to avoid exp overflow for large |u|.
+      const T e = std::exp(-std::abs(u));
+      const T s = u >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+      return {s, s * (T(1) - s)};
+    }
+    case Activation::Tanh: {
+      const T t = std::tanh(u);
+      return {t, T(1) - t * t};
+    }
+    case Activation::Relu:
+      return {u > T(0) ? u : T(0), u > T(0) ? T(1) : T(0)};
+    case Activation::LeakyRelu: {
+      const T slope = T(kLeakySlope);
+      return {u > T(0) ? u : slope * u, u > T(0) ? T(1) : slope};
+    }
+    case Activation::Gelu: {
+      // Exact GELU, u * Phi(u); PyTorch's default (approximate="none").
+      const T cdf = T(0.5) * std::erfc(-u * T(0.70710678118654752440));
+      const T pdf = T(0.39894228040143267794) * std::exp(T(-0.5) * u * u);
+      return {u * cdf, cdf + u * pdf};
+    }
+    case Activation::Silu: {
+      const T e = std::exp(-std::abs(u));
+      const T s = u >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+      return {u * s, s * (T(1) + u * (T(1) - s))};
+    }
+  }
+  return {u, T(1)};
+}
+
+// True when phi'(u) can be read off phi(u) alone, so the forward pass need not
+// keep the pre-activations (halves the memory of plain chains).
+inline bool derivative_from_output(Activation a) {
+  return a == Activation::Linear || a == Activation::Sigmoid || a == Activation::Tanh ||
+         a == Activation::Relu || a == Activation::LeakyRelu;
+}
+
+// phi'(u) from h = phi(u), valid when derivative_from_output(a).
+template <typename T>
+inline T derivative_of_output(Activation a, T h) {
+  switch (a) {
+    case Activation::Linear:
+      return T(1);
+    case Activation::Sigmoid:
+      return h * (T(1) - h);
+    case Activation::Tanh:
+      return T(1) - h * h;
+    case Activation::Relu:
+      return h > T(0) ? T(1) : T(0);
+    case Activation::LeakyRelu:
+      return h > T(0) ? T(1) : T(kLeakySlope);
+    default:
+      return T(0);  // unreachable: callers check derivative_from_output first
+  }
+}
+
+// Largest value of |phi'|: saturation is measured against it.
+inline double max_derivative(Activation a) {
+  switch (a) {
+    case Activation::Sigmoid:
+      return 0.25;
+    case Activation::Gelu:
+      return 1.1289;  // attained at u = sqrt(2)
+    case Activation::Silu:
+      return 1.0998;  // attained at u ~ 2.3994
+    default:
+      return 1.0;
+  }
+}
+
+// Saturating activations (bounded output): a unit counts as saturated when its
+// derivative is below this fraction of max_derivative.
+inline constexpr double kSaturationFraction = 0.05;
+inline bool is_saturating(Activation a) {
+  return a == Activation::Sigmoid || a == Activation::Tanh;
+}
+
+}  // namespace pyjac

@@ -1,0 +1,45 @@
+// A small, fast, splittable generator: splitmix64 streams keyed by (seed, stream).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+namespace pyjac {
+
+inline std::uint64_t splitmix64(std::uint64_t& state) {
+  std::uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+class Rng {
+ public:
+  Rng(std::uint64_t seed, std::uint64_t stream) {
+    // Mix seed and stream so that neighbouring streams are unrelated.
+    std::uint64_t s = seed ^ (0xD1B54A32D192ED03ULL * (stream + 1));
+    state_ = splitmix64(s);
+  }
+  std::uint64_t next() { return splitmix64(state_); }
+  // Uniform on the open interval (0, 1).
+  double uniform() { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; }
+  double normal() {
+    if (has_spare_) {
+      has_spare_ = false;
+      return spare_;
+    }
+    const double u1 = uniform(), u2 = uniform();
+    const double r = std::sqrt(-2.0 * std::log(u1));
+    const double t = 6.283185307179586476925 * u2;
+    spare_ = r * std::sin(t);
+    has_spare_ = true;
+    return r * std::cos(t);
+  }
+
+ private:
+  std::uint64_t state_;
+  double spare_ = 0.0;
+  bool has_spare_ = false;
+};
+
+}  // namespace pyjac

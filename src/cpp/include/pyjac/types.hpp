@@ -1,0 +1,31 @@
+// Names shared by every part of the core: activations, norms, losses, inits.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace pyjac {
+
+enum class Activation : int { Linear, Sigmoid, Tanh, Relu, LeakyRelu, Gelu, Silu };
+enum class Norm : int { None, LayerNorm, BatchNorm };
+enum class Loss : int { SumSquares, Mse, CrossEntropy, GradOutput };
+enum class Init : int { Gaussian, Xavier, XavierUniform, He, Orthogonal, Identity };
+
+// Parsing lives in the core so that the C++ tests, benchmarks and bindings
+// accept exactly the same names and give the same error text.
+Activation parse_activation(const std::string& name);
+Norm parse_norm(const std::string& name);
+Loss parse_loss(const std::string& name);
+Init parse_init(const std::string& name);
+
+const char* activation_name(Activation a);
+std::vector<std::string> activation_names();
+
+// Leaky ReLU's negative slope, fixed by the public contract.
+inline constexpr double kLeakySlope = 0.01;
+// LayerNorm/BatchNorm epsilon, as in PyTorch.
+inline constexpr double kNormEps = 1e-5;
+
+}  // namespace pyjac

@@ -1,0 +1,25 @@
+"""pyjac: exact, fast measurements of vanishing and exploding gradients.
+
+Build a chain, measure it::
+
+    import numpy as np, pyjac
+    net = pyjac.Chain(1000, 64, activation="tanh", init="orthogonal")
+    r = net.backprop(np.random.default_rng(0).standard_normal((16, 64)))
+    r.grad_norm          # ||dL/dh_l|| for l = 0..1000, exact
+
+The numerics run in a C++ core (OpenMP + OpenBLAS from scipy-openblas32).
+"""
+
+from __future__ import annotations
+
+# Loads libscipy_openblas into the process before the extension needs its symbols
+# (the extension's RPATH finds it too; this also covers unusual install layouts).
+import scipy_openblas32 as _scipy_openblas32  # noqa: F401
+
+from . import _core
+from ._results import BackpropResult
+from .chain import ACTIVATIONS, INITS, Chain
+
+__version__ = "0.1.0"
+
+__all__ = ["ACTIVATIONS", "INITS", "BackpropResult", "Chain", "__version__"]

@@ -1,0 +1,87 @@
+"""Result containers returned by the public API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def _fmt(values: np.ndarray) -> str:
+    if values.size <= 6:
+        return np.array2string(values, precision=3)
+    head = np.array2string(values[:3], precision=3)[:-1]
+    tail = np.array2string(values[-3:], precision=3)[1:]
+    return f"{head} ... {tail}"
+
+
+@dataclass(frozen=True)
+class BackpropResult:
+    """What one forward and backward pass through a :class:`Chain` measured.
+
+    Per-layer arrays follow the depth convention: index ``l`` of a ``(depth+1,)``
+    array is ``h_l`` (0 is the input), index ``l-1`` of a ``(depth,)`` array is layer
+    ``l``. Norms are Frobenius over the whole batch; every array is float64.
+
+    Attributes
+    ----------
+    loss : float or None
+        The loss value; None when a ``grad_output`` was given instead of a loss.
+    grad_norm : ndarray, shape (depth+1,)
+        ``||dL/dh_l||``.
+    activation_norm : ndarray, shape (depth+1,)
+        ``||h_l||``, the forward signal.
+    weight_grad_norm, bias_grad_norm : ndarray, shape (depth,)
+        ``||dL/dW_l||`` and ``||dL/db_l||``.
+    per_example_weight_grad_norm : ndarray, shape (depth, batch)
+        ``||dL_i/dW_l||`` for each example's contribution to the batch gradient.
+    derivative_mean : ndarray, shape (depth,)
+        Mean of ``phi'(u_l)`` over the batch and the units.
+    saturated_fraction : ndarray, shape (depth,)
+        Fraction of entries whose ``phi'`` is below 5% of its maximum (sigmoid and
+        tanh; zero for the other activations).
+    dead_fraction : ndarray, shape (depth,)
+        Fraction of units whose ``phi'`` is exactly zero for every example of the batch.
+    first_nonfinite_layer : int or None
+        Where the first NaN/Inf appeared, as an index of the ``(depth+1,)`` arrays, in
+        the order the computation ran (forward ``h_1..h_L``, then backward
+        ``dL/dh_L..dL/dh_0``); None when everything stayed finite.
+    first_nonfinite_stage : {"forward", "backward"} or None
+    weight_grads, bias_grads : list of ndarray or None
+        Full gradients, in the chain's dtype, with ``keep_grads=True``.
+    output : ndarray
+        ``h_L``, shape (batch, widths[-1]), in the chain's dtype.
+    """
+
+    loss: float | None
+    grad_norm: np.ndarray
+    activation_norm: np.ndarray
+    weight_grad_norm: np.ndarray
+    bias_grad_norm: np.ndarray
+    per_example_weight_grad_norm: np.ndarray
+    derivative_mean: np.ndarray
+    saturated_fraction: np.ndarray
+    dead_fraction: np.ndarray
+    first_nonfinite_layer: int | None
+    first_nonfinite_stage: str | None
+    output: np.ndarray = field(repr=False)
+    weight_grads: list[np.ndarray] | None = field(default=None, repr=False)
+    bias_grads: list[np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def depth(self) -> int:
+        return int(self.weight_grad_norm.shape[0])
+
+    @property
+    def log_grad_norm(self) -> np.ndarray:
+        """Natural log of ``grad_norm`` (``-inf`` where the gradient is exactly zero)."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.grad_norm)
+
+    def __repr__(self) -> str:
+        loss = "None" if self.loss is None else f"{self.loss:.6g}"
+        return (
+            f"BackpropResult(depth={self.depth}, loss={loss}, "
+            f"grad_norm={_fmt(self.grad_norm)}, "
+            f"first_nonfinite_layer={self.first_nonfinite_layer})"
+        )

@@ -1,0 +1,107 @@
+"""Argument checks shared by the public API: each error names the argument."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+
+
+def check_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    """Return float32 or float64 as a numpy dtype, or raise TypeError."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved is None or resolved not in FLOAT_DTYPES.values():
+        raise TypeError(f"{name}: expected 'float32' or 'float64', got {dtype!r}")
+    return resolved
+
+
+def check_int(
+    value: Any, name: str, minimum: int | None = None, maximum: int = 2**31 - 1
+) -> int:
+    """An integer (not a bool) no smaller than ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: must be at least {minimum}, got {value}")
+    if value > maximum:
+        raise ValueError(f"{name}: {value} is too large (at most {maximum})")
+    return value
+
+
+def check_real(value: Any, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
+    """A finite real number, optionally > 0 or >= 0."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: must be finite, got {value}")
+    if positive and value <= 0:
+        raise ValueError(f"{name}: must be positive, got {value}")
+    if nonneg and value < 0:
+        raise ValueError(f"{name}: must be non-negative, got {value}")
+    return value
+
+
+def check_choice(value: Any, allowed: Sequence[str], name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected a string, got {type(value).__name__}")
+    if value not in allowed:
+        options = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{name}: unknown value {value!r}; expected one of {options}")
+    return value
+
+
+def check_threads(n_threads: Any) -> int:
+    """None or -1: every core (OMP_NUM_THREADS respected); a positive count otherwise."""
+    if n_threads is None:
+        return -1
+    if isinstance(n_threads, bool) or not isinstance(n_threads, Integral):
+        raise TypeError(f"n_threads: expected an integer or None, got {type(n_threads).__name__}")
+    n_threads = int(n_threads)
+    if n_threads == 0 or n_threads < -1:
+        raise ValueError(f"n_threads: must be a positive count, -1 or None, got {n_threads}")
+    return n_threads
+
+
+def as_float_array(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
+    """Convert to a C-contiguous array of ``dtype``; reject non-numeric and non-finite input."""
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name}: cannot be converted to an array ({exc})") from None
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.floating)
+        or np.issubdtype(arr.dtype, np.integer)
+        or arr.dtype == np.bool_
+    ):
+        raise TypeError(f"{name}: expected real numbers, got dtype {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name}: contains NaN or Inf")
+    return arr
+
+
+def physical_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 2**62
+
+
+def check_allocation(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, what could never fit in this machine's memory."""
+    limit = physical_memory_bytes()
+    if nbytes > limit:
+        raise MemoryError(
+            f"{what} needs {nbytes / 2**30:.1f} GiB, more than this machine's "
+            f"{limit / 2**30:.1f} GiB of memory"
+        )

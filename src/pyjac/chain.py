@@ -1,0 +1,356 @@
+"""Feed-forward chains: build one, then measure its gradients exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._results import BackpropResult
+from ._validation import (
+    as_float_array,
+    check_allocation,
+    check_choice,
+    check_dtype,
+    check_int,
+    check_real,
+    check_threads,
+)
+
+ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "gelu", "silu")
+INITS = ("gaussian", "xavier", "xavier_uniform", "he", "orthogonal", "identity")
+NORMS = ("layernorm", "batchnorm")
+LOSSES = ("sum_squares", "mse", "cross_entropy")
+
+
+def _activations(activation: str | Sequence[str], depth: int) -> list[str]:
+    if isinstance(activation, str):
+        return [check_choice(activation, ACTIVATIONS, "activation")] * depth
+    names = list(activation)
+    if len(names) != depth:
+        raise ValueError(
+            f"activation: a list needs one name per layer ({depth}), got {len(names)}"
+        )
+    return [check_choice(a, ACTIVATIONS, f"activation[{i}]") for i, a in enumerate(names)]
+
+
+def _norm(norm: str | None) -> str | None:
+    return None if norm is None else check_choice(norm, NORMS, "norm")
+
+
+def _widths(depth: int, width: int | Sequence[int]) -> list[int]:
+    if isinstance(width, (list, tuple, np.ndarray)):
+        widths = [check_int(w, f"width[{i}]", minimum=1) for i, w in enumerate(width)]
+        if len(widths) != depth + 1:
+            raise ValueError(
+                f"width: a list needs depth + 1 = {depth + 1} entries, got {len(widths)}"
+            )
+        return widths
+    return [check_int(width, "width", minimum=1)] * (depth + 1)
+
+
+class Chain:
+    """A deep feed-forward chain whose gradients pyjac measures exactly.
+
+    ``h_0 = x``, ``z_l = W_l h_{l-1} + b_l``, ``h_l = phi(norm(z_l))``; with
+    ``residual=True``, ``h_l = h_{l-1} + residual_scale * phi(norm(z_l))``.
+    ``W_l`` has shape ``(widths[l], widths[l-1])``; a batch is rows.
+
+    Parameters
+    ----------
+    depth : int
+        Number of layers (at least 1).
+    width : int or sequence of int
+        Units per layer: one int for all, or ``depth + 1`` ints (input first).
+    activation : str or sequence of str, default "relu"
+        "linear", "sigmoid", "tanh", "relu", "leaky_relu" (slope 0.01), "gelu" (exact),
+        "silu"; or one name per layer.
+    init : str, default "he"
+        "gaussian" (std gain/sqrt(fan_in)), "xavier" (var 2/(fan_in+fan_out)),
+        "xavier_uniform", "he" (var 2/fan_in), "orthogonal" (Haar), "identity".
+    gain : float, optional
+        Multiplies the initial weights (1 when None).
+    bias_std : float, default 0
+        Standard deviation of the Gaussian biases.
+    residual : bool, default False
+        Skip connections; every width must then be the same.
+    residual_scale : float, default 1
+        Scale of the residual branch.
+    norm : {None, "layernorm", "batchnorm"}
+        Normalisation before the activation, without affine parameters.
+    seed : int, default 0
+        Same seed, same weights, whatever the thread count.
+    dtype : {"float32", "float64"}
+        Compute dtype. Results are float64 whatever it is.
+
+    Examples
+    --------
+    >>> import numpy as np, pyjac
+    >>> net = pyjac.Chain(50, 64, activation="sigmoid", init="xavier")
+    >>> r = net.backprop(np.ones(64))
+    >>> bool(r.grad_norm[0] < r.grad_norm[-1] * 0.25**10)
+    True
+    """
+
+    def __init__(
+        self,
+        depth: int,
+        width: int | Sequence[int],
+        *,
+        activation: str | Sequence[str] = "relu",
+        init: str = "he",
+        gain: float | None = None,
+        bias_std: float = 0.0,
+        residual: bool = False,
+        residual_scale: float = 1.0,
+        norm: str | None = None,
+        seed: int = 0,
+        dtype: Any = "float32",
+    ) -> None:
+        depth = check_int(depth, "depth", minimum=1)
+        widths = _widths(depth, width)
+        activations = _activations(activation, depth)
+        init = check_choice(init, INITS, "init")
+        gain_value = 1.0 if gain is None else check_real(gain, "gain")
+        bias_std = check_real(bias_std, "bias_std", nonneg=True)
+        seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
+        np_dtype = check_dtype(dtype)
+        n_params = sum(widths[i] * widths[i + 1] + widths[i + 1] for i in range(depth))
+        check_allocation(n_params * np_dtype.itemsize, f"a chain of depth {depth} and width {width}")
+        weights, biases = _core.init_weights(
+            widths, init, gain_value, bias_std, seed, np_dtype.name, -1
+        )
+        self._setup(weights, biases, activations, residual, residual_scale, _norm(norm))
+        self.init = init
+        self.gain = gain_value
+        self.seed = int(seed)
+        self.sigma_w2 = _core.init_sigma_w2(init, gain_value, widths[0], widths[1])
+        self.sigma_b2 = bias_std**2
+
+    @classmethod
+    def from_weights(
+        cls,
+        weights: Sequence[Any],
+        biases: Sequence[Any] | None = None,
+        *,
+        activation: str | Sequence[str] = "relu",
+        residual: bool = False,
+        residual_scale: float = 1.0,
+        norm: str | None = None,
+    ) -> Chain:
+        """Build a chain from given weight matrices ``W_l`` of shape (out, in).
+
+        The dtype is float32 when every weight is float32, float64 otherwise.
+        ``biases=None`` means zero biases.
+        """
+        if isinstance(weights, np.ndarray) and weights.ndim == 2:
+            weights = [weights]
+        if not isinstance(weights, (list, tuple)) or len(weights) == 0:
+            raise ValueError("weights: expected a non-empty list of 2-D arrays")
+        raw = [np.asarray(w) for w in weights]
+        all_f32 = all(w.dtype == np.float32 for w in raw)
+        dtype = np.dtype(np.float32 if all_f32 else np.float64)
+        converted = []
+        for i, w in enumerate(raw):
+            arr = as_float_array(w, f"weights[{i}]", dtype)
+            if arr.ndim != 2 or 0 in arr.shape:
+                raise ValueError(f"weights[{i}]: expected a non-empty 2-D array, got {arr.shape}")
+            if i and arr.shape[1] != converted[-1].shape[0]:
+                raise ValueError(
+                    f"weights[{i}]: has {arr.shape[1]} columns but weights[{i - 1}] has "
+                    f"{converted[-1].shape[0]} rows"
+                )
+            converted.append(arr)
+        depth = len(converted)
+        if biases is None:
+            bias_list = [np.zeros(w.shape[0], dtype=dtype) for w in converted]
+        else:
+            if len(biases) != depth:
+                raise ValueError(f"biases: expected {depth} vectors, got {len(biases)}")
+            bias_list = []
+            for i, (b, w) in enumerate(zip(biases, converted)):
+                arr = as_float_array(b, f"biases[{i}]", dtype)
+                if arr.shape != (w.shape[0],):
+                    raise ValueError(f"biases[{i}]: expected shape ({w.shape[0]},), got {arr.shape}")
+                bias_list.append(arr)
+        net = cls.__new__(cls)
+        net._setup(converted, bias_list, _activations(activation, depth), residual,
+                   residual_scale, _norm(norm))
+        net.init = None
+        net.gain = None
+        net.seed = None
+        net.sigma_w2 = float(np.mean([np.mean(w.astype(np.float64) ** 2) * w.shape[1]
+                                      for w in converted]))
+        net.sigma_b2 = float(np.mean([np.mean(b.astype(np.float64) ** 2) for b in bias_list]))
+        return net
+
+    def _setup(self, weights, biases, activations, residual, residual_scale, norm) -> None:
+        if not isinstance(residual, (bool, np.bool_)):
+            raise TypeError(f"residual: expected a bool, got {type(residual).__name__}")
+        self.weights: list[np.ndarray] = list(weights)
+        self.biases: list[np.ndarray] = list(biases)
+        self.widths: list[int] = [int(self.weights[0].shape[1])] + [
+            int(w.shape[0]) for w in self.weights
+        ]
+        if residual and len(set(self.widths)) != 1:
+            raise ValueError(
+                f"residual: residual=True needs every layer to have the same width, "
+                f"got widths {sorted(set(self.widths))}"
+            )
+        self.activations: list[str] = list(activations)
+        self.residual = bool(residual)
+        self.residual_scale = check_real(residual_scale, "residual_scale")
+        self.norm = norm
+        self.dtype = self.weights[0].dtype
+
+    @property
+    def depth(self) -> int:
+        """Number of layers."""
+        return len(self.weights)
+
+    @property
+    def activation(self) -> str | list[str]:
+        """The activation name, or the per-layer list when layers differ."""
+        return self.activations[0] if len(set(self.activations)) == 1 else list(self.activations)
+
+    def __repr__(self) -> str:
+        width = self.widths[0] if len(set(self.widths)) == 1 else self.widths
+        extras = []
+        if self.init is not None:
+            extras.append(f"init={self.init!r}")
+        if self.residual:
+            extras.append(f"residual=True, residual_scale={self.residual_scale:g}")
+        if self.norm:
+            extras.append(f"norm={self.norm!r}")
+        extra = ", " + ", ".join(extras) if extras else ""
+        return (
+            f"Chain(depth={self.depth}, width={width}, activation={self.activation!r}"
+            f"{extra}, dtype={self.dtype.name!r})"
+        )
+
+    # -- input preparation shared by every measurement ---------------------------------
+    def _batch(self, x: Any, name: str = "x") -> tuple[np.ndarray, bool]:
+        arr = as_float_array(x, name, self.dtype)
+        single = arr.ndim == 1
+        if single:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != self.widths[0] or arr.shape[0] < 1:
+            raise ValueError(
+                f"{name}: expected shape (batch, {self.widths[0]}) or ({self.widths[0]},), "
+                f"got {np.shape(x)}"
+            )
+        return arr, single
+
+    def _check_workspace(self, batch: int, keep_grads: bool) -> None:
+        store_u = self.residual or self.norm is not None or any(
+            a in ("gelu", "silu") for a in self.activations
+        )
+        nbytes = _core.backprop_workspace_bytes(self.widths, batch, self.dtype.itemsize, store_u)
+        if keep_grads:
+            nbytes += sum(w.nbytes + b.nbytes for w, b in zip(self.weights, self.biases))
+        check_allocation(nbytes, f"backprop on a batch of {batch} (x)")
+
+    def backprop(
+        self,
+        x: Any,
+        *,
+        loss: str = "sum_squares",
+        target: Any = None,
+        grad_output: Any = None,
+        keep_grads: bool = False,
+        n_threads: int | None = None,
+    ) -> BackpropResult:
+        """One exact forward and backward pass; per-layer gradient measurements.
+
+        Parameters
+        ----------
+        x : array_like, shape (batch, widths[0]) or (widths[0],)
+            Input; a 1-D ``x`` is a batch of one.
+        loss : {"sum_squares", "mse", "cross_entropy"}
+            ``0.5 * sum(h_L**2)``; mean squared error against ``target`` (mean over
+            every entry); or softmax cross-entropy against integer labels ``target``
+            (mean over the batch).
+        target : array_like, optional
+            Values for "mse" (shape of the output), labels for "cross_entropy".
+        grad_output : array_like, optional
+            A given ``dL/dh_L`` instead of a loss: pure backward propagation.
+        keep_grads : bool
+            Also return the full weight and bias gradients and the output.
+        n_threads : int, optional
+            None or -1 for every core, or a positive count (OpenMP and BLAS share it).
+
+        Returns
+        -------
+        BackpropResult
+            Exploding chains are data: a NaN/Inf arising inside the pass is reported
+            in ``first_nonfinite_layer`` and the pass finishes.
+        """
+        n_threads = check_threads(n_threads)
+        xb, single = self._batch(x)
+        batch = xb.shape[0]
+        n_out = self.widths[-1]
+        if grad_output is not None:
+            if loss != "sum_squares" or target is not None:
+                raise ValueError("grad_output: give either grad_output or a loss/target, not both")
+            loss_name = "grad_output"
+            tgt = as_float_array(grad_output, "grad_output", self.dtype)
+            if single and tgt.ndim == 1:
+                tgt = tgt[None, :]
+            if tgt.shape != (batch, n_out):
+                raise ValueError(
+                    f"grad_output: expected shape ({batch}, {n_out}), got {np.shape(grad_output)}"
+                )
+        else:
+            loss_name = check_choice(loss, LOSSES, "loss")
+            tgt = self._target(loss_name, target, batch, single)
+        if self.norm == "batchnorm" and batch < 2:
+            raise ValueError("x: norm='batchnorm' needs a batch of at least 2 examples")
+        self._check_workspace(batch, bool(keep_grads))
+        raw = _core.chain_backprop(
+            self.weights, self.biases, self.activations, self.residual, self.residual_scale,
+            self.norm or "none", xb, loss_name, tgt, bool(keep_grads), n_threads,
+        )
+        loss_value = None if loss_name == "grad_output" else float(raw["loss"])
+        return BackpropResult(
+            loss=loss_value,
+            grad_norm=raw["grad_norm"],
+            activation_norm=raw["activation_norm"],
+            weight_grad_norm=raw["weight_grad_norm"],
+            bias_grad_norm=raw["bias_grad_norm"],
+            per_example_weight_grad_norm=raw["per_example_weight_grad_norm"],
+            derivative_mean=raw["derivative_mean"],
+            saturated_fraction=raw["saturated_fraction"],
+            dead_fraction=raw["dead_fraction"],
+            first_nonfinite_layer=raw["first_nonfinite_layer"],
+            first_nonfinite_stage=raw["first_nonfinite_stage"],
+            output=raw["output"][0] if single else raw["output"],
+            weight_grads=raw.get("weight_grads"),
+            bias_grads=raw.get("bias_grads"),
+        )
+
+    def _target(self, loss: str, target: Any, batch: int, single: bool) -> np.ndarray | None:
+        n_out = self.widths[-1]
+        if loss == "sum_squares":
+            if target is not None:
+                raise ValueError("target: loss='sum_squares' takes no target")
+            return None
+        if target is None:
+            raise ValueError(f"target: loss={loss!r} needs a target")
+        if loss == "mse":
+            tgt = as_float_array(target, "target", self.dtype)
+            if single and tgt.ndim == 1:
+                tgt = tgt[None, :]
+            if tgt.shape != (batch, n_out):
+                raise ValueError(f"target: expected shape ({batch}, {n_out}), got {np.shape(target)}")
+            return tgt
+        labels = np.asarray(target)
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise TypeError(f"target: cross_entropy needs integer class labels, got {labels.dtype}")
+        labels = np.ascontiguousarray(labels.reshape(-1) if single else labels, dtype=np.int64)
+        if labels.shape != (batch,):
+            raise ValueError(f"target: expected {batch} labels, got shape {np.shape(target)}")
+        if labels.size and (labels.min() < 0 or labels.max() >= n_out):
+            raise ValueError(f"target: labels must lie in [0, {n_out}), got {labels.min()}..{labels.max()}")
+        return labels
