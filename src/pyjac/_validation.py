@@ -84,7 +84,10 @@ def as_float_array(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
         or arr.dtype == np.bool_
     ):
         raise TypeError(f"{name}: expected real numbers, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    try:
+        arr = np.ascontiguousarray(arr, dtype=dtype)
+    except MemoryError:
+        raise MemoryError(f"{name}: too large to convert to {dtype}") from None
     if not np.isfinite(arr).all():
         raise ValueError(f"{name}: contains NaN or Inf")
     return arr

@@ -118,7 +118,9 @@ class Chain:
         seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
         np_dtype = check_dtype(dtype)
         n_params = sum(widths[i] * widths[i + 1] + widths[i + 1] for i in range(depth))
-        check_allocation(n_params * np_dtype.itemsize, f"a chain of depth {depth} and width {width}")
+        check_allocation(
+            n_params * np_dtype.itemsize, f"a chain of depth {depth} and width {width}"
+        )
         weights, biases = _core.init_weights(
             widths, init, gain_value, bias_std, seed, np_dtype.name, -1
         )
@@ -173,7 +175,9 @@ class Chain:
             for i, (b, w) in enumerate(zip(biases, converted)):
                 arr = as_float_array(b, f"biases[{i}]", dtype)
                 if arr.shape != (w.shape[0],):
-                    raise ValueError(f"biases[{i}]: expected shape ({w.shape[0]},), got {arr.shape}")
+                    raise ValueError(
+                        f"biases[{i}]: expected shape ({w.shape[0]},), got {arr.shape}"
+                    )
                 bias_list.append(arr)
         net = cls.__new__(cls)
         net._setup(converted, bias_list, _activations(activation, depth), residual,
@@ -343,7 +347,9 @@ class Chain:
             if single and tgt.ndim == 1:
                 tgt = tgt[None, :]
             if tgt.shape != (batch, n_out):
-                raise ValueError(f"target: expected shape ({batch}, {n_out}), got {np.shape(target)}")
+                raise ValueError(
+                    f"target: expected shape ({batch}, {n_out}), got {np.shape(target)}"
+                )
             return tgt
         labels = np.asarray(target)
         if not np.issubdtype(labels.dtype, np.integer):
@@ -352,5 +358,7 @@ class Chain:
         if labels.shape != (batch,):
             raise ValueError(f"target: expected {batch} labels, got shape {np.shape(target)}")
         if labels.size and (labels.min() < 0 or labels.max() >= n_out):
-            raise ValueError(f"target: labels must lie in [0, {n_out}), got {labels.min()}..{labels.max()}")
+            raise ValueError(
+                f"target: labels must lie in [0, {n_out}), got {labels.min()}..{labels.max()}"
+            )
         return labels

@@ -1,4 +1,5 @@
 #include "arrays.hpp"
+#include "pyjac/calibrate.hpp"
 #include "pyjac/threads.hpp"
 
 namespace pyjac::bindings {
@@ -6,6 +7,15 @@ namespace pyjac::bindings {
 void register_info(py::module_& m) {
   m.def("max_threads", &max_threads, "Threads the OpenMP runtime offers.");
   m.def("blas_num_threads", &blas_num_threads, "Threads OpenBLAS is set to use.");
+  m.def(
+      "gemm_gflops",
+      [](int n, int repeats, int n_threads, bool single) {
+        py::gil_scoped_release release;
+        return gemm_gflops(n, repeats, n_threads, single);
+      },
+      py::arg("n") = 2048, py::arg("repeats") = 3, py::arg("n_threads") = -1,
+      py::arg("single") = true,
+      "Best GFLOP/s of an n x n x n GEMM through the same OpenBLAS the core uses.");
 #ifdef _OPENMP
   m.attr("openmp_version") = _OPENMP;
 #else

@@ -137,9 +137,10 @@ double ghost_norm(const T* dz, int n_out, const T* h, int n_in, int batch, T* gr
                   T* gram_h, int nt) {
   constexpr int kBlocks = 4;
   const int block = (batch + kBlocks - 1) / kBlocks;
+  const double flops = static_cast<double>(batch) * batch * (n_in + n_out);
   {
     BlasThreadScope single(1);
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(nt) if (flops > 4.0 * detail::kParallelThreshold * 64) schedule(dynamic, 1)
     for (int task = 0; task < 2 * kBlocks; ++task) {
       const bool of_dz = task < kBlocks;
       const int r0 = (task % kBlocks) * block;
