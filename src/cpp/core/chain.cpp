@@ -65,7 +65,8 @@ LayerForwardStats<T> forward_layer(const ChainView<T>& c, int l, int batch, cons
   const std::size_t total = static_cast<std::size_t>(batch) * n_out;
   // Bias rows first, then one GEMM accumulating onto them (beta = 1).
   for (int i = 0; i < batch; ++i) std::memcpy(u + static_cast<std::size_t>(i) * n_out, b, sizeof(T) * n_out);
-  blas::gemm(Trans::No, Trans::Yes, batch, n_out, n_in, T(1), h_in, n_in, w, n_in, T(1), u, n_out);
+  blas::gemm_reproducible(Trans::No, Trans::Yes, batch, n_out, n_in, T(1), h_in, n_in, w, n_in,
+                          T(1), u, n_out, nt);
   detail::norm_forward(c.norm, u, batch, n_out, inv_std, nt);
 
   const T scale = static_cast<T>(c.residual_scale);
@@ -233,7 +234,9 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
     throw std::invalid_argument("keep_grads: one destination per layer is required");
 
   const int nt = resolve_threads(o.n_threads);
-  BlasThreadScope blas_scope(nt);
+  // Every GEMM below runs as fixed single-threaded tiles shared out by OpenMP (see
+  // gemm_reproducible), so BLAS stays at one thread for the whole pass.
+  BlasThreadScope blas_scope(1);
 
   BackpropStats s;
   s.grad_norm.assign(L + 1, 0.0);
@@ -334,8 +337,8 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
         }
         dw = dw_scratch.get();
       }
-      blas::gemm(Trans::Yes, Trans::No, n_out, n_in, batch, T(1), dzl, n_out, h_in, n_in, T(0),
-                 dw, n_in);
+      blas::gemm_reproducible(Trans::Yes, Trans::No, n_out, n_in, batch, T(1), dzl, n_out, h_in,
+                              n_in, T(0), dw, n_in, nt);
       s.weight_grad_norm[l] = frobenius_norm(dw, n_out, n_in, nt).norm;
     } else {
       if (!gram_dz) {
@@ -351,8 +354,8 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
     // dL/dh_{l-1} = dz W_l (+ dL/dh_l through the skip connection).
     if (c.residual)
       std::memcpy(g_prev.get(), g.get(), sizeof(T) * static_cast<std::size_t>(batch) * n_in);
-    blas::gemm(Trans::No, Trans::No, batch, n_in, n_out, T(1), dzl, n_out, c.weights[l], n_in,
-               c.residual ? T(1) : T(0), g_prev.get(), n_in);
+    blas::gemm_reproducible(Trans::No, Trans::No, batch, n_in, n_out, T(1), dzl, n_out,
+                            c.weights[l], n_in, c.residual ? T(1) : T(0), g_prev.get(), n_in, nt);
     std::swap(g, g_prev);
     const auto gn = frobenius_norm(g.get(), batch, n_in, nt);
     s.grad_norm[l] = gn.norm;

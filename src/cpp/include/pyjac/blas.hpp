@@ -14,6 +14,17 @@ void gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, 
 void gemm(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a, int lda,
           const double* b, int ldb, double beta, double* c, int ldc);
 
+// The same product, computed as a grid of tiles fixed by the shape alone, each by a
+// single-threaded GEMM, the tiles shared out over n_threads OpenMP threads. OpenBLAS's
+// own threading does not reproduce its single-threaded sums bit for bit; this does, at
+// every thread count, for the cost of packing the operands once per tile.
+void gemm_reproducible(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a,
+                       int lda, const float* b, int ldb, float beta, float* c, int ldc,
+                       int n_threads);
+void gemm_reproducible(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a,
+                       int lda, const double* b, int ldb, double beta, double* c, int ldc,
+                       int n_threads);
+
 // C (n x n, lower triangle) = alpha * A * A^T + beta * C for A (n x k).
 void syrk_lower(int n, int k, float alpha, const float* a, int lda, float beta, float* c,
                 int ldc);
