@@ -337,44 +337,66 @@ _H = 0.5
 
 
 @cache
-def _reference_rules(n_gl: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    gx, gw = leggauss(n_gl)
+def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return leggauss(n)
+
+
+@cache
+def _reference_rules(n_gl: int, h: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    gx, gw = _gauss_legendre(n_gl)
     # z-rule for q <= 1, density included.
-    edges = np.arange(-_Z_MAX, _Z_MAX + 0.5 * _H, _H)
+    edges = np.arange(-_Z_MAX, _Z_MAX + 0.5 * h, h)
     mid, half = 0.5 * (edges[:-1] + edges[1:]), 0.5 * np.diff(edges)
     z = (mid[:, None] + half[:, None] * gx).ravel()
     wz = (half[:, None] * gw).ravel() * np.exp(-0.5 * z * z) / _SQRT_2PI
     # u-rule on [-_U_MAX, _U_MAX] for q > 1, density excluded; kept per panel.
-    edges = np.arange(-_U_MAX, _U_MAX + 0.5 * _H, _H)
+    edges = np.arange(-_U_MAX, _U_MAX + 0.5 * h, h)
     mid, half = 0.5 * (edges[:-1] + edges[1:]), 0.5 * np.diff(edges)
     u = mid[:, None] + half[:, None] * gx
     wu = np.broadcast_to(half[:, None] * gw, u.shape).copy()
     return z, wz, u, wu
 
 
-def _rule(q: float, n_gl: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes ``u`` and weights ``w`` with ``sum(w * f(u)) ~= E[f(sqrt(q) z)]``."""
+def _rule_parts(q: float, n_gl: int, h: float) -> tuple[
+        np.ndarray | None, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rule of :func:`_rule` in two parts: ``(keep, u_in, w_in, u_out, w_out)``.
+
+    For ``q > 1`` the inner nodes are the fixed reference nodes ``u_ref[keep]``, so values
+    of a fixed integrand there can be cached; ``keep`` is None otherwise.
+    """
+    empty = np.zeros(0)
     if q == 0.0:
-        return np.zeros(1), np.ones(1)
-    z, wz, u_ref, wu_ref = _reference_rules(n_gl)
+        return None, np.zeros(1), np.ones(1), empty, empty
+    z, wz, u_ref, wu_ref = _reference_rules(n_gl, h)
     s = math.sqrt(q)
     if s <= 1.0:
-        return s * z, wz
+        return None, s * z, wz, empty, empty
     # Inner part in u: panels overlapping |u| < _Z_MAX * s (the rest has no mass).
-    keep = np.abs(u_ref[:, 0] + u_ref[:, -1]) * 0.5 < _Z_MAX * s + _H
+    keep = np.abs(u_ref[:, 0] + u_ref[:, -1]) * 0.5 < _Z_MAX * s + h
     u_in = u_ref[keep].ravel()
     w_in = wu_ref[keep].ravel() * np.exp(-0.5 * u_in * u_in / q) / (_SQRT_2PI * s)
     a = _U_MAX / s
     if a >= _Z_MAX:
-        return u_in, w_in
+        return keep, u_in, w_in, empty, empty
     # Outer tails |u| > _U_MAX, integrated in z where the Gaussian sets the scale.
-    gx, gw = leggauss(n_gl)
-    n = max(1, math.ceil((_Z_MAX - a) / _H))
+    gx, gw = _gauss_legendre(n_gl)
+    n = max(1, math.ceil((_Z_MAX - a) / h))
     edges = np.linspace(a, _Z_MAX, n + 1)
     mid, half = 0.5 * (edges[:-1] + edges[1:]), 0.5 * np.diff(edges)
     zo = (mid[:, None] + half[:, None] * gx).ravel()
     wo = (half[:, None] * gw).ravel() * np.exp(-0.5 * zo * zo) / _SQRT_2PI
-    return np.concatenate([u_in, s * zo, -s * zo]), np.concatenate([w_in, wo, wo])
+    return keep, u_in, w_in, np.concatenate([s * zo, -s * zo]), np.concatenate([wo, wo])
+
+
+def _rule(q: float, n_gl: int = 16, h: float = _H) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes ``u`` and weights ``w`` with ``sum(w * f(u)) ~= E[f(sqrt(q) z)]``.
+
+    ``n_gl`` Gauss-Legendre nodes on panels at most ``h`` wide in both ``z`` and ``u``.
+    """
+    _, u_in, w_in, u_out, w_out = _rule_parts(q, n_gl, h)
+    if u_out.size == 0:
+        return u_in, w_in
+    return np.concatenate([u_in, u_out]), np.concatenate([w_in, w_out])
 
 
 def gaussian_expectation(f: Callable[[np.ndarray], Any], q: float = 1.0) -> float:
@@ -384,8 +406,10 @@ def gaussian_expectation(f: Callable[[np.ndarray], Any], q: float = 1.0) -> floa
     ----------
     f : callable
         Vectorised function of a float64 array, returning an array of the same shape.
-        It should be smooth except possibly at ``u = 0`` (kinks there cost accuracy;
-        the piecewise-linear activations use closed forms elsewhere in this module).
+        The rule assumes what activations satisfy: ``f`` is smooth on unit scale for
+        ``|u| <= 40`` and slowly varying (polynomial or settling to an asymptote) beyond.
+        Kinks cost accuracy (the piecewise-linear activations use closed forms
+        elsewhere in this module), and so do oscillations at large ``|u|``.
     q : float, default 1
         Variance, ``>= 0``.
 
@@ -436,16 +460,30 @@ def _moment(name: str, kind: str, q: float) -> float:
         if name == "sigmoid":
             return 0.5
         return math.inf
-    u, w = _rule(q)
+    keep, u_in, w_in, u_out, w_out = _rule_parts(q, 16, _H)
+    vals = _inner_values(name, kind)[keep].ravel() if keep is not None else _integrand(
+        name, kind, u_in)
+    total = float(np.dot(w_in, vals))
+    if u_out.size:
+        total += float(np.dot(w_out, _integrand(name, kind, u_out)))
+    return total
+
+
+def _integrand(name: str, kind: str, u: np.ndarray) -> np.ndarray:
     if kind == "phi":
-        vals = _phi_raw(name, u)
-    elif kind == "phi2":
-        vals = _phi_raw(name, u) ** 2
-    elif kind == "dphi2":
-        vals = _dphi_raw(name, u) ** 2
-    else:
-        vals = _dphi_raw(name, u) ** 4
-    return float(np.dot(w, vals))
+        return _phi_raw(name, u)
+    if kind == "phi2":
+        return _phi_raw(name, u) ** 2
+    if kind == "dphi2":
+        return _dphi_raw(name, u) ** 2
+    return _dphi_raw(name, u) ** 4
+
+
+@cache
+def _inner_values(name: str, kind: str) -> np.ndarray:
+    # The inner nodes for q > 1 do not depend on q: evaluate each integrand there once.
+    u_ref = _reference_rules(16, _H)[2]
+    return _integrand(name, kind, u_ref.ravel()).reshape(u_ref.shape)
 
 
 # --------------------------------------------------------------------------------------
@@ -463,6 +501,7 @@ def _bracket_root(g: Callable[[float], float], a: float, ga: float, b: float, gb
     side = 0
     width = abs(b - a)
     stalls = 0
+    c_prev = math.nan
     for _ in range(2000):
         if stalls >= 2:
             c = 0.5 * (a + b)
@@ -472,8 +511,10 @@ def _bracket_root(g: Callable[[float], float], a: float, ga: float, b: float, gb
             if not (min(a, b) < c < max(a, b)):
                 c = 0.5 * (a + b)
         gc = g(c)
-        if gc == 0.0:
+        if gc == 0.0 or abs(c - c_prev) <= 0.5 * xtol(c):
+            # Illinois converges superlinearly: a negligible step means converged.
             return c
+        c_prev = c
         if (gc > 0) == (gb > 0):
             b, gb = c, gc
             if side == -1:
@@ -500,9 +541,9 @@ def _fixed_point(f: Callable[[float], float], x0: float, *, lo: float, hi: float
     Plain iteration moves monotonically towards that fixed point and never jumps over
     it. Each step also tries a secant extrapolation, pushed slightly past the estimate;
     it is used only when it lands beyond the fixed point (sign change of f(x) - x), in
-    which case the root is polished inside that bracket. When the upward steps grow
-    instead of shrinking, the first sign change is searched on a factor-2 grid (this
-    could only miss a pair of fixed points closer than a factor 2 to each other).
+    which case the root is polished inside that bracket. When the steps grow instead
+    of shrinking, the first sign change is searched on a geometric grid towards the
+    bound (this could only miss a pair of fixed points within one grid cell).
     Returns ``inf`` when no fixed point exists below ``_Q_DIVERGED`` (only possible when
     ``hi`` is infinite).
     """
@@ -521,8 +562,29 @@ def _fixed_point(f: Callable[[float], float], x0: float, *, lo: float, hi: float
         return x
     d = 1.0 if gx > 0 else -1.0
     bound = hi if d > 0 else lo
+
+    def scan(a: float, ga: float) -> float:
+        # First sign change of g on a geometric grid from a towards the bound (factor 2
+        # in x when the bound is infinite, else halving the distance to it); the bound
+        # itself when the grid gets within tolerance of it without one.
+        for _ in range(4000):
+            if bound == math.inf:
+                b = 2.0 * a
+                if b > _Q_DIVERGED:
+                    return math.inf
+            else:
+                b = bound + 0.5 * (a - bound)
+                if abs(b - bound) <= xtol(bound) or b == a:
+                    return bound
+            gb = g(b)
+            if not math.isfinite(gb):
+                return math.inf
+            if d * gb <= 0:
+                return _bracket_root(g, a, ga, b, gb, xtol)
+            a, ga = b, gb
+        return bound
+
     push = 0.05
-    scanned = False
     for _ in range(max_iter):
         xn = min(max(fx, lo), hi)
         if d > 0 and hi == math.inf and xn > _Q_DIVERGED:
@@ -537,34 +599,18 @@ def _fixed_point(f: Callable[[float], float], x0: float, *, lo: float, hi: float
             return _bracket_root(g, x, gx, xn, gn, xtol)
         if abs(gn) <= xtol(xn):
             return min(max(fxn, lo), hi)
-        if d > 0 and hi == math.inf and gn >= gx and not scanned:
-            # Growing steps: the iterate is running away (possibly very slowly, e.g.
-            # gelu near sigma_w2 = 2). Scan upwards on a factor-2 grid for the first
-            # sign change instead of crawling; none up to _Q_DIVERGED means divergence.
-            scanned = True
-            a, ga = xn, gn
-            while True:
-                b = 2.0 * a
-                if b > _Q_DIVERGED:
-                    return math.inf
-                gb = g(b)
-                if not math.isfinite(gb):
-                    return math.inf
-                if gb <= 0:
-                    return _bracket_root(g, a, ga, b, gb, xtol)
-                a, ga = b, gb
+        if d * gn >= d * gx:
+            # Steps that do not shrink: the iterate is running away or crawling through
+            # a nearly flat stretch (e.g. gelu/silu near sigma_w2 = 2).
+            return scan(xn, gn)
         if gn != gx:
             cand = xn - gn * (xn - x) / (gn - gx)
             if math.isfinite(cand) and d * (cand - xn) > 0:
                 cand += d * push * abs(cand - xn)
                 if d * (cand - bound) >= 0:
-                    # The extrapolation leaves the domain: look just inside the bound.
-                    probe = xn + (bound - xn) * (1.0 - 1e-6)
-                    gp = g(probe)
-                    if d * gp > 0:
-                        # Still moving towards the bound there: the bound is the limit.
-                        return bound
-                    return _bracket_root(g, xn, gn, probe, gp, xtol)
+                    # The extrapolation leaves the domain: the fixed point is the bound
+                    # or lies between; search the way there.
+                    return scan(xn, gn)
                 gc = g(cand)
                 if d * gc <= 0:
                     return _bracket_root(g, xn, gn, cand, gc, xtol)
@@ -573,7 +619,7 @@ def _fixed_point(f: Callable[[float], float], x0: float, *, lo: float, hi: float
                 # Jump to the candidate if no sign change shows on a grid in between,
                 # else solve in the first bracketing cell; and push harder next time.
                 push = min(2.0 * push, 10.0)
-                ts = xn + (cand - xn) * np.linspace(0.0, 1.0, 17)[1:-1]
+                ts = xn + (cand - xn) * np.linspace(0.0, 1.0, 6)[1:-1]
                 prev_t, prev_g = xn, gn
                 for t in ts:
                     gt = g(float(t))
@@ -818,11 +864,21 @@ def critical_sigma_w2(activation: str, sigma_b2: float = 0.0, *, q0: float = 1.0
         s = float(s)
         e = excess(s)
         if e >= 0.0:
-            root = _bracket_root(excess, prev_s, prev_e, s, e, lambda x: xtol * x)
+            jump = ValueError(
+                f"activation: for {name} with sigma_b2={sb}, chi1 jumps across 1 near "
+                f"sigma_w2={{:.6g}} (q* jumps there, e.g. to infinity); there is no "
+                f"critical point")
+            # Coarse solve first: a discontinuity shows without polishing all the way.
+            root = _bracket_root(excess, prev_s, prev_e, s, e, lambda x: 1e-6 * x)
+            if abs(excess(root)) > 1e-3:
+                raise ValueError(str(jump.args[0]).format(root))
+            a, b = root * (1.0 - 4e-6), root * (1.0 + 4e-6)
+            ea, eb = excess(a), excess(b)
+            if not (ea < 0.0 <= eb):
+                a, ea, b, eb = prev_s, prev_e, s, e
+            root = _bracket_root(excess, a, ea, b, eb, lambda x: xtol * x)
             if abs(excess(root)) > 1e-6:
-                raise ValueError(
-                    f"activation: for {name} with sigma_b2={sb}, chi1 jumps across 1 near "
-                    f"sigma_w2={root:.6g} (q* diverges there); there is no critical point")
+                raise ValueError(str(jump.args[0]).format(root))
             return root
         prev_s, prev_e = s, e
     raise ValueError(
@@ -845,11 +901,13 @@ def _bivariate(name: str, kind: str, q: float, c: float) -> float:
         relu_relu = q / (2.0 * math.pi) * (math.sqrt(max(0.0, 1.0 - c * c)) + (math.pi - theta) * c)
         return a * a * q * c + a * (1.0 - a) * q * c + (1.0 - a) ** 2 * relu_relu
     # Rotated coordinates u1 = x + y, u2 = x - y with independent x ~ N(0, q(1+c)/2) and
-    # y ~ N(0, q(1-c)/2): each factor then has its own well-resolved 1-D rule.
+    # y ~ N(0, q(1-c)/2): each factor then has its own well-resolved 1-D rule. Panels
+    # of width 1 with 8 nodes still give ~1e-13 (the nearest singularity of tanh is
+    # pi/2 away) at a quarter of the cost of the 1-D default.
     fn = _phi_raw if kind == "phi" else _dphi_raw
-    ux, wx = _rule(q * (1.0 + c) / 2.0, n_gl=8)
-    uy, wy = _rule(q * (1.0 - c) / 2.0, n_gl=8)
-    kx, ky = wx > 1e-30 * wx.max(), wy > 1e-30 * wy.max()  # drop negligible nodes
+    ux, wx = _rule(q * (1.0 + c) / 2.0, n_gl=8, h=1.0)
+    uy, wy = _rule(q * (1.0 - c) / 2.0, n_gl=8, h=1.0)
+    kx, ky = wx > 1e-25 * wx.max(), wy > 1e-25 * wy.max()  # drop negligible nodes
     ux, wx, uy, wy = ux[kx], wx[kx], uy[ky], wy[ky]
     s = ux[:, None] + uy[None, :]
     t = ux[:, None] - uy[None, :]
