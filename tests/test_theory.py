@@ -272,6 +272,13 @@ def test_q_star_is_a_fixed_point(name, sw, sb, q0):
     assert theory.length_map(name, q, sw, sb) == pytest.approx(q, rel=1e-9, abs=1e-10)
 
 
+def test_q_star_iteration_cap_raises():
+    with pytest.raises(RuntimeError, match="max_iter=1"):
+        theory.q_star("tanh", 1.5, 0.05, q0=5.0, max_iter=1)
+    assert theory.q_star("tanh", 1.5, 0.05, q0=5.0) == pytest.approx(
+        theory.q_star("tanh", 1.5, 0.05, q0=0.01), rel=1e-11)
+
+
 def test_q_star_bad_arguments():
     with pytest.raises(ValueError, match="sigma_w2"):
         theory.q_star("tanh", -1.0, 0.0)
@@ -281,6 +288,8 @@ def test_q_star_bad_arguments():
         theory.q_star("tanh", 1.0, 0.1, q0=-1.0)
     with pytest.raises(ValueError, match="sigma_w2"):
         theory.q_star("tanh", float("nan"), 0.1)
+    with pytest.raises(ValueError, match="max_iter"):
+        theory.q_star("tanh", 1.0, 0.1, max_iter=0)
 
 
 # ----------------------------------------------------------------------------------

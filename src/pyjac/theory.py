@@ -144,7 +144,7 @@ def _activation_name(activation: Any) -> str:
 
 def _real(value: Any, name: str, *, nonneg: bool = False, positive: bool = False,
           allow_inf: bool = False) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name}: expected a real number, got {value!r}")
     x = float(value)
     if math.isnan(x) or (math.isinf(x) and not allow_inf):
@@ -630,9 +630,9 @@ def _fixed_point(f: Callable[[float], float], x0: float, *, lo: float, hi: float
                 continue
         x, fx, gx = xn, fxn, gn
     raise RuntimeError(
-        f"{what}: no convergence after max_iter={max_iter} iterations (last iterate "
-        f"{x:.6g}, step {gx:.3g}); the fixed point is (nearly) marginally stable here. "
-        "Increase max_iter or tol."
+        f"{what}: not converged after max_iter={max_iter} iterations (last iterate "
+        f"{x:.6g}, last step {gx:.3g}); with the default max_iter this happens only very "
+        "close to a marginally stable fixed point. Increase max_iter or tol."
     )
 
 
@@ -834,13 +834,19 @@ def critical_sigma_w2(activation: str, sigma_b2: float = 0.0, *, q0: float = 1.0
     ------
     ValueError
         For an unknown activation, a negative ``sigma_b2``, or when ``chi1`` does not
-        cross 1 continuously in the range (no critical point there; e.g. for gelu/silu
-        with large ``sigma_b2`` ``chi1`` jumps past 1 where ``q*`` diverges).
+        cross 1 continuously in the range (no critical point there). gelu and silu with
+        small ``sigma_b2`` (below about 0.18 and 0.55) are such cases: the fixed point
+        reached from ``q0`` jumps (to 0 or to infinity) and ``chi1`` jumps past 1 with it.
 
     Notes
     -----
     ``chi1`` is scanned on a log-spaced grid and the first upward crossing of 1 is
     refined by a safeguarded regula falsi (Illinois) in the bracketing cell.
+
+    Values (``sigma_b2`` -> ``sigma_w2``): tanh 0 -> 1, 0.01 -> 1.4242, 0.05 -> 1.7610
+    (Schoenholz et al. 2017 quote ~1.76), 1 -> 3.4432; sigmoid 0 -> 103.0 (a sigmoid
+    chain needs very large weights to reach criticality); gelu 0.2 -> 1.9707 and silu
+    1 -> 1.9670, just below the relu-like value 2.
     """
     name = _activation_name(activation)
     sb = _real(sigma_b2, "sigma_b2", nonneg=True)
@@ -1121,6 +1127,10 @@ def _log_layer_factors(activation: Any, sigma_w2: Any, sigma_b2: Any, depth: Any
     mean0 = _real(input_mean, "input_mean")
     p0 = None if input_second_moment is None else _real(
         input_second_moment, "input_second_moment", nonneg=True)
+    if mean0 * mean0 > (1.0 if p0 is None else p0) * (1.0 + 1e-12):
+        raise ValueError(
+            f"input_mean: its square ({mean0 * mean0:g}) cannot exceed the input second "
+            f"moment ({1.0 if p0 is None else p0:g})")
 
     with np.errstate(divide="ignore"):
         if not residual:
@@ -1142,13 +1152,13 @@ def _log_layer_factors(activation: Any, sigma_w2: Any, sigma_b2: Any, depth: Any
         for i, name in enumerate(names):
             q = sw * p + sb
             out[i] = np.log1p(s * s * chi1(name, sw, sb, q=q))
-            if i + 1 < L:
+            if i + 1 < L and math.isfinite(p):
                 e1 = _moment(name, "phi", q)
                 e2 = _moment(name, "phi2", q)
-                p = p + s * s * e2 + 2.0 * s * m * e1 if math.isfinite(p) else p
+                p_next = p + s * s * e2 + 2.0 * s * m * e1
                 m = m + s * e1
-                if not math.isfinite(p) or p > 1e300:
-                    p = math.inf
+                # Past overflow the chain is saturated/exploded: q = inf from here on.
+                p = p_next if math.isfinite(p_next) and p_next <= 1e300 else math.inf
         return out, names
 
 
@@ -1159,8 +1169,26 @@ def predicted_log_grad_norm(activation: Any, sigma_w2: float | None = None,
                             input_mean: float = 0.0) -> np.ndarray:
     """Predicted ``ln(||dL/dh_l|| / ||dL/dh_L||)`` for ``l = 0..depth`` (mean field).
 
-    This is ``0.5 * ln`` of :func:`predicted_grad_norm`, computed in log space so that it
-    stays finite for very deep chains. Same parameters as :func:`predicted_grad_norm`.
+    This is ``0.5 * ln`` of :func:`predicted_grad_norm` (natural log of the norm ratio,
+    not of its square), computed in log space so that it stays finite for very deep
+    chains.
+
+    Parameters
+    ----------
+    activation : str, sequence of str, or chain-like object
+        As in :func:`predicted_grad_norm`.
+    sigma_w2, sigma_b2 : float
+        Weight and bias variances (``>= 0``).
+    depth : int
+        Number of layers ``L >= 1``.
+    residual : bool, default False
+        Residual chain ``h_l = h_{l-1} + residual_scale * phi(z_l)``.
+    residual_scale : float, default 1
+        Scale of the residual branch.
+    input_second_moment : float, optional
+        ``||x||^2 / n`` of the input; see :func:`predicted_grad_norm`.
+    input_mean : float, default 0
+        Mean over units of the input (residual chains only).
 
     Returns
     -------
