@@ -24,9 +24,10 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
 from . import _core  # noqa: F401  (the extension: loaded first, errors surface here)
+from . import theory
 from ._results import BackpropResult
 from .chain import ACTIVATIONS, INITS, Chain
 
 __version__ = "0.1.0"
 
-__all__ = ["ACTIVATIONS", "INITS", "BackpropResult", "Chain", "__version__"]
+__all__ = ["ACTIVATIONS", "INITS", "BackpropResult", "Chain", "__version__", "theory"]

@@ -1,0 +1,45 @@
+"""The engine and the mean-field theory hold each other: measured per-layer gradient
+slopes against ln(chi1)/2 at ordered, critical and chaotic points."""
+
+import math
+
+import numpy as np
+import pytest
+
+import pyjac
+from pyjac import theory
+
+POINTS = [
+    # (activation, sigma_w2, sigma_b2): ordered, critical, chaotic
+    ("tanh", 1.2, 0.05), ("tanh", 1.760954639606737, 0.05), ("tanh", 3.0, 0.05),
+    ("relu", 1.5, 0.0), ("relu", 2.0, 0.0), ("relu", 2.5, 0.0),
+    ("linear", 0.8, 0.0), ("linear", 1.0, 0.0), ("linear", 1.2, 0.0),
+]
+
+
+@pytest.mark.parametrize("activation,sigma_w2,sigma_b2", POINTS)
+def test_measured_gradient_slope_matches_chi1(activation, sigma_w2, sigma_b2):
+    depth, width, batch, seeds = 50, 1024, 8, 3
+    chi1 = theory.chi1(activation, sigma_w2, sigma_b2)
+    q = theory.q_star(activation, sigma_w2, sigma_b2)
+    q = 1.0 if not math.isfinite(q) or q == 0 else q  # relu/linear: any q is a fixed point
+    slopes = []
+    for seed in range(seeds):
+        net = pyjac.Chain(depth, width, activation=activation, init="gaussian",
+                          gain=math.sqrt(sigma_w2), bias_std=math.sqrt(sigma_b2), seed=seed,
+                          dtype="float64")
+        data = np.random.default_rng(1000 + seed)
+        x = data.standard_normal((batch, width)) * math.sqrt(q)  # start at the fixed point
+        r = net.backprop(x, grad_output=data.standard_normal((batch, width)))
+        layers = np.arange(depth + 1)
+        # ||dL/dh_l|| grows by sqrt(chi1) per layer going back towards the input.
+        slopes.append(-np.polyfit(layers, np.log(r.grad_norm), 1)[0])
+    assert np.mean(slopes) == pytest.approx(math.log(chi1) / 2, abs=0.02)
+
+
+def test_sigmoid_bound_holds_for_the_engine():
+    net = pyjac.Chain(20, 128, activation="sigmoid", init="orthogonal", seed=0, dtype="float64")
+    r = net.backprop(np.random.default_rng(0).standard_normal((4, 128)),
+                     grad_output=np.ones((4, 128)))
+    ratio = r.grad_norm[0] / r.grad_norm[-1]
+    assert ratio <= theory.sigmoid_bound(20)
