@@ -23,8 +23,10 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # (the extension's RPATH finds it too; this also covers unusual install layouts).
 import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
-from . import _core  # noqa: F401  (the extension: loaded first, errors surface here)
-from . import theory
+from . import (
+    _core,  # noqa: F401  (the extension: loaded first, errors surface here)
+    theory,
+)
 from ._results import BackpropResult
 from .chain import ACTIVATIONS, INITS, Chain
 
