@@ -47,58 +47,80 @@ struct Tape {
   const T* layer_input(int l) const { return l == 0 ? x : h[l - 1].get(); }  // h_l
 };
 
-template <typename T>
 struct LayerForwardStats {
   double derivative_sum = 0.0;
   std::size_t saturated = 0;
   std::size_t dead_units = 0;
 };
 
-// u = norm(W h + b); h_out = phi(u) or h_in + s * phi(u); statistics of phi'(u).
+// Per-call scratch, sized once for the widest layer so the layer loop never allocates.
+struct Scratch {
+  std::vector<double> row_a, row_b;       // per-example partial sums
+  std::vector<std::size_t> row_count;     // per-example counts
+  std::vector<unsigned char> alive;       // per-unit "phi' was ever non-zero"
+  std::vector<double> column;             // per-unit sums (bias gradient)
+  Scratch(int batch, int widest)
+      : row_a(batch), row_b(batch), row_count(batch), alive(widest), column(widest) {}
+};
+
+// u = norm(W h + b); h_out = phi(u) or h_in + s * phi(u); statistics of phi'(u); and
+// ||h_out[i]||^2 per example into row_sq, fused into the same pass over the layer.
 template <typename T>
-LayerForwardStats<T> forward_layer(const ChainView<T>& c, int l, int batch, const T* h_in,
-                                   T* u, T* h_out, T* inv_std, int nt) {
+LayerForwardStats forward_layer(const ChainView<T>& c, int l, int batch, const T* h_in, T* u,
+                                T* h_out, T* inv_std, double* row_sq, Scratch& ws, int nt) {
   const int n_in = c.widths[l], n_out = c.widths[l + 1];
-  const Activation act = c.activations[l];
-  const T* w = c.weights[l];
-  const T* b = c.biases[l];
   const std::size_t total = static_cast<std::size_t>(batch) * n_out;
   // Bias rows first, then one GEMM accumulating onto them (beta = 1).
-  for (int i = 0; i < batch; ++i) std::memcpy(u + static_cast<std::size_t>(i) * n_out, b, sizeof(T) * n_out);
-  blas::gemm_reproducible(Trans::No, Trans::Yes, batch, n_out, n_in, T(1), h_in, n_in, w, n_in,
-                          T(1), u, n_out, nt);
+  for (int i = 0; i < batch; ++i)
+    std::memcpy(u + static_cast<std::size_t>(i) * n_out, c.biases[l], sizeof(T) * n_out);
+  blas::gemm_reproducible(Trans::No, Trans::Yes, batch, n_out, n_in, T(1), h_in, n_in,
+                          c.weights[l], n_in, T(1), u, n_out, nt);
   detail::norm_forward(c.norm, u, batch, n_out, inv_std, nt);
 
+  const Activation act = c.activations[l];
   const T scale = static_cast<T>(c.residual_scale);
+  const bool residual = c.residual;
   const double saturation = kSaturationFraction * max_derivative(act);
   const bool saturating = is_saturating(act);
-  std::vector<double> row_dsum(batch, 0.0);
-  std::vector<std::size_t> row_sat(batch, 0);
-  // A unit is dead when phi' vanishes for every example: OR of per-thread flags,
-  // which does not depend on how rows were split.
-  std::vector<unsigned char> alive(n_out, 0);
-#pragma omp parallel num_threads(nt) if (worth_parallel(total))
-  {
-    std::vector<unsigned char> alive_local(n_out, 0);
-#pragma omp for schedule(static)
-    for (int i = 0; i < batch; ++i) {
+  double* row_dsum = ws.row_a.data();
+  std::size_t* row_sat = ws.row_count.data();
+  unsigned char* alive = ws.alive.data();
+  std::fill(alive, alive + n_out, 0);
+  dispatch_activation(act, [&](auto tag) {
+    constexpr Activation A = decltype(tag)::value;
+    auto row = [&](int i, unsigned char* alive_out) {
       const std::size_t off = static_cast<std::size_t>(i) * n_out;
-      double dsum = 0.0;
+      double dsum = 0.0, hsq = 0.0;
       std::size_t sat = 0;
       for (int j = 0; j < n_out; ++j) {
-        const auto a = activate(act, u[off + j]);
-        h_out[off + j] = c.residual ? h_in[off + j] + scale * a.value : a.value;
+        const auto a = activate(A, u[off + j]);
+        const T h = residual ? h_in[off + j] + scale * a.value : a.value;
+        h_out[off + j] = h;
+        hsq += static_cast<double>(h) * h;
         dsum += a.derivative;
         sat += saturating && a.derivative < saturation;
-        alive_local[j] |= a.derivative != T(0);
+        alive_out[j] |= a.derivative != T(0);
       }
       row_dsum[i] = dsum;
       row_sat[i] = sat;
-    }
+      row_sq[i] = hsq;
+    };
+    if (worth_parallel(total)) {
+      // A unit is dead when phi' vanishes for every example: an OR of per-thread flags,
+      // which does not depend on how the rows were split.
+#pragma omp parallel num_threads(nt)
+      {
+        std::vector<unsigned char> local(n_out, 0);
+#pragma omp for schedule(static)
+        for (int i = 0; i < batch; ++i) row(i, local.data());
 #pragma omp critical(pyjac_alive)
-    for (int j = 0; j < n_out; ++j) alive[j] |= alive_local[j];
-  }
-  LayerForwardStats<T> s;
+        for (int j = 0; j < n_out; ++j) alive[j] |= local[j];
+      }
+    } else {
+      for (int i = 0; i < batch; ++i) row(i, alive);
+    }
+  });
+  LayerForwardStats s;
   for (int i = 0; i < batch; ++i) {
     s.derivative_sum += row_dsum[i];
     s.saturated += row_sat[i];
@@ -112,19 +134,52 @@ template <typename T>
 void times_derivative(const ChainView<T>& c, int l, int batch, const T* g, const Tape<T>& tape,
                       T* du, int nt) {
   const int n = c.widths[l + 1];
-  const Activation act = c.activations[l];
   const T branch = c.residual ? static_cast<T>(c.residual_scale) : T(1);
   const std::size_t total = static_cast<std::size_t>(batch) * n;
   const long long ntotal = static_cast<long long>(total);
-  if (tape.u[l]) {
-    const T* u = tape.u[l].get();
+  const T* u = tape.u[l].get();
+  const T* h = tape.h[l].get();
+  dispatch_activation(c.activations[l], [&](auto tag) {
+    constexpr Activation A = decltype(tag)::value;
+    if (u) {
 #pragma omp parallel for num_threads(nt) if (worth_parallel(total)) schedule(static)
-    for (long long k = 0; k < ntotal; ++k) du[k] = branch * g[k] * activate(act, u[k]).derivative;
-  } else {
-    const T* h = tape.h[l].get();
+      for (long long k = 0; k < ntotal; ++k) du[k] = branch * g[k] * activate(A, u[k]).derivative;
+    } else if constexpr (A == Activation::Linear || A == Activation::Sigmoid ||
+                         A == Activation::Tanh || A == Activation::Relu ||
+                         A == Activation::LeakyRelu) {
 #pragma omp parallel for num_threads(nt) if (worth_parallel(total)) schedule(static)
-    for (long long k = 0; k < ntotal; ++k) du[k] = branch * g[k] * derivative_of_output(act, h[k]);
+      for (long long k = 0; k < ntotal; ++k) du[k] = branch * g[k] * derivative_of_output(A, h[k]);
+    }
+  });
+}
+
+// Column sums of a (rows x cols) block into out (double), each column summed over the rows
+// in order, whatever the thread count; blocks of columns keep the reads contiguous.
+template <typename T>
+void column_sums(const T* a, int rows, int cols, double* out, int nt) {
+  constexpr int kBlock = 256;
+  const int blocks = (cols + kBlock - 1) / kBlock;
+  std::fill(out, out + cols, 0.0);
+#pragma omp parallel for num_threads(nt) if (worth_parallel(std::size_t(rows) * cols)) schedule(static)
+  for (int blk = 0; blk < blocks; ++blk) {
+    const int j0 = blk * kBlock, j1 = std::min(cols, j0 + kBlock);
+    for (int i = 0; i < rows; ++i) {
+      const T* r = a + static_cast<std::size_t>(i) * cols;
+      for (int j = j0; j < j1; ++j) out[j] += r[j];
+    }
   }
+}
+
+// Row blocks of the lower-triangular Gram products: one block (a full square GEMM) for
+// small batches, where call overhead dominates, four above.
+int gram_blocks(int batch) { return batch >= 128 ? 4 : 1; }
+
+// Multiply-adds of the two Gram matrices against the explicit weight gradient's.
+bool prefer_ghost_norm(int batch, int n_in, int n_out) {
+  const int kb = gram_blocks(batch);
+  const double fraction = (kb + 1.0) / (2.0 * kb);  // of each square actually formed
+  return fraction * batch * static_cast<double>(batch) * (n_in + n_out) <
+         static_cast<double>(batch) * n_in * n_out;
 }
 
 // ||dz^T h||_F from the two batch Gram matrices (the "ghost norm"): with G = dz dz^T
@@ -136,7 +191,7 @@ void times_derivative(const ChainView<T>& c, int l, int batch, const T* g, const
 template <typename T>
 double ghost_norm(const T* dz, int n_out, const T* h, int n_in, int batch, T* gram_dz,
                   T* gram_h, int nt) {
-  constexpr int kBlocks = 4;
+  const int kBlocks = gram_blocks(batch);
   const int block = (batch + kBlocks - 1) / kBlocks;
   const double flops = static_cast<double>(batch) * batch * (n_in + n_out);
   {
@@ -164,13 +219,7 @@ double ghost_norm(const T* dz, int n_out, const T* h, int n_in, int batch, T* gr
   return std::sqrt(std::max(0.0, diag + 2.0 * off));
 }
 
-bool prefer_ghost_norm(int batch, int n_in, int n_out) {
-  // The two Grams cost ~1.25 batch^2 (n_in + n_out) flops, the explicit GEMM
-  // 2 batch n_in n_out.
-  return 1.25 * static_cast<double>(batch) * (n_in + n_out) < 2.0 * n_in * n_out;
-}
 
-template <typename T>
 void record_nonfinite(BackpropStats& s, int layer, int stage) {
   if (s.first_nonfinite_stage == 0) {
     s.first_nonfinite_layer = layer;
@@ -255,6 +304,9 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
   tape.u.resize(L);
   tape.inv_std.resize(L);
   tape.row_sq.assign(L + 1, std::vector<double>(batch));
+  int widest = 0;
+  for (int w : c.widths) widest = std::max(widest, w);
+  Scratch ws(batch, widest);
   {
     const auto n0 = frobenius_norm(x, batch, c.widths[0], nt, tape.row_sq[0].data());
     s.activation_norm[0] = n0.norm;
@@ -270,60 +322,57 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
     }
     if (c.norm != Norm::None)
       tape.inv_std[l] = make_buffer<T>(c.norm == Norm::LayerNorm ? batch : n);
+    double* row_sq = tape.row_sq[l + 1].data();
     const auto fs = forward_layer(c, l, batch, tape.layer_input(l), pre, tape.h[l].get(),
-                                  tape.inv_std[l].get(), nt);
+                                  tape.inv_std[l].get(), row_sq, ws, nt);
     s.derivative_mean[l] = fs.derivative_sum / static_cast<double>(total);
     s.saturated_fraction[l] = static_cast<double>(fs.saturated) / static_cast<double>(total);
     s.dead_fraction[l] = static_cast<double>(fs.dead_units) / n;
-    const auto hn = frobenius_norm(tape.h[l].get(), batch, n, nt, tape.row_sq[l + 1].data());
-    s.activation_norm[l + 1] = hn.norm;
-    if (!hn.finite) record_nonfinite<T>(s, l + 1, 1);
+    double hsq = 0.0;
+    for (int i = 0; i < batch; ++i) hsq += row_sq[i];
+    if (std::isfinite(hsq)) {
+      s.activation_norm[l + 1] = std::sqrt(hsq);
+    } else {  // a non-finite entry, or float64 squares past overflow: decide exactly
+      const auto hn = frobenius_norm(tape.h[l].get(), batch, n, nt, row_sq);
+      s.activation_norm[l + 1] = hn.norm;
+      if (!hn.finite) record_nonfinite(s, l + 1, 1);
+    }
   }
   const T* h_last = tape.layer_input(L);
   if (out.output)
     std::memcpy(out.output, h_last, sizeof(T) * static_cast<std::size_t>(batch) * n_last);
 
   // ---- loss ---------------------------------------------------------------
-  int widest = 0;
-  for (int w : c.widths) widest = std::max(widest, w);
   const std::size_t slab = static_cast<std::size_t>(batch) * widest;
   Buffer<T> g = make_buffer<T>(slab), g_prev = make_buffer<T>(slab), dz = make_buffer<T>(slab);
   s.loss = detail::loss_and_gradient(o.loss, h_last, batch, n_last, target, labels, g.get(), nt);
   {
-    const auto gn = frobenius_norm(g.get(), batch, n_last, nt);
+    const auto gn = frobenius_norm(g.get(), batch, n_last, nt, ws.row_b.data());
     s.grad_norm[L] = gn.norm;
-    if (!gn.finite) record_nonfinite<T>(s, L, 2);
+    if (!gn.finite) record_nonfinite(s, L, 2);
   }
 
   // ---- backward -----------------------------------------------------------
   Buffer<T> gram_dz, gram_h, dw_scratch;
-  std::vector<double> dz_row_sq(batch);
-  std::vector<double> bias_grad;
+  double* dz_row_sq = ws.row_a.data();
+  double* bias_grad = ws.column.data();
   for (int l = L - 1; l >= 0; --l) {
     const int n_in = c.widths[l], n_out = c.widths[l + 1];
-    const std::size_t total = static_cast<std::size_t>(batch) * n_out;
     const T* h_in = tape.layer_input(l);
     T* dzl = dz.get();
     times_derivative(c, l, batch, g.get(), tape, dzl, nt);
     if (c.norm != Norm::None)
       detail::norm_backward(c.norm, dzl, tape.u[l].get(), batch, n_out, tape.inv_std[l].get(), nt);
 
-    // Bias gradient: column sums, parallel over units, rows in a fixed order.
-    bias_grad.assign(n_out, 0.0);
-#pragma omp parallel for num_threads(nt) if (worth_parallel(total)) schedule(static)
-    for (int j = 0; j < n_out; ++j) {
-      double acc = 0.0;
-      for (int i = 0; i < batch; ++i) acc += dzl[static_cast<std::size_t>(i) * n_out + j];
-      bias_grad[j] = acc;
-    }
+    column_sums(dzl, batch, n_out, bias_grad, nt);
     double bsq = 0.0;
-    for (double v : bias_grad) bsq += v * v;
+    for (int j = 0; j < n_out; ++j) bsq += bias_grad[j] * bias_grad[j];
     s.bias_grad_norm[l] = std::sqrt(bsq);
     if (o.keep_grads)
       for (int j = 0; j < n_out; ++j) out.bias_grads[l][j] = static_cast<T>(bias_grad[j]);
 
     // Weight gradient dW = dz^T h_{l-1}: its norm, per-example norms, optionally itself.
-    const auto dzn = frobenius_norm(dzl, batch, n_out, nt, dz_row_sq.data());
+    const auto dzn = frobenius_norm(dzl, batch, n_out, nt, dz_row_sq);
     for (int i = 0; i < batch; ++i)
       s.per_example_weight_grad_norm[static_cast<std::size_t>(l) * batch + i] =
           std::sqrt(dz_row_sq[i]) * std::sqrt(tape.row_sq[l][i]);
@@ -357,9 +406,9 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
     blas::gemm_reproducible(Trans::No, Trans::No, batch, n_in, n_out, T(1), dzl, n_out,
                             c.weights[l], n_in, c.residual ? T(1) : T(0), g_prev.get(), n_in, nt);
     std::swap(g, g_prev);
-    const auto gn = frobenius_norm(g.get(), batch, n_in, nt);
+    const auto gn = frobenius_norm(g.get(), batch, n_in, nt, ws.row_b.data());
     s.grad_norm[l] = gn.norm;
-    if (!gn.finite) record_nonfinite<T>(s, l, 2);
+    if (!gn.finite) record_nonfinite(s, l, 2);
   }
   return s;
 }

@@ -27,9 +27,13 @@ void tiled(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, int lda
            int ldb, T beta, T* c, int ldc, int n_threads) {
   const TileGrid grid = tile_grid(m, n, k);
   const int tiles = grid.rows * grid.cols;
-  const int tm = (m + grid.rows - 1) / grid.rows, tn = (n + grid.cols - 1) / grid.cols;
   BlasThreadScope single(1);
-#pragma omp parallel for num_threads(n_threads) if (tiles > 1) schedule(dynamic, 1)
+  if (tiles == 1) {
+    gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  const int tm = (m + grid.rows - 1) / grid.rows, tn = (n + grid.cols - 1) / grid.cols;
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
   for (int t = 0; t < tiles; ++t) {
     const int i0 = (t / grid.cols) * tm, j0 = (t % grid.cols) * tn;
     const int mi = std::min(tm, m - i0), nj = std::min(tn, n - j0);

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cmath>
+#include <type_traits>
 
 #include "pyjac/types.hpp"
 
@@ -48,6 +49,32 @@ inline ActivationValue<T> activate(Activation a, T u) {
     }
   }
   return {u, T(1)};
+}
+
+template <Activation A>
+using ActivationTag = std::integral_constant<Activation, A>;
+
+// Calls f(ActivationTag<a>{}) so that loops inside f see the activation as a constant:
+// the per-element switch folds away and the loop can vectorise.
+template <typename F>
+decltype(auto) dispatch_activation(Activation a, F&& f) {
+  switch (a) {
+    case Activation::Sigmoid:
+      return f(ActivationTag<Activation::Sigmoid>{});
+    case Activation::Tanh:
+      return f(ActivationTag<Activation::Tanh>{});
+    case Activation::Relu:
+      return f(ActivationTag<Activation::Relu>{});
+    case Activation::LeakyRelu:
+      return f(ActivationTag<Activation::LeakyRelu>{});
+    case Activation::Gelu:
+      return f(ActivationTag<Activation::Gelu>{});
+    case Activation::Silu:
+      return f(ActivationTag<Activation::Silu>{});
+    case Activation::Linear:
+      break;
+  }
+  return f(ActivationTag<Activation::Linear>{});
 }
 
 // True when phi'(u) can be read off phi(u) alone, so the forward pass need not
