@@ -42,4 +42,24 @@ int eigenvalues(int n, double* a, int lda, double* wr, double* wi);
 void set_num_threads(int n);
 int get_num_threads();
 
+// ---- additions for Jacobian products and spectral norms -------------------------
+// Column-major Householder QR, for blocks of k vectors stored as the rows of a
+// (k x m) row-major array, which is the (m x k) column-major matrix LAPACK wants:
+// no transposition copies.
+int geqrf_colmajor(int m, int n, float* a, int lda, float* tau);
+int geqrf_colmajor(int m, int n, double* a, int lda, double* tau);
+// Forms the first k columns of Q (m x k, column-major) from geqrf_colmajor's output.
+int orgqr_colmajor(int m, int k, float* a, int lda, const float* tau);
+int orgqr_colmajor(int m, int k, double* a, int lda, const double* tau);
+// B (m x n, row-major) = alpha * B * op(A) for A (n x n) upper triangular.
+void trmm_right_upper(Trans ta, int m, int n, double alpha, const double* a, int lda, double* b,
+                      int ldb);
+// Eigenvalues (ascending) of a symmetric matrix (n x n, row-major, upper triangle used);
+// on return the columns of A are the orthonormal eigenvectors.
+int symmetric_eigen(int n, double* a, int lda, double* w);
+// Singular values (descending) of A (m x n, row-major, m >= n) by one-sided Jacobi,
+// destroying A. Jacobi is accurate to high relative precision for column-graded
+// matrices, which the triangular factors of long products are.
+int singular_values_jacobi(int m, int n, double* a, int lda, double* s);
+
 }  // namespace pyjac::blas
