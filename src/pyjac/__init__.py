@@ -19,7 +19,19 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 from . import _core
 from ._results import BackpropResult
 from .chain import ACTIVATIONS, INITS, Chain
+from .jacobian import JacobianNorms
+from .spectral import SpectralNormResult, spectral_norm, spectral_radius
 
 __version__ = "0.1.0"
 
-__all__ = ["ACTIVATIONS", "INITS", "BackpropResult", "Chain", "__version__"]
+__all__ = [
+    "ACTIVATIONS",
+    "INITS",
+    "BackpropResult",
+    "Chain",
+    "JacobianNorms",
+    "SpectralNormResult",
+    "__version__",
+    "spectral_norm",
+    "spectral_radius",
+]

@@ -108,6 +108,82 @@ void TopSingular::ritz(int count) {
 
 TopSingularResult TopSingular::solve(const double* m, int cols, std::uint64_t call_index) {
   if (cols < 1) throw std::invalid_argument("TopSingular: cols must be at least 1");
+  if (o_.block == 1 || static_cast<long long>(n_) * cols < o_.block_from)
+    return solve_single(m, cols, call_index);
+  return solve_block(m, cols, call_index);
+}
+
+// Lanczos on B = M M^T: B Q_j = Q_j T_j + beta_j q_{j+1} e_j^T with T_j tridiagonal.
+// For the top Ritz pair (theta, s) of T_j the residual is beta_j |s_j|, so the test
+// needs no extra pass over M.
+TopSingularResult TopSingular::solve_single(const double* m, int cols,
+                                            std::uint64_t call_index) {
+  const int n = n_, max_m = std::min(o_.max_basis, n);
+  alpha_.resize(max_m);
+  beta_.resize(max_m);
+  s_.resize(max_m);
+  mt_.resize(cols);
+  w_.resize(n);
+  Rng rng(o_.seed, call_index);
+  double* q = z_.data();
+  // Start: the previous Ritz vector plus a 1e-3 random part, large enough that a
+  // warm vector orthogonal to the new top direction cannot pass the residual test.
+  std::vector<double> start(n);
+  for (double& v : start) v = rng.normal();
+  double rn = std::sqrt(dot(start.data(), start.data(), n));
+  if (n_warm_ > 0) {
+    for (int i = 0; i < n; ++i) start[i] = warm_[i] + 1e-3 * start[i] / rn;
+    rn = std::sqrt(dot(start.data(), start.data(), n));
+  }
+  for (int i = 0; i < n; ++i) q[i] = start[i] / rn;
+  TopSingularResult res;
+  double theta = 0.0;
+  int j = 0;  // basis vectors in q
+  for (;;) {
+    double* qj = q + std::size_t(j) * n;
+    blas::gemv(Trans::Yes, n, cols, 1.0, m, cols, qj, 0.0, mt_.data());
+    blas::gemv(Trans::No, n, cols, 1.0, m, cols, mt_.data(), 0.0, w_.data());
+    ++res.passes;
+    alpha_[j] = dot(qj, w_.data(), n);
+    // Full reorthogonalisation, twice: Lanczos vectors lose orthogonality exactly
+    // when a Ritz value converges.
+    std::vector<double> coef(j + 1);
+    for (int pass = 0; pass < 2; ++pass) {
+      blas::gemv(Trans::No, j + 1, n, 1.0, q, n, w_.data(), 0.0, coef.data());
+      blas::gemv(Trans::Yes, j + 1, n, -1.0, q, n, coef.data(), 1.0, w_.data());
+    }
+    const double b = std::sqrt(dot(w_.data(), w_.data(), n));
+    ++j;
+    if (blas::tridiagonal_top_eigenpair(j, alpha_.data(), beta_.data(), &theta, s_.data()) != 0)
+      throw std::runtime_error("TopSingular: LAPACK dstebz/dstein failed");
+    const double resid = b * std::abs(s_[j - 1]);
+    const bool invariant = !(b > 1e-14 * std::max(theta, 1e-300)) || j >= n;
+    const bool done = (theta > 0.0 && resid <= o_.tol * theta) || invariant;
+    if (done || res.passes >= o_.max_passes || j >= max_m) {
+      // Ritz vector y = Q s: the answer's warm start, or the restart vector.
+      std::vector<double> y(n, 0.0);
+      blas::gemv(Trans::Yes, j, n, 1.0, q, n, s_.data(), 0.0, y.data());
+      const double yn = std::sqrt(dot(y.data(), y.data(), n));
+      for (int i = 0; i < n; ++i) warm_[i] = y[i] / yn;
+      n_warm_ = 1;
+      if (done) {
+        res.converged = true;
+        break;
+      }
+      if (res.passes >= o_.max_passes) break;
+      std::memcpy(q, warm_.data(), sizeof(double) * n);  // explicit restart
+      j = 0;
+      continue;
+    }
+    beta_[j - 1] = b;
+    double* next = q + std::size_t(j) * n;
+    for (int i = 0; i < n; ++i) next[i] = w_[i] / b;
+  }
+  res.sigma = std::sqrt(std::max(theta, 0.0));
+  return res;
+}
+
+TopSingularResult TopSingular::solve_block(const double* m, int cols, std::uint64_t call_index) {
   y_.resize(static_cast<std::size_t>(o_.max_basis) * cols);
   gram_.assign(static_cast<std::size_t>(o_.max_basis) * o_.max_basis, 0.0);
   basis_ = 0;

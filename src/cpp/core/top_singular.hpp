@@ -1,6 +1,8 @@
-// Largest singular value of a dense matrix by block Lanczos (Rayleigh-Ritz on a block
-// Krylov space of M M^T, full reorthogonalisation, thick restarts), warm-started from
-// the previous call's Ritz vectors.
+// Largest singular value of a dense matrix by Lanczos on M M^T with full
+// reorthogonalisation, warm-started from the previous call's Ritz vector(s): single-
+// vector Lanczos (tridiagonal projection, O(m) eigen-solve per step) for small M,
+// block Lanczos (Rayleigh-Ritz on a block Krylov space, thick restarts; one pass over
+// M serves `block` vectors) once M no longer fits in cache.
 //
 // Why not an SVD per depth: the carried product changes little from one depth to the
 // next, and its top right singular vector converges with depth (Oseledets), so a
@@ -10,9 +12,9 @@
 // Accuracy: the solver stops when the top Ritz pair (theta, y) of M M^T has residual
 // ||M M^T y - theta y|| <= tol * theta. Then theta is within tol * theta of an
 // eigenvalue of M M^T, so sqrt(theta) is within tol/2 (relative) of a singular value
-// of M; Rayleigh-Ritz also makes sqrt(theta) <= sigma_max. The start block mixes the
-// previous Ritz vectors with a fresh pseudo-random vector, so the value found is
-// sigma_max unless that random vector is orthogonal to the top singular vector
+// of M; Rayleigh-Ritz also makes sqrt(theta) <= sigma_max. The start vectors mix the
+// previous Ritz vectors with fresh pseudo-random ones, so the value found is
+// sigma_max unless the random part is orthogonal to the top singular vector
 // (probability zero).
 #pragma once
 
@@ -22,9 +24,10 @@
 namespace pyjac::detail {
 
 struct TopSingularOptions {
-  int block = 4;            // vectors per Krylov block
+  int block = 4;            // vectors per Krylov block (large matrices)
+  long long block_from = 1 << 18;  // rows * cols from which the block method is used
   double tol = 1e-10;       // relative residual of theta = sigma^2
-  int max_basis = 48;       // basis size that triggers a thick restart
+  int max_basis = 48;       // basis size that triggers a restart
   int max_passes = 400;     // passes over M (one M^T Z and one M Y each)
   std::uint64_t seed = 0;
 };
@@ -44,6 +47,8 @@ class TopSingular {
   TopSingularResult solve(const double* m, int cols, std::uint64_t call_index);
 
  private:
+  TopSingularResult solve_single(const double* m, int cols, std::uint64_t call_index);
+  TopSingularResult solve_block(const double* m, int cols, std::uint64_t call_index);
   void add_block(const double* m, int cols, const double* x, int c);
   void ritz(int count);
   int orthonormalise_new(double* x, int c);
@@ -61,6 +66,7 @@ class TopSingular {
   std::vector<double> xr_, bxr_, yr_;  // top Ritz vectors and their images
   std::vector<double> warm_;  // Ritz vectors carried to the next call
   int n_warm_ = 0;
+  std::vector<double> alpha_, beta_, s_, mt_, w_;  // single-vector Lanczos
 };
 
 }  // namespace pyjac::detail

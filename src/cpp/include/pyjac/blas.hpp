@@ -61,5 +61,9 @@ int symmetric_eigen(int n, double* a, int lda, double* w);
 // destroying A. Jacobi is accurate to high relative precision for column-graded
 // matrices, which the triangular factors of long products are.
 int singular_values_jacobi(int m, int n, double* a, int lda, double* s);
+// Largest eigenvalue w and its unit eigenvector z (n entries) of the symmetric
+// tridiagonal matrix with diagonal d (n) and off-diagonal e (n - 1), by bisection
+// and inverse iteration (O(n) work, LAPACK dstebz + dstein).
+int tridiagonal_top_eigenpair(int n, const double* d, const double* e, double* w, double* z);
 
 }  // namespace pyjac::blas
