@@ -26,12 +26,6 @@ constexpr double kNegInf = -std::numeric_limits<double>::infinity();
 // log of x, -inf for 0.
 double safe_log(double x) { return x > 0.0 ? std::log(x) : (x == 0.0 ? kNegInf : kNaN); }
 
-template <typename T>
-void to_double(const T* a, std::size_t n, std::vector<double>& out) {
-  out.resize(n);
-  for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<double>(a[i]);
-}
-
 // Bookkeeping shared by both methods: which steps want full spectra, and how the
 // per-step results are written.
 struct Recorder {
@@ -90,18 +84,22 @@ struct Recorder {
       if (wants_spectrum(t)) record_spectrum(t, std::vector<double>(spectrum_size(t), kNegInf));
     }
   }
-  // Norms (and spectrum, if wanted) of a carried matrix M (rows x cols, double) that
-  // has the singular values of P_step times exp(log_scale).
-  void measure(int step, std::vector<double>& m, int rows, int cols, double log_scale,
-               double fro, detail::TopSingular& solver, bool jacobi) {
+  // Norms (and spectrum, if wanted) of a carried matrix M (rows x cols) that has the
+  // singular values of P_step times exp(log_scale). The spectrum destroys `scratch`.
+  template <typename TM>
+  void measure(int step, const TM* m, int rows, int cols, double log_scale, double fro,
+               detail::TopSingular& solver, bool jacobi, std::vector<double>& scratch) {
     if (o.norms) r.log_frobenius_norm[step - 1] = log_scale + std::log(fro);
     if (wants_spectrum(step)) {
       const int ns = std::min(rows, cols);
+      scratch.assign(m, m + static_cast<std::size_t>(rows) * cols);
       std::vector<double> s(ns), logs(spectrum_size(step), kNegInf);
-      const int info = jacobi ? blas::singular_values_jacobi(rows, cols, m.data(), cols, s.data())
-                              : blas::singular_values(rows, cols, m.data(), cols, s.data());
-      if (info != 0) throw std::runtime_error("singular values: LAPACK failed (info " +
-                                              std::to_string(info) + ")");
+      const int info =
+          jacobi ? blas::singular_values_jacobi(rows, cols, scratch.data(), cols, s.data())
+                 : blas::singular_values(rows, cols, scratch.data(), cols, s.data());
+      if (info != 0)
+        throw std::runtime_error("singular values: LAPACK failed (info " +
+                                 std::to_string(info) + ")");
       for (int i = 0; i < ns && i < static_cast<int>(logs.size()); ++i)
         logs[i] = log_scale + safe_log(s[i]);
       record_spectrum(step, logs);
@@ -112,7 +110,7 @@ struct Recorder {
       return;
     }
     if (o.norms) {
-      const auto top = solver.solve(m.data(), cols, static_cast<std::uint64_t>(step));
+      const auto top = solver.solve(m, cols, static_cast<std::uint64_t>(step));
       r.log_spectral_norm[step - 1] = log_scale + safe_log(top.sigma);
       r.solver_passes[step - 1] = top.passes;
       r.converged[step - 1] = top.converged ? 1 : 0;
@@ -156,8 +154,7 @@ void run_product(const std::vector<int>& widths, const BlockApply<T>& apply,
     }
     log_scale += rs.log_scale;
     if (!measuring) continue;
-    to_double(cur.data(), size, md);
-    rec.measure(t + 1, md, n0, n, log_scale, rs.norm, solver, false);
+    rec.measure(t + 1, cur.data(), n0, n, log_scale, rs.norm, solver, false, md);
   }
 }
 
@@ -235,8 +232,7 @@ void run_qr(const std::vector<int>& widths, const BlockApply<T>& apply, const Pr
       continue;
     }
     log_scale += rs.log_scale;
-    md = u;
-    rec.measure(t + 1, md, k, kn, log_scale, rs.norm, solver, true);
+    rec.measure(t + 1, u.data(), k, kn, log_scale, rs.norm, solver, true, md);
   }
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 
 #include "pyjac/blas.hpp"
 #include "pyjac/rng.hpp"
@@ -17,6 +18,17 @@ double dot(const double* a, const double* b, int n) {
   double s = 0.0;
   for (int i = 0; i < n; ++i) s += a[i] * b[i];
   return s;
+}
+
+template <typename TM>
+constexpr bool kIsDouble = std::is_same_v<TM, double>;
+
+void to_float(const double* a, std::size_t n, std::vector<float>& out) {
+  out.resize(n);
+  for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<float>(a[i]);
+}
+void to_double(const float* a, std::size_t n, double* out) {
+  for (std::size_t i = 0; i < n; ++i) out[i] = a[i];
 }
 
 }  // namespace
@@ -70,13 +82,26 @@ int TopSingular::orthonormalise_new(double* x, int c) {
 // Appends c orthonormal rows x to the basis with their images Z M and Z M M^T, and
 // the new rows of the projected matrix H = (Z M)(Z M)^T, positive semi-definite by
 // construction.
-void TopSingular::add_block(const double* m, int cols, const double* x, int c) {
+template <typename TM>
+void TopSingular::add_block(const TM* m, int cols, const double* x, int c) {
   const std::size_t b0 = basis_;
   std::memcpy(z_.data() + b0 * n_, x, sizeof(double) * std::size_t(c) * n_);
   double* y_new = y_.data() + b0 * cols;
-  blas::gemm(Trans::No, Trans::No, c, cols, n_, 1.0, x, n_, m, cols, 0.0, y_new, cols);
-  blas::gemm(Trans::No, Trans::Yes, c, n_, cols, 1.0, y_new, cols, m, cols, 0.0,
-             bz_.data() + b0 * n_, n_);
+  if constexpr (kIsDouble<TM>) {
+    blas::gemm(Trans::No, Trans::No, c, cols, n_, 1.0, x, n_, m, cols, 0.0, y_new, cols);
+    blas::gemm(Trans::No, Trans::Yes, c, n_, cols, 1.0, y_new, cols, m, cols, 0.0,
+               bz_.data() + b0 * n_, n_);
+  } else {
+    to_float(x, std::size_t(c) * n_, xf_);
+    yf_.resize(std::size_t(c) * cols);
+    bzf_.resize(std::size_t(c) * n_);
+    blas::gemm(Trans::No, Trans::No, c, cols, n_, 1.0f, xf_.data(), n_, m, cols, 0.0f,
+               yf_.data(), cols);
+    blas::gemm(Trans::No, Trans::Yes, c, n_, cols, 1.0f, yf_.data(), cols, m, cols, 0.0f,
+               bzf_.data(), n_);
+    to_double(yf_.data(), yf_.size(), y_new);
+    to_double(bzf_.data(), bzf_.size(), bz_.data() + b0 * n_);
+  }
   basis_ += c;
   std::vector<double> g(static_cast<std::size_t>(c) * basis_);
   blas::gemm(Trans::No, Trans::Yes, c, basis_, cols, 1.0, y_new, cols, y_.data(), cols, 0.0,
@@ -107,6 +132,14 @@ void TopSingular::ritz(int count) {
 }
 
 TopSingularResult TopSingular::solve(const double* m, int cols, std::uint64_t call_index) {
+  return dispatch(m, cols, call_index);
+}
+TopSingularResult TopSingular::solve(const float* m, int cols, std::uint64_t call_index) {
+  return dispatch(m, cols, call_index);
+}
+
+template <typename TM>
+TopSingularResult TopSingular::dispatch(const TM* m, int cols, std::uint64_t call_index) {
   if (cols < 1) throw std::invalid_argument("TopSingular: cols must be at least 1");
   if (o_.block == 1 || static_cast<long long>(n_) * cols < o_.block_from)
     return solve_single(m, cols, call_index);
@@ -116,8 +149,8 @@ TopSingularResult TopSingular::solve(const double* m, int cols, std::uint64_t ca
 // Lanczos on B = M M^T: B Q_j = Q_j T_j + beta_j q_{j+1} e_j^T with T_j tridiagonal.
 // For the top Ritz pair (theta, s) of T_j the residual is beta_j |s_j|, so the test
 // needs no extra pass over M.
-TopSingularResult TopSingular::solve_single(const double* m, int cols,
-                                            std::uint64_t call_index) {
+template <typename TM>
+TopSingularResult TopSingular::solve_single(const TM* m, int cols, std::uint64_t call_index) {
   const int n = n_, max_m = std::min(o_.max_basis, n);
   alpha_.resize(max_m);
   beta_.resize(max_m);
@@ -141,8 +174,17 @@ TopSingularResult TopSingular::solve_single(const double* m, int cols,
   int j = 0;  // basis vectors in q
   for (;;) {
     double* qj = q + std::size_t(j) * n;
-    blas::gemv(Trans::Yes, n, cols, 1.0, m, cols, qj, 0.0, mt_.data());
-    blas::gemv(Trans::No, n, cols, 1.0, m, cols, mt_.data(), 0.0, w_.data());
+    if constexpr (kIsDouble<TM>) {
+      blas::gemv(Trans::Yes, n, cols, 1.0, m, cols, qj, 0.0, mt_.data());
+      blas::gemv(Trans::No, n, cols, 1.0, m, cols, mt_.data(), 0.0, w_.data());
+    } else {
+      to_float(qj, n, xf_);
+      yf_.resize(cols);
+      bzf_.resize(n);
+      blas::gemv(Trans::Yes, n, cols, 1.0f, m, cols, xf_.data(), 0.0f, yf_.data());
+      blas::gemv(Trans::No, n, cols, 1.0f, m, cols, yf_.data(), 0.0f, bzf_.data());
+      to_double(bzf_.data(), n, w_.data());
+    }
     ++res.passes;
     alpha_[j] = dot(qj, w_.data(), n);
     // Full reorthogonalisation, twice: Lanczos vectors lose orthogonality exactly
@@ -183,7 +225,8 @@ TopSingularResult TopSingular::solve_single(const double* m, int cols,
   return res;
 }
 
-TopSingularResult TopSingular::solve_block(const double* m, int cols, std::uint64_t call_index) {
+template <typename TM>
+TopSingularResult TopSingular::solve_block(const TM* m, int cols, std::uint64_t call_index) {
   y_.resize(static_cast<std::size_t>(o_.max_basis) * cols);
   gram_.assign(static_cast<std::size_t>(o_.max_basis) * o_.max_basis, 0.0);
   basis_ = 0;

@@ -43,13 +43,21 @@ class TopSingular {
   // rows: the length of the vectors (M has `rows` rows at every call).
   TopSingular(int rows, const TopSingularOptions& options);
   // sigma_max(M) for M (rows x cols, row-major, finite). call_index keys the
-  // pseudo-random start vector, so results do not depend on thread counts.
+  // pseudo-random start vector, so results do not depend on thread counts. A float
+  // M is multiplied in float (half the memory traffic of the passes, which are
+  // memory-bound); the basis and the Rayleigh-Ritz step stay in double.
   TopSingularResult solve(const double* m, int cols, std::uint64_t call_index);
+  TopSingularResult solve(const float* m, int cols, std::uint64_t call_index);
 
  private:
-  TopSingularResult solve_single(const double* m, int cols, std::uint64_t call_index);
-  TopSingularResult solve_block(const double* m, int cols, std::uint64_t call_index);
-  void add_block(const double* m, int cols, const double* x, int c);
+  template <typename TM>
+  TopSingularResult dispatch(const TM* m, int cols, std::uint64_t call_index);
+  template <typename TM>
+  TopSingularResult solve_single(const TM* m, int cols, std::uint64_t call_index);
+  template <typename TM>
+  TopSingularResult solve_block(const TM* m, int cols, std::uint64_t call_index);
+  template <typename TM>
+  void add_block(const TM* m, int cols, const double* x, int c);
   void ritz(int count);
   int orthonormalise_new(double* x, int c);
 
@@ -66,7 +74,9 @@ class TopSingular {
   std::vector<double> xr_, bxr_, yr_;  // top Ritz vectors and their images
   std::vector<double> warm_;  // Ritz vectors carried to the next call
   int n_warm_ = 0;
-  std::vector<double> alpha_, beta_, s_, mt_, w_;  // single-vector Lanczos
+  std::vector<double> alpha_, beta_, s_, w_;  // single-vector Lanczos
+  std::vector<float> xf_, yf_, bzf_;          // float copies for float matrices
+  std::vector<double> mt_;                     // M^T q (double matrices)
 };
 
 }  // namespace pyjac::detail
