@@ -25,7 +25,7 @@ std::vector<int> prefix_widths(const ChainView<T>& c, int layers) {
 template <typename T>
 void chain_jacobian(const ChainView<T>& c, const T* x, int depth, T* out, int n_threads) {
   const int nt = resolve_threads(n_threads);
-  BlasThreadScope blas_scope(nt);
+  BlasThreadScope blas_scope(1);  // OpenMP over fixed tiles instead: thread-count independent
   const auto lin = detail::linearize(c, x, depth, nt);
   const int n0 = c.widths[0], nd = c.widths[depth];
   int widest = 0;
@@ -66,7 +66,7 @@ ChainProductResult chain_jacobian_norms(const ChainView<T>& c, const T* x,
   ChainProductResult res;
   detail::Linearization<T> lin;
   {
-    BlasThreadScope blas_scope(nt);
+    BlasThreadScope blas_scope(1);
     lin = detail::linearize(c, x, c.depth(), nt);
   }
   res.first_nonfinite_layer = lin.first_nonfinite_layer;
@@ -96,6 +96,7 @@ std::vector<double> chain_lyapunov_exponents(const ChainView<T>& c, const T* x, 
     Rng rng(seed, static_cast<std::uint64_t>(j));
     for (int i = 0; i < n0; ++i) frame[static_cast<std::size_t>(j) * n0 + i] = rng.normal();
   }
+  BlasThreadScope blas_scope(1);
   if (blas::geqrf_colmajor(n0, k, frame.data(), n0, tau.data()) != 0 ||
       blas::orgqr_colmajor(n0, k, frame.data(), n0, tau.data()) != 0)
     throw std::runtime_error("lyapunov_exponents: LAPACK QR failed");

@@ -8,6 +8,7 @@
 #include "pyjac/activation.hpp"
 #include "pyjac/blas.hpp"
 #include "reduce.hpp"
+#include "tiled_blas.hpp"
 
 namespace pyjac::detail {
 namespace {
@@ -73,7 +74,7 @@ Linearization<T> linearize(const ChainView<T>& c, const T* x, int layers, int nt
   for (int l = 0; l < layers; ++l) {
     const int n_in = c.widths[l], n_out = c.widths[l + 1];
     std::memcpy(z.data(), c.biases[l], sizeof(T) * n_out);
-    blas::gemv(Trans::No, n_out, n_in, T(1), c.weights[l], n_in, h.data(), T(1), z.data());
+    tiled_gemv(Trans::No, n_out, n_in, T(1), c.weights[l], n_in, h.data(), T(1), z.data(), nt);
     if (c.norm == Norm::LayerNorm) {
       norm_forward(c.norm, z.data(), 1, n_out, &lin.inv_std[l], 1);
       lin.u[l].assign(z.begin(), z.begin() + n_out);
@@ -90,7 +91,6 @@ Linearization<T> linearize(const ChainView<T>& c, const T* x, int layers, int nt
     if (!finite && lin.first_nonfinite_layer < 0) lin.first_nonfinite_layer = l + 1;
     h.swap(h_next);
   }
-  (void)nt;  // the forward pass at one input is matrix-vector work: BLAS threads suffice
   return lin;
 }
 
@@ -99,10 +99,10 @@ void apply_layer(const Linearization<T>& lin, int l, const T* in, int k, T* out,
   const ChainView<T>& c = *lin.chain;
   const int n_in = lin.n_in(l), n_out = lin.n_out(l);
   if (k == 1)
-    blas::gemv(Trans::No, n_out, n_in, T(1), c.weights[l], n_in, in, T(0), out);
+    tiled_gemv(Trans::No, n_out, n_in, T(1), c.weights[l], n_in, in, T(0), out, nt);
   else
-    blas::gemm(Trans::No, Trans::Yes, k, n_out, n_in, T(1), in, n_in, c.weights[l], n_in, T(0),
-               out, n_out);
+    tiled_gemm(Trans::No, Trans::Yes, k, n_out, n_in, T(1), in, n_in, c.weights[l], n_in, T(0),
+               out, n_out, nt);
   if (c.norm == Norm::LayerNorm)
     layernorm_jacobian_rows(out, k, n_out, lin.u[l].data(), lin.inv_std[l], nt);
   scale_columns(out, k, n_out, lin.d[l].data(), nt);
@@ -121,10 +121,10 @@ void apply_layer_transpose(const Linearization<T>& lin, int l, const T* in, int 
   if (c.residual) std::memcpy(out, in, sizeof(T) * static_cast<std::size_t>(k) * n_in);
   const T beta = c.residual ? T(1) : T(0);
   if (k == 1)
-    blas::gemv(Trans::Yes, n_out, n_in, T(1), c.weights[l], n_in, g.data(), beta, out);
+    tiled_gemv(Trans::Yes, n_out, n_in, T(1), c.weights[l], n_in, g.data(), beta, out, nt);
   else
-    blas::gemm(Trans::No, Trans::No, k, n_in, n_out, T(1), g.data(), n_out, c.weights[l], n_in,
-               beta, out, n_in);
+    tiled_gemm(Trans::No, Trans::No, k, n_in, n_out, T(1), g.data(), n_out, c.weights[l], n_in,
+               beta, out, n_in, nt);
 }
 
 template <typename T>

@@ -29,7 +29,9 @@ struct Linearization {
 template <typename T>
 Linearization<T> linearize(const ChainView<T>& chain, const T* x, int layers, int n_threads);
 
-// Vectors are the rows of row-major blocks, the layout of a batch.
+// Vectors are the rows of row-major blocks, the layout of a batch. The caller holds
+// a BlasThreadScope(1): n_threads are OpenMP threads over fixed tiles, so results do
+// not depend on them.
 // out (k x n_out(l)) = rows of in (k x n_in(l)) mapped by J_{l+1}: out_i = J in_i.
 template <typename T>
 void apply_layer(const Linearization<T>& lin, int l, const T* in, int k, T* out, int n_threads);

@@ -118,8 +118,9 @@ struct Recorder {
   }
 };
 
-detail::TopSingularOptions solver_options(const ProductOptions& o) {
+detail::TopSingularOptions solver_options(const ProductOptions& o, int nt) {
   detail::TopSingularOptions so;
+  so.n_threads = nt;
   so.tol = o.tol;
   so.seed = o.seed;
   return so;
@@ -134,7 +135,7 @@ void run_product(const std::vector<int>& widths, const BlockApply<T>& apply,
   for (int w : widths) widest = std::max(widest, w);
   std::vector<T> cur(static_cast<std::size_t>(n0) * widest, T(0)), next(cur.size());
   for (int i = 0; i < n0; ++i) cur[static_cast<std::size_t>(i) * n0 + i] = T(1);
-  detail::TopSingular solver(n0, solver_options(o));
+  detail::TopSingular solver(n0, solver_options(o, nt));
   std::vector<double> md;
   double log_scale = 0.0;
   const bool measuring = o.norms || !o.singular_values_at.empty();
@@ -186,7 +187,7 @@ void run_qr(const std::vector<int>& widths, const BlockApply<T>& apply, const Pr
     u.assign(static_cast<std::size_t>(k) * k, 0.0);
     for (int i = 0; i < k; ++i) u[static_cast<std::size_t>(i) * k + i] = 1.0;
   }
-  detail::TopSingular solver(k, solver_options(o));
+  detail::TopSingular solver(k, solver_options(o, nt));
   rec.r.log_diag_sum.assign(k, 0.0);
   double log_scale = 0.0;
   bool zero = false;
@@ -250,7 +251,10 @@ ProductResult track_product(const std::vector<int>& widths, const BlockApply<T>&
   ProductResult r;
   Recorder rec(o, r, widths);
   const int nt = resolve_threads(o.n_threads);
-  BlasThreadScope blas_scope(nt);
+  // BLAS runs single-threaded and OpenMP parallelises fixed tiles (tiled_blas.hpp),
+  // so the numbers do not depend on the thread count; the LAPACK steps (QR, SVD) are
+  // single-threaded for the same reason.
+  BlasThreadScope blas_scope(1);
   if (o.method == ProductMethod::Product)
     run_product<T>(widths, apply, o, rec, nt);
   else

@@ -11,6 +11,7 @@
 #include "pyjac/blas.hpp"
 #include "pyjac/rng.hpp"
 #include "pyjac/threads.hpp"
+#include "tiled_blas.hpp"
 
 namespace pyjac {
 namespace {
@@ -100,13 +101,15 @@ PowerIterationResult matrix_spectral_norm(const T* a, int rows, int cols,
                                           const PowerIterationOptions& o) {
   check_options(o);
   if (rows < 1 || cols < 1) throw std::invalid_argument("matrix: must not be empty");
-  BlasThreadScope blas_scope(resolve_threads(o.n_threads));
+  // Single-threaded BLAS on fixed tiles: the same numbers for any thread count.
+  const int nt = resolve_threads(o.n_threads);
+  BlasThreadScope blas_scope(1);
   const VectorApply<T> fwd = [&](const T* in, T* out) {
-    blas::gemv(Trans::No, rows, cols, T(1), a, cols, in, T(0), out);
+    detail::tiled_gemv(Trans::No, rows, cols, T(1), a, cols, in, T(0), out, nt);
     return 0.0;
   };
   const VectorApply<T> bwd = [&](const T* in, T* out) {
-    blas::gemv(Trans::Yes, rows, cols, T(1), a, cols, in, T(0), out);
+    detail::tiled_gemv(Trans::Yes, rows, cols, T(1), a, cols, in, T(0), out, nt);
     return 0.0;
   };
   return power_iteration<T>(cols, rows, fwd, bwd, o);
@@ -122,12 +125,12 @@ std::vector<PowerIterationResult> chain_spectral_norm(const ChainView<T>& c, con
   const int depth = c.depth();
   detail::Linearization<T> lin;
   {
-    BlasThreadScope blas_scope(nt);
+    BlasThreadScope blas_scope(1);
     lin = detail::linearize(c, x, depth, nt);
   }
   if (first_nonfinite_layer) *first_nonfinite_layer = lin.first_nonfinite_layer;
   if (!per_layer) {
-    BlasThreadScope blas_scope(nt);
+    BlasThreadScope blas_scope(1);  // OpenMP over fixed tiles: thread-count independent
     int widest = 0;
     for (int w : c.widths) widest = std::max(widest, w);
     std::vector<T> buf_a(widest), buf_b(widest);
@@ -188,6 +191,7 @@ double spectral_radius(const double* a, int n) {
   std::vector<double> copy(a, a + nn), wr(n), wi(n);
   for (double v : copy)
     if (!std::isfinite(v)) throw std::invalid_argument("matrix: contains NaN or Inf");
+  BlasThreadScope blas_scope(1);  // the same numbers whatever the BLAS thread setting
   const int info = blas::eigenvalues(n, copy.data(), n, wr.data(), wi.data());
   if (info != 0)
     throw std::runtime_error("spectral_radius: LAPACK dgeev did not converge (info " +

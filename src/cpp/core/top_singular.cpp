@@ -8,6 +8,7 @@
 
 #include "pyjac/blas.hpp"
 #include "pyjac/rng.hpp"
+#include "tiled_blas.hpp"
 
 namespace pyjac::detail {
 namespace {
@@ -88,17 +89,18 @@ void TopSingular::add_block(const TM* m, int cols, const double* x, int c) {
   std::memcpy(z_.data() + b0 * n_, x, sizeof(double) * std::size_t(c) * n_);
   double* y_new = y_.data() + b0 * cols;
   if constexpr (kIsDouble<TM>) {
-    blas::gemm(Trans::No, Trans::No, c, cols, n_, 1.0, x, n_, m, cols, 0.0, y_new, cols);
-    blas::gemm(Trans::No, Trans::Yes, c, n_, cols, 1.0, y_new, cols, m, cols, 0.0,
-               bz_.data() + b0 * n_, n_);
+    tiled_gemm(Trans::No, Trans::No, c, cols, n_, 1.0, x, n_, m, cols, 0.0, y_new, cols,
+               o_.n_threads);
+    tiled_gemm(Trans::No, Trans::Yes, c, n_, cols, 1.0, y_new, cols, m, cols, 0.0,
+               bz_.data() + b0 * n_, n_, o_.n_threads);
   } else {
     to_float(x, std::size_t(c) * n_, xf_);
     yf_.resize(std::size_t(c) * cols);
     bzf_.resize(std::size_t(c) * n_);
-    blas::gemm(Trans::No, Trans::No, c, cols, n_, 1.0f, xf_.data(), n_, m, cols, 0.0f,
-               yf_.data(), cols);
-    blas::gemm(Trans::No, Trans::Yes, c, n_, cols, 1.0f, yf_.data(), cols, m, cols, 0.0f,
-               bzf_.data(), n_);
+    tiled_gemm(Trans::No, Trans::No, c, cols, n_, 1.0f, xf_.data(), n_, m, cols, 0.0f,
+               yf_.data(), cols, o_.n_threads);
+    tiled_gemm(Trans::No, Trans::Yes, c, n_, cols, 1.0f, yf_.data(), cols, m, cols, 0.0f,
+               bzf_.data(), n_, o_.n_threads);
     to_double(yf_.data(), yf_.size(), y_new);
     to_double(bzf_.data(), bzf_.size(), bz_.data() + b0 * n_);
   }
@@ -175,14 +177,14 @@ TopSingularResult TopSingular::solve_single(const TM* m, int cols, std::uint64_t
   for (;;) {
     double* qj = q + std::size_t(j) * n;
     if constexpr (kIsDouble<TM>) {
-      blas::gemv(Trans::Yes, n, cols, 1.0, m, cols, qj, 0.0, mt_.data());
-      blas::gemv(Trans::No, n, cols, 1.0, m, cols, mt_.data(), 0.0, w_.data());
+      tiled_gemv(Trans::Yes, n, cols, 1.0, m, cols, qj, 0.0, mt_.data(), o_.n_threads);
+      tiled_gemv(Trans::No, n, cols, 1.0, m, cols, mt_.data(), 0.0, w_.data(), o_.n_threads);
     } else {
       to_float(qj, n, xf_);
       yf_.resize(cols);
       bzf_.resize(n);
-      blas::gemv(Trans::Yes, n, cols, 1.0f, m, cols, xf_.data(), 0.0f, yf_.data());
-      blas::gemv(Trans::No, n, cols, 1.0f, m, cols, yf_.data(), 0.0f, bzf_.data());
+      tiled_gemv(Trans::Yes, n, cols, 1.0f, m, cols, xf_.data(), 0.0f, yf_.data(), o_.n_threads);
+      tiled_gemv(Trans::No, n, cols, 1.0f, m, cols, yf_.data(), 0.0f, bzf_.data(), o_.n_threads);
       to_double(bzf_.data(), n, w_.data());
     }
     ++res.passes;

@@ -30,6 +30,7 @@ struct TopSingularOptions {
   int max_basis = 48;       // basis size that triggers a restart
   int max_passes = 400;     // passes over M (one M^T Z and one M Y each)
   std::uint64_t seed = 0;
+  int n_threads = 1;        // OpenMP threads for the passes over M (BLAS held at 1)
 };
 
 struct TopSingularResult {
