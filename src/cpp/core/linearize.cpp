@@ -129,26 +129,27 @@ void apply_layer_transpose(const Linearization<T>& lin, int l, const T* in, int 
 
 template <typename T>
 Rescaled rescale_pow2(T* a, std::size_t n, int nt) {
-  const NormResult fro = frobenius_norm(a, 1, n, 1);
   (void)nt;
-  if (!fro.finite || !std::isfinite(fro.norm)) return {0.0, fro.finite ? fro.norm : NAN};
-  if (fro.norm == 0.0) return {0.0, 0.0};
-  int e = 0;
-  std::frexp(fro.norm, &e);  // norm = f * 2^e, f in [0.5, 1)
-  if (e != 0) {
-    const T factor = static_cast<T>(std::ldexp(1.0, -e));
-    // A factor below the dtype's normal range (float32 blocks with norms beyond
-    // 2^126) would not be exact: scale in two steps then.
-    if (factor == T(0) || !std::isfinite(static_cast<double>(factor)) ||
-        std::fpclassify(factor) == FP_SUBNORMAL) {
-      const T f1 = static_cast<T>(std::ldexp(1.0, -e / 2));
-      const T f2 = static_cast<T>(std::ldexp(1.0, -(e - e / 2)));
-      for (std::size_t i = 0; i < n; ++i) a[i] = a[i] * f1 * f2;
-    } else {
-      for (std::size_t i = 0; i < n; ++i) a[i] *= factor;
-    }
+  // Scale by the largest |entry| first: a sum of squares of tiny (or huge) entries
+  // would underflow (overflow) although the block itself is representable.
+  double biggest = 0.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double v = std::abs(static_cast<double>(a[i]));
+    if (!(v <= biggest)) biggest = v;  // also catches NaN
   }
-  return {e * 0.69314718055994530942, std::ldexp(fro.norm, -e)};
+  if (!std::isfinite(biggest)) return {0.0, NAN};
+  if (biggest == 0.0) return {0.0, 0.0};
+  int e = 0;
+  std::frexp(biggest, &e);  // biggest = f * 2^e, f in [0.5, 1)
+  if (e != 0) {
+    // Two steps when 2^-e itself is outside T's normal range (|e| > 125 in float32).
+    const int e1 = e / 2, e2 = e - e1;
+    const T f1 = static_cast<T>(std::ldexp(1.0, -e1)), f2 = static_cast<T>(std::ldexp(1.0, -e2));
+    for (std::size_t i = 0; i < n; ++i) a[i] = a[i] * f1 * f2;
+  }
+  double sq = 0.0;
+  for (std::size_t i = 0; i < n; ++i) sq += static_cast<double>(a[i]) * a[i];
+  return {e * 0.69314718055994530942, std::sqrt(sq)};
 }
 
 #define PYJAC_INSTANTIATE(T)                                                                  \

@@ -42,10 +42,10 @@ void apply_layer_transpose(const Linearization<T>& lin, int l, const T* in, int 
 
 struct Rescaled {
   double log_scale;  // the block was multiplied by exp(-log_scale)
-  double norm;       // its Frobenius norm afterwards: in [0.5, 1), 0, or NaN/Inf
+  double norm;       // its Frobenius norm afterwards: in [0.5, sqrt(n)), 0, or NaN
 };
 
-// Multiplies the block (n entries) by 2^-e so that its Frobenius norm lies in
+// Multiplies the block (n entries) by 2^-e so that its largest |entry| lies in
 // [0.5, 1). Scaling by a power of two is exact, so carrying the log-scale separately
 // adds no rounding error; an all-zero or non-finite block is left as it is.
 template <typename T>

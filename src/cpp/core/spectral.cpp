@@ -51,8 +51,12 @@ PowerIterationResult power_iteration(int n_in, int n_out, const VectorApply<T>& 
   double prev = std::numeric_limits<double>::quiet_NaN(), prev_delta = prev;
   for (int it = 1; it <= o.iters; ++it) {
     r.iterations = it;
-    const double log_f = forward(v.data(), y.data());
-    const double ny = norm2(y.data(), n_out);
+    // Rescale by exact powers of two before taking norms: sums of squares of tiny or
+    // huge entries would under/overflow though the vectors are representable.
+    const double log_y = forward(v.data(), y.data());
+    const auto ry = detail::rescale_pow2(y.data(), static_cast<std::size_t>(n_out), 1);
+    const double log_f = log_y + ry.log_scale;
+    const double ny = ry.norm;
     if (ny == 0.0) {  // J v = 0 for a random v: J = 0 (with probability one)
       r.log_value = -std::numeric_limits<double>::infinity();
       r.value = 0.0;
@@ -64,8 +68,10 @@ PowerIterationResult power_iteration(int n_in, int n_out, const VectorApply<T>& 
       return r;
     }
     scale(y.data(), n_out, 1.0 / ny);
-    const double log_b = backward(y.data(), w.data());
-    const double nw = norm2(w.data(), n_in);
+    const double log_w = backward(y.data(), w.data());
+    const auto rw = detail::rescale_pow2(w.data(), static_cast<std::size_t>(n_in), 1);
+    const double log_b = log_w + rw.log_scale;
+    const double nw = rw.norm;
     if (!(nw > 0.0) || !std::isfinite(nw) || !std::isfinite(log_b)) {
       // u^T J v = ||J v|| > 0 forbids J^T u = 0: only rounding gets here.
       r.log_value = log_f + std::log(ny);
