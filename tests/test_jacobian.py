@@ -61,13 +61,13 @@ def forward(net, x, depth=None):
     depth = net.depth if depth is None else depth
     h = np.asarray(x, dtype=np.float64)
     jacs = []
-    for l in range(depth):
-        w = net.weights[l].astype(np.float64)
-        z = w @ h + net.biases[l].astype(np.float64)
+    for layer in range(depth):
+        w = net.weights[layer].astype(np.float64)
+        z = w @ h + net.biases[layer].astype(np.float64)
         nj = np.eye(z.size)
         if net.norm == "layernorm":
             z, nj = layernorm(z)
-        act = net.activations[l]
+        act = net.activations[layer]
         j = dphi(act, z)[:, None] * (nj @ w)
         if net.residual:
             h = h + net.residual_scale * phi(act, z)
