@@ -3,6 +3,9 @@ end-to-end power iteration. float32, median of repeats, one run.
 
     python bench/bench_jacobian.py [--quick] [--threads N]
 
+--threads N pins pyjac, numpy's OpenBLAS and torch to N threads (set before numpy
+is imported); without it every library uses every core.
+
 The numpy way forms the layer Jacobians ``diag(phi') W`` from a forward pass, the
 explicit product ``P_l`` and ``np.linalg.norm(P_l, 2)`` (an SVD) at every depth;
 power iteration uses numpy matvecs through the chain. PyTorch and JAX rows appear
@@ -16,11 +19,28 @@ import argparse
 import importlib.util
 import os
 import statistics
+import sys
 import time
 
-import numpy as np
 
-import pyjac
+def _pin_threads_before_numpy() -> int | None:
+    """numpy's OpenBLAS reads its thread count once, when numpy is imported."""
+    args = sys.argv[1:]
+    for i, a in enumerate(args):
+        value = a.split("=", 1)[1] if a.startswith("--threads=") else (
+            args[i + 1] if a == "--threads" and i + 1 < len(args) else None)
+        if value is not None:
+            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ[var] = value
+            return int(value)
+    return None
+
+
+_PINNED = _pin_threads_before_numpy()
+
+import numpy as np  # noqa: E402
+
+import pyjac  # noqa: E402
 
 
 def median_time(fn, repeats: int) -> float:
@@ -39,8 +59,8 @@ def sgemm_peak(repeats: int) -> float:
     return 2 * 2048**3 / t / 1e9
 
 
-def tanh_chain(depth: int, width: int) -> tuple[pyjac.Chain, np.ndarray]:
-    net = pyjac.Chain(depth, width, activation="tanh", init="gaussian", gain=1.5, seed=1,
+def tanh_chain(depth: int, width: int, gain: float = 1.5) -> tuple[pyjac.Chain, np.ndarray]:
+    net = pyjac.Chain(depth, width, activation="tanh", init="gaussian", gain=gain, seed=1,
                       dtype="float32")
     x = np.random.default_rng(2).standard_normal(width).astype(np.float32)
     return net, x
@@ -83,6 +103,41 @@ def numpy_power_iteration(net: pyjac.Chain, x: np.ndarray, iters: int) -> float:
     return sigma
 
 
+def numpy_rescaled_norms_every_depth(net: pyjac.Chain, x: np.ndarray) -> np.ndarray:
+    """The careful numpy way for deep chains: rescale the product at every layer."""
+    p, log_scale, out = None, 0.0, []
+    for j in layer_jacobians(net, x):
+        p = j if p is None else j @ p
+        s = np.linalg.norm(p)
+        p /= s
+        log_scale += np.log(s)
+        out.append(log_scale + np.log(np.linalg.norm(p, 2)))
+    return np.array(out)
+
+
+def torch_power_iteration(net, x, iters):  # pragma: no cover - optional
+    import torch
+
+    h, ds = x, []
+    for w, b in zip(net.weights, net.biases):
+        h = np.tanh(w @ h + b)
+        ds.append(torch.from_numpy(1 - h * h))
+    ws = [torch.from_numpy(w) for w in net.weights]
+    v = torch.from_numpy(np.random.default_rng(0).standard_normal(x.shape[0]).astype(np.float32))
+    v /= torch.linalg.vector_norm(v)
+    sigma = 0.0
+    with torch.no_grad():
+        for _ in range(iters):
+            y = v
+            for w, d in zip(ws, ds):
+                y = d * (w @ y)
+            sigma = float(torch.linalg.vector_norm(y))
+            for w, d in zip(reversed(ws), reversed(ds)):
+                y = w.T @ (d * y)
+            v = y / torch.linalg.vector_norm(y)
+    return sigma
+
+
 def torch_norms_every_depth(net, x):  # pragma: no cover - optional
     import torch
 
@@ -112,9 +167,14 @@ def main() -> None:
     args = parser.parse_args()
     reps = 3 if args.quick else 5
     nt = args.threads
+    have_torch = importlib.util.find_spec("torch") is not None
+    if have_torch and nt is not None:  # pragma: no cover - optional
+        import torch
+
+        torch.set_num_threads(nt)
     peak = sgemm_peak(3)
-    print(f"pyjac {pyjac.__version__}; {os.cpu_count()} CPUs; pyjac threads "
-          f"{pyjac._core.max_threads() if nt is None else nt}")
+    print(f"pyjac {pyjac.__version__}; {os.cpu_count()} CPUs; threads for every library: "
+          f"{'all' if nt is None else nt}; load average {os.getloadavg()[0]:.1f}")
     print(f"float32 GEMM peak (numpy 2048^3, this run): {peak:.1f} GFLOP/s\n")
 
     rows = []
@@ -147,13 +207,28 @@ def main() -> None:
     rows.append((f"power iteration d=100 w=256, {iters} iters", t_pj, t_np,
                  f"{traffic / t_pj / 1e9:.1f} GB/s of weights; "
                  f"rel diff vs numpy {abs(res.value / ref - 1):.1e}"))
+    if have_torch:  # pragma: no cover - optional
+        t = median_time(lambda: torch_power_iteration(net, x, iters), max(1, reps // 2))
+        rows.append(("  torch (same, torch matvecs)", t_pj, t, ""))
+    else:
+        rows.append(("  torch: not installed", float("nan"), float("nan"), ""))
+    rows.append(("  jax: not installed" if importlib.util.find_spec("jax") is None
+                 else "  jax: not benchmarked", float("nan"), float("nan"), ""))
 
     q = np.linalg.qr(np.random.default_rng(3).standard_normal((64, 64)))[0]
-    net_deep, _ = tanh_chain(10_000, 64)
+    # gain 1: at gain 1.5 the forward pass is chaotic, so after a few hundred layers
+    # numpy's and pyjac's rounding send it (and its Jacobians) to different places and
+    # no comparison of the two means anything.
+    net_deep, _ = tanh_chain(10_000, 64, gain=1.0)
     x64 = np.random.default_rng(4).standard_normal(64).astype(np.float32)
     t_pj = median_time(lambda: net_deep.jacobian_norms(x64, n_threads=nt), max(1, reps // 2))
-    rows.append(("sigma_max every depth, tanh d=10000 w=64", t_pj, float("nan"),
-                 "numpy: explicit product is inf/0 long before"))
+    t0 = time.perf_counter()
+    ref = numpy_rescaled_norms_every_depth(net_deep, x64)
+    t_np = time.perf_counter() - t0
+    err = float(np.max(np.abs(net_deep.jacobian_norms(x64).log_spectral_norm - ref)))
+    rows.append(("sigma_max every depth, tanh (gain 1) d=10000 w=64", t_pj, t_np,
+                 f"numpy rescaled by hand (the plain product is 0 by then); "
+                 f"max |dlog| {err:.1e}"))
     lin = pyjac.Chain.from_weights([(1.1 * q).astype(np.float32)] * 10_000,
                                    activation="linear")
     t_lin = median_time(lambda: lin.jacobian_norms(np.ones(64, np.float32), n_threads=nt),
