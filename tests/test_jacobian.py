@@ -226,17 +226,35 @@ def test_zero_product_and_nonfinite_forward():
     assert np.isnan(net.spectral_norm(x).log_value)
 
 
+@pytest.mark.parametrize("method", ["product", "qr"])
+def test_varying_widths_spectra(method):
+    # widths narrower than the input: the QR frame shrinks with them
+    widths = [6, 9, 4, 7, 3, 8]
+    net = pyjac.Chain(5, widths, activation="silu", init="gaussian", gain=1.3, bias_std=0.2,
+                      seed=11, dtype="float64")
+    x = np.random.default_rng(0).standard_normal(6)
+    r = net.jacobian_norms(x, singular_values_at=list(range(1, 6)), method=method)
+    for d, p in enumerate(product(forward(net, x)[1]), start=1):
+        ref = np.linalg.svd(p, compute_uv=False)
+        got = r.singular_values[d]
+        assert got.shape == (min(widths[d], 6),)
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-12 * ref[0])
+        np.testing.assert_allclose(r.log_frobenius_norm[d - 1], np.log(np.linalg.norm(p)),
+                                   rtol=1e-10)
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     widths=st.lists(st.integers(1, 6), min_size=2, max_size=5),
     activation=st.sampled_from(ACTS),
+    method=st.sampled_from(["product", "qr"]),
     seed=st.integers(0, 2**16),
 )
-def test_norms_property(widths, activation, seed):
+def test_norms_property(widths, activation, method, seed):
     net = pyjac.Chain(len(widths) - 1, widths, activation=activation, init="gaussian",
                       gain=1.5, bias_std=0.5, seed=seed, dtype="float64")
     x = np.random.default_rng(seed).standard_normal(widths[0])
-    r = net.jacobian_norms(x)
+    r = net.jacobian_norms(x, method=method)
     prods = product(forward(net, x)[1])
     for d, p in enumerate(prods):
         s = np.linalg.svd(p, compute_uv=False)
