@@ -6,6 +6,36 @@ gradient grows or shrinks on its way from layer ``l`` back to the input. Its nor
 leave the float range after a few hundred layers, so everything here is carried in
 the log domain: the C++ core rescales the product by exact powers of two at every
 layer and keeps the logs in float64.
+
+How exact
+---------
+``log_frobenius_norm`` is the norm of the carried product, summed in float64.
+
+``log_spectral_norm`` at every depth comes from a Lanczos solver on ``P_l^T P_l``
+(block Lanczos once ``P_l`` outgrows the cache), warm-started from the previous
+depth's top singular vector, which converges with depth. It stops when the residual
+of the top Ritz pair is below ``tol * sigma^2`` with ``tol`` = 1e-10 (float64) or
+1e-6 (float32). That certifies the value to ``tol / 2`` relative as a singular value
+of the carried product; Rayleigh-Ritz makes it a lower bound of ``sigma_max``, and a
+fresh random component in every start makes it ``sigma_max`` itself with probability
+one. ``converged`` says whether the tolerance was met (the pass budget is generous).
+
+The carried product itself has the rounding of the compute dtype: every layer adds
+a relative error of about ``eps * sqrt(width)`` to the directions that matter for
+``sigma_max`` and ``||P||_F``, whether the product is carried explicitly or in
+Benettin's QR form (both are backward stable per layer). Measured: a float32 chain of
+``1.1 * Q`` is within 2e-7 relative of ``l ln 1.1`` at ``l = 10,000``; float64 chains
+match numpy's SVD of the explicit product to 1e-12. Chaotic chains (tanh with
+gain > 1) amplify any rounding in the *forward pass*: after a few hundred layers two
+implementations follow different trajectories and their Jacobians differ, which is a
+property of the chain, not an error.
+
+Singular values at the depths asked for come from an SVD of the carried factor in
+float64: one-sided Jacobi on ``(R_l ... R_1)^T`` in the QR method, which keeps small
+singular values to high relative accuracy (a product ``Q diag(d^l) Q^T`` gives
+``d^l`` to 1e-8 across 40 orders of magnitude), or ``gesdd`` on the explicit product
+(absolute accuracy ``eps * sigma_max``). Values below ~1e-300 of the largest
+underflow (log ``-inf``).
 """
 
 from __future__ import annotations
