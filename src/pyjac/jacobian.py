@@ -48,7 +48,7 @@ import numpy as np
 
 from . import _core
 from ._results import _fmt
-from ._validation import check_choice, check_int, check_threads
+from ._validation import check_allocation, check_choice, check_int, check_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     from .chain import Chain
@@ -150,6 +150,13 @@ def _single_input(net: Chain, x: Any) -> np.ndarray:
     return arr[0]
 
 
+def _check_memory(net: Chain, what: str, float64_copies: int) -> None:
+    """Refuse before allocating: the carried block is widths[0] x (widest width)."""
+    block = net.widths[0] * max(net.widths)
+    nbytes = block * (3 * net.dtype.itemsize + 8 * float64_copies)
+    check_allocation(nbytes, what)
+
+
 def _depths(value: Any, depth: int, name: str) -> list[int]:
     if value is None:
         return []
@@ -173,6 +180,7 @@ def chain_jacobian(net: Chain, x: Any, depth: int | None = None,
     if depth > net.depth:
         raise ValueError(f"depth: must lie in [0, {net.depth}], got {depth}")
     x1 = _single_input(net, x)
+    _check_memory(net, "jacobian (widths[0] x widest layer)", 0)
     return _core.chain_jacobian(*_chain_args(net), x1, depth, n_threads)
 
 
@@ -185,6 +193,7 @@ def chain_jacobian_norms(net: Chain, x: Any, singular_values_at: Any = None,
     if method == "auto":
         method = "qr" if at else "product"
     x1 = _single_input(net, x)
+    _check_memory(net, "jacobian_norms (widths[0] x widest layer)", 3 if method == "qr" else 1)
     raw = _core.chain_jacobian_norms(
         *_chain_args(net), x1, at, method, SOLVER_TOL[net.dtype.name], n_threads
     )
