@@ -11,8 +11,8 @@ using blas::Trans;
 // Output entries per tile, and the least work (multiply-adds) worth a parallel
 // region; neither depends on the thread count.
 constexpr int kGemmTile = 128;
-constexpr int kGemvTile = 512;
-constexpr double kParallelWork = 1 << 17;
+constexpr int kGemvTile = 128;
+constexpr double kParallelWork = 1 << 15;
 
 }  // namespace
 
