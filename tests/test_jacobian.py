@@ -309,8 +309,9 @@ def test_lyapunov_sum_is_mean_log_determinant_and_k_is_a_prefix():
 # ---- threads and errors ---------------------------------------------------------------
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_same_numbers_for_any_thread_count(dtype):
-    net = make_chain("gelu", width=96, depth=12, dtype=dtype, norm="layernorm", gain=1.2)
-    x = np.random.default_rng(3).standard_normal(96).astype(dtype)
+    # width 160: two output tiles of 128, so the parallel path really runs
+    net = make_chain("gelu", width=160, depth=12, dtype=dtype, norm="layernorm", gain=1.2)
+    x = np.random.default_rng(3).standard_normal(160).astype(dtype)
     one = dict(n_threads=1)
     every = dict(n_threads=-1)
     np.testing.assert_array_equal(net.jacobian(x, **one), net.jacobian(x, **every))

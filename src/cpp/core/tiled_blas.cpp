@@ -9,10 +9,13 @@ namespace {
 using blas::Trans;
 
 // Output entries per tile, and the least work (multiply-adds) worth a parallel
-// region; neither depends on the thread count.
+// region; neither depends on the thread count. The threshold is high on purpose:
+// on a shared machine every fork-join can wait a scheduler tick for a descheduled
+// thread, so regions must carry tens of microseconds of work (a 256 x 256 GEMV in
+// power iteration stays serial).
 constexpr int kGemmTile = 128;
 constexpr int kGemvTile = 128;
-constexpr double kParallelWork = 1 << 15;
+constexpr double kParallelWork = 1 << 18;
 
 }  // namespace
 
