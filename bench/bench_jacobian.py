@@ -187,8 +187,8 @@ def main() -> None:
         t_np = median_time(lambda net=net, x=x: numpy_norms_every_depth(net, x),
                            max(1, reps // 2))
         gemm_flops = 2.0 * width**3 * depth  # the product's GEMMs, the dominant work
-        extra = f"GEMM phase {100 * gemm_flops / t_pj / 1e9 / peak:.0f}% of peak; " \
-                f"max |dlog| vs numpy {err:.1e}"
+        extra = f"product GEMM flops / total time = {100 * gemm_flops / t_pj / 1e9 / peak:.0f}% " \
+                f"of peak; max |dlog| vs numpy {err:.1e}"
         rows.append((f"sigma_max every depth, tanh d={depth} w={width}", t_pj, t_np, extra))
         for name, fn in (("torch", torch_norms_every_depth), ("jax", jax_norms_every_depth)):
             if importlib.util.find_spec(name) is None:
