@@ -29,7 +29,20 @@ from . import (
 )
 from ._results import BackpropResult
 from .chain import ACTIVATIONS, INITS, Chain
+from .jacobian import JacobianNorms
+from .spectral import SpectralNormResult, spectral_norm, spectral_radius
 
 __version__ = "0.1.0"
 
-__all__ = ["ACTIVATIONS", "INITS", "BackpropResult", "Chain", "__version__", "theory"]
+__all__ = [
+    "ACTIVATIONS",
+    "INITS",
+    "BackpropResult",
+    "Chain",
+    "JacobianNorms",
+    "SpectralNormResult",
+    "__version__",
+    "spectral_norm",
+    "spectral_radius",
+    "theory",
+]

@@ -1,10 +1,11 @@
-"""Type stubs for pyjac's private C++ extension module."""
-
+# Stubs for pyjac's private C++ extension (pybind11). One section per
+# register_<topic>.cpp file, so that topics can be added without touching others.
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+# ---- register_info.cpp -------------------------------------------------------------
 openmp_version: int
 has_cuda: bool
 
@@ -14,18 +15,45 @@ def gemm_gflops(
     n: int = 2048, repeats: int = 3, n_threads: int = -1, single: bool = True
 ) -> float: ...
 
-# -- chain -------------------------------------------------------------------------------
+# ---- register_chain.cpp ------------------------------------------------------------
 def init_weights(
-    widths: list[int], init: str, gain: float, bias_std: float, seed: int, dtype: str,
+    widths: Sequence[int], init: str, gain: float, bias_std: float, seed: int, dtype: str,
     n_threads: int,
 ) -> list[Any]: ...
 def init_sigma_w2(init: str, gain: float, fan_in: int, fan_out: int) -> float: ...
 def chain_backprop(
-    weights: list[npt.NDArray[np.floating]], biases: list[npt.NDArray[np.floating]],
-    activations: list[str], residual: bool, residual_scale: float, norm: str,
-    x: npt.NDArray[np.floating], loss: str, target: Any, keep_grads: bool, n_threads: int,
+    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
+    residual: bool, residual_scale: float, norm: str, x: np.ndarray, loss: str, target: Any,
+    keep_grads: bool, n_threads: int,
 ) -> dict[str, Any]: ...
 def backprop_workspace_bytes(
-    widths: list[int], batch: int, dtype_size: int, store_preactivations: bool
+    widths: Sequence[int], batch: int, dtype_size: int, store_preactivations: bool
 ) -> int: ...
 def activation_names() -> list[str]: ...
+
+# ---- register_jacobian.cpp ---------------------------------------------------------
+def chain_jacobian(
+    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
+    residual: bool, residual_scale: float, norm: str, x: np.ndarray, depth: int, n_threads: int,
+) -> np.ndarray: ...
+def chain_jacobian_norms(
+    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
+    residual: bool, residual_scale: float, norm: str, x: np.ndarray,
+    singular_values_at: Sequence[int], method: str, tol: float, n_threads: int,
+) -> dict[str, Any]: ...
+def chain_lyapunov_exponents(
+    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
+    residual: bool, residual_scale: float, norm: str, x: np.ndarray, k: int, seed: int,
+    n_threads: int,
+) -> dict[str, Any]: ...
+
+# ---- register_spectral.cpp ---------------------------------------------------------
+def matrix_spectral_norm(
+    matrix: np.ndarray, iters: int, tol: float, seed: int, n_threads: int
+) -> dict[str, np.ndarray]: ...
+def chain_spectral_norm(
+    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
+    residual: bool, residual_scale: float, norm: str, x: np.ndarray, per_layer: bool,
+    iters: int, tol: float, seed: int, n_threads: int,
+) -> dict[str, Any]: ...
+def spectral_radius(matrix: np.ndarray) -> float: ...

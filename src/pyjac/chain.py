@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,10 @@ from ._validation import (
     check_real,
     check_threads,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .jacobian import JacobianNorms
+    from .spectral import SpectralNormResult
 
 ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "gelu", "silu")
 INITS = ("gaussian", "xavier", "xavier_uniform", "he", "orthogonal", "identity")
@@ -362,3 +366,120 @@ class Chain:
                 f"target: labels must lie in [0, {n_out}), got {labels.min()}..{labels.max()}"
             )
         return labels
+
+    # -- Jacobian products and spectral norms (pyjac.jacobian, pyjac.spectral) ---------
+    def jacobian(self, x: Any, depth: int | None = None, *,
+                 n_threads: int | None = None) -> np.ndarray:
+        """The explicit input-output Jacobian ``d h_depth / d h_0`` at one input.
+
+        Parameters
+        ----------
+        x : array_like, shape (widths[0],) or (1, widths[0])
+            The input the chain is linearised at.
+        depth : int, optional
+            Layers to go through, 0..depth (the whole chain when None; 0 gives the
+            identity).
+        n_threads : int, optional
+            None or -1 for every core.
+
+        Returns
+        -------
+        ndarray, shape (widths[depth], widths[0])
+            In the chain's dtype. Entries overflow to inf for exploding chains: use
+            :meth:`jacobian_norms` for their logs. Batchnorm chains are refused.
+        """
+        from .jacobian import chain_jacobian
+
+        return chain_jacobian(self, x, depth, n_threads)
+
+    def jacobian_norms(self, x: Any, singular_values_at: Any = None, *, method: str = "auto",
+                       n_threads: int | None = None) -> JacobianNorms:
+        """Log spectral and Frobenius norms of ``P_l = J_l ... J_1`` at every depth.
+
+        Parameters
+        ----------
+        x : array_like, shape (widths[0],) or (1, widths[0])
+            The input the chain is linearised at.
+        singular_values_at : int or sequence of int, optional
+            Depths (1..depth) at which to return every singular value of ``P_l``.
+        method : {"auto", "product", "qr"}
+            "product" carries ``P_l`` itself, rescaled by an exact power of two at every
+            layer (one GEMM per layer; largest singular value and Frobenius norm are as
+            exact as the product, singular values below ~eps * sigma_max are lost).
+            "qr" carries Benettin's orthonormalised form ``P_l = Q_l R_l ... R_1``
+            (one QR per layer, slower; small singular values keep their relative
+            accuracy). "auto" is "qr" when singular values are asked for.
+        n_threads : int, optional
+            None or -1 for every core.
+
+        Returns
+        -------
+        JacobianNorms
+            Never overflows: a linear chain of ``1.1 * Q`` gives ``l * ln 1.1`` at any
+            depth, in float32 too.
+        """
+        from .jacobian import chain_jacobian_norms
+
+        return chain_jacobian_norms(self, x, singular_values_at, method, n_threads)
+
+    def lyapunov_exponents(self, x: Any, k: int | None = None, *, seed: int = 0,
+                           n_threads: int | None = None) -> np.ndarray:
+        """The ``k`` largest Lyapunov exponents of the chain's Jacobian product.
+
+        Benettin's QR method: ``J_l Q_{l-1} = Q_l R_l`` from a seeded Haar-random
+        k-frame ``Q_0``; exponent ``i`` is the mean over layers of ``log |R_l[i, i]|``
+        (natural log per layer).
+
+        Parameters
+        ----------
+        x : array_like, shape (widths[0],) or (1, widths[0])
+            The input the chain is linearised at.
+        k : int, optional
+            How many (all, i.e. the narrowest width, when None).
+        seed : int, default 0
+            Seeds the start frame; the first ``k`` columns of one fixed frame, so
+            ``k=3`` gives the first three exponents of ``k=None``.
+
+        Returns
+        -------
+        ndarray, shape (k,)
+            In Benettin order: the partial sums are the exact growth rates of the
+            leading volumes; for long chains the order is descending. ``-inf`` where a
+            direction is annihilated (dead ReLUs).
+        """
+        from .jacobian import chain_lyapunov_exponents
+
+        return chain_lyapunov_exponents(self, x, k, seed, n_threads)
+
+    def spectral_norm(self, x: Any, per_layer: bool = False, iters: int = 1000,
+                      tol: float = 1e-6, *, seed: int = 0,
+                      n_threads: int | None = None) -> SpectralNormResult:
+        """Largest singular value of the Jacobian by matrix-free power iteration.
+
+        Iterates ``v <- J^T J v`` with forward (JVP) and backward (VJP) passes through
+        the chain, never forming ``J``; vectors are rescaled at every layer and the
+        log-scale is kept in float64, so deep chains neither overflow nor underflow.
+
+        Parameters
+        ----------
+        x : array_like, shape (widths[0],) or (1, widths[0])
+            The input the chain is linearised at.
+        per_layer : bool, default False
+            False: ``sigma_max(d h_L / d h_0)``. True: ``sigma_max(J_l)`` of every
+            layer (in parallel over layers).
+        iters : int, default 1000
+            Most iterations.
+        tol : float, default 1e-6
+            Relative accuracy asked for. Float32 chains are limited by rounding to
+            about 1e-7 * sqrt(depth).
+        seed : int, default 0
+            Seeds the start vector(s).
+
+        Returns
+        -------
+        SpectralNormResult
+            value (and log_value), iterations, converged; arrays with per_layer=True.
+        """
+        from .spectral import chain_spectral_norm
+
+        return chain_spectral_norm(self, x, per_layer, iters, tol, seed, n_threads)

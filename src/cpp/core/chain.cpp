@@ -14,6 +14,7 @@
 #include "pyjac/blas.hpp"
 #include "pyjac/threads.hpp"
 #include "reduce.hpp"
+#include "tiled_blas.hpp"
 
 namespace pyjac {
 namespace {
@@ -73,7 +74,7 @@ LayerForwardStats forward_layer(const ChainView<T>& c, int l, int batch, const T
   // Bias rows first, then one GEMM accumulating onto them (beta = 1).
   for (int i = 0; i < batch; ++i)
     std::memcpy(u + static_cast<std::size_t>(i) * n_out, c.biases[l], sizeof(T) * n_out);
-  blas::gemm_reproducible(Trans::No, Trans::Yes, batch, n_out, n_in, T(1), h_in, n_in,
+  detail::tiled_gemm(Trans::No, Trans::Yes, batch, n_out, n_in, T(1), h_in, n_in,
                           c.weights[l], n_in, T(1), u, n_out, nt);
   detail::norm_forward(c.norm, u, batch, n_out, inv_std, nt);
 
@@ -284,7 +285,7 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
 
   const int nt = resolve_threads(o.n_threads);
   // Every GEMM below runs as fixed single-threaded tiles shared out by OpenMP (see
-  // gemm_reproducible), so BLAS stays at one thread for the whole pass.
+  // tiled_blas.hpp), so BLAS stays at one thread for the whole pass.
   BlasThreadScope blas_scope(1);
 
   BackpropStats s;
@@ -386,7 +387,7 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
         }
         dw = dw_scratch.get();
       }
-      blas::gemm_reproducible(Trans::Yes, Trans::No, n_out, n_in, batch, T(1), dzl, n_out, h_in,
+      detail::tiled_gemm(Trans::Yes, Trans::No, n_out, n_in, batch, T(1), dzl, n_out, h_in,
                               n_in, T(0), dw, n_in, nt);
       s.weight_grad_norm[l] = frobenius_norm(dw, n_out, n_in, nt).norm;
     } else {
@@ -403,7 +404,7 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
     // dL/dh_{l-1} = dz W_l (+ dL/dh_l through the skip connection).
     if (c.residual)
       std::memcpy(g_prev.get(), g.get(), sizeof(T) * static_cast<std::size_t>(batch) * n_in);
-    blas::gemm_reproducible(Trans::No, Trans::No, batch, n_in, n_out, T(1), dzl, n_out,
+    detail::tiled_gemm(Trans::No, Trans::No, batch, n_in, n_out, T(1), dzl, n_out,
                             c.weights[l], n_in, c.residual ? T(1) : T(0), g_prev.get(), n_in, nt);
     std::swap(g, g_prev);
     const auto gn = frobenius_norm(g.get(), batch, n_in, nt, ws.row_b.data());

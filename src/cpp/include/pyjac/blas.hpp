@@ -14,17 +14,6 @@ void gemm(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a, 
 void gemm(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a, int lda,
           const double* b, int ldb, double beta, double* c, int ldc);
 
-// The same product, computed as a grid of tiles fixed by the shape alone, each by a
-// single-threaded GEMM, the tiles shared out over n_threads OpenMP threads. OpenBLAS's
-// own threading does not reproduce its single-threaded sums bit for bit; this does, at
-// every thread count, for the cost of packing the operands once per tile.
-void gemm_reproducible(Trans ta, Trans tb, int m, int n, int k, float alpha, const float* a,
-                       int lda, const float* b, int ldb, float beta, float* c, int ldc,
-                       int n_threads);
-void gemm_reproducible(Trans ta, Trans tb, int m, int n, int k, double alpha, const double* a,
-                       int lda, const double* b, int ldb, double beta, double* c, int ldc,
-                       int n_threads);
-
 // C (n x n, lower triangle) = alpha * A * A^T + beta * C for A (n x k).
 void syrk_lower(int n, int k, float alpha, const float* a, int lda, float beta, float* c,
                 int ldc);
@@ -52,5 +41,29 @@ int eigenvalues(int n, double* a, int lda, double* wr, double* wi);
 
 void set_num_threads(int n);
 int get_num_threads();
+
+// ---- additions for Jacobian products and spectral norms -------------------------
+// Column-major Householder QR, for blocks of k vectors stored as the rows of a
+// (k x m) row-major array, which is the (m x k) column-major matrix LAPACK wants:
+// no transposition copies.
+int geqrf_colmajor(int m, int n, float* a, int lda, float* tau);
+int geqrf_colmajor(int m, int n, double* a, int lda, double* tau);
+// Forms the first k columns of Q (m x k, column-major) from geqrf_colmajor's output.
+int orgqr_colmajor(int m, int k, float* a, int lda, const float* tau);
+int orgqr_colmajor(int m, int k, double* a, int lda, const double* tau);
+// B (m x n, row-major) = alpha * B * op(A) for A (n x n) upper triangular.
+void trmm_right_upper(Trans ta, int m, int n, double alpha, const double* a, int lda, double* b,
+                      int ldb);
+// Eigenvalues (ascending) of a symmetric matrix (n x n, row-major, upper triangle used);
+// on return the columns of A are the orthonormal eigenvectors.
+int symmetric_eigen(int n, double* a, int lda, double* w);
+// Singular values (descending) of A (m x n, row-major, m >= n) by one-sided Jacobi,
+// destroying A. Jacobi is accurate to high relative precision for column-graded
+// matrices, which the triangular factors of long products are.
+int singular_values_jacobi(int m, int n, double* a, int lda, double* s);
+// Largest eigenvalue w and its unit eigenvector z (n entries) of the symmetric
+// tridiagonal matrix with diagonal d (n) and off-diagonal e (n - 1), by bisection
+// and inverse iteration (O(n) work, LAPACK dstebz + dstein).
+int tridiagonal_top_eigenpair(int n, const double* d, const double* e, double* w, double* z);
 
 }  // namespace pyjac::blas

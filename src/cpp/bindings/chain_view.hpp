@@ -1,0 +1,63 @@
+// Builds a ChainView over the numpy arrays of a pyjac.Chain, keeping the converted
+// arrays alive for as long as the view is used.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "arrays.hpp"
+#include "pyjac/chain.hpp"
+
+namespace pyjac::bindings {
+
+template <typename T>
+struct OwnedChainView {
+  ChainView<T> view;
+  std::vector<CArray<T>> weights, biases;
+};
+
+template <typename T>
+OwnedChainView<T> make_chain_view(const py::sequence& weights_in, const py::sequence& biases_in,
+                                  const std::vector<std::string>& activations, bool residual,
+                                  double residual_scale, const std::string& norm) {
+  const auto depth = static_cast<py::ssize_t>(weights_in.size());
+  if (depth < 1) throw std::invalid_argument("weights: depth must be at least 1");
+  OwnedChainView<T> c;
+  std::vector<py::ssize_t> rows, cols;
+  for (py::ssize_t l = 0; l < depth; ++l) {
+    py::array w = py::array::ensure(weights_in[l]);
+    if (!w || w.ndim() != 2) throw std::invalid_argument("weights: every entry must be 2-D");
+    if (l == 0) c.view.widths.push_back(static_cast<int>(w.shape(1)));
+    if (w.shape(1) != c.view.widths.back())
+      throw std::invalid_argument("weights[" + std::to_string(l) + "]: has " +
+                                  std::to_string(w.shape(1)) + " columns, expected " +
+                                  std::to_string(c.view.widths.back()));
+    rows.push_back(w.shape(0));
+    cols.push_back(w.shape(1));
+    c.view.widths.push_back(static_cast<int>(w.shape(0)));
+  }
+  c.weights = convert_list<T>(weights_in, rows, cols, "weights");
+  c.biases = convert_list<T>(biases_in, rows, {}, "biases");
+  for (auto& a : c.weights) c.view.weights.push_back(a.data());
+  for (auto& a : c.biases) c.view.biases.push_back(a.data());
+  if (static_cast<py::ssize_t>(activations.size()) != depth)
+    throw std::invalid_argument("activation: one name per layer is required");
+  for (const auto& name : activations) c.view.activations.push_back(parse_activation(name));
+  c.view.residual = residual;
+  c.view.residual_scale = residual_scale;
+  c.view.norm = parse_norm(norm);
+  c.view.validate();
+  return c;
+}
+
+// One input vector of the chain's input width, in the chain's dtype.
+template <typename T>
+CArray<T> single_input(const py::array& x_in, int width) {
+  CArray<T> x = CArray<T>::ensure(x_in);
+  if (!x || x.ndim() != 1 || x.shape(0) != width)
+    throw std::invalid_argument("x: expected one input of shape (" + std::to_string(width) +
+                                ",)");
+  return x;
+}
+
+}  // namespace pyjac::bindings
