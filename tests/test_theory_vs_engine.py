@@ -29,7 +29,8 @@ def test_measured_gradient_slope_matches_chi1(activation, sigma_w2, sigma_b2):
                           gain=math.sqrt(sigma_w2), bias_std=math.sqrt(sigma_b2), seed=seed,
                           dtype="float64")
         data = np.random.default_rng(1000 + seed)
-        x = data.standard_normal((batch, width)) * math.sqrt(q)  # start at the fixed point
+        # Input second moment (q - sigma_b2) / sigma_w2 puts the first pre-activation at q*.
+        x = data.standard_normal((batch, width)) * math.sqrt((q - sigma_b2) / sigma_w2)
         r = net.backprop(x, grad_output=data.standard_normal((batch, width)))
         layers = np.arange(depth + 1)
         # ||dL/dh_l|| grows by sqrt(chi1) per layer going back towards the input.
@@ -43,3 +44,36 @@ def test_sigmoid_bound_holds_for_the_engine():
                      grad_output=np.ones((4, 128)))
     ratio = r.grad_norm[0] / r.grad_norm[-1]
     assert ratio <= theory.sigmoid_bound(20)
+
+
+@pytest.mark.parametrize(
+    "activation,init,sigma_w2,sigma_b2",
+    [
+        ("linear", "gaussian", 1.0, 0.0),     # variance L
+        ("linear", "orthogonal", 1.0, 0.0),   # variance 0: dynamical isometry
+        ("relu", "gaussian", 2.0, 0.0),       # variance 2L
+        ("relu", "orthogonal", 2.0, 0.0),     # variance L
+        ("tanh", "orthogonal", 1.760954639606737, 0.05),
+    ],
+)
+def test_jacobian_singular_value_moments_match_free_probability(activation, init, sigma_w2,
+                                                                 sigma_b2):
+    depth, width, seeds = 4, 512, 6
+    pred = theory.jacobian_spectrum_moments(activation, init, sigma_w2, sigma_b2, depth)
+    # The input's second moment that puts the first pre-activation at q*.
+    q = pred.q_star if math.isfinite(pred.q_star) and pred.q_star > 0 else sigma_w2
+    second_moment = (q - sigma_b2) / sigma_w2
+    means, variances = [], []
+    for seed in range(seeds):
+        net = pyjac.Chain(depth, width, activation=activation, init=init,
+                          gain=math.sqrt(sigma_w2), bias_std=math.sqrt(sigma_b2), seed=seed,
+                          dtype="float64")
+        x = np.random.default_rng(seed).standard_normal(width) * math.sqrt(second_moment)
+        lam = net.jacobian_norms(x, singular_values_at=[depth]).singular_values[depth] ** 2
+        means.append(lam.mean())
+        variances.append(lam.var())
+    assert np.mean(means) == pytest.approx(pred.mean, rel=0.10)
+    if pred.variance == 0:
+        assert np.mean(variances) < 1e-10
+    else:
+        assert np.mean(variances) == pytest.approx(pred.variance, rel=0.10)
