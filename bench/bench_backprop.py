@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
-import time
 from functools import partial
 
 import numpy as np
+from _timing import median_time, sgemm_peak_gflops
 
 import pyjac
 from pyjac import _core
@@ -59,16 +58,6 @@ def torch_backprop(torch, layers, x):
     grad_norm = [h.grad.norm().item() for h in hs]
     weight_norm = [layer.weight.grad.norm().item() for layer in layers]
     return np.array(grad_norm), np.array(weight_norm)
-
-
-def median_time(fn, repeats):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _status_kib(field):
@@ -123,7 +112,7 @@ def main():
     except ImportError:
         torch = None
 
-    peak = _core.gemm_gflops(2048, 3, threads, True)
+    peak = sgemm_peak_gflops(threads)
     print(f"pyjac {pyjac.__version__}, threads={threads}, numpy {np.__version__}"
           + (f", torch {torch.__version__}" if torch else ", torch not installed"))
     print(f"OpenBLAS SGEMM peak (2048^3, same run): {peak:.1f} GFLOP/s\n")

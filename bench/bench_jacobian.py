@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import statistics
 import sys
 import time
 
@@ -39,24 +38,9 @@ def _pin_threads_before_numpy() -> int | None:
 _PINNED = _pin_threads_before_numpy()
 
 import numpy as np  # noqa: E402
+from _timing import median_time, sgemm_peak_gflops  # noqa: E402
 
 import pyjac  # noqa: E402
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: page faults, thread pools, lazy loading
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def sgemm_peak(repeats: int) -> float:
-    a = np.random.default_rng(0).standard_normal((2048, 2048)).astype(np.float32)
-    t = median_time(lambda: a @ a, repeats)
-    return 2 * 2048**3 / t / 1e9
 
 
 def tanh_chain(depth: int, width: int, gain: float = 1.5) -> tuple[pyjac.Chain, np.ndarray]:
@@ -172,10 +156,10 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(nt)
-    peak = sgemm_peak(3)
+    peak = sgemm_peak_gflops(-1 if nt is None else nt)
     print(f"pyjac {pyjac.__version__}; {os.cpu_count()} CPUs; threads for every library: "
           f"{'all' if nt is None else nt}; load average {os.getloadavg()[0]:.1f}")
-    print(f"float32 GEMM peak (numpy 2048^3, this run): {peak:.1f} GFLOP/s\n")
+    print(f"float32 GEMM peak (OpenBLAS via pyjac, 2048^3, this run): {peak:.1f} GFLOP/s\n")
 
     rows = []
     for depth, width in ((50, 256), (20, 1024)):
