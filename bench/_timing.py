@@ -21,6 +21,21 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_medians(contenders: dict[str, Callable[[], object]], repeats: int
+                        ) -> dict[str, float]:
+    """Median wall time of each contender, timed round by round (A, B, C, A, B, C, ...)
+    so that load drifting on a shared machine hits every contender alike."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    for fn in contenders.values():
+        fn()  # warm-up
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def sgemm_peak_gflops(threads: int, n: int = 2048, repeats: int = 3) -> float:
     """This machine's float32 GEMM rate through the same OpenBLAS that pyjac links
     (scipy-openblas32), measured now, in this run."""

@@ -14,15 +14,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from functools import partial
 
-import numpy as np
-from _timing import median_time, sgemm_peak_gflops
 
-import pyjac
-from pyjac import _core
+def _pin_threads_before_numpy() -> None:
+    """numpy's OpenBLAS reads its thread count once, at import: give every library the
+    same budget as pyjac when --threads is given."""
+    args = sys.argv[1:]
+    for i, a in enumerate(args):
+        value = a.split("=", 1)[1] if a.startswith("--threads=") else (
+            args[i + 1] if a == "--threads" and i + 1 < len(args) else None)
+        if value is not None:
+            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ[var] = value
+
+
+_pin_threads_before_numpy()
+
+import numpy as np  # noqa: E402
+from _timing import interleaved_medians, sgemm_peak_gflops  # noqa: E402
+
+import pyjac  # noqa: E402
+from pyjac import _core  # noqa: E402
 
 CONFIGS = [(100, 256, 64), (1000, 64, 16), (50, 1024, 256)]
 TARGETS = {(100, 256, 64): 2.0, (1000, 64, 16): 3.0, (50, 1024, 256): 1.3}
@@ -45,7 +61,7 @@ def numpy_backprop(weights, biases, x):
 
 
 def torch_backprop(torch, layers, x):
-    hs = [x.requires_grad_(True)]
+    hs = [x.detach().clone().requires_grad_(True)]
     for layer in layers:
         h = torch.relu(layer(hs[-1]))
         h.retain_grad()
@@ -113,7 +129,9 @@ def main():
         torch = None
 
     peak = sgemm_peak_gflops(threads)
-    print(f"pyjac {pyjac.__version__}, threads={threads}, numpy {np.__version__}"
+    print(f"load average {os.getloadavg()[0]:.1f}; timings are medians of {repeats} interleaved "
+          "rounds")
+    print(f"pyjac {pyjac.__version__}, threads={threads} (every library), numpy {np.__version__}"
           + (f", torch {torch.__version__}" if torch else ", torch not installed"))
     print(f"OpenBLAS SGEMM peak (2048^3, same run): {peak:.1f} GFLOP/s\n")
     header = (f"{'depth,width,batch':>18} {'pyjac ms':>9} {'numpy ms':>9} {'vs numpy':>9} "
@@ -129,9 +147,10 @@ def main():
         # Same numbers before timing anything (float32, different summation orders).
         np.testing.assert_allclose(mine.grad_norm, ref_g, rtol=2e-3)
         np.testing.assert_allclose(mine.weight_grad_norm, ref_w, rtol=2e-3)
-        t_pyjac = median_time(partial(net.backprop, x, n_threads=threads), repeats)
-        t_numpy = median_time(partial(numpy_backprop, net.weights, net.biases, x), repeats)
-        t_torch = float("nan")
+        contenders = {
+            "pyjac": partial(net.backprop, x, n_threads=threads),
+            "numpy": partial(numpy_backprop, net.weights, net.biases, x),
+        }
         if torch is not None:
             layers = []
             for w, b in zip(net.weights, net.biases):
@@ -141,9 +160,12 @@ def main():
                     lin.bias.copy_(torch.from_numpy(b))
                 layers.append(lin)
             xt = torch.from_numpy(x)
-            tg, _ = torch_backprop(torch, layers, xt.clone())
+            tg, _ = torch_backprop(torch, layers, xt)
             np.testing.assert_allclose(mine.grad_norm, tg, rtol=2e-3)
-            t_torch = median_time(lambda: torch_backprop(torch, layers, xt.clone()), repeats)  # noqa: B023
+            contenders["torch"] = partial(torch_backprop, torch, layers, xt)
+        times = interleaved_medians(contenders, repeats)
+        t_pyjac, t_numpy = times["pyjac"], times["numpy"]
+        t_torch = times.get("torch", float("nan"))
         flops = 6.0 * batch * depth * width * width
         gflops = flops / t_pyjac * 1e-9
         mem = measure_memory(depth, width, batch)

@@ -60,8 +60,16 @@ struct Scratch {
   std::vector<std::size_t> row_count;     // per-example counts
   std::vector<unsigned char> alive;       // per-unit "phi' was ever non-zero"
   std::vector<double> column;             // per-unit sums (bias gradient)
+  std::vector<double> values;             // one row of T (derivatives), as raw storage
   Scratch(int batch, int widest)
-      : row_a(batch), row_b(batch), row_count(batch), alive(widest), column(widest) {}
+      : row_a(batch), row_b(batch), row_count(batch), alive(widest), column(widest),
+        values(widest) {}
+  template <typename T>
+  T* row_values(int n) {
+    static_assert(sizeof(T) <= sizeof(double));
+    if (values.size() < static_cast<std::size_t>(n)) values.resize(n);
+    return reinterpret_cast<T*>(values.data());
+  }
 };
 
 // u = norm(W h + b); h_out = phi(u) or h_in + s * phi(u); statistics of phi'(u); and
@@ -87,24 +95,34 @@ LayerForwardStats forward_layer(const ChainView<T>& c, int l, int batch, const T
   std::size_t* row_sat = ws.row_count.data();
   unsigned char* alive = ws.alive.data();
   std::fill(alive, alive + n_out, 0);
-  dispatch_activation(act, [&](auto tag) {
+  // Branch-free inner loops (the activation and the residual flag are compile-time
+  // constants inside, saturation is counted for every activation and discarded after)
+  // so that the compiler vectorises them.
+  auto run = [&](auto tag, auto residual_tag) {
     constexpr Activation A = decltype(tag)::value;
-    auto row = [&](int i, unsigned char* alive_out) {
-      const std::size_t off = static_cast<std::size_t>(i) * n_out;
-      double dsum = 0.0, hsq = 0.0;
-      std::size_t sat = 0;
-      for (int j = 0; j < n_out; ++j) {
-        const auto a = activate(A, u[off + j]);
-        const T h = residual ? h_in[off + j] + scale * a.value : a.value;
-        h_out[off + j] = h;
-        hsq += static_cast<double>(h) * h;
-        dsum += a.derivative;
-        sat += saturating && a.derivative < saturation;
-        alive_out[j] |= a.derivative != T(0);
+    constexpr bool kResidual = decltype(residual_tag)::value;
+    // One row in three simple passes (values, derivatives, reductions) that each
+    // vectorise; `d` is a row of scratch.
+    auto row = [&](int i, unsigned char* alive_out, T* d) {
+      const int n = n_out;
+      const T s = scale;
+      const T sat_level = static_cast<T>(saturation);
+      const std::size_t off = static_cast<std::size_t>(i) * n;
+      const T* ui = u + off;
+      T* hi = h_out + off;
+      for (int j = 0; j < n; ++j) d[j] = activate<A>(ui[j]).derivative;
+      if constexpr (kResidual) {
+        const T* hin = h_in + off;
+        for (int j = 0; j < n; ++j) hi[j] = hin[j] + s * activate<A>(ui[j]).value;
+      } else {
+        for (int j = 0; j < n; ++j) hi[j] = activate<A>(ui[j]).value;
       }
-      row_dsum[i] = dsum;
-      row_sat[i] = sat;
-      row_sq[i] = hsq;
+      int sat = 0;
+      for (int j = 0; j < n; ++j) sat += d[j] < sat_level ? 1 : 0;
+      for (int j = 0; j < n; ++j) alive_out[j] |= d[j] != T(0) ? 1 : 0;
+      row_dsum[i] = detail::row_sum(d, n);
+      row_sq[i] = detail::row_sum_squares(hi, n);
+      row_sat[i] = saturating ? static_cast<std::size_t>(sat) : 0;
     };
     if (worth_parallel(total)) {
       // A unit is dead when phi' vanishes for every example: an OR of per-thread flags,
@@ -112,14 +130,22 @@ LayerForwardStats forward_layer(const ChainView<T>& c, int l, int batch, const T
 #pragma omp parallel num_threads(nt)
       {
         std::vector<unsigned char> local(n_out, 0);
+        std::vector<T> d(n_out);
 #pragma omp for schedule(static)
-        for (int i = 0; i < batch; ++i) row(i, local.data());
+        for (int i = 0; i < batch; ++i) row(i, local.data(), d.data());
 #pragma omp critical(pyjac_alive)
         for (int j = 0; j < n_out; ++j) alive[j] |= local[j];
       }
     } else {
-      for (int i = 0; i < batch; ++i) row(i, alive);
+      T* d = ws.row_values<T>(n_out);
+      for (int i = 0; i < batch; ++i) row(i, alive, d);
     }
+  };
+  dispatch_activation(act, [&](auto tag) {
+    if (residual)
+      run(tag, std::true_type{});
+    else
+      run(tag, std::false_type{});
   });
   LayerForwardStats s;
   for (int i = 0; i < batch; ++i) {
@@ -144,7 +170,7 @@ void times_derivative(const ChainView<T>& c, int l, int batch, const T* g, const
     constexpr Activation A = decltype(tag)::value;
     if (u) {
 #pragma omp parallel for num_threads(nt) if (worth_parallel(total)) schedule(static)
-      for (long long k = 0; k < ntotal; ++k) du[k] = branch * g[k] * activate(A, u[k]).derivative;
+      for (long long k = 0; k < ntotal; ++k) du[k] = branch * g[k] * activate<A>(u[k]).derivative;
     } else if constexpr (A == Activation::Linear || A == Activation::Sigmoid ||
                          A == Activation::Tanh || A == Activation::Relu ||
                          A == Activation::LeakyRelu) {

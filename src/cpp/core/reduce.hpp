@@ -14,6 +14,37 @@ inline constexpr std::size_t kParallelThreshold = 1 << 15;
 
 inline bool worth_parallel(std::size_t work) { return work >= kParallelThreshold; }
 
+// Sums in double with four interleaved accumulators: a fixed order (so results do not
+// depend on threads or call sites) that the compiler can pipeline and vectorise, which
+// a single running IEEE sum forbids it to do.
+template <typename T>
+inline double row_sum_squares(const T* x, std::size_t n) {
+  double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  std::size_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    a0 += static_cast<double>(x[j]) * x[j];
+    a1 += static_cast<double>(x[j + 1]) * x[j + 1];
+    a2 += static_cast<double>(x[j + 2]) * x[j + 2];
+    a3 += static_cast<double>(x[j + 3]) * x[j + 3];
+  }
+  for (; j < n; ++j) a0 += static_cast<double>(x[j]) * x[j];
+  return (a0 + a1) + (a2 + a3);
+}
+
+template <typename T>
+inline double row_sum(const T* x, std::size_t n) {
+  double a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  std::size_t j = 0;
+  for (; j + 4 <= n; j += 4) {
+    a0 += x[j];
+    a1 += x[j + 1];
+    a2 += x[j + 2];
+    a3 += x[j + 3];
+  }
+  for (; j < n; ++j) a0 += x[j];
+  return (a0 + a1) + (a2 + a3);
+}
+
 struct NormResult {
   double norm;
   bool finite;  // every element finite
@@ -33,10 +64,7 @@ NormResult frobenius_norm(const T* a, std::size_t rows, std::size_t cols, int n_
   const long long nrows = static_cast<long long>(rows);
 #pragma omp parallel for num_threads(n_threads) if (worth_parallel(rows * cols)) schedule(static)
   for (long long i = 0; i < nrows; ++i) {
-    const T* r = a + static_cast<std::size_t>(i) * cols;
-    double s = 0.0;
-    for (std::size_t j = 0; j < cols; ++j) s += static_cast<double>(r[j]) * r[j];
-    row_sq[i] = s;
+    row_sq[i] = row_sum_squares(a + static_cast<std::size_t>(i) * cols, cols);
   }
   double total = 0.0;
   for (std::size_t i = 0; i < rows; ++i) total += row_sq[i];

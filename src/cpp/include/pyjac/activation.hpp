@@ -51,6 +51,21 @@ inline ActivationValue<T> activate(Activation a, T u) {
   return {u, T(1)};
 }
 
+// The same with the activation fixed at compile time: the hot loops call this one, so
+// only the chosen formula is inlined into them.
+template <Activation A, typename T>
+inline ActivationValue<T> activate(T u) {
+  if constexpr (A == Activation::Linear) {
+    return {u, T(1)};
+  } else if constexpr (A == Activation::Relu) {
+    return {u > T(0) ? u : T(0), u > T(0) ? T(1) : T(0)};
+  } else if constexpr (A == Activation::LeakyRelu) {
+    return {u > T(0) ? u : T(kLeakySlope) * u, u > T(0) ? T(1) : T(kLeakySlope)};
+  } else {
+    return activate(A, u);
+  }
+}
+
 template <Activation A>
 using ActivationTag = std::integral_constant<Activation, A>;
 
