@@ -25,11 +25,14 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
 from . import (
     _core,  # noqa: F401  (the extension: loaded first, errors surface here)
+    plot,  # matplotlib is imported only when a figure is drawn
     theory,
 )
 from ._results import BackpropResult
 from .chain import ACTIVATIONS, INITS, Chain
+from .experiments import Results, sweep
 
 __version__ = "0.1.0"
 
-__all__ = ["ACTIVATIONS", "INITS", "BackpropResult", "Chain", "__version__", "theory"]
+__all__ = ["ACTIVATIONS", "INITS", "BackpropResult", "Chain", "Results", "__version__", "plot",
+           "sweep", "theory"]

@@ -824,7 +824,7 @@ def sweep(
     keys = []
     todo: list[tuple[dict[str, Any], int]] = []
     todo_index: list[int] = []
-    for c_i, config in enumerate(configs):
+    for config in configs:
         for seed in seed_list:
             i = len(keys)
             key = config_hash(config, seed)
@@ -912,7 +912,7 @@ def growth_rate(results: Results, value: str = "grad_norm", skip: int = 0) -> Re
     """
     cols = [c for c in (*CONFIG_COLUMNS, "config") if c in results]
     out: dict[str, list[Any]] = {c: [] for c in (*cols, "seed", "log_growth")}
-    for key, part in results.groupby(*[c for c in ("config", "seed") if c in results]):
+    for _, part in results.groupby(*[c for c in ("config", "seed") if c in results]):
         keep = part["layer"] >= skip
         x = part["layer"][keep].astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
