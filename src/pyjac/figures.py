@@ -103,8 +103,9 @@ def fig1_gradient_vs_depth(quick: bool = False, cache: Any = True, n_jobs: Any =
         f"and ReLU chains (depth {depth}, width {width}, batch {batch}, random Gaussian "
         f"dL/dh_L) under four inits. On square layers gaussian (gain 1), xavier and "
         f"orthogonal share the weight variance 1/n and he doubles it: sigmoid vanishes "
-        f"under every init, ReLU is flat only under he, linear and tanh are flat at "
-        f"variance 1/n and explode at 2/n. Dotted: mean-field prediction.",
+        f"under every init, ReLU is flat only under he, linear is flat at variance 1/n and "
+        f"explodes at 2/n, tanh decays slowly at 1/n and grows at 2/n. Dotted: mean-field "
+        f"prediction.",
         ["activation", *[f"{i}: measured (theory)" for i in INITS]], rows,
         [r"Entries: $\|\partial L/\partial h_0\| / \|\partial L/\partial h_L\|$, geometric "
          "mean over seeds; theory: `pyjac.theory.predicted_log_grad_norm`."])

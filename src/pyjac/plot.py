@@ -400,7 +400,9 @@ def rnn_gradient_vs_time(results: Results, *, ax: Any = None, normalize: bool = 
             if normalize:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     Y = Y / Y[:, -1:]
-            back = steps.max() - steps
+            order = np.argsort(steps)[::-1]  # x = T - t increasing
+            back = (steps.max() - steps)[order]
+            Y = Y[:, order]
             color = colormap(norm(radius))
             ax.plot(back, _geomean(Y), color=color, ls=styles[j % len(styles)], lw=1.6)
             if band and Y.shape[0] > 1:

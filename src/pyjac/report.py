@@ -288,6 +288,12 @@ def claims_markdown(claims: Sequence[Claim]) -> str:
     return "\n".join(out)
 
 
+def _number(name: str, index: int) -> str:
+    """The figure number from a name like "fig6_phase_diagram"."""
+    head = name.split("_", 1)[0]
+    return head[3:] if head.startswith("fig") and head[3:].isdigit() else str(index + 1)
+
+
 def write_report(path: str | Path, figures: Sequence[tuple[Any, list[str]]],
                  skipped: Sequence[tuple[str, str, str]], claims: Sequence[Claim], *,
                  quick: bool, seconds: float | None = None) -> Path:
@@ -322,20 +328,27 @@ def write_report(path: str | Path, figures: Sequence[tuple[Any, list[str]]],
         "",
         "## The numbers in the texts",
         "",
-        f"{len(claims)} numeric claims found in the seed texts; "
-        f"{len(wrong)} of them are wrong"
-        + (": " + "; ".join(f"{c.seed} '{c.quote}' (says {c.text_value}, is "
-                            f"{_num(c.exact)})" for c in wrong) if wrong else "") + ".",
+        f"{len(claims)} numeric claims found in the seed texts; {len(wrong)} of them are "
+        f"wrong" + (" (rows " + ", ".join(str(i + 1) for i, c in enumerate(claims) if c.wrong)
+                    + "; see the notes under the table)" if wrong else "") + ". "
+        "'exact' is the closed form; 'pyjac measures' is the same quantity measured on a "
+        "chain built for it (for a wrong claim: on a counter-example).",
         "",
         "Texts: " + "; ".join(f"{k} = {title} (`{f}`)" for k, (f, title) in SEEDS.items()) + ".",
         "",
         claims_markdown(claims),
         "",
     ]
+    if figures:
+        lines += ["## Figures", ""]
+        lines += [f"- Figure {_number(info.name, i)}: {info.title} (`{files[0]}`)"
+                  for i, (info, files) in enumerate(figures) if files]
+        lines += [f"- {name}: not drawn ({reason})" for name, _, reason in skipped]
+        lines += [""]
     for i, (info, files) in enumerate(figures):
         png = next((f for f in files if f.endswith(".png")), files[0] if files else "")
-        lines += [f"## Figure {i + 1}: {info.title}", "", f"![{info.title}]({png})", "",
-                  info.caption, ""]
+        lines += [f"## Figure {_number(info.name, i)}: {info.title}", "",
+                  f"![{info.title}]({png})", "", info.caption, ""]
         if info.rows:
             lines += [_table(info.header, info.rows), ""]
         lines += [*info.notes, ""] if info.notes else []
