@@ -502,3 +502,40 @@ def available(spec: Spec) -> str | None:
     except ImportError as exc:
         return str(exc)
     return None
+
+
+def example_main(name: str, argv: list[str] | None = None) -> int:
+    """Command line of the ``examples/figN_*.py`` scripts: draw one figure.
+
+    ``python examples/NAME.py [--quick] [--no-cache] [--out FILE]`` writes ``FILE``
+    (default ``NAME.png`` in the current directory) and prints the caption and the
+    measured numbers.
+    """
+    import argparse
+    import sys
+
+    spec = next((s for s in FIGURES if s.name == name), None)
+    if spec is None:
+        raise ValueError(f"name: unknown figure {name!r}")
+    parser = argparse.ArgumentParser(prog=f"{name}.py", description=spec.title)
+    parser.add_argument("--quick", action="store_true", help="smaller, faster version")
+    parser.add_argument("--no-cache", action="store_true", help="recompute every run")
+    parser.add_argument("--out", default=f"{name}.png", help="image file to write")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    reason = available(spec)
+    if reason is not None:
+        print(f"{name}: cannot draw: {reason}", file=sys.stderr)
+        return 1
+    fig, info = spec.build(quick=args.quick, cache=not args.no_cache)
+    fig.savefig(args.out, dpi=110)
+    print(info.caption)
+    if info.rows:
+        widths = [max(len(str(r[i])) for r in [info.header, *info.rows])
+                  for i in range(len(info.header))]
+        for row in [info.header, *info.rows]:
+            print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+    print(f"wrote {args.out}")
+    return 0
