@@ -439,6 +439,15 @@ def _bool(v: Any, name: str) -> bool:
     return bool(v)
 
 
+def _dtype_name(v: Any, name: str) -> str:
+    if not isinstance(v, str):
+        try:
+            v = np.dtype(v).name
+        except TypeError:
+            raise TypeError(f"{name}: expected 'float32' or 'float64', got {v!r}") from None
+    return check_choice(v, ("float32", "float64"), name)
+
+
 def _seeds(seeds: Any) -> list[int]:
     if isinstance(seeds, Integral) and not isinstance(seeds, bool):
         n = check_int(seeds, "seeds", minimum=1)
@@ -471,9 +480,7 @@ def _configs(activation, init, gain, sigma_w2, sigma_b2, depth, width, residual,
         "input_scale": _grid_values("input_scale", input_scale,
                                     lambda v, n: check_real(v, n, nonneg=True)),
         "loss": _grid_values("loss", loss, lambda v, n: check_choice(v, SWEEP_LOSSES, n)),
-        "dtype": _grid_values("dtype", dtype,
-                              lambda v, n: check_choice(np.dtype(v).name if not isinstance(
-                                  v, str) else v, ("float32", "float64"), n)),
+        "dtype": _grid_values("dtype", dtype, _dtype_name),
     }
     if any(g is not None for g in axes["gain"]) and any(s is not None for s in axes["sigma_w2"]):
         raise ValueError("gain, sigma_w2: give one or the other (sigma_w2 sets gain = "

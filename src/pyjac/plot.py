@@ -492,7 +492,14 @@ def phase_diagram(results: Results, *, ax: Any = None, x: str = "sigma_w2",
     mesh = ax.pcolormesh(xv, yv, Z, shading="nearest", cmap=cmap,
                          norm=TwoSlopeNorm(vcenter=0.0, vmin=lo, vmax=hi))
     if colorbar:
+        from matplotlib.ticker import MaxNLocator
+
         cb = ax.figure.colorbar(mesh, ax=ax)
+        # ticks on both sides of zero (each side has its own scale)
+        side = MaxNLocator(nbins=4)
+        ticks = [t for t in side.tick_values(lo, 0.0) if lo <= t <= 0.0]
+        ticks += [t for t in side.tick_values(0.0, hi) if 0.0 < t <= hi]
+        cb.set_ticks(ticks)
         cb.set_label("measured growth of $\\ln\\|\\partial L/\\partial h_l\\|$ per layer\n"
                      "(> 0: explodes toward the input)")
     from matplotlib.lines import Line2D
