@@ -797,9 +797,10 @@ def sweep(
     n_jobs : int, optional
         None or 1: run the configurations one after another, each backprop using every
         core (OpenMP/BLAS inside the C++ core). ``k > 1`` (or -1 for one per core):
-        a pool of ``k`` processes, each backprop single-threaded. On the 2-core
-        development machine the in-core threads were as fast as the pool for the
-        figures' sizes and have no start-up cost, hence the default.
+        a pool of ``k`` processes ("spawn"), each backprop with ``cores // k`` threads.
+        Measured on the 2-core development machine (shared, so noisy), figure 1's 48
+        runs took a median 19.5 s in-core against 23 s in a pool of 2, and small sweeps
+        lose the pool's ~0.7 s start-up: hence the default.
     cache : bool or path, default True
         Where finished runs are kept, one file per configuration and seed, named by a
         hash of both (and of the pyjac version): True for :func:`default_cache_dir`,
