@@ -23,7 +23,7 @@ EXPECTED_SIZE = {
     "fig2_residual_layernorm": (1650, 506),
     "fig3_sigmoid_vs_relu": (1430, 528),
     "fig4_rnn_gradient_vs_time": (1430, 528),
-    "fig5_jacobian_spectra": (1430, 528),
+    "fig5_jacobian_spectra": (1650, 506),
     "fig6_phase_diagram": (836, 594),
     "fig7_gradient_clipping": (1430, 528),
     "fig8_dead_and_saturated": (1430, 528),

@@ -1027,8 +1027,8 @@ def jacobian_spectra(*, activation: str = "tanh", init: str = "orthogonal",
 
     ``sigma_w2=None`` takes the critical weight variance of the activation
     (:func:`pyjac.theory.critical_sigma_w2`); the chain is linearised at a standard
-    normal input from ``numpy.random.default_rng([seed, 3])``, scaled to the fixed
-    point ``q*`` of the length map.
+    normal input from ``numpy.random.default_rng([seed, 3])``, scaled so that the
+    pre-activations start at the fixed point ``q*`` of the length map.
 
     Returns
     -------
@@ -1054,9 +1054,13 @@ def jacobian_spectra(*, activation: str = "tanh", init: str = "orthogonal",
     if hit is None:
         net = Chain(depth, width, activation=activation, init=init, gain=math.sqrt(sigma_w2),
                     bias_std=math.sqrt(sigma_b2), seed=seed, dtype=dtype)
+        # Start on the fixed point: z_1 = W x + b has variance sigma_w2 * E[x^2] + sigma_b2,
+        # so x needs the second moment (q* - sigma_b2) / sigma_w2.
         q = theory.q_star(activation, sigma_w2, sigma_b2)
-        q = 1.0 if not math.isfinite(q) or q <= 0 else q
-        x = np.random.default_rng([seed, 3]).standard_normal(width) * math.sqrt(q)
+        scale = 1.0
+        if math.isfinite(q) and q > sigma_b2 and sigma_w2 > 0:
+            scale = math.sqrt((q - sigma_b2) / sigma_w2)
+        x = np.random.default_rng([seed, 3]).standard_normal(width) * scale
         j = net.jacobian_norms(x, singular_values_at=at_list)
         hit = {f"sv_{a}": np.sort(np.asarray(j.singular_values[a], dtype=np.float64))[::-1]
                for a in at_list}

@@ -261,12 +261,15 @@ def fig4_rnn_gradient_vs_time(quick: bool = False, cache: Any = True, n_jobs: An
 def fig5_jacobian_spectra(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                           progress: Any = None) -> tuple[Any, FigureInfo]:
     width, at = (128, (1, 4, 16, 64)) if quick else (256, (1, 4, 16, 64, 128))
-    sb2 = 0.05
+    # Near sigma_b2 = 0 the critical tanh chain has a small q*, where tanh is nearly
+    # linear: the regime of dynamical isometry (Pennington et al. 2017).
+    sb2 = 1e-4
     sw_tanh = theory.critical_sigma_w2("tanh", sb2)
     cases = [("tanh", "orthogonal", sw_tanh, sb2, "orthogonal tanh at criticality"),
+             ("tanh", "gaussian", sw_tanh, sb2, "Gaussian tanh at criticality"),
              ("relu", "gaussian", 2.0, 0.0, "Gaussian ReLU at criticality (he)")]
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained", sharex=True)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
     rows = []
     for ax, (act, init, sw, sb, title) in zip(axes, cases):
         res = jacobian_spectra(activation=act, init=init, sigma_w2=sw, sigma_b2=sb,
@@ -274,15 +277,20 @@ def fig5_jacobian_spectra(quick: bool = False, cache: Any = True, n_jobs: Any = 
         jplot.singular_value_spectra(res, ax=ax, title=title)
         for d in at:
             sv = res.select(at_depth=d)["singular_value"]
-            rows.append([title, str(d), _e(sv.max()), _e(sv.min()),
-                         _e(float(np.mean(sv**2)))])
+            moments = theory.jacobian_spectrum_moments(act, init, sw, sb, d)
+            rows.append([title, str(d), _e(sv.max()), _e(float(np.mean(sv**2))),
+                         _e(moments.mean), _e(float(np.var(sv**2))), _e(moments.variance)])
     info = FigureInfo(
         "fig5_jacobian_spectra", "Jacobian singular value spectra vs depth",
         f"Singular values of the input-output Jacobian at depths {', '.join(map(str, at))} "
-        f"(width {width}). At criticality both keep the mean squared singular value near "
-        f"1, but only the orthogonal tanh chain keeps the whole spectrum near 1 "
-        f"(dynamical isometry); the Gaussian ReLU spectrum spreads over decades.",
-        ["chain", "depth", "largest", "smallest", "mean of s^2"], rows)
+        f"(width {width}). At criticality all three keep the mean squared singular value "
+        f"near 1, but only the orthogonal tanh chain keeps the whole spectrum near 1 "
+        f"(dynamical isometry); Gaussian weights spread it, and the Gaussian ReLU "
+        f"spectrum spreads over decades with many numerically zero singular values.",
+        ["chain", "depth", "largest s", "mean of s^2", "theory", "variance of s^2",
+         "theory"], rows,
+        ["Theory: `pyjac.theory.jacobian_spectrum_moments` (free probability, infinite "
+         "width)."])
     return fig, info
 
 

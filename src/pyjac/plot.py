@@ -12,7 +12,6 @@ on log scales because they span decades.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -292,7 +291,7 @@ def gradient_flow(results: Results, *, ax: Any = None, value: str = "weight_grad
 
 def singular_value_spectra(spectra: Results | Mapping[int, Any], *, ax: Any = None,
                            bins: int = 40, density: bool = True, cmap: str = "viridis",
-                           title: str | None = None) -> Any:
+                           floor: float = 1e-12, title: str | None = None) -> Any:
     """Histograms of the singular values of the Jacobian product at several depths.
 
     Parameters
@@ -303,11 +302,16 @@ def singular_value_spectra(spectra: Results | Mapping[int, Any], *, ax: Any = No
         ``Chain.jacobian_norms(x, singular_values_at=...).singular_values``).
     ax : matplotlib Axes, optional
     bins : int, default 40
-        Log-spaced bins over the range of all the values.
+        Log-spaced bins over the range of the values drawn.
     density : bool, default True
-        Normalise each histogram (over ``log10`` of the singular values).
+        Normalise each histogram (over ``log10`` of the singular values), so that each
+        integrates to the fraction of singular values drawn.
     cmap : str, default "viridis"
         Colour map over the depths.
+    floor : float, default 1e-12
+        Singular values below ``floor`` times the largest one at the same depth are
+        numerically zero for gradient flow (ReLU products are rank-deficient): they are
+        left out of the histogram and counted in the legend.
     title : str, optional
 
     Returns
@@ -326,25 +330,34 @@ def singular_value_spectra(spectra: Results | Mapping[int, Any], *, ax: Any = No
         raise ValueError("spectra: no depths to draw")
     if isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
         raise ValueError(f"bins: expected a positive integer, got {bins!r}")
-    ax = _axes(ax)
-    positive = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in data.values()])
+    if not (isinstance(floor, (int, float)) and 0 <= floor < 1):
+        raise ValueError(f"floor: expected a number in [0, 1), got {floor!r}")
+    kept = {}
+    for d, v in data.items():
+        v = v[np.isfinite(v)]
+        top = v.max() if v.size else 0.0
+        kept[d] = (v[v > max(top * floor, 0.0)], v.size)
+    positive = np.concatenate([k for k, _ in kept.values()])
     if positive.size == 0:
         raise ValueError("spectra: no positive finite singular values to draw")
-    lo, hi = positive.min(), positive.max()
-    if hi / lo < 1.01:
-        lo, hi = lo / 1.05, hi * 1.05
-    edges = np.logspace(math.log10(lo), math.log10(hi), bins + 1)
+    ax = _axes(ax)
+    lo_log, hi_log = np.log10(positive.min()), np.log10(positive.max())
+    if hi_log - lo_log < 0.01:
+        lo_log, hi_log = lo_log - 0.02, hi_log + 0.02
+    edges = np.logspace(lo_log, hi_log, bins + 1)
     colormap = _pyplot().get_cmap(cmap)
-    depths = sorted(data)
+    depths = sorted(kept)
     for i, d in enumerate(depths):
-        v = data[d]
-        v = v[np.isfinite(v) & (v > 0)]
+        v, n = kept[d]
         color = colormap(0.9 * i / max(1, len(depths) - 1))
         if density:
-            counts, _ = np.histogram(np.log10(v), bins=np.log10(edges), density=True)
+            counts, _ = np.histogram(np.log10(v), bins=np.log10(edges))
+            counts = counts / (n * np.diff(np.log10(edges)))
         else:
             counts, _ = np.histogram(v, bins=edges)
-        ax.stairs(counts, edges, color=color, lw=1.6, label=f"depth {d}")
+        zero = 1.0 - v.size / n if n else 0.0
+        label = f"depth {d}" + (f" ({100 * zero:.0f}% below {floor:g} x max)" if zero else "")
+        ax.stairs(counts, edges, color=color, lw=1.6, label=label)
     ax.set_xscale("log")
     ax.set_xlabel(r"singular value of $\partial h_l / \partial h_0$")
     ax.set_ylabel(r"density (per decade)" if density else "count")
