@@ -76,6 +76,19 @@ INITS = ("gaussian", "xavier", "he", "orthogonal")
 
 def fig1_gradient_vs_depth(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                            progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 1: gradient norm vs depth, linear/sigmoid/tanh/ReLU under four inits.
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
     depth, width, batch, seeds = (50, 64, 16, 2) if quick else (100, 256, 32, 3)
     res = sweep(activation=list(ACTS), init=list(INITS), depth=depth, width=width,
                 batch=batch, seeds=seeds, cache=cache, n_jobs=n_jobs, progress=progress)
@@ -117,6 +130,19 @@ def fig1_gradient_vs_depth(quick: bool = False, cache: Any = True, n_jobs: Any =
 # --------------------------------------------------------------------------------------
 def fig2_residual_layernorm(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                             progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 2: plain vs residual vs layernorm chains at depth 100.
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
     depth = 100
     width, batch, seeds = (64, 16, 2) if quick else (256, 32, 3)
     scale = 1 / math.sqrt(depth)
@@ -160,6 +186,19 @@ def fig2_residual_layernorm(quick: bool = False, cache: Any = True, n_jobs: Any 
 # --------------------------------------------------------------------------------------
 def fig3_sigmoid_vs_relu(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                          progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 3: sigmoid vs ReLU derivative products, and measured chains.
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
     depth = 30
     width, batch, seeds = (64, 16, 2) if quick else (256, 32, 3)
     res = sweep(activation=["sigmoid", "relu"], init=["xavier", "he"], depth=depth,
@@ -229,6 +268,19 @@ RADII = (0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5)
 
 def fig4_rnn_gradient_vs_time(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                               progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 4: RNN gradient vs time, vanilla tanh vs LSTM (needs pyjac.Recurrent).
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
     width, steps, seeds = (64, 100, 2) if quick else (128, 200, 3)
     res = rnn_sweep(cell=["tanh", "lstm"], spectral_radius=list(RADII), width=width,
                     steps=steps, seeds=seeds, cache=cache, progress=progress)
@@ -261,6 +313,19 @@ def fig4_rnn_gradient_vs_time(quick: bool = False, cache: Any = True, n_jobs: An
 # --------------------------------------------------------------------------------------
 def fig5_jacobian_spectra(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                           progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 5: Jacobian singular value spectra vs depth (needs Chain.jacobian_norms).
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
     width, at = (128, (1, 4, 16, 64)) if quick else (256, (1, 4, 16, 64, 128))
     # Near sigma_b2 = 0 the critical tanh chain has a small q*, where tanh is nearly
     # linear: the regime of dynamical isometry (Pennington et al. 2017).
@@ -311,6 +376,19 @@ def _zero_crossing(x: np.ndarray, y: np.ndarray) -> float:
 
 def fig6_phase_diagram(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                        progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 6: order/chaos phase diagram of tanh chains with the critical line.
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
     if quick:
         sw = np.linspace(0.5, 4.0, 8)
         sb = np.linspace(0.0, 0.5, 6)
@@ -362,6 +440,19 @@ def _clip(wgn: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
 
 def fig7_gradient_clipping(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                            progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 7: global-norm gradient clipping on exploding and vanishing chains.
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
     tau = 1.0
     depths = [5, 10, 20, 30, 40, 50] if quick else [5, 10, 20, 30, 40, 50, 60, 80, 100]
     width, batch, seeds = (64, 16, 2) if quick else (256, 32, 3)
@@ -436,6 +527,19 @@ def fig7_gradient_clipping(quick: bool = False, cache: Any = True, n_jobs: Any =
 # --------------------------------------------------------------------------------------
 def fig8_dead_and_saturated(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                             progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 8: dead ReLU and saturated sigmoid/tanh fractions vs depth.
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
     depth, width, batch, seeds = (50, 64, 16, 2) if quick else (100, 256, 32, 3)
     dead_cases = [(2.0, 0.0, r"he ($\sigma_w^2$ = 2), no bias"),
                   (2.0, 0.5, r"he, biases $\sigma_b^2$ = 0.5"),
