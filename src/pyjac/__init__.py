@@ -25,10 +25,12 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
 from . import (
     _core,  # noqa: F401  (the extension: loaded first, errors surface here)
+    plot,  # matplotlib is imported only when a figure is drawn
     theory,
 )
 from ._results import BackpropResult
 from .chain import ACTIVATIONS, INITS, Chain
+from .experiments import Results, sweep
 from .jacobian import JacobianNorms
 from .spectral import SpectralNormResult, spectral_norm, spectral_radius
 
@@ -40,9 +42,12 @@ __all__ = [
     "BackpropResult",
     "Chain",
     "JacobianNorms",
+    "Results",
     "SpectralNormResult",
     "__version__",
+    "plot",
     "spectral_norm",
     "spectral_radius",
+    "sweep",
     "theory",
 ]

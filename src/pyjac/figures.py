@@ -1,0 +1,655 @@
+"""The depth-vs-gradient figures that ``pyjac reproduce`` draws, one function each.
+
+Every ``figN_*`` function runs its sweep (cached on disk, see :func:`pyjac.sweep`), draws
+a matplotlib figure with :mod:`pyjac.plot` and returns ``(figure, info)`` where ``info``
+(:class:`FigureInfo`) holds the caption and a table of the numbers it measured. The
+scripts in ``examples/`` call these functions; ``quick=True`` shrinks widths, depths,
+grids and seeds so that every figure together draws in well under two minutes on two
+cores.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from . import plot as jplot
+from . import theory
+from .experiments import Results, growth_rate, jacobian_spectra, rnn_sweep, sweep
+
+__all__ = ["FIGURES", "FigureInfo", "Spec", "available"]
+
+
+@dataclass
+class FigureInfo:
+    """What a figure shows: caption, measured numbers and notes for the report."""
+
+    name: str
+    title: str
+    caption: str
+    header: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One figure of ``pyjac reproduce``: file name, builder, and what it needs."""
+
+    name: str
+    title: str
+    build: Callable[..., tuple[Any, FigureInfo]]
+    needs: str | None = None  # "Recurrent" or "jacobian_norms"
+
+
+def _plt():
+    return jplot._pyplot()
+
+
+def _e(v: float) -> str:
+    """A number for a table: 3 significant digits, scientific when far from 1."""
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    if v == 0:
+        return "0"
+    return f"{v:.3g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.3e}"
+
+
+def _ratio(part: Results, lo: int = 0) -> float:
+    """Geometric mean over seeds of ||dL/dh_lo|| / ||dL/dh_L||."""
+    _, Y = part.curves("grad_norm")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.log(Y[:, lo]) - np.log(Y[:, -1])
+    r = r[np.isfinite(r)]
+    return float(np.exp(r.mean())) if r.size else float("nan")
+
+
+# --------------------------------------------------------------------------------------
+# Figure 1: gradient norm vs depth, four activations under four inits
+# --------------------------------------------------------------------------------------
+ACTS = ("linear", "sigmoid", "tanh", "relu")
+INITS = ("gaussian", "xavier", "he", "orthogonal")
+
+
+def fig1_gradient_vs_depth(quick: bool = False, cache: Any = True, n_jobs: Any = None,
+                           progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 1: gradient norm vs depth, linear/sigmoid/tanh/ReLU under four inits.
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
+    depth, width, batch, seeds = (50, 64, 16, 2) if quick else (100, 256, 32, 3)
+    res = sweep(activation=list(ACTS), init=list(INITS), depth=depth, width=width,
+                batch=batch, seeds=seeds, cache=cache, n_jobs=n_jobs, progress=progress)
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8.2), layout="constrained")
+    rows = []
+    for ax, act in zip(axes.flat, ACTS):
+        part = res.select(activation=act)
+        jplot.gradient_vs_depth(part, ax=ax, by=["init"], theory=True, labels=[
+            rf"{i} ($\sigma_w^2$ = {part.select(init=i)['sigma_w2'][0]:g})" for i in INITS],
+            linestyles=["-", (0, (5, 2)), "-", "-."])
+        ax.set_title(f"{act}")
+        cells = [act]
+        for init in INITS:
+            sub = part.select(init=init)
+            pred = sub["theory_log_ratio"][sub["layer"] == 0][0]
+            cells.append(f"{_e(_ratio(sub))} ({_e(math.exp(pred))})")
+        rows.append(cells)
+    fig.suptitle(f"Exact per-layer gradient norms: depth {depth}, width {width}, {seeds} seeds "
+                 "(line: geometric mean, band: min-max; dotted: mean-field theory)",
+                 fontsize="medium")
+    info = FigureInfo(
+        "fig1_gradient_vs_depth", "Gradient norm vs depth",
+        f"Gradient norm at layer l relative to the output layer, for linear, sigmoid, tanh "
+        f"and ReLU chains (depth {depth}, width {width}, batch {batch}, random Gaussian "
+        f"dL/dh_L) under four inits. On square layers gaussian (gain 1), xavier and "
+        f"orthogonal share the weight variance 1/n and he doubles it: sigmoid vanishes "
+        f"under every init, ReLU is flat only under he, linear is flat at variance 1/n and "
+        f"explodes at 2/n, tanh decays slowly at 1/n and grows at 2/n. Dotted: mean-field "
+        f"prediction.",
+        ["activation", *[f"{i}: measured (theory)" for i in INITS]], rows,
+        [r"Entries: $\|\partial L/\partial h_0\| / \|\partial L/\partial h_L\|$, geometric "
+         "mean over seeds; theory: `pyjac.theory.predicted_log_grad_norm`."])
+    return fig, info
+
+
+# --------------------------------------------------------------------------------------
+# Figure 2: plain vs residual vs layernorm at depth 100
+# --------------------------------------------------------------------------------------
+def fig2_residual_layernorm(quick: bool = False, cache: Any = True, n_jobs: Any = None,
+                            progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 2: plain vs residual vs layernorm chains at depth 100.
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
+    depth = 100
+    width, batch, seeds = (64, 16, 2) if quick else (256, 32, 3)
+    scale = 1 / math.sqrt(depth)
+    panels = [("sigmoid", "xavier"), ("tanh", "xavier"), ("relu", "he")]
+    variants = [("plain", dict(residual=False, norm=None)),
+                ("layernorm", dict(residual=False, norm="layernorm")),
+                ("residual", dict(residual=True, norm=None)),
+                (f"residual, branch x 1/sqrt(L) = {scale:.2g}",
+                 dict(residual=True, norm=None, residual_scale=scale))]
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
+    rows = []
+    for ax, (act, init) in zip(axes, panels):
+        parts = [sweep(activation=act, init=init, depth=depth, width=width, batch=batch,
+                       seeds=seeds, cache=cache, n_jobs=n_jobs, progress=progress, **kw)
+                 for _, kw in variants]
+        labels = [v for v, _ in variants]
+        jplot.gradient_vs_depth(Results.concat(parts), ax=ax, by=["residual", "norm",
+                                "residual_scale"], labels=labels, theory=False,
+                                linestyles=["-", "-", "-", (0, (5, 2))])
+        ax.set_title(f"{act} ({init} init)")
+        rows.append([f"{act} ({init})", *[_e(_ratio(p)) for p in parts]])
+    fig.suptitle(f"Plain vs residual vs layernorm chains at depth {depth} (width {width}, "
+                 f"{seeds} seeds)", fontsize="medium")
+    info = FigureInfo(
+        "fig2_residual_layernorm", "Plain vs residual vs layernorm at depth 100",
+        f"Gradient norm relative to the output layer through {depth}-layer chains. A "
+        f"residual path stops the sigmoid's vanishing gradient, but an unscaled ReLU "
+        f"residual chain explodes (each block multiplies the squared gradient by about "
+        f"1 + sigma_w2/2 = 2); scaling the branch by 1/sqrt(L) tames it. LayerNorm "
+        f"(before the activation, no affine) keeps ReLU and tanh gradients within a "
+        f"decade or two but does not rescue the sigmoid.",
+        ["chain", *[v for v, _ in variants]], rows,
+        [r"Entries: $\|\partial L/\partial h_0\| / \|\partial L/\partial h_L\|$ (geometric "
+         "mean over seeds)."])
+    return fig, info
+
+
+# --------------------------------------------------------------------------------------
+# Figure 3: sigmoid vs ReLU derivative products
+# --------------------------------------------------------------------------------------
+def fig3_sigmoid_vs_relu(quick: bool = False, cache: Any = True, n_jobs: Any = None,
+                         progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 3: sigmoid vs ReLU derivative products, and measured chains.
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
+    depth = 30
+    width, batch, seeds = (64, 16, 2) if quick else (256, 32, 3)
+    res = sweep(activation=["sigmoid", "relu"], init=["xavier", "he"], depth=depth,
+                width=width, batch=batch, seeds=seeds, cache=cache, n_jobs=n_jobs,
+                progress=progress)
+    sig = res.select(activation="sigmoid", init="xavier")
+    relu = res.select(activation="relu", init="he")
+    dsig = theory.activation_derivative("sigmoid")
+    s0, s1 = float(dsig(np.array([0.0]))[0]), float(dsig(np.array([1.0]))[0])
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    jplot.activation_derivatives(("sigmoid", "tanh", "relu"), ax=ax1)
+    ax1.set_title("activation derivatives: sigmoid' never exceeds 1/4")
+    n = np.arange(depth + 1)
+    ax2.plot(n, theory.scalar_chain(s0, n), color="k", lw=2,
+             label=r"sigmoid'(0)$^n$ = 0.25$^n$ (best case)")
+    ax2.plot(n, theory.scalar_chain(s1, n), color="0.45", lw=1.6, ls="--",
+             label=rf"sigmoid'(1)$^n$ = {s1:.4f}$^n$")
+    ax2.plot(n, np.ones_like(n, dtype=float), color="tab:green", lw=2.2, ls=":", zorder=4,
+             label="relu'$^n$ = 1 on active units")
+    curves = {}
+    for part, label, color in ((sig, "measured: sigmoid chain (xavier)", "tab:blue"),
+                               (relu, "measured: ReLU chain (he)", "tab:red")):
+        _, Y = part.curves("grad_norm")
+        ratio = (Y / Y[:, -1:])[:, ::-1]  # column n: n layers back from the output
+        curves[label] = ratio
+        ax2.plot(n, jplot._geomean(ratio), color=color, lw=1.8, label=label)
+        lo, hi = jplot._band(ratio)
+        ax2.fill_between(n, lo, hi, color=color, alpha=0.18, lw=0)
+    arrow = dict(arrowstyle="->", color="0.3", lw=0.8)
+    ax2.plot([10, 20], [0.25**10, 0.25**20], "ko", ms=5, zorder=5)
+    ax2.annotate(r"0.25$^{10}$ = 9.5e-7" + "\n(\"a million times smaller\")",
+                 (10, 0.25**10), xytext=(11.5, 1e-2), fontsize="small", arrowprops=arrow)
+    ax2.annotate(r"0.25$^{20}$ = 9.1e-13", (20, 0.25**20), xytext=(21, 1e-6),
+                 fontsize="small", arrowprops=arrow)
+    ax2.plot([20], [s1**20], "o", color="0.45", ms=5, zorder=5)
+    ax2.annotate(f"sigmoid'(1)$^{{20}}$ = {s1**20:.3g}\n(a text says 1.07e-14: wrong)",
+                 (20, s1**20), xytext=(21, 1e-10), fontsize="small", arrowprops=arrow)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("layers back-propagated through, $n$")
+    ax2.set_ylabel("gradient gain after $n$ layers")
+    ax2.set_title("products of derivatives vs measured chains")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize="small", loc="lower left", framealpha=0.85)
+    msig = jplot._geomean(curves["measured: sigmoid chain (xavier)"])
+    mrelu = jplot._geomean(curves["measured: ReLU chain (he)"])
+    rows = [[str(k), _e(0.25**k), _e(s1**k), _e(msig[k]), "1", _e(mrelu[k])]
+            for k in (10, 20, 30)]
+    info = FigureInfo(
+        "fig3_sigmoid_vs_relu", "Sigmoid vs ReLU derivative products",
+        f"Left: the derivatives. Right: the gain of a gradient after n layers: the sigmoid's "
+        f"best case 0.25^n, sigmoid'(1)^n, and measured {depth}-layer chains (width "
+        f"{width}): a xavier sigmoid chain loses even more than 0.25 per layer (its "
+        f"weights have variance 1/n), a he ReLU chain keeps the gradient's size.",
+        ["n", "0.25^n", "sigmoid'(1)^n", "measured sigmoid chain", "relu'^n",
+         "measured ReLU chain"], rows,
+        ["The texts: 0.25^10 'about a million times smaller' (right: 9.54e-7), 0.25^20 "
+         "'9.1e-13' (right), sigmoid'(1)^20 '1.07e-14' (wrong: 7.45e-15)."])
+    return fig, info
+
+
+# --------------------------------------------------------------------------------------
+# Figure 4: RNN gradient vs time (needs pyjac.Recurrent)
+# --------------------------------------------------------------------------------------
+RADII = (0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5)
+
+
+def fig4_rnn_gradient_vs_time(quick: bool = False, cache: Any = True, n_jobs: Any = None,
+                              progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 4: RNN gradient vs time, vanilla tanh vs LSTM (needs pyjac.Recurrent).
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
+    width, steps, seeds = (64, 100, 2) if quick else (128, 200, 3)
+    res = rnn_sweep(cell=["tanh", "lstm"], spectral_radius=list(RADII), width=width,
+                    steps=steps, seeds=seeds, cache=cache, progress=progress)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained", sharey=True)
+    rows = []
+    for ax, cell in zip(axes, ("tanh", "lstm")):
+        part = res.select(cell=cell)
+        jplot.rnn_gradient_vs_time(part, ax=ax)
+        ax.set_title(f"{'vanilla tanh RNN' if cell == 'tanh' else 'LSTM'} (width {width})")
+        for radius in RADII:
+            sub = part.select(spectral_radius=radius)
+            _, Y = sub.curves("grad_norm", x="step")
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = float(np.exp(np.nanmean(np.log(Y[:, 0] / Y[:, -1]))))
+            rows.append([cell, f"{radius:g}", _e(r), _e(radius**steps)])
+    axes[1].set_ylabel("")
+    info = FigureInfo(
+        "fig4_rnn_gradient_vs_time", "RNN gradient vs time",
+        f"Gradient norm through {steps} time steps for spectral radii {RADII[0]} to "
+        f"{RADII[-1]}: the vanilla tanh RNN vanishes like rho^t below 1 and grows above "
+        f"1, though far less than rho^t since tanh saturates; the LSTM's gradient decays "
+        f"far more slowly than the vanilla RNN's at every radius below 1.",
+        ["cell", "spectral radius", f"measured ratio over {steps} steps", "rho^T"], rows)
+    return fig, info
+
+
+# --------------------------------------------------------------------------------------
+# Figure 5: Jacobian singular value spectra vs depth (needs Chain.jacobian_norms)
+# --------------------------------------------------------------------------------------
+def fig5_jacobian_spectra(quick: bool = False, cache: Any = True, n_jobs: Any = None,
+                          progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 5: Jacobian singular value spectra vs depth (needs Chain.jacobian_norms).
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
+    width, at = (128, (1, 4, 16, 64)) if quick else (256, (1, 4, 16, 64, 128))
+    # Near sigma_b2 = 0 the critical tanh chain has a small q*, where tanh is nearly
+    # linear: the regime of dynamical isometry (Pennington et al. 2017).
+    sb2 = 1e-4
+    sw_tanh = theory.critical_sigma_w2("tanh", sb2)
+    cases = [("tanh", "orthogonal", sw_tanh, sb2, "orthogonal tanh at criticality"),
+             ("tanh", "gaussian", sw_tanh, sb2, "Gaussian tanh at criticality"),
+             ("relu", "gaussian", 2.0, 0.0, "Gaussian ReLU at criticality (he)")]
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
+    rows = []
+    for ax, (act, init, sw, sb, title) in zip(axes, cases):
+        res = jacobian_spectra(activation=act, init=init, sigma_w2=sw, sigma_b2=sb,
+                               depth=max(at), width=width, at=at, cache=cache)
+        jplot.singular_value_spectra(res, ax=ax, title=title)
+        for d in at:
+            sv = res.select(at_depth=d)["singular_value"]
+            moments = theory.jacobian_spectrum_moments(act, init, sw, sb, d)
+            rows.append([title, str(d), _e(sv.max()), _e(float(np.mean(sv**2))),
+                         _e(moments.mean), _e(float(np.var(sv**2))), _e(moments.variance)])
+    info = FigureInfo(
+        "fig5_jacobian_spectra", "Jacobian singular value spectra vs depth",
+        f"Singular values of the input-output Jacobian at depths {', '.join(map(str, at))} "
+        f"(width {width}). At criticality all three keep the mean squared singular value "
+        f"near 1, but only the orthogonal tanh chain keeps the whole spectrum near 1 "
+        f"(dynamical isometry); Gaussian weights spread it, and the Gaussian ReLU "
+        f"spectrum spreads over decades with many numerically zero singular values.",
+        ["chain", "depth", "largest s", "mean of s^2", "theory", "variance of s^2",
+         "theory"], rows,
+        ["Theory: `pyjac.theory.jacobian_spectrum_moments` (free probability, infinite "
+         "width). Its corrections grow like depth/width, so the Gaussian chains part from "
+         "it at depth 64 and beyond; the orthogonal tanh chain follows it."])
+    return fig, info
+
+
+# --------------------------------------------------------------------------------------
+# Figure 6: order/chaos phase diagram
+# --------------------------------------------------------------------------------------
+def _zero_crossing(x: np.ndarray, y: np.ndarray) -> float:
+    """First x where y changes sign from negative to positive (linear interpolation)."""
+    s = np.sign(y)
+    idx = np.nonzero((s[:-1] < 0) & (s[1:] >= 0))[0]
+    if idx.size == 0:
+        return float("nan")
+    i = idx[0]
+    return float(x[i] - y[i] * (x[i + 1] - x[i]) / (y[i + 1] - y[i]))
+
+
+def fig6_phase_diagram(quick: bool = False, cache: Any = True, n_jobs: Any = None,
+                       progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 6: order/chaos phase diagram of tanh chains with the critical line.
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
+    if quick:
+        sw = np.linspace(0.5, 4.0, 8)
+        sb = np.linspace(0.0, 0.5, 6)
+        depth, width, seeds = 30, 128, 1
+    else:
+        sw = np.linspace(0.25, 4.0, 16)
+        sb = np.linspace(0.0, 0.5, 11)
+        depth, width, seeds = 50, 256, 2
+    res = sweep(activation="tanh", sigma_w2=list(sw), sigma_b2=list(sb), depth=depth,
+                width=width, batch=16, seeds=seeds, theory=False, cache=cache,
+                n_jobs=n_jobs, progress=progress)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.6, 5.4), layout="constrained")
+    jplot.phase_diagram(res, ax=ax)
+    box = dict(boxstyle="round,pad=0.3", facecolor="white", alpha=0.85, edgecolor="none")
+    ax.text(0.03, 0.05, "ordered:\ngradients vanish", transform=ax.transAxes, fontsize="small",
+            color="navy", va="bottom", bbox=box)
+    ax.text(0.97, 0.05, "chaotic:\ngradients explode", transform=ax.transAxes,
+            fontsize="small", color="darkred", ha="right", va="bottom", bbox=box)
+    rates = growth_rate(res)
+    rows = []
+    for b in sb:
+        part = rates.select(sigma_b2=float(b))
+        xs = np.array(part.unique("sigma_w2"), dtype=float)
+        ys = np.array([np.nanmean(part.select(sigma_w2=v)["log_growth"]) for v in xs])
+        rows.append([f"{b:.2g}", _e(theory.critical_sigma_w2("tanh", float(b))),
+                     _e(_zero_crossing(xs, ys))])
+    info = FigureInfo(
+        "fig6_phase_diagram", "Order-to-chaos phase diagram (tanh)",
+        f"Measured growth of ln||dL/dh_l|| per layer toward the input for tanh chains "
+        f"(depth {depth}, width {width}) on a {len(sw)} x {len(sb)} grid of weight and bias "
+        f"variances. Black: the mean-field critical line chi1 = 1 "
+        f"(`pyjac.theory.critical_sigma_w2`); dashed: where the measured growth crosses "
+        f"zero.",
+        ["sigma_b2", "critical sigma_w2 (theory)", "measured zero crossing"], rows)
+    return fig, info
+
+
+# --------------------------------------------------------------------------------------
+# Figure 7: gradient clipping on an exploding chain
+# --------------------------------------------------------------------------------------
+def _clip(wgn: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
+    """Global-norm clipping of per-layer weight-gradient norms (runs x layers):
+    ``g <- g * min(1, tau / ||g||)`` is one scalar per run, so it rescales every layer."""
+    total = np.sqrt(np.nansum(wgn**2, axis=1))
+    factor = np.minimum(1.0, tau / total)
+    return total, factor
+
+
+def fig7_gradient_clipping(quick: bool = False, cache: Any = True, n_jobs: Any = None,
+                           progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 7: global-norm gradient clipping on exploding and vanishing chains.
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
+    tau = 1.0
+    depths = [5, 10, 20, 30, 40, 50] if quick else [5, 10, 20, 30, 40, 50, 60, 80, 100]
+    width, batch, seeds = (64, 16, 2) if quick else (256, 32, 3)
+    phases = [(0.6, "ordered, $\\sigma_w^2$ = 0.6", "tab:blue"),
+              (1.0, "critical, $\\sigma_w^2$ = 1", "tab:green"),
+              (4.0, "chaotic, $\\sigma_w^2$ = 4", "tab:red")]
+    res = sweep(activation="tanh", sigma_w2=[p[0] for p in phases], depth=depths,
+                width=width, batch=batch, seeds=seeds, theory=False, cache=cache,
+                n_jobs=n_jobs, progress=progress)
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    rows = []
+    for sw, label, color in phases:
+        before, after = [], []
+        for d in depths:
+            _, W = res.select(sigma_w2=sw, depth=d).curves("weight_grad_norm")
+            total, factor = _clip(W, tau)
+            before.append(total)
+            after.append(total * factor)
+        before, after = np.array(before), np.array(after)  # (depths, seeds)
+        gb, ga = jplot._geomean(before.T), jplot._geomean(after.T)
+        ax1.plot(depths, gb, "o-", color=color, lw=1.8, ms=4, label=f"{label}: unclipped")
+        ax1.plot(depths, ga, "s--", color=color, lw=1.2, ms=3.5, mfc="none",
+                 label=f"{label}: clipped")
+        rows.extend([[label.replace("$\\sigma_w^2$", "sigma_w2"), str(d), _e(b), _e(a)]
+                     for d, b, a in zip(depths, gb, ga)][-2:])
+    ax1.axhline(tau, color="0.3", lw=0.8, ls=":")
+    ax1.annotate(f"threshold $\\tau$ = {tau:g}", (depths[0], tau), textcoords="offset points",
+                 xytext=(0, 5), fontsize="small", color="0.3")
+    ax1.set_yscale("log")
+    ax1.set_xlabel("depth $L$ of the tanh chain")
+    ax1.set_ylabel(r"global gradient norm $\|g\|$ over all $W_l$")
+    ax1.set_title(r"clipping $g \leftarrow g\,\min(1, \tau/\|g\|)$ caps the update size")
+    ax1.grid(alpha=0.3)
+    ax1.legend(fontsize="x-small", ncol=1, framealpha=0.85)
+
+    d = max(depths)
+    part = res.select(sigma_w2=4.0, depth=d)
+    layers, W = part.curves("weight_grad_norm")
+    W = W[:, 1:]
+    layers = layers[1:]
+    total, factor = _clip(W, tau)
+    gm_before = jplot._geomean(W)
+    gm_after = jplot._geomean(W * factor[:, None])
+    ax2.plot(layers, gm_before, color="tab:red", lw=1.8, label="unclipped")
+    ax2.plot(layers, gm_after, color="tab:red", lw=1.8, ls="--",
+             label=rf"clipped at $\tau$ = {tau:g} (every layer $\times$ "
+             rf"{float(np.exp(np.mean(np.log(factor)))):.2g})")
+    ax2.set_yscale("log")
+    ax2.set_xlabel("layer $l$ (1 = first hidden layer)")
+    ax2.set_ylabel(r"$\|\partial L/\partial W_l\|$")
+    share = gm_before[0] / gm_before[-1]
+    ax2.set_title(f"chaotic chain, depth {d}: one scale factor for every layer")
+    ax2.annotate(f"layer 1 / layer {d}: {share:.3g}x, before and after clipping",
+                 xy=(0.5, 0.5), xycoords="axes fraction", ha="center", fontsize="small")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize="small", framealpha=0.85)
+    info = FigureInfo(
+        "fig7_gradient_clipping", "Gradient clipping on an exploding chain",
+        f"Left: global weight-gradient norm against depth for ordered, critical and chaotic "
+        f"tanh chains (width {width}, random Gaussian dL/dh_L), before and after global-norm "
+        f"clipping at tau = {tau:g}, computed from the exact per-layer norms. Clipping caps "
+        f"the exploding update at tau and leaves vanishing ones alone. Right: it is one "
+        f"scalar per step, so the imbalance between layers is untouched: clipping is a "
+        f"bandage for the exploding side only.",
+        ["chain", "depth", "||g|| unclipped", f"||g|| clipped (tau = {tau:g})"], rows)
+    return fig, info
+
+
+# --------------------------------------------------------------------------------------
+# Figure 8: dead ReLU and saturated sigmoid/tanh fractions vs depth
+# --------------------------------------------------------------------------------------
+def fig8_dead_and_saturated(quick: bool = False, cache: Any = True, n_jobs: Any = None,
+                            progress: Any = None) -> tuple[Any, FigureInfo]:
+    """Figure 8: dead ReLU and saturated sigmoid/tanh fractions vs depth.
+
+    Parameters
+    ----------
+    quick : bool, default False
+        Smaller widths, depths, grids and seeds.
+    cache, n_jobs, progress
+        Passed to :func:`pyjac.sweep`.
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+    """
+    depth, width, batch, seeds = (50, 64, 16, 2) if quick else (100, 256, 32, 3)
+    dead_cases = [(2.0, 0.0, r"he ($\sigma_w^2$ = 2), no bias"),
+                  (2.0, 0.5, r"he, biases $\sigma_b^2$ = 0.5"),
+                  (0.5, 0.5, r"small weights $\sigma_w^2$ = 0.5, $\sigma_b^2$ = 0.5")]
+    dead = Results.concat([
+        sweep(activation="relu", sigma_w2=sw, sigma_b2=sb, depth=depth, width=width,
+              batch=batch, seeds=seeds, theory=False, cache=cache, n_jobs=n_jobs,
+              progress=progress) for sw, sb, _ in dead_cases])
+    sat = sweep(activation=["sigmoid", "tanh"], sigma_w2=[1.0, 4.0, 16.0], depth=depth,
+                width=width, batch=batch, seeds=seeds, theory=False, cache=cache,
+                n_jobs=n_jobs, progress=progress)
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
+    jplot.per_layer(dead, "dead_fraction", ax=ax1, by=["sigma_w2", "sigma_b2"], log=False,
+                    labels=[f"ReLU, {label}" for _, _, label in dead_cases])
+    ax1.set_ylabel(f"dead ReLU units (zero for all {batch} examples)")
+    ax1.set_title("dead ReLUs accumulate with depth as inputs align")
+    ax1.set_ylim(bottom=0)
+    colors = ["tab:blue", "tab:orange", "tab:red"]
+    jplot.per_layer(sat, "saturated_fraction", ax=ax2, by=["activation", "sigma_w2"],
+                    log=False, colors=colors * 2, linestyles=["-"] * 3 + ["--"] * 3)
+    ax2.set_ylabel(r"saturated units ($|\phi'|$ < 5% of its maximum)")
+    ax2.set_title("saturation grows with the weight variance")
+    ax2.set_ylim(bottom=0)
+    rows = []
+    for (w, b), part in dead.groupby("sigma_w2", "sigma_b2"):
+        _, Y = part.curves("dead_fraction")
+        rows.append([f"ReLU, sigma_w2 = {w:g}, sigma_b2 = {b:g}", "dead", *[_e(np.nanmean(Y[:, k]))
+                     for k in (10, depth // 2, depth)]])
+    for (a, s), part in sat.groupby("activation", "sigma_w2"):
+        _, Y = part.curves("saturated_fraction")
+        rows.append([f"{a}, sigma_w2 = {s:g}", "saturated", *[_e(np.nanmean(Y[:, k]))
+                     for k in (10, depth // 2, depth)]])
+    info = FigureInfo(
+        "fig8_dead_and_saturated", "Dead ReLUs and saturated sigmoid/tanh units vs depth",
+        f"Left: fraction of ReLU units whose derivative is zero for every example of a batch "
+        f"of {batch}, at initialisation (depth {depth}, width {width}): deep ReLU chains "
+        f"map different inputs onto ever more similar directions, so whole units switch "
+        f"off together; biases that dominate small weights kill units from the first "
+        f"layers on (a bad init). Right: fraction of "
+        f"sigmoid/tanh units with a derivative below 5% of its maximum; with large weights "
+        f"tanh saturates at every depth.",
+        ["chain", "fraction", "layer 10", f"layer {depth // 2}", f"layer {depth}"], rows)
+    return fig, info
+
+
+FIGURES: tuple[Spec, ...] = (
+    Spec("fig1_gradient_vs_depth", "Gradient norm vs depth", fig1_gradient_vs_depth),
+    Spec("fig2_residual_layernorm", "Plain vs residual vs layernorm at depth 100",
+         fig2_residual_layernorm),
+    Spec("fig3_sigmoid_vs_relu", "Sigmoid vs ReLU derivative products", fig3_sigmoid_vs_relu),
+    Spec("fig4_rnn_gradient_vs_time", "RNN gradient vs time", fig4_rnn_gradient_vs_time,
+         needs="Recurrent"),
+    Spec("fig5_jacobian_spectra", "Jacobian singular value spectra vs depth",
+         fig5_jacobian_spectra, needs="jacobian_norms"),
+    Spec("fig6_phase_diagram", "Order-to-chaos phase diagram", fig6_phase_diagram),
+    Spec("fig7_gradient_clipping", "Gradient clipping on an exploding chain",
+         fig7_gradient_clipping),
+    Spec("fig8_dead_and_saturated", "Dead ReLUs and saturated units vs depth",
+         fig8_dead_and_saturated),
+)
+
+
+def available(spec: Spec) -> str | None:
+    """None when the figure can be drawn, else the reason it cannot."""
+    import pyjac
+
+    if spec.needs == "Recurrent" and not hasattr(pyjac, "Recurrent"):
+        return "needs pyjac.Recurrent, not yet available in this build"
+    if spec.needs == "jacobian_norms" and not hasattr(pyjac.Chain, "jacobian_norms"):
+        return "needs pyjac.Chain.jacobian_norms, not yet available in this build"
+    try:
+        _plt()
+    except ImportError as exc:
+        return str(exc)
+    return None
+
+
+def example_main(name: str, argv: list[str] | None = None) -> int:
+    """Command line of the ``examples/figN_*.py`` scripts: draw one figure.
+
+    ``python examples/NAME.py [--quick] [--no-cache] [--out FILE]`` writes ``FILE``
+    (default ``NAME.png`` in the current directory) and prints the caption and the
+    measured numbers.
+    """
+    import argparse
+    import sys
+
+    spec = next((s for s in FIGURES if s.name == name), None)
+    if spec is None:
+        raise ValueError(f"name: unknown figure {name!r}")
+    parser = argparse.ArgumentParser(prog=f"{name}.py", description=spec.title)
+    parser.add_argument("--quick", action="store_true", help="smaller, faster version")
+    parser.add_argument("--no-cache", action="store_true", help="recompute every run")
+    parser.add_argument("--out", default=f"{name}.png", help="image file to write")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    reason = available(spec)
+    if reason is not None:
+        print(f"{name}: cannot draw: {reason}", file=sys.stderr)
+        return 1
+    fig, info = spec.build(quick=args.quick, cache=not args.no_cache)
+    fig.savefig(args.out, dpi=110)
+    print(info.caption)
+    if info.rows:
+        widths = [max(len(str(r[i])) for r in [info.header, *info.rows])
+                  for i in range(len(info.header))]
+        for row in [info.header, *info.rows]:
+            print("  ".join(str(v).ljust(w) for v, w in zip(row, widths)))
+    print(f"wrote {args.out}")
+    return 0
