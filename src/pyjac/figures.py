@@ -401,7 +401,8 @@ def fig6_phase_diagram(quick: bool = False, cache: Any = True, n_jobs: Any = Non
                 width=width, batch=16, seeds=seeds, theory=False, cache=cache,
                 n_jobs=n_jobs, progress=progress)
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7.6, 5.4), layout="constrained")
+    fig, (ax, ax_scatter) = plt.subplots(1, 2, figsize=(13.5, 5.4), layout="constrained",
+                                         width_ratios=[1.3, 1])
     jplot.phase_diagram(res, ax=ax)
     box = dict(boxstyle="round,pad=0.3", facecolor="white", alpha=0.85, edgecolor="none")
     ax.text(0.03, 0.05, "ordered:\ngradients vanish", transform=ax.transAxes, fontsize="small",
@@ -410,19 +411,35 @@ def fig6_phase_diagram(quick: bool = False, cache: Any = True, n_jobs: Any = Non
             fontsize="small", color="darkred", ha="right", va="bottom", bbox=box)
     rates = growth_rate(res)
     rows = []
+    measured, predicted, bias = [], [], []
     for b in sb:
         part = rates.select(sigma_b2=float(b))
         xs = np.array(part.unique("sigma_w2"), dtype=float)
         ys = np.array([np.nanmean(part.select(sigma_w2=v)["log_growth"]) for v in xs])
         rows.append([f"{b:.2g}", _e(theory.critical_sigma_w2("tanh", float(b))),
                      _e(_zero_crossing(xs, ys))])
+        measured.extend(ys)
+        # Toward the input ||dL/dh_l|| changes by sqrt(chi1) per layer.
+        predicted.extend(0.5 * np.log(theory.chi1("tanh", float(v), float(b))) for v in xs)
+        bias.extend([float(b)] * len(xs))
+    points = ax_scatter.scatter(predicted, measured, c=bias, cmap="viridis", s=22)
+    lo = float(min(np.nanmin(predicted), np.nanmin(measured)))
+    hi = float(max(np.nanmax(predicted), np.nanmax(measured)))
+    ax_scatter.plot([lo, hi], [lo, hi], "k--", lw=1, label="measured = predicted")
+    ax_scatter.set_xlabel(r"predicted growth per layer, $\ln\chi_1 / 2$")
+    ax_scatter.set_ylabel(r"measured growth of $\ln\|\partial L/\partial h_l\|$ per layer")
+    ax_scatter.set_title("measured vs mean-field prediction, every grid point")
+    ax_scatter.grid(alpha=0.3)
+    ax_scatter.legend(loc="upper left", fontsize="small")
+    fig.colorbar(points, ax=ax_scatter, label=r"bias variance $\sigma_b^2$")
     info = FigureInfo(
         "fig6_phase_diagram", "Order-to-chaos phase diagram (tanh)",
         f"Measured growth of ln||dL/dh_l|| per layer toward the input for tanh chains "
         f"(depth {depth}, width {width}) on a {len(sw)} x {len(sb)} grid of weight and bias "
         f"variances. Black: the mean-field critical line chi1 = 1 "
         f"(`pyjac.theory.critical_sigma_w2`); dashed: where the measured growth crosses "
-        f"zero.",
+        f"zero. Right: the measured growth at every grid point against the mean-field "
+        f"prediction ln(chi1)/2.",
         ["sigma_b2", "critical sigma_w2 (theory)", "measured zero crossing"], rows)
     return fig, info
 
