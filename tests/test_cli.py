@@ -24,7 +24,7 @@ EXPECTED_SIZE = {
     "fig3_sigmoid_vs_relu": (1430, 528),
     "fig4_rnn_gradient_vs_time": (1430, 528),
     "fig5_jacobian_spectra": (1650, 506),
-    "fig6_phase_diagram": (836, 594),
+    "fig6_phase_diagram": (1485, 594),
     "fig7_gradient_clipping": (1430, 528),
     "fig8_dead_and_saturated": (1430, 528),
 }
