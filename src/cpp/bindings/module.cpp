@@ -6,10 +6,12 @@ namespace py = pybind11;
 namespace pyjac::bindings {
 void register_info(py::module_& m);
 void register_chain(py::module_& m);
+void register_recurrent(py::module_& m);
 }  // namespace pyjac::bindings
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "pyjac's C++ core (private: use the pyjac package).";
   pyjac::bindings::register_info(m);
   pyjac::bindings::register_chain(m);
+  pyjac::bindings::register_recurrent(m);
 }

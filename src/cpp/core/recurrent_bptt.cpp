@@ -1,0 +1,347 @@
+// Backprop through time in one call: the forward tape, one backward GEMM with W per
+// step, then the weight gradients of all steps in one large GEMM each (the per-step
+// pre-activation gradients are kept, overwriting the gate activations they came
+// from), and finally clipping.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "pyjac/blas.hpp"
+#include "pyjac/recurrent.hpp"
+#include "pyjac/threads.hpp"
+#include "recurrent_cells.hpp"
+#include "recurrent_tape.hpp"
+#include "reduce.hpp"
+
+namespace pyjac {
+namespace {
+
+using blas::Trans;
+using detail::frobenius_norm;
+using detail::make_rbuffer;
+using detail::RBuffer;
+using detail::RecurrentTape;
+using detail::worth_parallel;
+
+void record_nonfinite(RecurrentBackpropStats& s, int step, int stage) {
+  if (s.first_nonfinite_stage == 0) {
+    s.first_nonfinite_step = step;
+    s.first_nonfinite_stage = stage;
+  }
+}
+
+// ||sum_i a_i b_i^T||_F for the rows a_i of A (B x p) and b_i of B (B x q), from the
+// two Gram matrices: cheaper than forming the (p x q) product when B is small.
+// The A rows may be split in two column blocks (the GRU's W-side gradients).
+template <typename T>
+double ghost_norm(int B, const T* a1, int p1, int lda1, const T* a2, int p2, const T* bm, int q,
+                  T* gram_a, T* gram_b) {
+  blas::syrk_lower(B, p1, T(1), a1, lda1, T(0), gram_a, B);
+  if (a2) blas::syrk_lower(B, p2, T(1), a2, p2, T(1), gram_a, B);
+  blas::syrk_lower(B, q, T(1), bm, q, T(0), gram_b, B);
+  double diag = 0.0, off = 0.0;
+  for (int i = 0; i < B; ++i) {
+    const std::size_t r = static_cast<std::size_t>(i) * B;
+    diag += static_cast<double>(gram_a[r + i]) * gram_b[r + i];
+    for (int j = 0; j < i; ++j) off += static_cast<double>(gram_a[r + j]) * gram_b[r + j];
+  }
+  const double sq = diag + 2.0 * off;
+  return std::isfinite(sq) ? std::sqrt(std::max(0.0, sq)) : sq;
+}
+
+double sum_squares(const double* v, std::size_t n) {
+  double s = 0.0;
+  for (std::size_t i = 0; i < n; ++i) s += v[i] * v[i];
+  return s;
+}
+
+template <typename T>
+double sum_squares(const T* v, std::size_t n) {
+  double s = 0.0;
+  for (std::size_t i = 0; i < n; ++i) s += static_cast<double>(v[i]) * v[i];
+  return s;
+}
+
+// Applies the clip to g in place and accumulates what it measured.
+template <typename T>
+void clip_block(const ClipSpec& clip, double scale, T* g, std::size_t n, double& dot,
+                double& after_sq, std::size_t& changed) {
+  for (std::size_t i = 0; i < n; ++i) {
+    const double v = static_cast<double>(g[i]);
+    double c = v;
+    if (clip.kind == ClipKind::Norm) {
+      c = v * scale;
+    } else if (clip.kind == ClipKind::Value) {
+      c = std::min(std::max(v, -clip.threshold), clip.threshold);
+      changed += c != v;
+    }
+    const T ct = static_cast<T>(c);
+    g[i] = ct;
+    dot += v * static_cast<double>(ct);
+    after_sq += static_cast<double>(ct) * ct;
+  }
+}
+
+}  // namespace
+
+std::int64_t recurrent_workspace_bytes(Cell cell, int width, int input_size, int steps,
+                                       int batch, int dtype_size) {
+  const std::int64_t slab = static_cast<std::int64_t>(batch) * width;
+  const std::int64_t G = cell_gates(cell);
+  std::int64_t extra = 4 * slab * G;                                 // g, g_prev, gc, scratch
+  if (detail::is_plain(cell)) extra += static_cast<std::int64_t>(steps) * slab;  // dz
+  extra += G * width * (static_cast<std::int64_t>(width) + input_size + 1);  // dW, dU, db
+  extra += 2 * static_cast<std::int64_t>(batch) * batch;                     // Gram matrices
+  return detail::recurrent_tape_bytes(cell, width, steps, batch, dtype_size) + extra * dtype_size;
+}
+
+template <typename T>
+RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
+                                          const RecurrentInputs<T>& in, const T* grad_output,
+                                          const RecurrentBackpropOptions& o,
+                                          const RecurrentOutputs<T>& out) {
+  detail::validate_inputs(cv, in);
+  const bool given = o.loss == RecurrentLoss::GradLast || o.loss == RecurrentLoss::GradAll;
+  if (given && !grad_output) throw std::invalid_argument("grad_output: required by this loss");
+  if (o.clip.kind != ClipKind::None && !(o.clip.threshold > 0 && std::isfinite(o.clip.threshold)))
+    throw std::invalid_argument("clip: the threshold must be a positive finite number");
+
+  const int nt = resolve_threads(o.n_threads);
+  BlasThreadScope blas_scope(nt);
+  const Cell cell = cv.cell;
+  const int n = cv.width, G = cv.gates(), Gn = G * n, m = cv.input_size;
+  const int B = in.batch, steps = in.steps;
+  const std::size_t slab = static_cast<std::size_t>(B) * n;
+
+  RecurrentBackpropStats s;
+  RecurrentTape<T> tape;
+  detail::recurrent_forward(cv, in, tape, nt);
+  s.state_norm = tape.state_norm;
+  if (tape.first_nonfinite_step >= 0) record_nonfinite(s, tape.first_nonfinite_step, 1);
+  if (out.h_last) std::memcpy(out.h_last, tape.h_at(steps), sizeof(T) * slab);
+  if (out.c_last && cell == Cell::Lstm) std::memcpy(out.c_last, tape.c_at(steps), sizeof(T) * slab);
+
+  // ---- loss and dL/dh_T ------------------------------------------------------
+  RBuffer<T> g = make_rbuffer<T>(slab), g_prev = make_rbuffer<T>(slab);
+  RBuffer<T> gc;
+  switch (o.loss) {
+    case RecurrentLoss::Last:
+      s.loss = 0.5 * tape.state_norm[steps] * tape.state_norm[steps];
+      std::memcpy(g.get(), tape.h_at(steps), sizeof(T) * slab);
+      break;
+    case RecurrentLoss::All:
+      s.loss = 0.5 * sum_squares(tape.state_norm.data() + 1, steps);
+      std::memcpy(g.get(), tape.h_at(steps), sizeof(T) * slab);
+      break;
+    case RecurrentLoss::GradLast:
+      s.loss = NAN;
+      std::memcpy(g.get(), grad_output, sizeof(T) * slab);
+      break;
+    case RecurrentLoss::GradAll:
+      s.loss = NAN;
+      std::memcpy(g.get(), grad_output + (steps - 1) * slab, sizeof(T) * slab);
+      break;
+  }
+  if (cell == Cell::Lstm) {
+    gc = make_rbuffer<T>(slab);
+    std::fill(gc.get(), gc.get() + slab, T(0));
+    s.cell_grad_norm.assign(steps + 1, 0.0);
+  }
+  s.grad_norm.assign(steps + 1, 0.0);
+  s.step_weight_grad_norm.assign(steps, 0.0);
+
+  // ---- backward through time -------------------------------------------------
+  // Pre-activation gradients of every step: W-side and input-side are the same for
+  // plain cells and the LSTM; the GRU's differ in the n gate (dhn vs dxu_n).
+  RBuffer<T> dz_plain;
+  if (detail::is_plain(cell)) dz_plain = make_rbuffer<T>(steps * slab);
+  auto dz_of = [&](int t) -> T* {
+    return detail::is_plain(cell) ? dz_plain.get() + (t - 1) * slab : tape.gate_of(t);
+  };
+  const bool ghost = static_cast<double>(B) * (Gn + n) < 2.0 * Gn * n;
+  RBuffer<T> gram_a, gram_b, dw_step;
+  if (ghost) {
+    gram_a = make_rbuffer<T>(static_cast<std::size_t>(B) * B);
+    gram_b = make_rbuffer<T>(static_cast<std::size_t>(B) * B);
+  } else {
+    dw_step = make_rbuffer<T>(static_cast<std::size_t>(Gn) * n);
+  }
+  std::vector<double> dc_sq(B);
+  const Activation act = detail::cell_activation(cell);
+  const bool par = worth_parallel(static_cast<std::size_t>(B) * Gn);
+  const bool all_steps = o.loss == RecurrentLoss::All || o.loss == RecurrentLoss::GradAll;
+
+  for (int t = steps; t >= 1; --t) {
+    {
+      const auto gn = frobenius_norm(g.get(), B, n, nt);
+      s.grad_norm[t] = gn.norm;
+      if (!gn.finite) record_nonfinite(s, t, 2);
+    }
+    const T* hp = tape.h_at(t - 1);
+    T* dz = dz_of(t);
+    switch (cell) {
+      case Cell::Lstm: {
+        const T* gt = tape.gate_of(t);
+        const T* cp = tape.c_at(t - 1);
+        const T* tct = tape.tc_of(t);
+#pragma omp parallel for num_threads(nt) if (par) schedule(static)
+        for (int i = 0; i < B; ++i) {
+          const std::size_t r = static_cast<std::size_t>(i) * n;
+          dc_sq[i] = detail::lstm_vjp_row(gt + r * G, cp + r, tct + r, g.get() + r, gc.get() + r,
+                                          dz + r * G, n);
+        }
+        double total = 0.0;
+        for (int i = 0; i < B; ++i) total += dc_sq[i];
+        s.cell_grad_norm[t] = std::sqrt(total);
+        blas::gemm(Trans::No, Trans::No, B, n, Gn, T(1), dz, Gn, cv.W, n, T(0), g_prev.get(), n);
+        break;
+      }
+      case Cell::Gru: {
+        T* gt = tape.gate_of(t);
+        T* hnt = tape.hn_of(t);
+#pragma omp parallel for num_threads(nt) if (par) schedule(static)
+        for (int i = 0; i < B; ++i) {
+          const std::size_t r = static_cast<std::size_t>(i) * n;
+          detail::gru_vjp_row(gt + r * G, hnt + r, hp + r, g.get() + r, gt + r * G, hnt + r,
+                              g_prev.get() + r, n);
+        }
+        blas::gemm(Trans::No, Trans::No, B, n, 2 * n, T(1), gt, Gn, cv.W, n, T(1), g_prev.get(),
+                   n);
+        blas::gemm(Trans::No, Trans::No, B, n, n, T(1), hnt, n, cv.W + 2 * static_cast<std::size_t>(n) * n,
+                   n, T(1), g_prev.get(), n);
+        break;
+      }
+      default: {
+        const T* ht = tape.h_at(t);
+#pragma omp parallel for num_threads(nt) if (par) schedule(static)
+        for (int i = 0; i < B; ++i) {
+          const std::size_t r = static_cast<std::size_t>(i) * n;
+          detail::plain_vjp_row(act, g.get() + r, ht + r, dz + r, n);
+        }
+        blas::gemm(Trans::No, Trans::No, B, n, n, T(1), dz, n, cv.W, n, T(0), g_prev.get(), n);
+      }
+    }
+
+    // This step's share of dL/dW: (W-side pre-activation gradients)^T h_{t-1}.
+    const bool gru = cell == Cell::Gru;
+    if (ghost) {
+      s.step_weight_grad_norm[t - 1] =
+          ghost_norm(B, dz, gru ? 2 * n : Gn, Gn, gru ? tape.hn_of(t) : nullptr, n, hp, n,
+                     gram_a.get(), gram_b.get());
+    } else {
+      blas::gemm(Trans::Yes, Trans::No, gru ? 2 * n : Gn, n, B, T(1), dz, Gn, hp, n, T(0),
+                 dw_step.get(), n);
+      if (gru)
+        blas::gemm(Trans::Yes, Trans::No, n, n, B, T(1), tape.hn_of(t), n, hp, n, T(0),
+                   dw_step.get() + 2 * static_cast<std::size_t>(n) * n, n);
+      s.step_weight_grad_norm[t - 1] = frobenius_norm(dw_step.get(), Gn, n, nt).norm;
+    }
+
+    // The loss's direct dependence on h_{t-1}.
+    if (all_steps && t >= 2) {
+      const T* direct = o.loss == RecurrentLoss::All ? tape.h_at(t - 1)
+                                                      : grad_output + (t - 2) * slab;
+      T* gp = g_prev.get();
+      for (std::size_t k = 0; k < slab; ++k) gp[k] += direct[k];
+    }
+    std::swap(g, g_prev);
+  }
+  {
+    const auto gn = frobenius_norm(g.get(), B, n, nt);
+    s.grad_norm[0] = gn.norm;
+    if (!gn.finite) record_nonfinite(s, 0, 2);
+    if (cell == Cell::Lstm) s.cell_grad_norm[0] = frobenius_norm(gc.get(), B, n, nt).norm;
+  }
+  if (out.dh0) std::memcpy(out.dh0, g.get(), sizeof(T) * slab);
+  if (out.dc0 && cell == Cell::Lstm) std::memcpy(out.dc0, gc.get(), sizeof(T) * slab);
+
+  // ---- weight gradients: one GEMM over all steps and examples -----------------
+  const int rows = steps * B;
+  RBuffer<T> dW_own, dU_own, db_own;
+  T* dW = out.dW;
+  T* dU = out.dU;
+  T* db = out.db;
+  if (!dW) {
+    dW_own = make_rbuffer<T>(static_cast<std::size_t>(Gn) * n);
+    dW = dW_own.get();
+  }
+  if (!dU && m > 0) {
+    dU_own = make_rbuffer<T>(static_cast<std::size_t>(Gn) * m);
+    dU = dU_own.get();
+  }
+  if (!db) {
+    db_own = make_rbuffer<T>(Gn);
+    db = db_own.get();
+  }
+  const T* dz_all = dz_of(1);
+  const T* h_all = tape.h_at(0);  // h_0 .. h_{T-1}: the inputs of steps 1..T
+  if (cell == Cell::Gru) {
+    blas::gemm(Trans::Yes, Trans::No, 2 * n, n, rows, T(1), dz_all, Gn, h_all, n, T(0), dW, n);
+    blas::gemm(Trans::Yes, Trans::No, n, n, rows, T(1), tape.hn_of(1), n, h_all, n, T(0),
+               dW + 2 * static_cast<std::size_t>(n) * n, n);
+  } else {
+    blas::gemm(Trans::Yes, Trans::No, Gn, n, rows, T(1), dz_all, Gn, h_all, n, T(0), dW, n);
+  }
+  if (m > 0) {
+    if (in.xs)
+      blas::gemm(Trans::Yes, Trans::No, Gn, m, rows, T(1), dz_all, Gn, in.xs, m, T(0), dU, m);
+    else
+      std::fill(dU, dU + static_cast<std::size_t>(Gn) * m, T(0));
+  }
+  // Bias gradient: column sums in double, rows in a fixed order.
+  std::vector<double> bias(Gn, 0.0);
+#pragma omp parallel for num_threads(nt) if (worth_parallel(static_cast<std::size_t>(rows) * Gn)) \
+    schedule(static)
+  for (int j = 0; j < Gn; ++j) {
+    double acc = 0.0;
+    for (int r = 0; r < rows; ++r) acc += dz_all[static_cast<std::size_t>(r) * Gn + j];
+    bias[j] = acc;
+  }
+  for (int j = 0; j < Gn; ++j) db[j] = static_cast<T>(bias[j]);
+
+  const std::size_t nW = static_cast<std::size_t>(Gn) * n, nU = static_cast<std::size_t>(Gn) * m;
+  const double sW = sum_squares(dW, nW), sU = m > 0 ? sum_squares(dU, nU) : 0.0,
+               sb = sum_squares(bias.data(), Gn);
+  s.W_grad_norm = std::sqrt(sW);
+  s.U_grad_norm = std::sqrt(sU);
+  s.b_grad_norm = std::sqrt(sb);
+  s.total_grad_norm = std::sqrt(sW + sU + sb);
+  if (!std::isfinite(s.total_grad_norm)) record_nonfinite(s, 0, 2);
+
+  // ---- clipping ----------------------------------------------------------------
+  if (o.clip.kind == ClipKind::None) {
+    s.clipped_grad_norm = s.total_grad_norm;
+    s.clip_cosine = 1.0;
+    return s;
+  }
+  const double total = s.total_grad_norm;
+  // g <- g * min(1, tau/||g||); a non-finite norm leaves g as it is.
+  const double scale =
+      (o.clip.kind == ClipKind::Norm && std::isfinite(total) && total > o.clip.threshold)
+          ? o.clip.threshold / total
+          : 1.0;
+  double dot = 0.0, after_sq = 0.0;
+  std::size_t changed = 0;
+  clip_block(o.clip, scale, dW, nW, dot, after_sq, changed);
+  if (m > 0) clip_block(o.clip, scale, dU, nU, dot, after_sq, changed);
+  clip_block(o.clip, scale, db, Gn, dot, after_sq, changed);
+  s.clipped_grad_norm = std::sqrt(after_sq);
+  s.clipped_fraction = static_cast<double>(changed) / static_cast<double>(nW + nU + Gn);
+  s.clip_cosine = (total > 0 && s.clipped_grad_norm > 0) ? dot / (total * s.clipped_grad_norm)
+                                                         : 1.0;
+  return s;
+}
+
+template RecurrentBackpropStats recurrent_backprop<float>(const RecurrentView<float>&,
+                                                          const RecurrentInputs<float>&,
+                                                          const float*,
+                                                          const RecurrentBackpropOptions&,
+                                                          const RecurrentOutputs<float>&);
+template RecurrentBackpropStats recurrent_backprop<double>(const RecurrentView<double>&,
+                                                           const RecurrentInputs<double>&,
+                                                           const double*,
+                                                           const RecurrentBackpropOptions&,
+                                                           const RecurrentOutputs<double>&);
+
+}  // namespace pyjac

@@ -1,0 +1,142 @@
+// The recurrence itself: input projections for all steps in one GEMM, then one
+// GEMM with W and one elementwise pass per step.
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "pyjac/blas.hpp"
+#include "recurrent_cells.hpp"
+#include "recurrent_tape.hpp"
+#include "reduce.hpp"
+
+namespace pyjac::detail {
+
+using blas::Trans;
+
+std::int64_t recurrent_tape_bytes(Cell cell, int width, int steps, int batch, int dtype_size) {
+  const std::int64_t slab = static_cast<std::int64_t>(batch) * width;
+  std::int64_t n = (steps + 1) * slab;  // h
+  if (cell == Cell::Lstm) n += (steps + 1) * slab + steps * slab + 4 * steps * slab;
+  if (cell == Cell::Gru) n += 3 * steps * slab + steps * slab + 3 * slab;
+  return n * dtype_size;
+}
+
+template <typename T>
+void validate_inputs(const RecurrentView<T>& cell, const RecurrentInputs<T>& in) {
+  cell.validate();
+  if (in.steps < 1)
+    throw std::invalid_argument("steps: must be at least 1, got " + std::to_string(in.steps));
+  if (in.batch < 1)
+    throw std::invalid_argument("h0: batch must be at least 1, got " + std::to_string(in.batch));
+  if (in.c0 && cell.cell != Cell::Lstm)
+    throw std::invalid_argument("c0: only the 'lstm' cell has a cell state");
+}
+
+template <typename T>
+void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
+                       RecurrentTape<T>& tape, int nt) {
+  const int n = cv.width, G = cv.gates(), B = in.batch, steps = in.steps, m = cv.input_size;
+  const Cell cell = cv.cell;
+  const int Gn = G * n;
+  tape.steps = steps;
+  tape.batch = B;
+  tape.width = n;
+  tape.gates = G;
+  tape.cell = cell;
+  const std::size_t slab = tape.slab();
+  tape.h = make_rbuffer<T>((steps + 1) * slab);
+  if (cell == Cell::Lstm) {
+    tape.c = make_rbuffer<T>((steps + 1) * slab);
+    tape.tc = make_rbuffer<T>(steps * slab);
+  }
+  if (!is_plain(cell)) tape.gate = make_rbuffer<T>(steps * tape.gate_slab());
+  RBuffer<T> hw;
+  if (cell == Cell::Gru) {
+    tape.hn = make_rbuffer<T>(steps * slab);
+    hw = make_rbuffer<T>(static_cast<std::size_t>(B) * Gn);
+  }
+
+  // U x_t + b for every step at once: row (t-1)*B + i of `pre` is example i at step t.
+  T* pre = is_plain(cell) ? tape.h_at(1) : tape.gate.get();
+  const long long pre_rows = static_cast<long long>(steps) * B;
+  const std::size_t pre_total = static_cast<std::size_t>(pre_rows) * Gn;
+#pragma omp parallel for num_threads(nt) if (worth_parallel(pre_total)) schedule(static)
+  for (long long r = 0; r < pre_rows; ++r)
+    std::memcpy(pre + static_cast<std::size_t>(r) * Gn, cv.b, sizeof(T) * Gn);
+  if (in.xs && m > 0)
+    blas::gemm(Trans::No, Trans::Yes, static_cast<int>(pre_rows), Gn, m, T(1), in.xs, m, cv.U, m,
+               T(1), pre, Gn);
+
+  if (in.h0)
+    std::memcpy(tape.h_at(0), in.h0, sizeof(T) * slab);
+  else
+    std::fill(tape.h_at(0), tape.h_at(0) + slab, T(0));
+  if (cell == Cell::Lstm) {
+    if (in.c0)
+      std::memcpy(tape.c_at(0), in.c0, sizeof(T) * slab);
+    else
+      std::fill(tape.c_at(0), tape.c_at(0) + slab, T(0));
+  }
+  tape.state_norm.assign(steps + 1, 0.0);
+  tape.first_nonfinite_step = -1;
+  {
+    const auto n0 = frobenius_norm(tape.h_at(0), B, n, nt);
+    tape.state_norm[0] = n0.norm;
+    if (!n0.finite) tape.first_nonfinite_step = 0;
+  }
+
+  const Activation act = cell_activation(cell);
+  const bool par = worth_parallel(static_cast<std::size_t>(B) * Gn);
+  for (int t = 1; t <= steps; ++t) {
+    const T* hp = tape.h_at(t - 1);
+    T* ht = tape.h_at(t);
+    switch (cell) {
+      case Cell::Lstm: {
+        T* gt = tape.gate_of(t);
+        blas::gemm(Trans::No, Trans::Yes, B, Gn, n, T(1), hp, n, cv.W, n, T(1), gt, Gn);
+        const T* cp = tape.c_at(t - 1);
+        T* ct = tape.c_at(t);
+        T* tct = tape.tc_of(t);
+#pragma omp parallel for num_threads(nt) if (par) schedule(static)
+        for (int i = 0; i < B; ++i) {
+          const std::size_t o = static_cast<std::size_t>(i) * n;
+          lstm_forward_row(gt + o * G, cp + o, ct + o, tct + o, ht + o, n);
+        }
+        break;
+      }
+      case Cell::Gru: {
+        T* gt = tape.gate_of(t);
+        T* hnt = tape.hn_of(t);
+        blas::gemm(Trans::No, Trans::Yes, B, Gn, n, T(1), hp, n, cv.W, n, T(0), hw.get(), Gn);
+#pragma omp parallel for num_threads(nt) if (par) schedule(static)
+        for (int i = 0; i < B; ++i) {
+          const std::size_t o = static_cast<std::size_t>(i) * n;
+          gru_forward_row(gt + o * G, hw.get() + o * G, hp + o, hnt + o, ht + o, n);
+        }
+        break;
+      }
+      default: {
+        blas::gemm(Trans::No, Trans::Yes, B, n, n, T(1), hp, n, cv.W, n, T(1), ht, n);
+#pragma omp parallel for num_threads(nt) if (par) schedule(static)
+        for (int i = 0; i < B; ++i) plain_forward_row(act, ht + static_cast<std::size_t>(i) * n, n);
+      }
+    }
+    const auto hn = frobenius_norm(ht, B, n, nt);
+    tape.state_norm[t] = hn.norm;
+    bool finite = hn.finite;
+    // The LSTM's h = o*tanh(c) stays finite when c overflows: check c as well.
+    if (finite && cell == Cell::Lstm) finite = frobenius_norm(tape.c_at(t), B, n, nt).finite;
+    if (!finite && tape.first_nonfinite_step < 0) tape.first_nonfinite_step = t;
+  }
+}
+
+template void validate_inputs<float>(const RecurrentView<float>&, const RecurrentInputs<float>&);
+template void validate_inputs<double>(const RecurrentView<double>&,
+                                      const RecurrentInputs<double>&);
+template void recurrent_forward<float>(const RecurrentView<float>&, const RecurrentInputs<float>&,
+                                       RecurrentTape<float>&, int);
+template void recurrent_forward<double>(const RecurrentView<double>&,
+                                        const RecurrentInputs<double>&, RecurrentTape<double>&,
+                                        int);
+
+}  // namespace pyjac::detail

@@ -1,0 +1,2 @@
+// Jacobian products of the recurrence: placeholder until implemented.
+#include "pyjac/recurrent.hpp"

@@ -1,0 +1,59 @@
+// The forward pass of a recurrent chain and what it keeps for the backward passes
+// (backprop through time and the Jacobian products share it).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "pyjac/recurrent.hpp"
+
+namespace pyjac::detail {
+
+template <typename T>
+using RBuffer = std::unique_ptr<T[]>;
+
+// new T[n] leaves memory untouched until written, so peak RSS is what is used.
+template <typename T>
+RBuffer<T> make_rbuffer(std::size_t n) {
+  return RBuffer<T>(new T[std::max<std::size_t>(n, 1)]);
+}
+
+// Row-major slabs indexed by step; `row` = batch * (entries per example).
+template <typename T>
+struct RecurrentTape {
+  int steps = 0, batch = 0, width = 0, gates = 1;
+  Cell cell = Cell::Tanh;
+  RBuffer<T> h;      // (T+1, B, n): h_0 .. h_T
+  RBuffer<T> c;      // LSTM (T+1, B, n): c_0 .. c_T
+  RBuffer<T> tc;     // LSTM (T, B, n): tanh(c_t)
+  RBuffer<T> gate;   // LSTM/GRU (T, B, G n): gate activations of step t at slot t-1
+  RBuffer<T> hn;     // GRU (T, B, n): W_n h_{t-1}
+  std::vector<double> state_norm;  // ||h_t||, t = 0..T
+  int first_nonfinite_step = -1;
+
+  std::size_t slab() const { return static_cast<std::size_t>(batch) * width; }
+  std::size_t gate_slab() const { return slab() * gates; }
+  T* h_at(int t) const { return h.get() + t * slab(); }
+  T* c_at(int t) const { return c.get() + t * slab(); }
+  T* tc_of(int t) const { return tc.get() + (t - 1) * slab(); }      // step t = 1..T
+  T* gate_of(int t) const { return gate.get() + (t - 1) * gate_slab(); }
+  T* hn_of(int t) const { return hn.get() + (t - 1) * slab(); }
+};
+
+// Runs the recurrence over in.steps steps and fills the tape. Inputs must have been
+// validated. n_threads is the resolved budget; BLAS threads are the caller's scope.
+template <typename T>
+void recurrent_forward(const RecurrentView<T>& cell, const RecurrentInputs<T>& in,
+                       RecurrentTape<T>& tape, int n_threads);
+
+// Bytes the tape of recurrent_forward takes.
+std::int64_t recurrent_tape_bytes(Cell cell, int width, int steps, int batch, int dtype_size);
+
+// Checks shared by every recurrent entry point (std::invalid_argument naming the
+// argument).
+template <typename T>
+void validate_inputs(const RecurrentView<T>& cell, const RecurrentInputs<T>& in);
+
+}  // namespace pyjac::detail
