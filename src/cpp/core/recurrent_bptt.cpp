@@ -10,6 +10,7 @@
 #include "pyjac/blas.hpp"
 #include "pyjac/recurrent.hpp"
 #include "pyjac/threads.hpp"
+#include "gemm_blocked.hpp"
 #include "recurrent_cells.hpp"
 #include "recurrent_tape.hpp"
 #include "reduce.hpp"
@@ -108,7 +109,9 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
     throw std::invalid_argument("clip: the threshold must be a positive finite number");
 
   const int nt = resolve_threads(o.n_threads);
-  BlasThreadScope blas_scope(nt);
+  // Every GEMM goes through gemm_blocked, which parallelises over fixed output blocks
+  // with single-threaded BLAS: the same bits at every thread count.
+  BlasThreadScope blas_scope(1);
   const Cell cell = cv.cell;
   const int n = cv.width, G = cv.gates(), Gn = G * n, m = cv.input_size;
   const int B = in.batch, steps = in.steps;
@@ -194,7 +197,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
         double total = 0.0;
         for (int i = 0; i < B; ++i) total += dc_sq[i];
         s.cell_grad_norm[t] = std::sqrt(total);
-        blas::gemm(Trans::No, Trans::No, B, n, Gn, T(1), dz, Gn, cv.W, n, T(0), g_prev.get(), n);
+        detail::gemm_blocked(nt, Trans::No, Trans::No, B, n, Gn, T(1), dz, Gn, cv.W, n, T(0), g_prev.get(), n);
         break;
       }
       case Cell::Gru: {
@@ -206,9 +209,9 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
           detail::gru_vjp_row(gt + r * G, hnt + r, hp + r, g.get() + r, gt + r * G, hnt + r,
                               g_prev.get() + r, n);
         }
-        blas::gemm(Trans::No, Trans::No, B, n, 2 * n, T(1), gt, Gn, cv.W, n, T(1), g_prev.get(),
+        detail::gemm_blocked(nt, Trans::No, Trans::No, B, n, 2 * n, T(1), gt, Gn, cv.W, n, T(1), g_prev.get(),
                    n);
-        blas::gemm(Trans::No, Trans::No, B, n, n, T(1), hnt, n, cv.W + 2 * static_cast<std::size_t>(n) * n,
+        detail::gemm_blocked(nt, Trans::No, Trans::No, B, n, n, T(1), hnt, n, cv.W + 2 * static_cast<std::size_t>(n) * n,
                    n, T(1), g_prev.get(), n);
         break;
       }
@@ -219,7 +222,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
           const std::size_t r = static_cast<std::size_t>(i) * n;
           detail::plain_vjp_row(act, g.get() + r, ht + r, dz + r, n);
         }
-        blas::gemm(Trans::No, Trans::No, B, n, n, T(1), dz, n, cv.W, n, T(0), g_prev.get(), n);
+        detail::gemm_blocked(nt, Trans::No, Trans::No, B, n, n, T(1), dz, n, cv.W, n, T(0), g_prev.get(), n);
       }
     }
 
@@ -230,10 +233,10 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
           ghost_norm(B, dz, gru ? 2 * n : Gn, Gn, gru ? tape.hn_of(t) : nullptr, n, hp, n,
                      gram_a.get(), gram_b.get());
     } else {
-      blas::gemm(Trans::Yes, Trans::No, gru ? 2 * n : Gn, n, B, T(1), dz, Gn, hp, n, T(0),
+      detail::gemm_blocked(nt, Trans::Yes, Trans::No, gru ? 2 * n : Gn, n, B, T(1), dz, Gn, hp, n, T(0),
                  dw_step.get(), n);
       if (gru)
-        blas::gemm(Trans::Yes, Trans::No, n, n, B, T(1), tape.hn_of(t), n, hp, n, T(0),
+        detail::gemm_blocked(nt, Trans::Yes, Trans::No, n, n, B, T(1), tape.hn_of(t), n, hp, n, T(0),
                    dw_step.get() + 2 * static_cast<std::size_t>(n) * n, n);
       s.step_weight_grad_norm[t - 1] = frobenius_norm(dw_step.get(), Gn, n, nt).norm;
     }
@@ -277,15 +280,15 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   const T* dz_all = dz_of(1);
   const T* h_all = tape.h_at(0);  // h_0 .. h_{T-1}: the inputs of steps 1..T
   if (cell == Cell::Gru) {
-    blas::gemm(Trans::Yes, Trans::No, 2 * n, n, rows, T(1), dz_all, Gn, h_all, n, T(0), dW, n);
-    blas::gemm(Trans::Yes, Trans::No, n, n, rows, T(1), tape.hn_of(1), n, h_all, n, T(0),
+    detail::gemm_blocked(nt, Trans::Yes, Trans::No, 2 * n, n, rows, T(1), dz_all, Gn, h_all, n, T(0), dW, n);
+    detail::gemm_blocked(nt, Trans::Yes, Trans::No, n, n, rows, T(1), tape.hn_of(1), n, h_all, n, T(0),
                dW + 2 * static_cast<std::size_t>(n) * n, n);
   } else {
-    blas::gemm(Trans::Yes, Trans::No, Gn, n, rows, T(1), dz_all, Gn, h_all, n, T(0), dW, n);
+    detail::gemm_blocked(nt, Trans::Yes, Trans::No, Gn, n, rows, T(1), dz_all, Gn, h_all, n, T(0), dW, n);
   }
   if (m > 0) {
     if (in.xs)
-      blas::gemm(Trans::Yes, Trans::No, Gn, m, rows, T(1), dz_all, Gn, in.xs, m, T(0), dU, m);
+      detail::gemm_blocked(nt, Trans::Yes, Trans::No, Gn, m, rows, T(1), dz_all, Gn, in.xs, m, T(0), dU, m);
     else
       std::fill(dU, dU + static_cast<std::size_t>(Gn) * m, T(0));
   }

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "pyjac/blas.hpp"
+#include "gemm_blocked.hpp"
 #include "recurrent_cells.hpp"
 #include "recurrent_tape.hpp"
 #include "reduce.hpp"
@@ -64,7 +65,7 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
   for (long long r = 0; r < pre_rows; ++r)
     std::memcpy(pre + static_cast<std::size_t>(r) * Gn, cv.b, sizeof(T) * Gn);
   if (in.xs && m > 0)
-    blas::gemm(Trans::No, Trans::Yes, static_cast<int>(pre_rows), Gn, m, T(1), in.xs, m, cv.U, m,
+    gemm_blocked(nt, Trans::No, Trans::Yes, static_cast<int>(pre_rows), Gn, m, T(1), in.xs, m, cv.U, m,
                T(1), pre, Gn);
 
   if (in.h0)
@@ -93,7 +94,7 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
     switch (cell) {
       case Cell::Lstm: {
         T* gt = tape.gate_of(t);
-        blas::gemm(Trans::No, Trans::Yes, B, Gn, n, T(1), hp, n, cv.W, n, T(1), gt, Gn);
+        gemm_blocked(nt, Trans::No, Trans::Yes, B, Gn, n, T(1), hp, n, cv.W, n, T(1), gt, Gn);
         const T* cp = tape.c_at(t - 1);
         T* ct = tape.c_at(t);
         T* tct = tape.tc_of(t);
@@ -107,7 +108,7 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
       case Cell::Gru: {
         T* gt = tape.gate_of(t);
         T* hnt = tape.hn_of(t);
-        blas::gemm(Trans::No, Trans::Yes, B, Gn, n, T(1), hp, n, cv.W, n, T(0), hw.get(), Gn);
+        gemm_blocked(nt, Trans::No, Trans::Yes, B, Gn, n, T(1), hp, n, cv.W, n, T(0), hw.get(), Gn);
 #pragma omp parallel for num_threads(nt) if (par) schedule(static)
         for (int i = 0; i < B; ++i) {
           const std::size_t o = static_cast<std::size_t>(i) * n;
@@ -116,7 +117,7 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
         break;
       }
       default: {
-        blas::gemm(Trans::No, Trans::Yes, B, n, n, T(1), hp, n, cv.W, n, T(1), ht, n);
+        gemm_blocked(nt, Trans::No, Trans::Yes, B, n, n, T(1), hp, n, cv.W, n, T(1), ht, n);
 #pragma omp parallel for num_threads(nt) if (par) schedule(static)
         for (int i = 0; i < B; ++i) plain_forward_row(act, ht + static_cast<std::size_t>(i) * n, n);
       }
