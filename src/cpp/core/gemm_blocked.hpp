@@ -13,7 +13,10 @@
 
 namespace pyjac::detail {
 
-inline constexpr int kGemmBlock = 64;
+// At most this many blocks of at least kGemmMinBlock: every block packs the whole of
+// the other operand again, so fewer, larger blocks waste less.
+inline constexpr int kGemmMaxBlocks = 4;
+inline constexpr int kGemmMinBlock = 64;
 // Below this many multiply-adds one call is cheaper than a parallel region.
 inline constexpr double kGemmParallelWork = 1 << 18;
 
@@ -23,9 +26,11 @@ void gemm_blocked(int n_threads, blas::Trans ta, blas::Trans tb, int m, int n, i
   const bool split_n = n >= m;
   const int d = split_n ? n : m;
   const double work = static_cast<double>(m) * n * k;
-  const int blocks = (work < kGemmParallelWork || d < 2 * kGemmBlock)
+  int block = std::max(kGemmMinBlock, (d + kGemmMaxBlocks - 1) / kGemmMaxBlocks);
+  block = (block + 15) / 16 * 16;
+  const int blocks = (work < kGemmParallelWork || d < 2 * kGemmMinBlock)
                          ? 1
-                         : (d + kGemmBlock - 1) / kGemmBlock;
+                         : (d + block - 1) / block;
   if (blocks == 1) {
     blas::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
@@ -33,7 +38,7 @@ void gemm_blocked(int n_threads, blas::Trans ta, blas::Trans tb, int m, int n, i
   const int nt = std::min(n_threads, blocks);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int i = 0; i < blocks; ++i) {
-    const int j0 = i * kGemmBlock, len = std::min(kGemmBlock, d - j0);
+    const int j0 = i * block, len = std::min(block, d - j0);
     if (split_n) {
       const T* bb = tb == blas::Trans::Yes ? b + static_cast<std::size_t>(j0) * ldb : b + j0;
       blas::gemm(ta, tb, m, len, k, alpha, a, lda, bb, ldb, beta, c + j0, ldc);

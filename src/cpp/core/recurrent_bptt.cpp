@@ -119,7 +119,8 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
 
   RecurrentBackpropStats s;
   RecurrentTape<T> tape;
-  detail::recurrent_forward(cv, in, tape, nt);
+  const detail::WeightProducts<T> wp(cv.W, Gn, n, nt, true, true);
+  detail::recurrent_forward(cv, in, wp, tape, nt);
   s.state_norm = tape.state_norm;
   if (tape.first_nonfinite_step >= 0) record_nonfinite(s, tape.first_nonfinite_step, 1);
   if (out.h_last) std::memcpy(out.h_last, tape.h_at(steps), sizeof(T) * slab);
@@ -197,7 +198,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
         double total = 0.0;
         for (int i = 0; i < B; ++i) total += dc_sq[i];
         s.cell_grad_norm[t] = std::sqrt(total);
-        detail::gemm_blocked(nt, Trans::No, Trans::No, B, n, Gn, T(1), dz, Gn, cv.W, n, T(0), g_prev.get(), n);
+        wp.times_w(B, dz, Gn, 0, Gn, T(0), g_prev.get(), n);
         break;
       }
       case Cell::Gru: {
@@ -209,10 +210,8 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
           detail::gru_vjp_row(gt + r * G, hnt + r, hp + r, g.get() + r, gt + r * G, hnt + r,
                               g_prev.get() + r, n);
         }
-        detail::gemm_blocked(nt, Trans::No, Trans::No, B, n, 2 * n, T(1), gt, Gn, cv.W, n, T(1), g_prev.get(),
-                   n);
-        detail::gemm_blocked(nt, Trans::No, Trans::No, B, n, n, T(1), hnt, n, cv.W + 2 * static_cast<std::size_t>(n) * n,
-                   n, T(1), g_prev.get(), n);
+        wp.times_w(B, gt, Gn, 0, 2 * n, T(1), g_prev.get(), n);
+        wp.times_w(B, hnt, n, 2 * n, Gn, T(1), g_prev.get(), n);
         break;
       }
       default: {
@@ -222,7 +221,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
           const std::size_t r = static_cast<std::size_t>(i) * n;
           detail::plain_vjp_row(act, g.get() + r, ht + r, dz + r, n);
         }
-        detail::gemm_blocked(nt, Trans::No, Trans::No, B, n, n, T(1), dz, n, cv.W, n, T(0), g_prev.get(), n);
+        wp.times_w(B, dz, n, 0, n, T(0), g_prev.get(), n);
       }
     }
 
@@ -292,14 +291,23 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
     else
       std::fill(dU, dU + static_cast<std::size_t>(Gn) * m, T(0));
   }
-  // Bias gradient: column sums in double, rows in a fixed order.
+  // Bias gradient: column sums in double, rows in a fixed order. Each thread owns a
+  // fixed band of columns and walks the rows, so memory is read contiguously.
   std::vector<double> bias(Gn, 0.0);
+  {
+    constexpr int kBand = 64;
+    const int bands = (Gn + kBand - 1) / kBand;
 #pragma omp parallel for num_threads(nt) if (worth_parallel(static_cast<std::size_t>(rows) * Gn)) \
     schedule(static)
-  for (int j = 0; j < Gn; ++j) {
-    double acc = 0.0;
-    for (int r = 0; r < rows; ++r) acc += dz_all[static_cast<std::size_t>(r) * Gn + j];
-    bias[j] = acc;
+    for (int band = 0; band < bands; ++band) {
+      const int j0 = band * kBand, j1 = std::min(Gn, j0 + kBand);
+      double acc[kBand] = {};
+      for (int r = 0; r < rows; ++r) {
+        const T* row = dz_all + static_cast<std::size_t>(r) * Gn;
+        for (int j = j0; j < j1; ++j) acc[j - j0] += static_cast<double>(row[j]);
+      }
+      for (int j = j0; j < j1; ++j) bias[j] = acc[j - j0];
+    }
   }
   for (int j = 0; j < Gn; ++j) db[j] = static_cast<T>(bias[j]);
 

@@ -18,6 +18,11 @@
 #include "pyjac/recurrent.hpp"
 #include "reduce.hpp"
 
+// Every loop over a row's units is independent across units (the in-place kernels
+// read each index before writing it), so it is safe to vectorise; the pragma says so
+// where offsets into one array (gates at j, n+j, ...) defeat the compiler's analysis.
+#define PYJAC_SIMD _Pragma("omp simd")
+
 namespace pyjac::detail {
 
 inline Activation cell_activation(Cell c) {
@@ -90,13 +95,13 @@ template <typename T>
 inline void plain_forward_row(Activation act, T* h, int n) {
   switch (act) {
     case Activation::Tanh:
-      for (int j = 0; j < n; ++j) h[j] = tanh_fast(h[j]);
+      PYJAC_SIMD for (int j = 0; j < n; ++j) h[j] = tanh_fast(h[j]);
       break;
     case Activation::Sigmoid:
-      for (int j = 0; j < n; ++j) h[j] = sigmoid(h[j]);
+      PYJAC_SIMD for (int j = 0; j < n; ++j) h[j] = sigmoid(h[j]);
       break;
     case Activation::Relu:
-      for (int j = 0; j < n; ++j) h[j] = h[j] > T(0) ? h[j] : T(0);
+      PYJAC_SIMD for (int j = 0; j < n; ++j) h[j] = h[j] > T(0) ? h[j] : T(0);
       break;
     default:
       break;
@@ -106,7 +111,20 @@ inline void plain_forward_row(Activation act, T* h, int n) {
 // dz = g * phi'(z), phi' read off h = phi(z).
 template <typename T>
 inline void plain_vjp_row(Activation act, const T* g, const T* h, T* dz, int n) {
-  for (int j = 0; j < n; ++j) dz[j] = g[j] * derivative_of_output(act, h[j]);
+  // One loop per activation: a switch inside the loop would stop vectorisation.
+  switch (act) {
+    case Activation::Tanh:
+      PYJAC_SIMD for (int j = 0; j < n; ++j) dz[j] = g[j] * (T(1) - h[j] * h[j]);
+      break;
+    case Activation::Sigmoid:
+      PYJAC_SIMD for (int j = 0; j < n; ++j) dz[j] = g[j] * h[j] * (T(1) - h[j]);
+      break;
+    case Activation::Relu:
+      PYJAC_SIMD for (int j = 0; j < n; ++j) dz[j] = h[j] > T(0) ? g[j] : T(0);
+      break;
+    default:
+      PYJAC_SIMD for (int j = 0; j < n; ++j) dz[j] = g[j];
+  }
 }
 
 // ---- LSTM ----------------------------------------------------------------------------
@@ -119,6 +137,7 @@ inline void lstm_forward_row(T* gates, const T* c_prev, T* c, T* tc, T* h, int n
   T* gf = gates + n;
   T* gg = gates + 2 * n;
   T* go = gates + 3 * n;
+  PYJAC_SIMD
   for (int j = 0; j < n; ++j) {
     const T i = sigmoid(gi[j]), f = sigmoid(gf[j]), g = tanh_fast(gg[j]), o = sigmoid(go[j]);
     gi[j] = i;
@@ -141,6 +160,7 @@ template <typename T>
 inline double lstm_vjp_row(const T* gates, const T* c_prev, const T* tc, const T* gh, T* gc,
                            T* dz, int n) {
   double dc_sq = 0.0;
+  _Pragma("omp simd reduction(+ : dc_sq)")
   for (int j = 0; j < n; ++j) {
     const T i = gates[j], f = gates[n + j], g = gates[2 * n + j], o = gates[3 * n + j];
     const T t = tc[j];
@@ -161,6 +181,7 @@ inline double lstm_vjp_row(const T* gates, const T* c_prev, const T* tc, const T
 template <typename T>
 inline void lstm_jvp_row(const T* gates, const T* c_prev, const T* tc, const T* a, const T* vc,
                          T* out_h, T* out_c, int n) {
+  PYJAC_SIMD
   for (int j = 0; j < n; ++j) {
     const T i = gates[j], f = gates[n + j], g = gates[2 * n + j], o = gates[3 * n + j];
     const T t = tc[j];
@@ -177,6 +198,7 @@ inline void lstm_jvp_row(const T* gates, const T* c_prev, const T* tc, const T* 
 // `gates` holds U x + b on entry and the activations [r z n] on exit; hw = W h_{t-1}.
 template <typename T>
 inline void gru_forward_row(T* gates, const T* hw, const T* h_prev, T* hn, T* h, int n) {
+  PYJAC_SIMD
   for (int j = 0; j < n; ++j) {
     const T r = sigmoid(gates[j] + hw[j]);
     const T z = sigmoid(gates[n + j] + hw[n + j]);
@@ -197,6 +219,7 @@ inline void gru_forward_row(T* gates, const T* hw, const T* h_prev, T* hn, T* h,
 template <typename T>
 inline void gru_vjp_row(const T* gates, const T* hn, const T* h_prev, const T* g, T* dxu, T* dhn,
                         T* gdirect, int n) {
+  PYJAC_SIMD
   for (int j = 0; j < n; ++j) {
     const T r = gates[j], z = gates[n + j], nn = gates[2 * n + j];
     const T hnj = hn[j];
@@ -216,6 +239,7 @@ inline void gru_vjp_row(const T* gates, const T* hn, const T* h_prev, const T* g
 template <typename T>
 inline void gru_jvp_row(const T* gates, const T* hn, const T* h_prev, const T* a, const T* v,
                         T* out, int n) {
+  PYJAC_SIMD
   for (int j = 0; j < n; ++j) {
     const T r = gates[j], z = gates[n + j], nn = gates[2 * n + j];
     out[j] = z * v[j] + (h_prev[j] - nn) * z * (T(1) - z) * a[n + j] +

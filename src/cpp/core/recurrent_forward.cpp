@@ -35,7 +35,7 @@ void validate_inputs(const RecurrentView<T>& cell, const RecurrentInputs<T>& in)
 
 template <typename T>
 void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
-                       RecurrentTape<T>& tape, int nt) {
+                       const WeightProducts<T>& wp, RecurrentTape<T>& tape, int nt) {
   const int n = cv.width, G = cv.gates(), B = in.batch, steps = in.steps, m = cv.input_size;
   const Cell cell = cv.cell;
   const int Gn = G * n;
@@ -94,7 +94,7 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
     switch (cell) {
       case Cell::Lstm: {
         T* gt = tape.gate_of(t);
-        gemm_blocked(nt, Trans::No, Trans::Yes, B, Gn, n, T(1), hp, n, cv.W, n, T(1), gt, Gn);
+        wp.times_wt(B, hp, n, T(1), gt, Gn);
         const T* cp = tape.c_at(t - 1);
         T* ct = tape.c_at(t);
         T* tct = tape.tc_of(t);
@@ -108,7 +108,7 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
       case Cell::Gru: {
         T* gt = tape.gate_of(t);
         T* hnt = tape.hn_of(t);
-        gemm_blocked(nt, Trans::No, Trans::Yes, B, Gn, n, T(1), hp, n, cv.W, n, T(0), hw.get(), Gn);
+        wp.times_wt(B, hp, n, T(0), hw.get(), Gn);
 #pragma omp parallel for num_threads(nt) if (par) schedule(static)
         for (int i = 0; i < B; ++i) {
           const std::size_t o = static_cast<std::size_t>(i) * n;
@@ -117,7 +117,7 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
         break;
       }
       default: {
-        gemm_blocked(nt, Trans::No, Trans::Yes, B, n, n, T(1), hp, n, cv.W, n, T(1), ht, n);
+        wp.times_wt(B, hp, n, T(1), ht, n);
 #pragma omp parallel for num_threads(nt) if (par) schedule(static)
         for (int i = 0; i < B; ++i) plain_forward_row(act, ht + static_cast<std::size_t>(i) * n, n);
       }
@@ -135,9 +135,10 @@ template void validate_inputs<float>(const RecurrentView<float>&, const Recurren
 template void validate_inputs<double>(const RecurrentView<double>&,
                                       const RecurrentInputs<double>&);
 template void recurrent_forward<float>(const RecurrentView<float>&, const RecurrentInputs<float>&,
-                                       RecurrentTape<float>&, int);
+                                       const WeightProducts<float>&, RecurrentTape<float>&, int);
 template void recurrent_forward<double>(const RecurrentView<double>&,
-                                        const RecurrentInputs<double>&, RecurrentTape<double>&,
+                                        const RecurrentInputs<double>&,
+                                        const WeightProducts<double>&, RecurrentTape<double>&,
                                         int);
 
 }  // namespace pyjac::detail

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "pyjac/recurrent.hpp"
+#include "weight_products.hpp"
 
 namespace pyjac::detail {
 
@@ -43,10 +44,11 @@ struct RecurrentTape {
 };
 
 // Runs the recurrence over in.steps steps and fills the tape. Inputs must have been
-// validated. n_threads is the resolved budget; BLAS threads are the caller's scope.
+// validated. n_threads is the resolved budget; callers hold BlasThreadScope(1).
+// wp must have been built for W with forward products.
 template <typename T>
 void recurrent_forward(const RecurrentView<T>& cell, const RecurrentInputs<T>& in,
-                       RecurrentTape<T>& tape, int n_threads);
+                       const WeightProducts<T>& wp, RecurrentTape<T>& tape, int n_threads);
 
 // Bytes the tape of recurrent_forward takes.
 std::int64_t recurrent_tape_bytes(Cell cell, int width, int steps, int batch, int dtype_size);
