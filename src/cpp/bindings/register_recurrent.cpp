@@ -17,9 +17,11 @@ std::string shape_text(std::initializer_list<py::ssize_t> dims) {
   return s + (dims.size() == 1 ? ",)" : ")");
 }
 
+// Checks shape and, unless told otherwise, that every entry is finite (the Python
+// layer has already checked the big xs).
 template <typename T>
 CArray<T> require(const py::object& obj, const char* name,
-                  std::initializer_list<py::ssize_t> shape) {
+                  std::initializer_list<py::ssize_t> shape, bool check_finite = true) {
   CArray<T> a = CArray<T>::ensure(obj);
   if (!a) throw py::type_error(std::string(name) + ": not a numeric array");
   bool ok = a.ndim() == static_cast<py::ssize_t>(shape.size());
@@ -27,7 +29,7 @@ CArray<T> require(const py::object& obj, const char* name,
   for (auto it = shape.begin(); ok && it != shape.end(); ++it, ++d) ok = a.shape(d) == *it;
   if (!ok) throw std::invalid_argument(std::string(name) + ": expected shape " + shape_text(shape));
   const T* p = a.data();
-  for (py::ssize_t i = 0; i < a.size(); ++i)
+  for (py::ssize_t i = 0; check_finite && i < a.size(); ++i)
     if (!std::isfinite(static_cast<double>(p[i])))
       throw std::invalid_argument(std::string(name) + ": contains NaN or Inf");
   return a;
@@ -109,7 +111,7 @@ RecurrentInputs<T> make_inputs(const RecurrentView<T>& v, const py::object& xs_i
                                   std::to_string(v.input_size) + ")");
     steps = static_cast<int>(xs.shape(0));
     in.batch = static_cast<int>(xs.shape(1));
-    xs = require<T>(xs_in, "xs", {xs.shape(0), xs.shape(1), xs.shape(2)});
+    xs = require<T>(xs_in, "xs", {xs.shape(0), xs.shape(1), xs.shape(2)}, false);
     in.xs = xs.data();
   } else if (!h0_in.is_none()) {
     CArray<T> probe = CArray<T>::ensure(h0_in);

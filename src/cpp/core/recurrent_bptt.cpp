@@ -19,7 +19,6 @@ namespace pyjac {
 namespace {
 
 using blas::Trans;
-using detail::frobenius_norm;
 using detail::make_rbuffer;
 using detail::RBuffer;
 using detail::RecurrentTape;
@@ -178,7 +177,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
 
   for (int t = steps; t >= 1; --t) {
     {
-      const auto gn = frobenius_norm(g.get(), B, n, nt);
+      const auto gn = detail::slab_norm(g.get(), static_cast<std::size_t>(B) * n);
       s.grad_norm[t] = gn.norm;
       if (!gn.finite) record_nonfinite(s, t, 2);
     }
@@ -237,7 +236,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
       if (gru)
         detail::gemm_blocked(nt, Trans::Yes, Trans::No, n, n, B, T(1), tape.hn_of(t), n, hp, n, T(0),
                    dw_step.get() + 2 * static_cast<std::size_t>(n) * n, n);
-      s.step_weight_grad_norm[t - 1] = frobenius_norm(dw_step.get(), Gn, n, nt).norm;
+      s.step_weight_grad_norm[t - 1] = detail::slab_norm(dw_step.get(), static_cast<std::size_t>(Gn) * n).norm;
     }
 
     // The loss's direct dependence on h_{t-1}.
@@ -250,10 +249,10 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
     std::swap(g, g_prev);
   }
   {
-    const auto gn = frobenius_norm(g.get(), B, n, nt);
+    const auto gn = detail::slab_norm(g.get(), static_cast<std::size_t>(B) * n);
     s.grad_norm[0] = gn.norm;
     if (!gn.finite) record_nonfinite(s, 0, 2);
-    if (cell == Cell::Lstm) s.cell_grad_norm[0] = frobenius_norm(gc.get(), B, n, nt).norm;
+    if (cell == Cell::Lstm) s.cell_grad_norm[0] = detail::slab_norm(gc.get(), static_cast<std::size_t>(B) * n).norm;
   }
   if (out.dh0) std::memcpy(out.dh0, g.get(), sizeof(T) * slab);
   if (out.dc0 && cell == Cell::Lstm) std::memcpy(out.dc0, gc.get(), sizeof(T) * slab);
@@ -278,16 +277,18 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   }
   const T* dz_all = dz_of(1);
   const T* h_all = tape.h_at(0);  // h_0 .. h_{T-1}: the inputs of steps 1..T
+  // dW = dz_all^T h_all, dU = dz_all^T xs: k = steps * batch, m = rows of W.
   if (cell == Cell::Gru) {
-    detail::gemm_blocked(nt, Trans::Yes, Trans::No, 2 * n, n, rows, T(1), dz_all, Gn, h_all, n, T(0), dW, n);
-    detail::gemm_blocked(nt, Trans::Yes, Trans::No, n, n, rows, T(1), tape.hn_of(1), n, h_all, n, T(0),
-               dW + 2 * static_cast<std::size_t>(n) * n, n);
+    // The W-side gradients of the GRU: [dxu_r dxu_z] in the gate slab, dhn in hn.
+    detail::gemm_tn_ksplit(nt, 2 * n, n, rows, dz_all, Gn, h_all, n, dW, n);
+    detail::gemm_tn_ksplit(nt, n, n, rows, tape.hn_of(1), n, h_all, n,
+                           dW + 2 * static_cast<std::size_t>(n) * n, n);
   } else {
-    detail::gemm_blocked(nt, Trans::Yes, Trans::No, Gn, n, rows, T(1), dz_all, Gn, h_all, n, T(0), dW, n);
+    detail::gemm_tn_ksplit(nt, Gn, n, rows, dz_all, Gn, h_all, n, dW, n);
   }
   if (m > 0) {
     if (in.xs)
-      detail::gemm_blocked(nt, Trans::Yes, Trans::No, Gn, m, rows, T(1), dz_all, Gn, in.xs, m, T(0), dU, m);
+      detail::gemm_tn_ksplit(nt, Gn, m, rows, dz_all, Gn, in.xs, m, dU, m);
     else
       std::fill(dU, dU + static_cast<std::size_t>(Gn) * m, T(0));
   }

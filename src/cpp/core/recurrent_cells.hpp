@@ -88,6 +88,18 @@ inline float tanh_fast(float u) {
 }
 inline double tanh_fast(double u) { return std::tanh(u); }
 
+// Frobenius norm of a contiguous block, accumulated in double. The simd reduction
+// fixes the order of the partial sums by the code alone, so it is the same at every
+// thread count; an overflowing sum goes to frobenius_norm's scaled path.
+template <typename T>
+inline NormResult slab_norm(const T* a, std::size_t count) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (std::size_t i = 0; i < count; ++i) s += static_cast<double>(a[i]) * static_cast<double>(a[i]);
+  if (std::isfinite(s)) return {std::sqrt(s), true};
+  return frobenius_norm(a, 1, count, 1);
+}
+
 // ---- plain cells -------------------------------------------------------------------
 
 // h = phi(z) in place over n entries of one row.

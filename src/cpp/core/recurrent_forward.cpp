@@ -81,7 +81,7 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
   tape.state_norm.assign(steps + 1, 0.0);
   tape.first_nonfinite_step = -1;
   {
-    const auto n0 = frobenius_norm(tape.h_at(0), B, n, nt);
+    const auto n0 = slab_norm(tape.h_at(0), static_cast<std::size_t>(B) * n);
     tape.state_norm[0] = n0.norm;
     if (!n0.finite) tape.first_nonfinite_step = 0;
   }
@@ -122,11 +122,11 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
         for (int i = 0; i < B; ++i) plain_forward_row(act, ht + static_cast<std::size_t>(i) * n, n);
       }
     }
-    const auto hn = frobenius_norm(ht, B, n, nt);
+    const auto hn = slab_norm(ht, static_cast<std::size_t>(B) * n);
     tape.state_norm[t] = hn.norm;
     bool finite = hn.finite;
     // The LSTM's h = o*tanh(c) stays finite when c overflows: check c as well.
-    if (finite && cell == Cell::Lstm) finite = frobenius_norm(tape.c_at(t), B, n, nt).finite;
+    if (finite && cell == Cell::Lstm) finite = slab_norm(tape.c_at(t), static_cast<std::size_t>(B) * n).finite;
     if (!finite && tape.first_nonfinite_step < 0) tape.first_nonfinite_step = t;
   }
 }
