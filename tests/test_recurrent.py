@@ -450,3 +450,116 @@ def test_bad_construction_raises():
         pyjac.Recurrent.from_weights(np.eye(4), None, np.ones(3))
     with pytest.raises(ValueError, match="W"):
         pyjac.Recurrent.from_weights(np.full((4, 4), np.nan))
+
+
+# ---- Jacobian products and Lyapunov exponents ------------------------------------------
+
+
+def ref_step_jacobians(cell, W, U, b, xs, h0, c0=None, eps=1e-6):
+    """The state Jacobians J_t = d s_t / d s_{t-1}, t = 1..T, by central differences of
+    one reference step along the reference trajectory (batch 1)."""
+    n = W.shape[1]
+    hs, cs = ref_run(cell, W, U, b, xs, h0, c0)
+    lstm = cell == "lstm"
+    S = 2 * n if lstm else n
+
+    def step(t, s):
+        h, c = s[None, :n], (s[None, n:] if lstm else None)
+        out_h, out_c = ref_run(cell, W, U, b, xs[t - 1:t], h, c)
+        return np.concatenate([out_h[-1][0], out_c[-1][0]]) if lstm else out_h[-1][0]
+
+    Js = []
+    for t in range(1, xs.shape[0] + 1):
+        s = np.concatenate([hs[t - 1][0], cs[t - 1][0]]) if lstm else hs[t - 1][0].copy()
+        J = np.zeros((S, S))
+        for j in range(S):
+            e = np.zeros(S)
+            e[j] = eps
+            J[:, j] = (step(t, s + e) - step(t, s - e)) / (2 * eps)
+        Js.append(J)
+    return Js
+
+
+@pytest.mark.parametrize("a", [0.8, 1.0, 1.25])
+def test_linear_scaled_orthogonal_has_every_exponent_ln_a(a):
+    T = 40
+    rnn = pyjac.Recurrent(24, cell="linear", spectral_radius=a, dtype="float64", seed=4)
+    lyap = rnn.lyapunov_exponents(steps=T)
+    assert lyap.shape == (24,)
+    np.testing.assert_allclose(lyap, np.log(a), atol=1e-12)
+    j = rnn.jacobian_norms(steps=T)
+    depth = T - np.arange(T + 1)
+    np.testing.assert_allclose(j.log_spectral_norm, depth * np.log(a), atol=1e-10)
+    np.testing.assert_allclose(j.log_frobenius_norm, depth * np.log(a) + 0.5 * np.log(24),
+                               atol=1e-10)
+    lyap32 = pyjac.Recurrent(24, cell="linear", spectral_radius=a, seed=4).lyapunov_exponents(
+        steps=T, k=5
+    )
+    np.testing.assert_allclose(lyap32, np.log(a), atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_jacobian_norms_match_explicit_products(cell):
+    rnn, W, U, b, xs, h0, c0 = small_problem(cell, seed=60 + CELLS.index(cell), n=5, B=1, T=6)
+    r = rnn.jacobian_norms(xs[:, 0], h0=h0[0], c0=None if c0 is None else c0[0])
+    Js = ref_step_jacobians(cell, W, U, b, xs, h0, c0)
+    T = len(Js)
+    S = Js[0].shape[0]
+    P = np.eye(S)
+    for t in range(T, -1, -1):
+        if t < T:
+            P = P @ Js[t]  # d s_T / d s_t = J_T ... J_{t+1}
+        assert r.log_frobenius_norm[t] == pytest.approx(np.log(np.linalg.norm(P)), abs=1e-6)
+        assert r.log_spectral_norm[t] == pytest.approx(np.log(np.linalg.norm(P, 2)), abs=1e-6)
+    # With the whole frame, the exponents add up to the volume growth: log|det P| / T.
+    lyap = rnn.lyapunov_exponents(xs[:, 0], h0=h0[0], c0=None if c0 is None else c0[0])
+    assert lyap.shape == (S,)
+    finite = np.isfinite(lyap)
+    assert np.all(np.diff(lyap[finite]) <= 0)
+    sign, logdet = np.linalg.slogdet(P)
+    if np.isfinite(logdet):
+        # (finite differences of a nearly singular product: relative accuracy)
+        assert lyap.sum() == pytest.approx(logdet / T, rel=1e-6, abs=1e-6)
+    else:  # dead ReLUs: a zero direction, exponent -inf
+        assert np.all(lyap[~finite] == -np.inf) and not finite.all()
+
+
+def test_lyapunov_exponents_of_the_lstm_use_the_full_state():
+    rnn = pyjac.Recurrent(8, 2, cell="lstm", forget_bias=3.0, dtype="float64", seed=5)
+    xs = np.random.default_rng(2).standard_normal((50, 2))
+    lyap = rnn.lyapunov_exponents(xs)
+    assert lyap.shape == (16,)
+    assert rnn.state_size == 16
+    # The forget gate bounds the cell path's contraction: with f near 1 the top
+    # exponent sits just below zero, far above a tanh RNN's at radius 0.5.
+    tanh = pyjac.Recurrent(8, 2, cell="tanh", spectral_radius=0.5, dtype="float64", seed=5)
+    assert lyap[0] > tanh.lyapunov_exponents(xs)[0] + 0.3
+
+
+def test_tanh_spectral_radius_moves_the_top_exponent_through_zero():
+    stable = pyjac.Recurrent(64, cell="tanh", spectral_radius=0.9, dtype="float64", seed=3)
+    chaotic = pyjac.Recurrent(64, cell="tanh", spectral_radius=1.5, dtype="float64", seed=3)
+    assert stable.lyapunov_exponents(steps=300, k=4)[0] < 0
+    assert chaotic.lyapunov_exponents(steps=300, k=4)[0] > 0
+
+
+def test_jacobian_results_identical_for_one_thread_and_all():
+    rnn = pyjac.Recurrent(64, 4, cell="lstm", seed=6)  # state 128 rows x 256: parallel loops
+    xs = np.random.default_rng(1).standard_normal((10, 4)).astype(np.float32)
+    a, b = (rnn.jacobian_norms(xs, n_threads=t) for t in (1, -1))
+    np.testing.assert_array_equal(a.log_spectral_norm, b.log_spectral_norm)
+    np.testing.assert_array_equal(a.log_frobenius_norm, b.log_frobenius_norm)
+    la, lb = (rnn.lyapunov_exponents(xs, k=32, n_threads=t) for t in (1, -1))
+    np.testing.assert_array_equal(la, lb)
+
+
+def test_jacobian_bad_input():
+    rnn = pyjac.Recurrent(6, 3, cell="gru")
+    with pytest.raises(ValueError, match="xs"):
+        rnn.jacobian_norms(np.ones((4, 2, 3)))
+    with pytest.raises(ValueError, match="h0"):
+        rnn.lyapunov_exponents(steps=4, h0=np.ones((2, 6)))
+    with pytest.raises(ValueError, match="k"):
+        rnn.lyapunov_exponents(steps=4, k=7)
+    with pytest.raises(ValueError, match="steps"):
+        rnn.jacobian_norms(steps=0)

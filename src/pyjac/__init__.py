@@ -19,9 +19,9 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 from . import _core
 from ._results import BackpropResult
 from .chain import ACTIVATIONS, INITS, Chain
-from .recurrent import CELLS, Recurrent, RecurrentBackpropResult
+from .recurrent import CELLS, Recurrent, RecurrentBackpropResult, RecurrentJacobianResult
 
 __version__ = "0.1.0"
 
 __all__ = ["ACTIVATIONS", "INITS", "BackpropResult", "Chain", "__version__"]
-__all__ += ["CELLS", "Recurrent", "RecurrentBackpropResult"]
+__all__ += ["CELLS", "Recurrent", "RecurrentBackpropResult", "RecurrentJacobianResult"]

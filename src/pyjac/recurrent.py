@@ -146,6 +146,41 @@ class RecurrentBackpropResult:
         )
 
 
+@dataclass(frozen=True)
+class RecurrentJacobianResult:
+    """Norms of the state Jacobians ``d s_T / d s_t`` along one trajectory.
+
+    The state ``s`` is ``h``, or ``(h, c)`` stacked for the LSTM. Index ``t`` of each
+    ``(steps+1,)`` array is ``d s_T / d s_t``; index ``T`` is the identity (log spectral
+    norm 0, log Frobenius norm ``log(sqrt(state_size))``). Natural logs, float64.
+
+    Attributes
+    ----------
+    log_spectral_norm : ndarray, shape (steps+1,)
+        ``log ||d s_T / d s_t||_2``: power iteration on the exactly formed product,
+        warm-started from the previous step's singular vector, to relative tolerance
+        1e-12 (float64) or 1e-6 (float32).
+    log_frobenius_norm : ndarray, shape (steps+1,)
+        ``log ||d s_T / d s_t||_F``, exact.
+    first_nonfinite_step : int or None
+        The first step whose state or product was NaN/Inf; entries past it are NaN.
+    """
+
+    log_spectral_norm: np.ndarray
+    log_frobenius_norm: np.ndarray
+    first_nonfinite_step: int | None
+
+    @property
+    def steps(self) -> int:
+        return int(self.log_spectral_norm.shape[0]) - 1
+
+    def __repr__(self) -> str:
+        return (
+            f"RecurrentJacobianResult(steps={self.steps}, "
+            f"log_spectral_norm={_fmt(self.log_spectral_norm)})"
+        )
+
+
 class Recurrent:
     """A recurrent cell unrolled over time, whose gradients pyjac measures exactly.
 
@@ -479,3 +514,104 @@ class Recurrent:
             h0_grad=squeeze(raw.get("h0_grad")),
             c0_grad=squeeze(raw.get("c0_grad")),
         )
+
+    # -- Jacobian products of the recurrence --------------------------------------------
+    def _trajectory(self, xs: Any, steps: Any, h0: Any, c0: Any, what: str):
+        xs_arr, steps, h0_arr, c0_arr, _ = self._inputs(xs, steps, h0, c0)
+        batch = self._batch_of(xs_arr, h0_arr)
+        if batch != 1:
+            name = "xs" if xs_arr is not None else "h0"
+            raise ValueError(
+                f"{name}: {what} follows one trajectory; give a batch of 1, got {batch}"
+            )
+        S = self.state_size
+        nbytes = _core.recurrent_workspace_bytes(
+            self.cell, self.width, self.input_size, steps, 1, self.dtype.itemsize
+        ) + 3 * S * S * self.gates * self.dtype.itemsize
+        check_allocation(nbytes, f"{what} over {steps} steps")
+        return xs_arr, steps, h0_arr, c0_arr
+
+    def jacobian_norms(
+        self,
+        xs: Any = None,
+        steps: int | None = None,
+        h0: Any = None,
+        *,
+        c0: Any = None,
+        n_threads: int | None = None,
+    ) -> RecurrentJacobianResult:
+        """Log norms of ``d s_T / d s_t`` for t = 0..T along one trajectory.
+
+        The product of the step Jacobians is formed exactly, backward from ``T``
+        (``state_size`` vector-Jacobian products per step), rescaled to norm 1 after
+        every step with the scale carried as a log, so that neither vanishing nor
+        exploding products under- or overflow. For the LSTM the state is ``(h, c)``.
+
+        Parameters
+        ----------
+        xs : array_like, shape (steps, input_size) or (steps, 1, input_size), optional
+        steps : int, optional
+        h0 : array_like, shape (width,), optional
+            As in :meth:`backprop`, for a batch of one.
+        c0 : array_like, optional
+        n_threads : int, optional
+
+        Returns
+        -------
+        RecurrentJacobianResult
+        """
+        n_threads = check_threads(n_threads)
+        xs_arr, steps, h0_arr, c0_arr = self._trajectory(xs, steps, h0, c0, "jacobian_norms")
+        raw = _core.recurrent_jacobian_norms(
+            self.cell, self.W, self.U if self.input_size else None, self.b, xs_arr, steps,
+            h0_arr, c0_arr, n_threads,
+        )
+        return RecurrentJacobianResult(
+            log_spectral_norm=raw["log_spectral_norm"],
+            log_frobenius_norm=raw["log_frobenius_norm"],
+            first_nonfinite_step=raw["first_nonfinite_step"],
+        )
+
+    def lyapunov_exponents(
+        self,
+        xs: Any = None,
+        steps: int | None = None,
+        h0: Any = None,
+        *,
+        c0: Any = None,
+        k: int | None = None,
+        n_threads: int | None = None,
+    ) -> np.ndarray:
+        """The ``k`` largest Lyapunov exponents of the recurrence along one trajectory.
+
+        QR method: a Haar-random orthonormal ``k``-frame (seeded with the cell's seed) is
+        pushed forward by the step Jacobians and re-orthonormalised every step; the
+        exponents are the means over the steps of ``log |diag R|`` (natural log per
+        step), accumulated in float64. For the LSTM the state is ``(h, c)``.
+
+        Parameters
+        ----------
+        xs, steps, h0, c0, n_threads
+            As in :meth:`jacobian_norms`.
+        k : int, optional
+            How many exponents; all ``state_size`` of them by default.
+
+        Returns
+        -------
+        ndarray, shape (k,)
+            Descending; NaN if the trajectory or the frame became non-finite.
+        """
+        n_threads = check_threads(n_threads)
+        S = self.state_size
+        k = S if k is None else check_int(k, "k", minimum=1)
+        if k > S:
+            raise ValueError(f"k: at most the state size {S}, got {k}")
+        xs_arr, steps, h0_arr, c0_arr = self._trajectory(
+            xs, steps, h0, c0, "lyapunov_exponents"
+        )
+        seed = self.seed if self.seed is not None else 0
+        raw = _core.recurrent_lyapunov(
+            self.cell, self.W, self.U if self.input_size else None, self.b, xs_arr, steps,
+            h0_arr, c0_arr, k, seed, n_threads,
+        )
+        return raw["exponents"]

@@ -259,6 +259,44 @@ py::dict recurrent_backprop_py(const std::string& cell, const py::object& W, con
   });
 }
 
+template <typename T>
+py::dict jacobian_typed(const std::string& cell, const py::object& W_in, const py::object& U_in,
+                        const py::object& b_in, const py::object& xs_in, int steps,
+                        const py::object& h0_in, const py::object& c0_in, int n_threads) {
+  CellArrays<T> p(cell, W_in, U_in, b_in);
+  CArray<T> xs, h0, c0;
+  RecurrentInputs<T> in = make_inputs(p.view, xs_in, steps, h0_in, c0_in, xs, h0, c0);
+  RecurrentJacobianNorms r;
+  {
+    py::gil_scoped_release release;
+    r = recurrent_jacobian_norms<T>(p.view, in, n_threads);
+  }
+  py::dict d;
+  d["log_spectral_norm"] = to_numpy(r.log_spectral_norm);
+  d["log_frobenius_norm"] = to_numpy(r.log_frobenius_norm);
+  d["first_nonfinite_step"] = nonfinite(r.first_nonfinite_step);
+  return d;
+}
+
+template <typename T>
+py::dict lyapunov_typed(const std::string& cell, const py::object& W_in, const py::object& U_in,
+                        const py::object& b_in, const py::object& xs_in, int steps,
+                        const py::object& h0_in, const py::object& c0_in, int k,
+                        std::uint64_t seed, int n_threads) {
+  CellArrays<T> p(cell, W_in, U_in, b_in);
+  CArray<T> xs, h0, c0;
+  RecurrentInputs<T> in = make_inputs(p.view, xs_in, steps, h0_in, c0_in, xs, h0, c0);
+  RecurrentLyapunov r;
+  {
+    py::gil_scoped_release release;
+    r = recurrent_lyapunov<T>(p.view, in, k, seed, n_threads);
+  }
+  py::dict d;
+  d["exponents"] = to_numpy(r.exponents);
+  d["first_nonfinite_step"] = nonfinite(r.first_nonfinite_step);
+  return d;
+}
+
 double spectral_radius_py(const py::object& matrix) {
   CArray<double> a = CArray<double>::ensure(matrix);
   if (!a || a.ndim() != 2 || a.shape(0) != a.shape(1) || a.shape(0) < 1)
@@ -281,6 +319,29 @@ void register_recurrent(py::module_& m) {
         py::arg("c0"), py::arg("loss"), py::arg("grad_output"), py::arg("clip_kind"),
         py::arg("clip_threshold"), py::arg("keep_grads"), py::arg("n_threads"),
         "Forward pass and backprop through time; returns a dict of measurements.");
+  m.def("recurrent_jacobian_norms",
+        [](const std::string& cell, const py::object& W, const py::object& U, const py::object& b,
+           const py::object& xs, int steps, const py::object& h0, const py::object& c0,
+           int n_threads) {
+          return dispatch(W, [&](auto tag) {
+            return jacobian_typed<decltype(tag)>(cell, W, U, b, xs, steps, h0, c0, n_threads);
+          });
+        },
+        py::arg("cell"), py::arg("W"), py::arg("U"), py::arg("b"), py::arg("xs"),
+        py::arg("steps"), py::arg("h0"), py::arg("c0"), py::arg("n_threads"),
+        "log norms of d s_T / d s_t, t = 0..T, along one trajectory.");
+  m.def("recurrent_lyapunov",
+        [](const std::string& cell, const py::object& W, const py::object& U, const py::object& b,
+           const py::object& xs, int steps, const py::object& h0, const py::object& c0, int k,
+           std::uint64_t seed, int n_threads) {
+          return dispatch(W, [&](auto tag) {
+            return lyapunov_typed<decltype(tag)>(cell, W, U, b, xs, steps, h0, c0, k, seed,
+                                                 n_threads);
+          });
+        },
+        py::arg("cell"), py::arg("W"), py::arg("U"), py::arg("b"), py::arg("xs"),
+        py::arg("steps"), py::arg("h0"), py::arg("c0"), py::arg("k"), py::arg("seed"),
+        py::arg("n_threads"), "Lyapunov exponents of the recurrence (QR method).");
   m.def("recurrent_spectral_radius", &spectral_radius_py, py::arg("matrix"),
         "Largest |eigenvalue| of a square matrix (LAPACK dgeev).");
   m.def("recurrent_workspace_bytes", [](const std::string& cell, int width, int input_size,
