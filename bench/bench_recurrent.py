@@ -180,9 +180,13 @@ def main() -> None:
             steps = max(10, steps // 20)
         rnn = pyjac.Recurrent(n, m, cell=cell, spectral_radius=0.9, seed=0, dtype="float32")
         xs = np.random.default_rng(0).standard_normal((steps, batch, m), dtype=np.float32)
-        t_pyjac = median_time(lambda: rnn.backprop(xs, n_threads=threads), args.repeats)
-        t_numpy = median_time(lambda: numpy_bptt(cell, rnn.W, rnn.U, rnn.b, xs),
-                              max(1, args.repeats // 2))
+        t_pyjac = median_time(
+            lambda rnn=rnn, xs=xs: rnn.backprop(xs, n_threads=threads), args.repeats
+        )
+        t_numpy = median_time(
+            lambda rnn=rnn, xs=xs, cell=cell: numpy_bptt(cell, rnn.W, rnn.U, rnn.b, xs),
+            max(1, args.repeats // 2),
+        )
         # Same gradients: a check that the three compute the same thing.
         ref = numpy_bptt(cell, rnn.W, rnn.U, rnn.b, xs)
         r = rnn.backprop(xs, keep_grads=True, n_threads=threads)

@@ -129,7 +129,7 @@ def test_weight_and_state_gradients_match_finite_differences(cell, loss):
     np.testing.assert_allclose(r.h0_grad, central_diff(f, h0), **tol)
     if cell == "lstm":
         np.testing.assert_allclose(r.c0_grad, central_diff(f, c0), **tol)
-    for name, arr in (("W", W), ("U", U), ("b", b)):
+    for name in ("W", "U", "b"):
         assert r.weight_grad_norm[name] == pytest.approx(np.linalg.norm(r.weight_grads[name]))
 
 
