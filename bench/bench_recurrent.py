@@ -55,6 +55,19 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def interleaved_times(runs: dict, repeats: int) -> dict:
+    """Median wall time of each callable, timed in rounds that run each once."""
+    for fn in runs.values():
+        fn()  # warm-up
+    samples = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in samples.items()}
+
+
 def sgemm_peak(repeats: int) -> float:
     n = 1536
     rng = np.random.default_rng(0)
@@ -180,23 +193,23 @@ def main() -> None:
             steps = max(10, steps // 20)
         rnn = pyjac.Recurrent(n, m, cell=cell, spectral_radius=0.9, seed=0, dtype="float32")
         xs = np.random.default_rng(0).standard_normal((steps, batch, m), dtype=np.float32)
-        t_pyjac = median_time(
-            lambda rnn=rnn, xs=xs: rnn.backprop(xs, n_threads=threads), args.repeats
-        )
-        t_numpy = median_time(
-            lambda rnn=rnn, xs=xs, cell=cell: numpy_bptt(cell, rnn.W, rnn.U, rnn.b, xs),
-            max(1, args.repeats // 2),
-        )
         # Same gradients: a check that the three compute the same thing.
         ref = numpy_bptt(cell, rnn.W, rnn.U, rnn.b, xs)
         r = rnn.backprop(xs, keep_grads=True, n_threads=threads)
         err = np.abs(r.weight_grads["W"] - ref[0]).max() / np.abs(ref[0]).max()
-        t_torch = float("nan")
+        runs = {
+            "pyjac": lambda rnn=rnn, xs=xs: rnn.backprop(xs, n_threads=threads),
+            "numpy": lambda rnn=rnn, xs=xs, cell=cell: numpy_bptt(cell, rnn.W, rnn.U, rnn.b, xs),
+        }
         if have_torch:
-            run = torch_setup(cell, rnn.W, rnn.U, rnn.b, xs, threads)
-            t_torch = median_time(run, args.repeats)
-            tw = run().weight_hh_l0.grad.numpy()
+            runs["torch"] = torch_setup(cell, rnn.W, rnn.U, rnn.b, xs, threads)
+            tw = runs["torch"]().weight_hh_l0.grad.numpy()
             err = max(err, np.abs(r.weight_grads["W"] - tw).max() / np.abs(tw).max())
+        # Interleaved: on a shared machine the load drifts, and each round exposes every
+        # implementation to about the same conditions.
+        times = interleaved_times(runs, args.repeats)
+        t_pyjac, t_numpy = times["pyjac"], times["numpy"]
+        t_torch = times.get("torch", float("nan"))
         flops = bptt_flops(cell, n, m, batch, steps)
         gflops = flops / t_pyjac / 1e9
         name = f"{cell} n={n} m={m} B={batch} T={steps}"
