@@ -117,6 +117,15 @@ void panel_rows(int M, const float* a, int lda, const float* panel, int k0, int 
 
 }  // namespace
 
+void packed_gemm_panel(int M, const float* a, int lda, const PackedPanels& b, int p, int k0,
+                       int k1, float beta, float* c, int ldc) {
+  const int j0 = p * kPanel, width = std::min(kPanel, b.N - j0);
+  // K in chunks whose slice of the panel (16 KB) stays in L1 across the row blocks.
+  for (int kc = k0; kc < k1; kc += kKChunk)
+    panel_rows(M, a + (kc - k0), lda, b.panel(p), kc, std::min(k1, kc + kKChunk),
+               kc == k0 ? beta : 1.0f, c + j0, ldc, width);
+}
+
 void packed_gemm(int M, const float* a, int lda, const PackedPanels& b, int k0, int k1,
                  float beta, float* c, int ldc, int n_threads) {
   // Rows of A in slices that stay in L1 while a panel is reused across them.
@@ -124,11 +133,7 @@ void packed_gemm(int M, const float* a, int lda, const PackedPanels& b, int k0, 
   const int nt = work < (1 << 17) ? 1 : std::min(n_threads, b.panels);
 #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
   for (int p = 0; p < b.panels; ++p) {
-    const int j0 = p * kPanel, width = std::min(kPanel, b.N - j0);
-    // K in chunks whose slice of the panel (16 KB) stays in L1 across the row blocks.
-    for (int kc = k0; kc < k1; kc += kKChunk)
-      panel_rows(M, a + (kc - k0), lda, b.panel(p), kc, std::min(k1, kc + kKChunk),
-                 kc == k0 ? beta : 1.0f, c + j0, ldc, width);
+    packed_gemm_panel(M, a, lda, b, p, k0, k1, beta, c, ldc);
   }
 }
 
@@ -137,6 +142,8 @@ void packed_gemm(int M, const float* a, int lda, const PackedPanels& b, int k0, 
 bool packed_gemm_available() { return false; }
 
 void packed_gemm(int, const float*, int, const PackedPanels&, int, int, float, float*, int, int) {}
+void packed_gemm_panel(int, const float*, int, const PackedPanels&, int, int, int, float, float*,
+                       int) {}
 
 #endif
 

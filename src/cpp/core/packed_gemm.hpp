@@ -33,4 +33,8 @@ void pack_panels(const float* src, int ld, bool transposed, int K, int N, Packed
 void packed_gemm(int M, const float* a, int lda, const PackedPanels& b, int k0, int k1,
                  float beta, float* c, int ldc, int n_threads);
 
+// One panel p only (columns 16p .. 16p+15 of C), on the calling thread.
+void packed_gemm_panel(int M, const float* a, int lda, const PackedPanels& b, int p, int k0,
+                       int k1, float beta, float* c, int ldc);
+
 }  // namespace pyjac::detail

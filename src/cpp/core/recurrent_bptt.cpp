@@ -7,6 +7,8 @@
 #include <cstring>
 #include <string>
 
+#include <omp.h>
+
 #include "pyjac/blas.hpp"
 #include "pyjac/recurrent.hpp"
 #include "pyjac/threads.hpp"
@@ -118,7 +120,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
 
   RecurrentBackpropStats s;
   RecurrentTape<T> tape;
-  const detail::WeightProducts<T> wp(cv.W, Gn, n, nt, true, true);
+  const detail::WeightProducts<T> wp(cv.W, G, n, nt, true, true);
   detail::recurrent_forward(cv, in, wp, tape, nt);
   s.state_norm = tape.state_norm;
   if (tape.first_nonfinite_step >= 0) record_nonfinite(s, tape.first_nonfinite_step, 1);
@@ -162,97 +164,151 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   auto dz_of = [&](int t) -> T* {
     return detail::is_plain(cell) ? dz_plain.get() + (t - 1) * slab : tape.gate_of(t);
   };
-  const bool ghost = static_cast<double>(B) * (Gn + n) < 2.0 * Gn * n;
-  RBuffer<T> gram_a, gram_b, dw_step;
-  if (ghost) {
-    gram_a = make_rbuffer<T>(static_cast<std::size_t>(B) * B);
-    gram_b = make_rbuffer<T>(static_cast<std::size_t>(B) * B);
-  } else {
-    dw_step = make_rbuffer<T>(static_cast<std::size_t>(Gn) * n);
-  }
-  std::vector<double> dc_sq(B);
   const Activation act = detail::cell_activation(cell);
-  const bool par = worth_parallel(static_cast<std::size_t>(B) * Gn);
   const bool all_steps = o.loss == RecurrentLoss::All || o.loss == RecurrentLoss::GradAll;
-
-  for (int t = steps; t >= 1; --t) {
-    {
-      const auto gn = detail::slab_norm(g.get(), static_cast<std::size_t>(B) * n);
-      s.grad_norm[t] = gn.norm;
-      if (!gn.finite) record_nonfinite(s, t, 2);
-    }
-    const T* hp = tape.h_at(t - 1);
-    T* dz = dz_of(t);
-    switch (cell) {
-      case Cell::Lstm: {
-        const T* gt = tape.gate_of(t);
-        const T* cp = tape.c_at(t - 1);
-        const T* tct = tape.tc_of(t);
-#pragma omp parallel for num_threads(nt) if (par) schedule(static)
-        for (int i = 0; i < B; ++i) {
-          const std::size_t r = static_cast<std::size_t>(i) * n;
-          dc_sq[i] = detail::lstm_vjp_row(gt + r * G, cp + r, tct + r, g.get() + r, gc.get() + r,
-                                          dz + r * G, n);
-        }
-        double total = 0.0;
-        for (int i = 0; i < B; ++i) total += dc_sq[i];
-        s.cell_grad_norm[t] = std::sqrt(total);
-        wp.times_w(B, dz, Gn, 0, Gn, T(0), g_prev.get(), n);
-        break;
-      }
-      case Cell::Gru: {
-        T* gt = tape.gate_of(t);
-        T* hnt = tape.hn_of(t);
-#pragma omp parallel for num_threads(nt) if (par) schedule(static)
-        for (int i = 0; i < B; ++i) {
-          const std::size_t r = static_cast<std::size_t>(i) * n;
-          detail::gru_vjp_row(gt + r * G, hnt + r, hp + r, g.get() + r, gt + r * G, hnt + r,
-                              g_prev.get() + r, n);
-        }
-        wp.times_w(B, gt, Gn, 0, 2 * n, T(1), g_prev.get(), n);
-        wp.times_w(B, hnt, n, 2 * n, Gn, T(1), g_prev.get(), n);
-        break;
-      }
-      default: {
-        const T* ht = tape.h_at(t);
-#pragma omp parallel for num_threads(nt) if (par) schedule(static)
-        for (int i = 0; i < B; ++i) {
-          const std::size_t r = static_cast<std::size_t>(i) * n;
-          detail::plain_vjp_row(act, g.get() + r, ht + r, dz + r, n);
-        }
-        wp.times_w(B, dz, n, 0, n, T(0), g_prev.get(), n);
-      }
-    }
-
-    // This step's share of dL/dW: (W-side pre-activation gradients)^T h_{t-1}.
-    const bool gru = cell == Cell::Gru;
-    if (ghost) {
-      s.step_weight_grad_norm[t - 1] =
-          ghost_norm(B, dz, gru ? 2 * n : Gn, Gn, gru ? tape.hn_of(t) : nullptr, n, hp, n,
-                     gram_a.get(), gram_b.get());
-    } else {
-      detail::gemm_blocked(nt, Trans::Yes, Trans::No, gru ? 2 * n : Gn, n, B, T(1), dz, Gn, hp, n, T(0),
-                 dw_step.get(), n);
-      if (gru)
-        detail::gemm_blocked(nt, Trans::Yes, Trans::No, n, n, B, T(1), tape.hn_of(t), n, hp, n, T(0),
-                   dw_step.get() + 2 * static_cast<std::size_t>(n) * n, n);
-      s.step_weight_grad_norm[t - 1] = detail::slab_norm(dw_step.get(), static_cast<std::size_t>(Gn) * n).norm;
-    }
-
-    // The loss's direct dependence on h_{t-1}.
-    if (all_steps && t >= 2) {
-      const T* direct = o.loss == RecurrentLoss::All ? tape.h_at(t - 1)
-                                                      : grad_output + (t - 2) * slab;
-      T* gp = g_prev.get();
-      for (std::size_t k = 0; k < slab; ++k) gp[k] += direct[k];
-    }
-    std::swap(g, g_prev);
-  }
+  const bool gru = cell == Cell::Gru;
+  // As in the forward pass: one parallel region, each thread owning fixed blocks of
+  // units. Phase A turns dL/dh_t of its units into pre-activation gradients (all
+  // gates of those units); after the one barrier per step, phase B forms dL/dh_{t-1}
+  // of its units from every unit's pre-activation gradients. OpenMP gives a thread
+  // the same blocks in both loops (same static schedule and count), so phase A of the
+  // next step reads only what this thread wrote and needs no barrier.
+  const int nb = wp.blocks(), ub = wp.unit_block();
+  std::vector<double> g_sq(static_cast<std::size_t>(steps + 1) * nb, 0.0);
+  std::vector<double> dc_sq(cell == Cell::Lstm ? g_sq.size() : 0, 0.0);
   {
-    const auto gn = detail::slab_norm(g.get(), static_cast<std::size_t>(B) * n);
+    const T* gT = g.get();
+    for (int blk = 0; blk < nb; ++blk) {
+      const int j0 = blk * ub, j1 = std::min(n, j0 + ub);
+      double acc = 0.0;
+      for (int i = 0; i < B; ++i)
+        for (int j = j0; j < j1; ++j) {
+          const double v = gT[static_cast<std::size_t>(i) * n + j];
+          acc += v * v;
+        }
+      g_sq[static_cast<std::size_t>(steps) * nb + blk] = acc;
+    }
+  }
+  T* const buf0 = g.get();
+  T* const buf1 = g_prev.get();
+  const bool par = nt > 1 && worth_parallel(static_cast<std::size_t>(B) * Gn * 16);
+#pragma omp parallel num_threads(nt) if (par)
+  {
+    T* gt_ = buf0;  // dL/dh_t; every thread swaps its own copies in step
+    T* gp_ = buf1;  // dL/dh_{t-1}
+    for (int t = steps; t >= 1; --t) {
+      const T* hp = tape.h_at(t - 1);
+      T* dz = dz_of(t);
+#pragma omp for schedule(static)
+      for (int blk = 0; blk < nb; ++blk) {
+        const int j0 = blk * ub, j1 = std::min(n, j0 + ub);
+        double dcs = 0.0;
+        for (int i = 0; i < B; ++i) {
+          const std::size_t r = static_cast<std::size_t>(i) * n;
+          switch (cell) {
+            case Cell::Lstm:
+              dcs += detail::lstm_vjp_row(tape.gate_of(t) + r * G, tape.c_at(t - 1) + r,
+                                          tape.tc_of(t) + r, gt_ + r, gc.get() + r, dz + r * G, n,
+                                          j0, j1);
+              break;
+            case Cell::Gru:
+              detail::gru_vjp_row(dz + r * G, tape.hn_of(t) + r, hp + r, gt_ + r, dz + r * G,
+                                  tape.hn_of(t) + r, gp_ + r, n, j0, j1);
+              break;
+            default:
+              detail::plain_vjp_row(act, gt_ + r + j0, tape.h_at(t) + r + j0, dz + r + j0,
+                                    j1 - j0);
+          }
+        }
+        if (cell == Cell::Lstm) dc_sq[static_cast<std::size_t>(t) * nb + blk] = dcs;
+      }
+      // (implicit barrier: every unit's pre-activation gradients are in place)
+#pragma omp for schedule(static) nowait
+      for (int blk = 0; blk < nb; ++blk) {
+        const int j0 = blk * ub, j1 = std::min(n, j0 + ub);
+        if (gru) {
+          // gp_ holds z * g (the path around W) from phase A.
+          wp.backward_block(B, dz, Gn, 0, 2 * n, blk, T(1), gp_, n);
+          wp.backward_block(B, tape.hn_of(t), n, 2 * n, Gn, blk, T(1), gp_, n);
+        } else {
+          wp.backward_block(B, dz, Gn, 0, Gn, blk, T(0), gp_, n);
+        }
+        // The loss's direct dependence on h_{t-1}.
+        if (all_steps && t >= 2) {
+          const T* direct = o.loss == RecurrentLoss::All ? tape.h_at(t - 1)
+                                                          : grad_output + (t - 2) * slab;
+          for (int i = 0; i < B; ++i)
+            for (int j = j0; j < j1; ++j) {
+              const std::size_t k = static_cast<std::size_t>(i) * n + j;
+              gp_[k] += direct[k];
+            }
+        }
+        double acc = 0.0;
+        for (int i = 0; i < B; ++i)
+          for (int j = j0; j < j1; ++j) {
+            const double v = gp_[static_cast<std::size_t>(i) * n + j];
+            acc += v * v;
+          }
+        g_sq[static_cast<std::size_t>(t - 1) * nb + blk] = acc;
+      }
+      std::swap(gt_, gp_);
+    }
+  }
+  if (steps % 2 == 1) std::swap(g, g_prev);  // where the last step left dL/dh_0
+
+  for (int t = steps; t >= 0; --t) {
+    double acc = 0.0, dcs = 0.0;
+    for (int blk = 0; blk < nb; ++blk) {
+      acc += g_sq[static_cast<std::size_t>(t) * nb + blk];
+      if (cell == Cell::Lstm) dcs += dc_sq[static_cast<std::size_t>(t) * nb + blk];
+    }
+    s.grad_norm[t] = std::sqrt(acc);
+    if (cell == Cell::Lstm && t >= 1) s.cell_grad_norm[t] = std::sqrt(dcs);
+  }
+  // Non-finite or overflowed sums: dL/dh_t is kept only for t = 0, so the other
+  // steps report the sum as it is (Inf or NaN), which is what they are.
+  {
+    const auto gn = detail::slab_norm(g.get(), slab);
     s.grad_norm[0] = gn.norm;
-    if (!gn.finite) record_nonfinite(s, 0, 2);
-    if (cell == Cell::Lstm) s.cell_grad_norm[0] = detail::slab_norm(gc.get(), static_cast<std::size_t>(B) * n).norm;
+  }
+  for (int t = steps; t >= 0; --t)
+    if (!std::isfinite(s.grad_norm[t])) {
+      record_nonfinite(s, t, 2);
+      break;
+    }
+  if (cell == Cell::Lstm) s.cell_grad_norm[0] = detail::slab_norm(gc.get(), slab).norm;
+
+  // ---- each step's share of dL/dW, ||(W-side pre-activation grads)^T h_{t-1}|| ----
+  const bool ghost = static_cast<double>(B) * (Gn + n) < 2.0 * Gn * n;
+  // Scratch per thread, allocated here: nothing may throw inside the parallel region.
+  const int nt_steps = std::min(nt, steps);
+  const std::size_t scratch = ghost ? 2 * static_cast<std::size_t>(B) * B
+                                    : static_cast<std::size_t>(Gn) * n;
+  RBuffer<T> scratch_all = make_rbuffer<T>(scratch * nt_steps);
+#pragma omp parallel num_threads(nt_steps) if (nt_steps > 1)
+  {
+    T* mine = scratch_all.get() + scratch * omp_get_thread_num();
+    T* gram_a = mine;
+    T* gram_b = mine + static_cast<std::size_t>(B) * B;
+    T* dw_step = mine;
+#pragma omp for schedule(static)
+    for (int t = 1; t <= steps; ++t) {
+      const T* hp = tape.h_at(t - 1);
+      const T* dz = dz_of(t);
+      if (ghost) {
+        s.step_weight_grad_norm[t - 1] =
+            ghost_norm(B, dz, gru ? 2 * n : Gn, Gn, gru ? tape.hn_of(t) : nullptr, n, hp, n,
+                       gram_a, gram_b);
+      } else {
+        blas::gemm(Trans::Yes, Trans::No, gru ? 2 * n : Gn, n, B, T(1), dz, Gn, hp, n, T(0),
+                   dw_step, n);
+        if (gru)
+          blas::gemm(Trans::Yes, Trans::No, n, n, B, T(1), tape.hn_of(t), n, hp, n, T(0),
+                     dw_step + 2 * static_cast<std::size_t>(n) * n, n);
+        s.step_weight_grad_norm[t - 1] =
+            detail::slab_norm(dw_step, static_cast<std::size_t>(Gn) * n).norm;
+      }
+    }
   }
   if (out.dh0) std::memcpy(out.dh0, g.get(), sizeof(T) * slab);
   if (out.dc0 && cell == Cell::Lstm) std::memcpy(out.dc0, gc.get(), sizeof(T) * slab);

@@ -3,7 +3,8 @@
 // product (tangent propagation for Lyapunov exponents). The GEMMs with W live in
 // the drivers; these kernels see rows only.
 //
-// Every kernel works on K rows of vectors. The cell's saved values (gates, states)
+// Gated kernels handle the units [j0, j1) of one row (n is the gate stride), so that
+// a thread can own a block of units across all gates. Every kernel works on K rows. The cell's saved values (gates, states)
 // are read at row k * fs: fs = 1 in backprop through time, where each example has
 // its own trajectory, and fs = 0 in the Jacobian computations, where K probe
 // vectors share the one trajectory.
@@ -144,13 +145,13 @@ inline void plain_vjp_row(Activation act, const T* g, const T* h, T* dz, int n) 
 
 // Pre-activations in `gates` become activations; writes c and h (and tanh(c)).
 template <typename T>
-inline void lstm_forward_row(T* gates, const T* c_prev, T* c, T* tc, T* h, int n) {
+inline void lstm_forward_row(T* gates, const T* c_prev, T* c, T* tc, T* h, int n, int j0, int j1) {
   T* gi = gates;
   T* gf = gates + n;
   T* gg = gates + 2 * n;
   T* go = gates + 3 * n;
   PYJAC_SIMD
-  for (int j = 0; j < n; ++j) {
+  for (int j = j0; j < j1; ++j) {
     const T i = sigmoid(gi[j]), f = sigmoid(gf[j]), g = tanh_fast(gg[j]), o = sigmoid(go[j]);
     gi[j] = i;
     gf[j] = f;
@@ -170,10 +171,10 @@ inline void lstm_forward_row(T* gates, const T* c_prev, T* c, T* tc, T* h, int n
 // Returns ||dL/dc_t||^2 for this row, dL/dc_t being the total derivative.
 template <typename T>
 inline double lstm_vjp_row(const T* gates, const T* c_prev, const T* tc, const T* gh, T* gc,
-                           T* dz, int n) {
+                           T* dz, int n, int j0, int j1) {
   double dc_sq = 0.0;
   _Pragma("omp simd reduction(+ : dc_sq)")
-  for (int j = 0; j < n; ++j) {
+  for (int j = j0; j < j1; ++j) {
     const T i = gates[j], f = gates[n + j], g = gates[2 * n + j], o = gates[3 * n + j];
     const T t = tc[j];
     const T dc = gc[j] + gh[j] * o * (T(1) - t * t);
@@ -192,9 +193,9 @@ inline double lstm_vjp_row(const T* gates, const T* c_prev, const T* tc, const T
 // writes the new tangent (out_h, out_c).
 template <typename T>
 inline void lstm_jvp_row(const T* gates, const T* c_prev, const T* tc, const T* a, const T* vc,
-                         T* out_h, T* out_c, int n) {
+                         T* out_h, T* out_c, int n, int j0, int j1) {
   PYJAC_SIMD
-  for (int j = 0; j < n; ++j) {
+  for (int j = j0; j < j1; ++j) {
     const T i = gates[j], f = gates[n + j], g = gates[2 * n + j], o = gates[3 * n + j];
     const T t = tc[j];
     const T dcq = c_prev[j] * f * (T(1) - f) * a[n + j] + g * i * (T(1) - i) * a[j] +
@@ -209,9 +210,9 @@ inline void lstm_jvp_row(const T* gates, const T* c_prev, const T* tc, const T* 
 
 // `gates` holds U x + b on entry and the activations [r z n] on exit; hw = W h_{t-1}.
 template <typename T>
-inline void gru_forward_row(T* gates, const T* hw, const T* h_prev, T* hn, T* h, int n) {
+inline void gru_forward_row(T* gates, const T* hw, const T* h_prev, T* hn, T* h, int n, int j0, int j1) {
   PYJAC_SIMD
-  for (int j = 0; j < n; ++j) {
+  for (int j = j0; j < j1; ++j) {
     const T r = sigmoid(gates[j] + hw[j]);
     const T z = sigmoid(gates[n + j] + hw[n + j]);
     const T hnj = hw[2 * n + j];
@@ -230,9 +231,9 @@ inline void gru_forward_row(T* gates, const T* hw, const T* h_prev, T* hn, T* h,
 //   that bypasses W. The W-side pre-activation gradients are [dxu_r dxu_z dhn].
 template <typename T>
 inline void gru_vjp_row(const T* gates, const T* hn, const T* h_prev, const T* g, T* dxu, T* dhn,
-                        T* gdirect, int n) {
+                        T* gdirect, int n, int j0, int j1) {
   PYJAC_SIMD
-  for (int j = 0; j < n; ++j) {
+  for (int j = j0; j < j1; ++j) {
     const T r = gates[j], z = gates[n + j], nn = gates[2 * n + j];
     const T hnj = hn[j];
     const T gj = g[j];
@@ -250,9 +251,9 @@ inline void gru_vjp_row(const T* gates, const T* hn, const T* h_prev, const T* g
 // Tangent of one GRU step: a = W v (3n entries), v the incoming tangent.
 template <typename T>
 inline void gru_jvp_row(const T* gates, const T* hn, const T* h_prev, const T* a, const T* v,
-                        T* out, int n) {
+                        T* out, int n, int j0, int j1) {
   PYJAC_SIMD
-  for (int j = 0; j < n; ++j) {
+  for (int j = j0; j < j1; ++j) {
     const T r = gates[j], z = gates[n + j], nn = gates[2 * n + j];
     out[j] = z * v[j] + (h_prev[j] - nn) * z * (T(1) - z) * a[n + j] +
              (T(1) - z) * (T(1) - nn * nn) * (hn[j] * r * (T(1) - r) * a[j] + r * a[2 * n + j]);

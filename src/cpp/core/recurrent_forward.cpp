@@ -86,47 +86,79 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
     if (!n0.finite) tape.first_nonfinite_step = 0;
   }
 
+  // One parallel region for the whole loop; each thread owns fixed blocks of units
+  // across every gate, so a step needs a single barrier (h_t complete before step
+  // t+1 reads it). Sums of squares are kept per (step, block) and added up in block
+  // order afterwards: the same bits at every thread count.
   const Activation act = cell_activation(cell);
-  const bool par = worth_parallel(static_cast<std::size_t>(B) * Gn);
+  const int nb = wp.blocks(), ub = wp.unit_block();
+  std::vector<double> h_sq(static_cast<std::size_t>(steps + 1) * nb, 0.0);
+  std::vector<double> c_sq(cell == Cell::Lstm ? h_sq.size() : 0, 0.0);
+  const bool par = nt > 1 && worth_parallel(static_cast<std::size_t>(B) * Gn * 16);
+#pragma omp parallel num_threads(nt) if (par)
   for (int t = 1; t <= steps; ++t) {
     const T* hp = tape.h_at(t - 1);
     T* ht = tape.h_at(t);
-    switch (cell) {
-      case Cell::Lstm: {
-        T* gt = tape.gate_of(t);
-        wp.times_wt(B, hp, n, T(1), gt, Gn);
-        const T* cp = tape.c_at(t - 1);
-        T* ct = tape.c_at(t);
-        T* tct = tape.tc_of(t);
-#pragma omp parallel for num_threads(nt) if (par) schedule(static)
-        for (int i = 0; i < B; ++i) {
-          const std::size_t o = static_cast<std::size_t>(i) * n;
-          lstm_forward_row(gt + o * G, cp + o, ct + o, tct + o, ht + o, n);
+#pragma omp for schedule(static)
+    for (int blk = 0; blk < nb; ++blk) {
+      const int j0 = blk * ub, j1 = std::min(n, j0 + ub);
+      double hs = 0.0, cs = 0.0;
+      switch (cell) {
+        case Cell::Lstm: {
+          T* gt = tape.gate_of(t);
+          for (int g = 0; g < G; ++g) wp.forward_block(B, hp, n, g, blk, T(1), gt, Gn);
+          const T* cp = tape.c_at(t - 1);
+          T* ct = tape.c_at(t);
+          T* tct = tape.tc_of(t);
+          for (int i = 0; i < B; ++i) {
+            const std::size_t o = static_cast<std::size_t>(i) * n;
+            lstm_forward_row(gt + o * G, cp + o, ct + o, tct + o, ht + o, n, j0, j1);
+            for (int j = j0; j < j1; ++j) cs += static_cast<double>(ct[o + j]) * ct[o + j];
+          }
+          break;
         }
-        break;
-      }
-      case Cell::Gru: {
-        T* gt = tape.gate_of(t);
-        T* hnt = tape.hn_of(t);
-        wp.times_wt(B, hp, n, T(0), hw.get(), Gn);
-#pragma omp parallel for num_threads(nt) if (par) schedule(static)
-        for (int i = 0; i < B; ++i) {
-          const std::size_t o = static_cast<std::size_t>(i) * n;
-          gru_forward_row(gt + o * G, hw.get() + o * G, hp + o, hnt + o, ht + o, n);
+        case Cell::Gru: {
+          T* gt = tape.gate_of(t);
+          T* hnt = tape.hn_of(t);
+          for (int g = 0; g < G; ++g) wp.forward_block(B, hp, n, g, blk, T(0), hw.get(), Gn);
+          for (int i = 0; i < B; ++i) {
+            const std::size_t o = static_cast<std::size_t>(i) * n;
+            gru_forward_row(gt + o * G, hw.get() + o * G, hp + o, hnt + o, ht + o, n, j0, j1);
+          }
+          break;
         }
-        break;
+        default: {
+          wp.forward_block(B, hp, n, 0, blk, T(1), ht, n);
+          for (int i = 0; i < B; ++i)
+            plain_forward_row(act, ht + static_cast<std::size_t>(i) * n + j0, j1 - j0);
+        }
       }
-      default: {
-        wp.times_wt(B, hp, n, T(1), ht, n);
-#pragma omp parallel for num_threads(nt) if (par) schedule(static)
-        for (int i = 0; i < B; ++i) plain_forward_row(act, ht + static_cast<std::size_t>(i) * n, n);
+      for (int i = 0; i < B; ++i) {
+        const T* row = ht + static_cast<std::size_t>(i) * n + j0;
+        for (int j = 0; j < j1 - j0; ++j) hs += static_cast<double>(row[j]) * row[j];
       }
+      h_sq[static_cast<std::size_t>(t) * nb + blk] = hs;
+      if (cell == Cell::Lstm) c_sq[static_cast<std::size_t>(t) * nb + blk] = cs;
     }
-    const auto hn = slab_norm(ht, static_cast<std::size_t>(B) * n);
-    tape.state_norm[t] = hn.norm;
-    bool finite = hn.finite;
+  }
+
+  for (int t = 1; t <= steps; ++t) {
+    double hs = 0.0, cs = 0.0;
+    for (int blk = 0; blk < nb; ++blk) {
+      hs += h_sq[static_cast<std::size_t>(t) * nb + blk];
+      if (cell == Cell::Lstm) cs += c_sq[static_cast<std::size_t>(t) * nb + blk];
+    }
+    bool finite = std::isfinite(hs);
+    tape.state_norm[t] = std::sqrt(hs);
+    if (!finite) {
+      // Overflowed squares of finite values are rescaled; NaN/Inf entries are not.
+      const auto hn = slab_norm(tape.h_at(t), slab);
+      tape.state_norm[t] = hn.norm;
+      finite = hn.finite;
+    }
     // The LSTM's h = o*tanh(c) stays finite when c overflows: check c as well.
-    if (finite && cell == Cell::Lstm) finite = slab_norm(tape.c_at(t), static_cast<std::size_t>(B) * n).finite;
+    if (finite && cell == Cell::Lstm && !std::isfinite(cs))
+      finite = slab_norm(tape.c_at(t), slab).finite;
     if (!finite && tape.first_nonfinite_step < 0) tape.first_nonfinite_step = t;
   }
 }

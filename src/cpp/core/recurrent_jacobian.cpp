@@ -64,7 +64,7 @@ struct StepMaps {
         for (int r = 0; r < rows; ++r) {
           T* mr = m + static_cast<std::size_t>(r) * S;
           detail::lstm_vjp_row(gt, cp, tct, mr, mr + n, dz.get() + static_cast<std::size_t>(r) * Gn,
-                               n);
+                               n, 0, n);
         }
         wp.times_w(rows, dz.get(), Gn, 0, Gn, T(0), m, S);
         break;
@@ -77,7 +77,7 @@ struct StepMaps {
         for (int r = 0; r < rows; ++r) {
           T* mr = m + static_cast<std::size_t>(r) * S;
           detail::gru_vjp_row(gt, hnt, hp, mr, dz.get() + static_cast<std::size_t>(r) * Gn,
-                              dhn.get() + static_cast<std::size_t>(r) * n, mr, n);
+                              dhn.get() + static_cast<std::size_t>(r) * n, mr, n, 0, n);
         }
         wp.times_w(rows, dz.get(), Gn, 0, 2 * n, T(1), m, S);
         wp.times_w(rows, dhn.get(), n, 2 * n, Gn, T(1), m, S);
@@ -110,7 +110,7 @@ struct StepMaps {
         for (int r = 0; r < rows; ++r) {
           const std::size_t o = static_cast<std::size_t>(r) * S;
           detail::lstm_jvp_row(gt, cp, tct, A + static_cast<std::size_t>(r) * Gn, v + o + n,
-                               out + o, out + o + n, n);
+                               out + o, out + o + n, n, 0, n);
         }
         break;
       }
@@ -122,7 +122,7 @@ struct StepMaps {
         for (int r = 0; r < rows; ++r) {
           const std::size_t o = static_cast<std::size_t>(r) * S;
           detail::gru_jvp_row(gt, hnt, hp, A + static_cast<std::size_t>(r) * Gn, v + o, out + o,
-                              n);
+                              n, 0, n);
         }
         break;
       }
@@ -185,8 +185,8 @@ RecurrentJacobianNorms recurrent_jacobian_norms(const RecurrentView<T>& cv,
   check_single_trajectory(in, "jacobian_norms");
   const int nt = resolve_threads(n_threads);
   BlasThreadScope blas_scope(1);
-  const int n = cv.width, Gn = cv.gates() * n, S = state_size(cv.cell, n), steps = in.steps;
-  const WeightProducts<T> wp(cv.W, Gn, n, nt, true, true);
+  const int n = cv.width, S = state_size(cv.cell, n), steps = in.steps;
+  const WeightProducts<T> wp(cv.W, cv.gates(), n, nt, true, true);
   RecurrentTape<T> tape;
   detail::recurrent_forward(cv, in, wp, tape, nt);
 
@@ -233,13 +233,13 @@ RecurrentLyapunov recurrent_lyapunov(const RecurrentView<T>& cv, const Recurrent
                                      int k, std::uint64_t seed, int n_threads) {
   detail::validate_inputs(cv, in);
   check_single_trajectory(in, "lyapunov_exponents");
-  const int n = cv.width, Gn = cv.gates() * n, S = state_size(cv.cell, n), steps = in.steps;
+  const int n = cv.width, S = state_size(cv.cell, n), steps = in.steps;
   if (k < 1 || k > S)
     throw std::invalid_argument("k: must lie in [1, " + std::to_string(S) + "], got " +
                                 std::to_string(k));
   const int nt = resolve_threads(n_threads);
   BlasThreadScope blas_scope(1);
-  const WeightProducts<T> wp(cv.W, Gn, n, nt, true, false);
+  const WeightProducts<T> wp(cv.W, cv.gates(), n, nt, true, false);
   RecurrentTape<T> tape;
   detail::recurrent_forward(cv, in, wp, tape, nt);
 

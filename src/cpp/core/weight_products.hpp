@@ -1,61 +1,91 @@
-// The two products with the recurrent weight that every time step needs:
-// forward  C = A W^T  (A: rows x width, C: rows x G*width)
-// backward C = A W[k0:k1]  (A: rows x (k1-k0), C: rows x width).
-// float32 on AVX2/FMA uses W packed once (packed_gemm.hpp); otherwise BLAS through
-// gemm_blocked. Either way the result does not depend on the thread count.
+// The two products with the recurrent weight W (G*n x n) that every time step needs,
+// cut into blocks of units so that a thread can own a block across all gates:
+//   forward   C[:, g*n + units] = beta C + A W[g*n + units, :]^T   (A: rows x n)
+//   backward  C[:, units] = beta C + A W[k0:k1, units]             (A: rows x (k1-k0))
+// float32 on AVX2/FMA uses W packed once per pass (packed_gemm.hpp), blocks of 16
+// units; otherwise BLAS, blocks of 64. Each block is computed by one thread in a fixed
+// order, so the result does not depend on the thread count.
 #pragma once
 
+#include <algorithm>
 #include <type_traits>
+#include <vector>
 
 #include "gemm_blocked.hpp"
 #include "packed_gemm.hpp"
+#include "reduce.hpp"
 
 namespace pyjac::detail {
 
 template <typename T>
 class WeightProducts {
  public:
-  // W is (gn x n). Packs only the directions asked for.
-  WeightProducts(const T* W, int gn, int n, int n_threads, bool forward, bool backward)
-      : W_(W), gn_(gn), n_(n), nt_(n_threads) {
+  WeightProducts(const T* W, int gates, int n, int n_threads, bool forward, bool backward)
+      : W_(W), G_(gates), n_(n), nt_(n_threads) {
     if constexpr (std::is_same_v<T, float>) {
       packed_ = packed_gemm_available();
-      if (packed_ && forward) pack_panels(W, n, true, n, gn, wt_);
-      if (packed_ && backward) pack_panels(W, n, false, gn, n, w_);
-      has_wt_ = packed_ && forward;
-      has_w_ = packed_ && backward;
+      if (packed_ && forward) {
+        wt_.resize(gates);
+        for (int g = 0; g < gates; ++g)
+          pack_panels(W + static_cast<std::size_t>(g) * n * n, n, true, n, n, wt_[g]);
+      }
+      if (packed_ && backward) pack_panels(W, n, false, gates * n, n, w_);
     }
   }
 
-  // C = beta C + A W^T.
+  int unit_block() const { return packed_ ? kPanel : 64; }
+  int blocks() const { return (n_ + unit_block() - 1) / unit_block(); }
+  int n_threads() const { return nt_; }
+
+  // Columns g*n + [16b, 16b+16) (or 64) of C (row stride ldc, C pointing at column 0).
+  void forward_block(int rows, const T* a, int lda, int g, int b, T beta, T* c, int ldc) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (packed_ && !wt_.empty()) {
+        packed_gemm_panel(rows, a, lda, wt_[g], b, 0, n_, beta, c + g * n_, ldc);
+        return;
+      }
+    }
+    const int j0 = b * unit_block(), w = std::min(unit_block(), n_ - j0);
+    blas::gemm(blas::Trans::No, blas::Trans::Yes, rows, w, n_, T(1), a, lda,
+               W_ + (static_cast<std::size_t>(g) * n_ + j0) * n_, n_, beta, c + g * n_ + j0, ldc);
+  }
+
+  // Columns of block b of C = beta C + A W[k0:k1, :].
+  void backward_block(int rows, const T* a, int lda, int k0, int k1, int b, T beta, T* c,
+                      int ldc) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (packed_ && w_.K > 0) {
+        packed_gemm_panel(rows, a, lda, w_, b, k0, k1, beta, c, ldc);
+        return;
+      }
+    }
+    const int j0 = b * unit_block(), w = std::min(unit_block(), n_ - j0);
+    blas::gemm(blas::Trans::No, blas::Trans::No, rows, w, k1 - k0, T(1), a, lda,
+               W_ + static_cast<std::size_t>(k0) * n_ + j0, n_, beta, c + j0, ldc);
+  }
+
+  // Whole products, parallel over (gate, block): C (rows x G*n) = beta C + A W^T.
   void times_wt(int rows, const T* a, int lda, T beta, T* c, int ldc) const {
-    if constexpr (std::is_same_v<T, float>) {
-      if (has_wt_) {
-        packed_gemm(rows, a, lda, wt_, 0, n_, beta, c, ldc, nt_);
-        return;
-      }
-    }
-    gemm_blocked(nt_, blas::Trans::No, blas::Trans::Yes, rows, gn_, n_, T(1), a, lda, W_, n_,
-                 beta, c, ldc);
+    const int nb = blocks(), tasks = G_ * nb;
+    const bool par = worth_parallel(static_cast<std::size_t>(rows) * G_ * n_ * 16);
+#pragma omp parallel for num_threads(nt_) if (par && nt_ > 1) schedule(static)
+    for (int i = 0; i < tasks; ++i) forward_block(rows, a, lda, i / nb, i % nb, beta, c, ldc);
   }
 
-  // C = beta C + A W[k0:k1, :].
+  // C (rows x n) = beta C + A W[k0:k1, :].
   void times_w(int rows, const T* a, int lda, int k0, int k1, T beta, T* c, int ldc) const {
-    if constexpr (std::is_same_v<T, float>) {
-      if (has_w_) {
-        packed_gemm(rows, a, lda, w_, k0, k1, beta, c, ldc, nt_);
-        return;
-      }
-    }
-    gemm_blocked(nt_, blas::Trans::No, blas::Trans::No, rows, n_, k1 - k0, T(1), a, lda,
-                 W_ + static_cast<std::size_t>(k0) * n_, n_, beta, c, ldc);
+    const int nb = blocks();
+    const bool par = worth_parallel(static_cast<std::size_t>(rows) * (k1 - k0) * 16);
+#pragma omp parallel for num_threads(nt_) if (par && nt_ > 1) schedule(static)
+    for (int b = 0; b < nb; ++b) backward_block(rows, a, lda, k0, k1, b, beta, c, ldc);
   }
 
  private:
   const T* W_;
-  int gn_, n_, nt_;
-  bool packed_ = false, has_wt_ = false, has_w_ = false;
-  PackedPanels wt_, w_;
+  int G_, n_, nt_;
+  bool packed_ = false;
+  std::vector<PackedPanels> wt_;  // per gate: W_g^T, K = n, N = n
+  PackedPanels w_;                // W itself: K = G*n, N = n
 };
 
 }  // namespace pyjac::detail
