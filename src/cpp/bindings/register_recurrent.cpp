@@ -125,7 +125,8 @@ RecurrentInputs<T> make_inputs(const RecurrentView<T>& v, const py::object& xs_i
     in.h0 = h0.data();
   }
   if (!c0_in.is_none()) {
-    if (v.cell != Cell::Lstm) throw std::invalid_argument("c0: only the 'lstm' cell has a cell state");
+    if (v.cell != Cell::Lstm)
+      throw std::invalid_argument("c0: only the 'lstm' cell has a cell state");
     c0 = require<T>(c0_in, "c0", {in.batch, v.width});
     in.c0 = c0.data();
   }
@@ -148,7 +149,8 @@ ClipSpec parse_clip(const std::string& kind, double threshold) {
   else if (kind == "value")
     c.kind = ClipKind::Value;
   else
-    throw std::invalid_argument("clip: unknown kind \"" + kind + "\"; expected \"norm\" or \"value\"");
+    throw std::invalid_argument("clip: unknown kind \"" + kind +
+                                "\"; expected \"norm\" or \"value\"");
   if (!(threshold > 0) || !std::isfinite(threshold))
     throw std::invalid_argument("clip: the threshold must be a positive finite number");
   c.threshold = threshold;

@@ -21,7 +21,8 @@ inline void haar_orthogonal(int rows, int cols, Rng& rng, std::vector<double>& o
   if (blas::geqrf(tall, narrow, a.data(), narrow, tau.data()) != 0)
     throw std::runtime_error("orthogonal init: QR factorisation failed");
   std::vector<double> sign(narrow);
-  for (int j = 0; j < narrow; ++j) sign[j] = a[static_cast<std::size_t>(j) * narrow + j] < 0 ? -1.0 : 1.0;
+  for (int j = 0; j < narrow; ++j)
+    sign[j] = a[static_cast<std::size_t>(j) * narrow + j] < 0 ? -1.0 : 1.0;
   if (blas::orgqr(tall, narrow, a.data(), narrow, tau.data()) != 0)
     throw std::runtime_error("orthogonal init: forming Q failed");
   out.assign(static_cast<std::size_t>(rows) * cols, 0.0);

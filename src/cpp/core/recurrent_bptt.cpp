@@ -94,7 +94,8 @@ std::int64_t recurrent_workspace_bytes(Cell cell, int width, int input_size, int
   std::int64_t extra = 4 * slab * G;                                 // g, g_prev, gc, scratch
   if (detail::is_plain(cell)) extra += static_cast<std::int64_t>(steps) * slab;  // dz
   extra += G * width * (static_cast<std::int64_t>(width) + input_size + 1);  // dW, dU, db
-  extra += 2 * static_cast<std::int64_t>(batch) * batch;                     // Gram matrices
+  extra += 2 * static_cast<std::int64_t>(batch) * batch * max_threads();     // Gram matrices
+  extra += 16 * G * width * (static_cast<std::int64_t>(width) + input_size);  // k-chunk partials
   return detail::recurrent_tape_bytes(cell, width, steps, batch, dtype_size) + extra * dtype_size;
 }
 
@@ -110,8 +111,9 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
     throw std::invalid_argument("clip: the threshold must be a positive finite number");
 
   const int nt = resolve_threads(o.n_threads);
-  // Every GEMM goes through gemm_blocked, which parallelises over fixed output blocks
-  // with single-threaded BLAS: the same bits at every thread count.
+  // Every product is cut into blocks fixed by the shapes alone and each block is one
+  // single-threaded call (WeightProducts, gemm_tn_ksplit, gemm_blocked): OpenMP
+  // spreads the blocks, and the bits are the same at every thread count.
   BlasThreadScope blas_scope(1);
   const Cell cell = cv.cell;
   const int n = cv.width, G = cv.gates(), Gn = G * n, m = cv.input_size;

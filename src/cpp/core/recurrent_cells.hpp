@@ -3,11 +3,11 @@
 // product (tangent propagation for Lyapunov exponents). The GEMMs with W live in
 // the drivers; these kernels see rows only.
 //
-// Gated kernels handle the units [j0, j1) of one row (n is the gate stride), so that
-// a thread can own a block of units across all gates. Every kernel works on K rows. The cell's saved values (gates, states)
-// are read at row k * fs: fs = 1 in backprop through time, where each example has
-// its own trajectory, and fs = 0 in the Jacobian computations, where K probe
-// vectors share the one trajectory.
+// Every kernel works on one row. Gated kernels handle the units [j0, j1) of it (n is
+// the gate stride), so that a thread can own a block of units across all gates. The
+// caller chooses where the saved values (gates, states) come from: the row's own
+// example in backprop through time, or the single trajectory's row 0 for every probe
+// vector in the Jacobian computations.
 #pragma once
 
 #include <cmath>
@@ -96,7 +96,10 @@ template <typename T>
 inline NormResult slab_norm(const T* a, std::size_t count) {
   double s = 0.0;
 #pragma omp simd reduction(+ : s)
-  for (std::size_t i = 0; i < count; ++i) s += static_cast<double>(a[i]) * static_cast<double>(a[i]);
+  for (std::size_t i = 0; i < count; ++i) {
+    const double v = static_cast<double>(a[i]);
+    s += v * v;
+  }
   if (std::isfinite(s)) return {std::sqrt(s), true};
   return frobenius_norm(a, 1, count, 1);
 }
@@ -210,7 +213,8 @@ inline void lstm_jvp_row(const T* gates, const T* c_prev, const T* tc, const T* 
 
 // `gates` holds U x + b on entry and the activations [r z n] on exit; hw = W h_{t-1}.
 template <typename T>
-inline void gru_forward_row(T* gates, const T* hw, const T* h_prev, T* hn, T* h, int n, int j0, int j1) {
+inline void gru_forward_row(T* gates, const T* hw, const T* h_prev, T* hn, T* h, int n, int j0,
+                            int j1) {
   PYJAC_SIMD
   for (int j = j0; j < j1; ++j) {
     const T r = sigmoid(gates[j] + hw[j]);

@@ -65,8 +65,8 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
   for (long long r = 0; r < pre_rows; ++r)
     std::memcpy(pre + static_cast<std::size_t>(r) * Gn, cv.b, sizeof(T) * Gn);
   if (in.xs && m > 0)
-    gemm_blocked(nt, Trans::No, Trans::Yes, static_cast<int>(pre_rows), Gn, m, T(1), in.xs, m, cv.U, m,
-               T(1), pre, Gn);
+    gemm_blocked(nt, Trans::No, Trans::Yes, static_cast<int>(pre_rows), Gn, m, T(1), in.xs, m,
+                 cv.U, m, T(1), pre, Gn);
 
   if (in.h0)
     std::memcpy(tape.h_at(0), in.h0, sizeof(T) * slab);

@@ -254,7 +254,8 @@ RecurrentLyapunov recurrent_lyapunov(const RecurrentView<T>& cv, const Recurrent
     detail::haar_orthogonal(S, k, rng, q);  // (S x k), orthonormal columns
     for (int i = 0; i < S; ++i)
       for (int j = 0; j < k; ++j)
-        v[static_cast<std::size_t>(j) * S + i] = static_cast<T>(q[static_cast<std::size_t>(i) * k + j]);
+        v[static_cast<std::size_t>(j) * S + i] =
+            static_cast<T>(q[static_cast<std::size_t>(i) * k + j]);
   }
   StepMaps<T> maps(cv, tape, wp, nt, k);
   std::vector<double> sums(k, 0.0);
