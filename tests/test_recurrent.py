@@ -563,3 +563,47 @@ def test_jacobian_bad_input():
         rnn.lyapunov_exponents(steps=4, k=7)
     with pytest.raises(ValueError, match="steps"):
         rnn.jacobian_norms(steps=0)
+
+
+# ---- PyTorch's layout, when PyTorch is there -------------------------------------------------
+
+
+@pytest.mark.parametrize("cell", ["tanh", "relu", "lstm", "gru"])
+def test_matches_pytorch_with_the_documented_layout(cell):
+    torch = pytest.importorskip("torch")
+    n, m, B, T = 6, 3, 2, 7
+    rng = np.random.default_rng(70)
+    xs = rng.standard_normal((T, B, m))
+    h0 = rng.standard_normal((B, n))
+    G = GATES.get(cell, 1)
+    if cell == "lstm":
+        mod = torch.nn.LSTM(m, n).double()
+    elif cell == "gru":
+        mod = torch.nn.GRU(m, n).double()
+    else:
+        mod = torch.nn.RNN(m, n, nonlinearity=cell).double()
+    with torch.no_grad():
+        if cell == "gru":
+            mod.bias_hh_l0[2 * n:] = 0.0  # pyjac's GRU has no hidden bias inside r * (...)
+    W = mod.weight_hh_l0.detach().numpy().copy()
+    U = mod.weight_ih_l0.detach().numpy().copy()
+    b = (mod.bias_ih_l0 + mod.bias_hh_l0).detach().numpy().copy()
+    assert W.shape == (G * n, n) and U.shape == (G * n, m)
+    rnn = pyjac.Recurrent.from_weights(W, U, b, cell=cell)
+    r = rnn.backprop(xs, h0=h0, keep_grads=True)
+
+    x_t = torch.from_numpy(xs)
+    h_t = torch.from_numpy(h0)[None].requires_grad_(True)
+    state = (h_t, torch.zeros_like(h_t)) if cell == "lstm" else h_t
+    out, _ = mod(x_t, state)
+    loss = 0.5 * (out[-1] ** 2).sum()
+    loss.backward()
+    assert r.loss == pytest.approx(loss.item(), rel=1e-12)
+    np.testing.assert_allclose(r.h_last, out[-1].detach().numpy(), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(r.weight_grads["W"], mod.weight_hh_l0.grad.numpy(), rtol=1e-10,
+                               atol=1e-12)
+    np.testing.assert_allclose(r.weight_grads["U"], mod.weight_ih_l0.grad.numpy(), rtol=1e-10,
+                               atol=1e-12)
+    np.testing.assert_allclose(r.weight_grads["b"], mod.bias_ih_l0.grad.numpy(), rtol=1e-10,
+                               atol=1e-12)
+    np.testing.assert_allclose(r.h0_grad, h_t.grad.numpy()[0], rtol=1e-10, atol=1e-12)
