@@ -478,8 +478,9 @@ class Recurrent:
                 want = (steps, batch, self.width)
                 loss_name = "grad_all"
             if go.shape != want:
+                shown = want[:-2] + want[-1:] if single else want  # as the caller sees it
                 raise ValueError(
-                    f"grad_output: with loss={loss!r} expected shape {want}, "
+                    f"grad_output: with loss={loss!r} expected shape {shown}, "
                     f"got {np.shape(grad_output)}"
                 )
         clip_kind, clip_threshold = _parse_clip(clip)
