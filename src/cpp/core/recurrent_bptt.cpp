@@ -184,10 +184,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
       const int j0 = blk * ub, j1 = std::min(n, j0 + ub);
       double acc = 0.0;
       for (int i = 0; i < B; ++i)
-        for (int j = j0; j < j1; ++j) {
-          const double v = gT[static_cast<std::size_t>(i) * n + j];
-          acc += v * v;
-        }
+        acc += detail::sum_sq(gT + static_cast<std::size_t>(i) * n + j0, j1 - j0);
       g_sq[static_cast<std::size_t>(steps) * nb + blk] = acc;
     }
   }
@@ -247,10 +244,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
         }
         double acc = 0.0;
         for (int i = 0; i < B; ++i)
-          for (int j = j0; j < j1; ++j) {
-            const double v = gp_[static_cast<std::size_t>(i) * n + j];
-            acc += v * v;
-          }
+          acc += detail::sum_sq(gp_ + static_cast<std::size_t>(i) * n + j0, j1 - j0);
         g_sq[static_cast<std::size_t>(t - 1) * nb + blk] = acc;
       }
       std::swap(gt_, gp_);

@@ -113,7 +113,7 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
           for (int i = 0; i < B; ++i) {
             const std::size_t o = static_cast<std::size_t>(i) * n;
             lstm_forward_row(gt + o * G, cp + o, ct + o, tct + o, ht + o, n, j0, j1);
-            for (int j = j0; j < j1; ++j) cs += static_cast<double>(ct[o + j]) * ct[o + j];
+            cs += sum_sq(ct + o + j0, j1 - j0);
           }
           break;
         }
@@ -133,10 +133,7 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
             plain_forward_row(act, ht + static_cast<std::size_t>(i) * n + j0, j1 - j0);
         }
       }
-      for (int i = 0; i < B; ++i) {
-        const T* row = ht + static_cast<std::size_t>(i) * n + j0;
-        for (int j = 0; j < j1 - j0; ++j) hs += static_cast<double>(row[j]) * row[j];
-      }
+      for (int i = 0; i < B; ++i) hs += sum_sq(ht + static_cast<std::size_t>(i) * n + j0, j1 - j0);
       h_sq[static_cast<std::size_t>(t) * nb + blk] = hs;
       if (cell == Cell::Lstm) c_sq[static_cast<std::size_t>(t) * nb + blk] = cs;
     }
