@@ -153,8 +153,9 @@ def test_grad_norm_per_step_is_the_total_derivative(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_step_contributions_match_per_step_finite_differences(cell):
-    rnn, W, U, b, xs, h0, c0 = small_problem(cell, seed=20 + CELLS.index(cell), T=4)
+@pytest.mark.parametrize("batch", [2, 12])  # Gram-matrix ("ghost") path, explicit path
+def test_step_contributions_match_per_step_finite_differences(cell, batch):
+    rnn, W, U, b, xs, h0, c0 = small_problem(cell, seed=20 + CELLS.index(cell), B=batch, T=4)
     r = rnn.backprop(xs, h0=h0, c0=c0, keep_grads=True)
     T = xs.shape[0]
     total = np.zeros_like(W)
