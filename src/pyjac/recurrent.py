@@ -458,6 +458,13 @@ class Recurrent:
         RecurrentBackpropResult
             Exploding runs are data: a NaN/Inf arising inside is reported in
             ``first_nonfinite_step`` and the pass finishes.
+
+        Notes
+        -----
+        The forward pass keeps every state (and the gates) for the backward pass:
+        memory grows as ``steps * batch * width * (1 + gates)``. The weight gradients of
+        all steps come from one large product each at the end. Results are bit-identical
+        for every ``n_threads``: work is split into blocks fixed by the shapes alone.
         """
         n_threads = check_threads(n_threads)
         xs_arr, steps, h0_arr, c0_arr, single = self._inputs(xs, steps, h0, c0)
