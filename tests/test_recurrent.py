@@ -114,8 +114,9 @@ def small_problem(cell, seed=0, n=4, m=3, B=2, T=5, dtype=np.float64):
 
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("loss", ["last", "all"])
-def test_weight_and_state_gradients_match_finite_differences(cell, loss):
-    rnn, W, U, b, xs, h0, c0 = small_problem(cell, seed=CELLS.index(cell))
+@pytest.mark.parametrize("batch", [2, 17])  # split by blocks of units / by examples
+def test_weight_and_state_gradients_match_finite_differences(cell, loss, batch):
+    rnn, W, U, b, xs, h0, c0 = small_problem(cell, seed=CELLS.index(cell), B=batch)
     r = rnn.backprop(xs, h0=h0, c0=c0, loss=loss, keep_grads=True)
 
     def f():
@@ -354,11 +355,16 @@ def test_init_layout_seed_and_forget_bias():
     assert np.std(he.W) == pytest.approx(np.sqrt(2.0 / 400), rel=0.02)
 
 
-@pytest.mark.parametrize("cell, width", [("tanh", 128), ("lstm", 128), ("gru", 100)])
-def test_results_identical_for_one_thread_and_all(cell, width):
+@pytest.mark.parametrize(
+    "cell, width, batch",
+    # batch >= 16 splits the work by examples, smaller batches by blocks of units
+    [("tanh", 128, 64), ("lstm", 128, 64), ("gru", 100, 64), ("tanh", 256, 8),
+     ("lstm", 100, 8), ("gru", 128, 12)],
+)
+def test_results_identical_for_one_thread_and_all(cell, width, batch):
     # Large enough that the time loops run in parallel; 100 units leave a partial block.
     rnn = pyjac.Recurrent(width, 16, cell=cell, spectral_radius=1.0, seed=2)
-    xs = np.random.default_rng(3).standard_normal((13, 64, 16)).astype(np.float32)
+    xs = np.random.default_rng(3).standard_normal((13, batch, 16)).astype(np.float32)
     a = rnn.backprop(xs, loss="all", keep_grads=True, clip=("value", 0.01), n_threads=1)
     b = rnn.backprop(xs, loss="all", keep_grads=True, clip=("value", 0.01), n_threads=-1)
     for field in ("grad_norm", "state_norm", "step_weight_grad_norm"):

@@ -169,94 +169,120 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   const Activation act = detail::cell_activation(cell);
   const bool all_steps = o.loss == RecurrentLoss::All || o.loss == RecurrentLoss::GradAll;
   const bool gru = cell == Cell::Gru;
-  // As in the forward pass: one parallel region, each thread owning fixed blocks of
-  // units. Phase A turns dL/dh_t of its units into pre-activation gradients (all
-  // gates of those units); after the one barrier per step, phase B forms dL/dh_{t-1}
-  // of its units from every unit's pre-activation gradients. OpenMP gives a thread
-  // the same blocks in both loops (same static schedule and count), so phase A of the
-  // next step reads only what this thread wrote and needs no barrier.
+  // Split as in the forward pass (recurrent_forward.cpp), by the batch size alone:
+  //  - by rows: each fixed group of examples goes back through all T steps on one
+  //    thread, with no synchronisation;
+  //  - by units: phase A turns dL/dh_t of a thread's units into pre-activation
+  //    gradients (all gates of those units); after the one barrier per step, phase B
+  //    forms dL/dh_{t-1} of its units from every unit's pre-activation gradients.
+  //    OpenMP gives a thread the same blocks in both loops (same static schedule and
+  //    count), so phase A of the next step reads only what this thread wrote.
   const int nb = wp.blocks(), ub = wp.unit_block();
-  std::vector<double> g_sq(static_cast<std::size_t>(steps + 1) * nb, 0.0);
+  const bool by_rows = B >= detail::kRowModeBatch;
+  const int groups = (B + detail::kRowGroup - 1) / detail::kRowGroup;
+  const int parts = by_rows ? groups : nb;
+  std::vector<double> g_sq(static_cast<std::size_t>(steps + 1) * parts, 0.0);
   std::vector<double> dc_sq(cell == Cell::Lstm ? g_sq.size() : 0, 0.0);
-  {
-    const T* gT = g.get();
-    for (int blk = 0; blk < nb; ++blk) {
-      const int j0 = blk * ub, j1 = std::min(n, j0 + ub);
-      double acc = 0.0;
-      for (int i = 0; i < B; ++i)
-        acc += detail::sum_sq(gT + static_cast<std::size_t>(i) * n + j0, j1 - j0);
-      g_sq[static_cast<std::size_t>(steps) * nb + blk] = acc;
+
+  // Part q covers rows [i0, i0 + rows) and unit blocks [b0, b1).
+  auto sum_part = [&](const T* v, int i0, int rows, int b0, int b1) {
+    const int j0 = b0 * ub, j1 = std::min(n, b1 * ub);
+    double acc = 0.0;
+    for (int i = i0; i < i0 + rows; ++i)
+      acc += detail::sum_sq(v + static_cast<std::size_t>(i) * n + j0, j1 - j0);
+    return acc;
+  };
+  // Phase A at step t: pre-activation gradients from g = dL/dh_t (and gc).
+  auto phase_a = [&](int t, T* g_t, T* g_p, int i0, int rows, int b0, int b1, int q) {
+    const int j0 = b0 * ub, j1 = std::min(n, b1 * ub);
+    const T* hp = tape.h_at(t - 1);
+    T* dz = dz_of(t);
+    double dcs = 0.0;
+    for (int i = i0; i < i0 + rows; ++i) {
+      const std::size_t r = static_cast<std::size_t>(i) * n;
+      switch (cell) {
+        case Cell::Lstm:
+          dcs += detail::lstm_vjp_row(tape.gate_of(t) + r * G, tape.c_at(t - 1) + r,
+                                      tape.tc_of(t) + r, g_t + r, gc.get() + r, dz + r * G, n,
+                                      j0, j1);
+          break;
+        case Cell::Gru:
+          // z * g, the path around W, goes straight to dL/dh_{t-1}.
+          detail::gru_vjp_row(dz + r * G, tape.hn_of(t) + r, hp + r, g_t + r, dz + r * G,
+                              tape.hn_of(t) + r, g_p + r, n, j0, j1);
+          break;
+        default:
+          detail::plain_vjp_row(act, g_t + r + j0, tape.h_at(t) + r + j0, dz + r + j0,
+                                j1 - j0);
+      }
     }
-  }
+    if (cell == Cell::Lstm) dc_sq[static_cast<std::size_t>(t) * parts + q] = dcs;
+  };
+  // Phase B at step t: dL/dh_{t-1} = (pre-activation gradients) W (+ the loss's own).
+  auto phase_b = [&](int t, T* g_p, int i0, int rows, int b0, int b1, int q) {
+    const std::size_t r0 = static_cast<std::size_t>(i0) * n;
+    const T* dz = dz_of(t) + r0 * G;
+    for (int blk = b0; blk < b1; ++blk) {
+      if (gru) {
+        wp.backward_block(rows, dz, Gn, 0, 2 * n, blk, T(1), g_p + r0, n);
+        wp.backward_block(rows, tape.hn_of(t) + r0, n, 2 * n, Gn, blk, T(1), g_p + r0, n);
+      } else {
+        wp.backward_block(rows, dz, Gn, 0, Gn, blk, T(0), g_p + r0, n);
+      }
+    }
+    const int j0 = b0 * ub, j1 = std::min(n, b1 * ub);
+    if (all_steps && t >= 2) {
+      const T* direct = o.loss == RecurrentLoss::All ? tape.h_at(t - 1)
+                                                      : grad_output + (t - 2) * slab;
+      for (int i = i0; i < i0 + rows; ++i)
+        for (int j = j0; j < j1; ++j) {
+          const std::size_t k = static_cast<std::size_t>(i) * n + j;
+          g_p[k] += direct[k];
+        }
+    }
+    g_sq[static_cast<std::size_t>(t - 1) * parts + q] = sum_part(g_p, i0, rows, b0, b1);
+  };
+
   T* const buf0 = g.get();
   T* const buf1 = g_prev.get();
   const bool par = nt > 1 && worth_parallel(static_cast<std::size_t>(B) * Gn * 16);
+  if (by_rows) {
+#pragma omp parallel for num_threads(nt) if (par) schedule(static)
+    for (int grp = 0; grp < groups; ++grp) {
+      const int i0 = grp * detail::kRowGroup, rows = std::min(detail::kRowGroup, B - i0);
+      g_sq[static_cast<std::size_t>(steps) * parts + grp] = sum_part(buf0, i0, rows, 0, nb);
+      T* g_t = buf0;
+      T* g_p = buf1;
+      for (int t = steps; t >= 1; --t) {
+        phase_a(t, g_t, g_p, i0, rows, 0, nb, grp);
+        phase_b(t, g_p, i0, rows, 0, nb, grp);
+        std::swap(g_t, g_p);
+      }
+    }
+  } else {
+    for (int blk = 0; blk < nb; ++blk)
+      g_sq[static_cast<std::size_t>(steps) * parts + blk] = sum_part(buf0, 0, B, blk, blk + 1);
 #pragma omp parallel num_threads(nt) if (par)
-  {
-    T* gt_ = buf0;  // dL/dh_t; every thread swaps its own copies in step
-    T* gp_ = buf1;  // dL/dh_{t-1}
-    for (int t = steps; t >= 1; --t) {
-      const T* hp = tape.h_at(t - 1);
-      T* dz = dz_of(t);
+    {
+      T* g_t = buf0;  // every thread swaps its own copies in step
+      T* g_p = buf1;
+      for (int t = steps; t >= 1; --t) {
 #pragma omp for schedule(static)
-      for (int blk = 0; blk < nb; ++blk) {
-        const int j0 = blk * ub, j1 = std::min(n, j0 + ub);
-        double dcs = 0.0;
-        for (int i = 0; i < B; ++i) {
-          const std::size_t r = static_cast<std::size_t>(i) * n;
-          switch (cell) {
-            case Cell::Lstm:
-              dcs += detail::lstm_vjp_row(tape.gate_of(t) + r * G, tape.c_at(t - 1) + r,
-                                          tape.tc_of(t) + r, gt_ + r, gc.get() + r, dz + r * G, n,
-                                          j0, j1);
-              break;
-            case Cell::Gru:
-              detail::gru_vjp_row(dz + r * G, tape.hn_of(t) + r, hp + r, gt_ + r, dz + r * G,
-                                  tape.hn_of(t) + r, gp_ + r, n, j0, j1);
-              break;
-            default:
-              detail::plain_vjp_row(act, gt_ + r + j0, tape.h_at(t) + r + j0, dz + r + j0,
-                                    j1 - j0);
-          }
-        }
-        if (cell == Cell::Lstm) dc_sq[static_cast<std::size_t>(t) * nb + blk] = dcs;
-      }
-      // (implicit barrier: every unit's pre-activation gradients are in place)
+        for (int blk = 0; blk < nb; ++blk) phase_a(t, g_t, g_p, 0, B, blk, blk + 1, blk);
+        // (implicit barrier: every unit's pre-activation gradients are in place)
 #pragma omp for schedule(static) nowait
-      for (int blk = 0; blk < nb; ++blk) {
-        const int j0 = blk * ub, j1 = std::min(n, j0 + ub);
-        if (gru) {
-          // gp_ holds z * g (the path around W) from phase A.
-          wp.backward_block(B, dz, Gn, 0, 2 * n, blk, T(1), gp_, n);
-          wp.backward_block(B, tape.hn_of(t), n, 2 * n, Gn, blk, T(1), gp_, n);
-        } else {
-          wp.backward_block(B, dz, Gn, 0, Gn, blk, T(0), gp_, n);
-        }
-        // The loss's direct dependence on h_{t-1}.
-        if (all_steps && t >= 2) {
-          const T* direct = o.loss == RecurrentLoss::All ? tape.h_at(t - 1)
-                                                          : grad_output + (t - 2) * slab;
-          for (int i = 0; i < B; ++i)
-            for (int j = j0; j < j1; ++j) {
-              const std::size_t k = static_cast<std::size_t>(i) * n + j;
-              gp_[k] += direct[k];
-            }
-        }
-        double acc = 0.0;
-        for (int i = 0; i < B; ++i)
-          acc += detail::sum_sq(gp_ + static_cast<std::size_t>(i) * n + j0, j1 - j0);
-        g_sq[static_cast<std::size_t>(t - 1) * nb + blk] = acc;
+        for (int blk = 0; blk < nb; ++blk) phase_b(t, g_p, 0, B, blk, blk + 1, blk);
+        std::swap(g_t, g_p);
       }
-      std::swap(gt_, gp_);
     }
   }
   if (steps % 2 == 1) std::swap(g, g_prev);  // where the last step left dL/dh_0
 
   for (int t = steps; t >= 0; --t) {
     double acc = 0.0, dcs = 0.0;
-    for (int blk = 0; blk < nb; ++blk) {
-      acc += g_sq[static_cast<std::size_t>(t) * nb + blk];
-      if (cell == Cell::Lstm) dcs += dc_sq[static_cast<std::size_t>(t) * nb + blk];
+    for (int q = 0; q < parts; ++q) {
+      acc += g_sq[static_cast<std::size_t>(t) * parts + q];
+      if (cell == Cell::Lstm) dcs += dc_sq[static_cast<std::size_t>(t) * parts + q];
     }
     s.grad_norm[t] = std::sqrt(acc);
     if (cell == Cell::Lstm && t >= 1) s.cell_grad_norm[t] = std::sqrt(dcs);

@@ -86,64 +86,88 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
     if (!n0.finite) tape.first_nonfinite_step = 0;
   }
 
-  // One parallel region for the whole loop; each thread owns fixed blocks of units
-  // across every gate, so a step needs a single barrier (h_t complete before step
-  // t+1 reads it). Sums of squares are kept per (step, block) and added up in block
-  // order afterwards: the same bits at every thread count.
+  // Work is split in one of two ways, chosen by the batch size alone so that the bits
+  // never depend on the thread count (partial sums of squares are kept per part and
+  // added in part order afterwards):
+  //  - by rows: fixed groups of examples, each run through all T steps by one thread.
+  //    Examples are independent, so the time loop needs no synchronisation at all.
+  //  - by units (small batches): one parallel region, each thread owning fixed blocks
+  //    of units across every gate; one barrier per step (h_t complete before step
+  //    t+1 reads it).
   const Activation act = cell_activation(cell);
   const int nb = wp.blocks(), ub = wp.unit_block();
-  std::vector<double> h_sq(static_cast<std::size_t>(steps + 1) * nb, 0.0);
+  const bool by_rows = B >= kRowModeBatch;
+  const int groups = (B + kRowGroup - 1) / kRowGroup;
+  const int parts = by_rows ? groups : nb;
+  std::vector<double> h_sq(static_cast<std::size_t>(steps + 1) * parts, 0.0);
   std::vector<double> c_sq(cell == Cell::Lstm ? h_sq.size() : 0, 0.0);
-  const bool par = nt > 1 && worth_parallel(static_cast<std::size_t>(B) * Gn * 16);
-#pragma omp parallel num_threads(nt) if (par)
-  for (int t = 1; t <= steps; ++t) {
-    const T* hp = tape.h_at(t - 1);
-    T* ht = tape.h_at(t);
-#pragma omp for schedule(static)
-    for (int blk = 0; blk < nb; ++blk) {
-      const int j0 = blk * ub, j1 = std::min(n, j0 + ub);
-      double hs = 0.0, cs = 0.0;
-      switch (cell) {
-        case Cell::Lstm: {
-          T* gt = tape.gate_of(t);
-          for (int g = 0; g < G; ++g) wp.forward_block(B, hp, n, g, blk, T(1), gt, Gn);
-          const T* cp = tape.c_at(t - 1);
-          T* ct = tape.c_at(t);
-          T* tct = tape.tc_of(t);
-          for (int i = 0; i < B; ++i) {
-            const std::size_t o = static_cast<std::size_t>(i) * n;
-            lstm_forward_row(gt + o * G, cp + o, ct + o, tct + o, ht + o, n, j0, j1);
-            cs += sum_sq(ct + o + j0, j1 - j0);
-          }
-          break;
+
+  // Step t for rows [i0, i0 + rows) and unit blocks [b0, b1): GEMMs with W, then the
+  // cell's elementwise part; stores the sums of squares of h_t (and c_t) in slot q.
+  auto step_part = [&](int t, int i0, int rows, int b0, int b1, int q) {
+    const int j0 = b0 * ub, j1 = std::min(n, b1 * ub);
+    const std::size_t r0 = static_cast<std::size_t>(i0) * n;
+    const T* hp = tape.h_at(t - 1) + r0;
+    T* ht = tape.h_at(t) + r0;
+    double hs = 0.0, cs = 0.0;
+    switch (cell) {
+      case Cell::Lstm: {
+        T* gt = tape.gate_of(t) + r0 * G;
+        for (int g = 0; g < G; ++g)
+          for (int blk = b0; blk < b1; ++blk) wp.forward_block(rows, hp, n, g, blk, T(1), gt, Gn);
+        const T* cp = tape.c_at(t - 1) + r0;
+        T* ct = tape.c_at(t) + r0;
+        T* tct = tape.tc_of(t) + r0;
+        for (int i = 0; i < rows; ++i) {
+          const std::size_t o = static_cast<std::size_t>(i) * n;
+          lstm_forward_row(gt + o * G, cp + o, ct + o, tct + o, ht + o, n, j0, j1);
+          cs += sum_sq(ct + o + j0, j1 - j0);
         }
-        case Cell::Gru: {
-          T* gt = tape.gate_of(t);
-          T* hnt = tape.hn_of(t);
-          for (int g = 0; g < G; ++g) wp.forward_block(B, hp, n, g, blk, T(0), hw.get(), Gn);
-          for (int i = 0; i < B; ++i) {
-            const std::size_t o = static_cast<std::size_t>(i) * n;
-            gru_forward_row(gt + o * G, hw.get() + o * G, hp + o, hnt + o, ht + o, n, j0, j1);
-          }
-          break;
-        }
-        default: {
-          wp.forward_block(B, hp, n, 0, blk, T(1), ht, n);
-          for (int i = 0; i < B; ++i)
-            plain_forward_row(act, ht + static_cast<std::size_t>(i) * n + j0, j1 - j0);
-        }
+        break;
       }
-      for (int i = 0; i < B; ++i) hs += sum_sq(ht + static_cast<std::size_t>(i) * n + j0, j1 - j0);
-      h_sq[static_cast<std::size_t>(t) * nb + blk] = hs;
-      if (cell == Cell::Lstm) c_sq[static_cast<std::size_t>(t) * nb + blk] = cs;
+      case Cell::Gru: {
+        T* gt = tape.gate_of(t) + r0 * G;
+        T* hnt = tape.hn_of(t) + r0;
+        T* hwt = hw.get() + r0 * G;
+        for (int g = 0; g < G; ++g)
+          for (int blk = b0; blk < b1; ++blk) wp.forward_block(rows, hp, n, g, blk, T(0), hwt, Gn);
+        for (int i = 0; i < rows; ++i) {
+          const std::size_t o = static_cast<std::size_t>(i) * n;
+          gru_forward_row(gt + o * G, hwt + o * G, hp + o, hnt + o, ht + o, n, j0, j1);
+        }
+        break;
+      }
+      default: {
+        for (int blk = b0; blk < b1; ++blk) wp.forward_block(rows, hp, n, 0, blk, T(1), ht, n);
+        for (int i = 0; i < rows; ++i)
+          plain_forward_row(act, ht + static_cast<std::size_t>(i) * n + j0, j1 - j0);
+      }
+    }
+    for (int i = 0; i < rows; ++i) hs += sum_sq(ht + static_cast<std::size_t>(i) * n + j0, j1 - j0);
+    h_sq[static_cast<std::size_t>(t) * parts + q] = hs;
+    if (cell == Cell::Lstm) c_sq[static_cast<std::size_t>(t) * parts + q] = cs;
+  };
+
+  const bool par = nt > 1 && worth_parallel(static_cast<std::size_t>(B) * Gn * 16);
+  if (by_rows) {
+#pragma omp parallel for num_threads(nt) if (par) schedule(static)
+    for (int grp = 0; grp < groups; ++grp) {
+      const int i0 = grp * kRowGroup, rows = std::min(kRowGroup, B - i0);
+      for (int t = 1; t <= steps; ++t) step_part(t, i0, rows, 0, nb, grp);
+    }
+  } else {
+#pragma omp parallel num_threads(nt) if (par)
+    for (int t = 1; t <= steps; ++t) {
+#pragma omp for schedule(static)
+      for (int blk = 0; blk < nb; ++blk) step_part(t, 0, B, blk, blk + 1, blk);
     }
   }
 
   for (int t = 1; t <= steps; ++t) {
     double hs = 0.0, cs = 0.0;
-    for (int blk = 0; blk < nb; ++blk) {
-      hs += h_sq[static_cast<std::size_t>(t) * nb + blk];
-      if (cell == Cell::Lstm) cs += c_sq[static_cast<std::size_t>(t) * nb + blk];
+    for (int q = 0; q < parts; ++q) {
+      hs += h_sq[static_cast<std::size_t>(t) * parts + q];
+      if (cell == Cell::Lstm) cs += c_sq[static_cast<std::size_t>(t) * parts + q];
     }
     bool finite = std::isfinite(hs);
     tape.state_norm[t] = std::sqrt(hs);

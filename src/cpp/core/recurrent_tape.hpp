@@ -60,6 +60,11 @@ inline double sum_sq(const T* p, int len) {
   return s;
 }
 
+// Batches of at least kRowModeBatch examples are split over threads in fixed groups of
+// kRowGroup examples (see recurrent_forward.cpp); smaller ones by blocks of units.
+inline constexpr int kRowModeBatch = 16;
+inline constexpr int kRowGroup = 8;
+
 // Row-major slabs indexed by step; `row` = batch * (entries per example).
 template <typename T>
 struct RecurrentTape {
