@@ -32,16 +32,21 @@ from ._results import BackpropResult
 from .chain import ACTIVATIONS, INITS, Chain
 from .experiments import Results, sweep
 from .jacobian import JacobianNorms
+from .recurrent import CELLS, Recurrent, RecurrentBackpropResult, RecurrentJacobianResult
 from .spectral import SpectralNormResult, spectral_norm, spectral_radius
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS",
+    "CELLS",
     "INITS",
     "BackpropResult",
     "Chain",
     "JacobianNorms",
+    "Recurrent",
+    "RecurrentBackpropResult",
+    "RecurrentJacobianResult",
     "Results",
     "SpectralNormResult",
     "__version__",

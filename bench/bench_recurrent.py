@@ -1,0 +1,218 @@
+"""Backprop through time: pyjac vs a numpy loop vs PyTorch (when installed), float32.
+
+Run: ``python bench/bench_recurrent.py [--repeats N] [--threads N] [--quick]``. Prints a table of
+median wall times, each implementation's GFLOP/s, and this machine's sgemm peak measured
+in the same run (numpy's OpenBLAS on a large square product), with % of peak.
+
+Every implementation computes the same thing: the forward pass over T steps, the loss
+0.5*||h_T||^2 and the full gradients with respect to W, U and b. pyjac also measures
+||dL/dh_t|| at every step and each step's share of ||dL/dW||, which the others do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+
+
+def _threads_from_argv() -> int | None:
+    # numpy's OpenBLAS reads its thread count when first imported: set it before that.
+    for i, arg in enumerate(sys.argv):
+        if arg == "--threads" and i + 1 < len(sys.argv):
+            return int(sys.argv[i + 1])
+        if arg.startswith("--threads="):
+            return int(arg.split("=", 1)[1])
+    return None
+
+
+_THREADS = _threads_from_argv()
+if _THREADS is not None:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(_THREADS)
+
+import numpy as np  # noqa: E402
+
+import pyjac  # noqa: E402
+
+CASES = [
+    # (cell, width, input_size, batch, steps)
+    ("tanh", 256, 256, 32, 1000),
+    ("lstm", 256, 256, 32, 200),
+]
+
+
+def interleaved_times(runs: dict, repeats: int) -> dict:
+    """Median wall time of each callable, timed in rounds that run each once."""
+    for fn in runs.values():
+        fn()  # warm-up
+    samples = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in samples.items()}
+
+
+def sgemm_peak(repeats: int) -> float:
+    """Best sgemm rate of numpy's OpenBLAS on a large square product: the ceiling."""
+    n = 1536
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(max(3, repeats)):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
+
+
+def bptt_flops(cell: str, n: int, m: int, batch: int, steps: int) -> float:
+    """Multiply-adds x 2 of the GEMMs every implementation must do."""
+    G = {"lstm": 4, "gru": 3}.get(cell, 1)
+    per_step = 2.0 * batch * G * n * (n + m)  # forward: W h and U x
+    per_step += 2.0 * batch * G * n * n  # backward: dL/dh_{t-1} = dz W
+    per_step += 2.0 * batch * G * n * (n + m)  # dL/dW and dL/dU
+    return per_step * steps
+
+
+# ---- numpy loop (the straightforward implementation) --------------------------------
+
+
+def _sigmoid(u):
+    return 0.5 * (1.0 + np.tanh(0.5 * u))
+
+
+def numpy_bptt(cell, W, U, b, xs):
+    T, B, _ = xs.shape
+    n = W.shape[1]
+    h = np.zeros((B, n), dtype=W.dtype)
+    hs, cache = [h], []
+    if cell == "lstm":
+        c = np.zeros_like(h)
+        cs = [c]
+    for t in range(T):
+        a = h @ W.T + xs[t] @ U.T + b
+        if cell == "lstm":
+            i, f = _sigmoid(a[:, :n]), _sigmoid(a[:, n:2 * n])
+            g, o = np.tanh(a[:, 2 * n:3 * n]), _sigmoid(a[:, 3 * n:])
+            c = f * c + i * g
+            tc = np.tanh(c)
+            h = o * tc
+            cache.append((i, f, g, o, tc))
+            cs.append(c)
+        else:
+            h = np.tanh(a)
+        hs.append(h)
+    dW, dU, db = np.zeros_like(W), np.zeros_like(U), np.zeros_like(b)
+    gh = hs[-1].copy()
+    gc = np.zeros_like(gh)
+    for t in range(T, 0, -1):
+        if cell == "lstm":
+            i, f, g, o, tc = cache[t - 1]
+            dc = gc + gh * o * (1 - tc * tc)
+            dz = np.concatenate(
+                [dc * g * i * (1 - i), dc * cs[t - 1] * f * (1 - f), dc * i * (1 - g * g),
+                 gh * tc * o * (1 - o)], axis=1)
+            gc = dc * f
+        else:
+            dz = gh * (1 - hs[t] * hs[t])
+        dW += dz.T @ hs[t - 1]
+        dU += dz.T @ xs[t - 1]
+        db += dz.sum(0)
+        gh = dz @ W
+    return dW, dU, db
+
+
+# ---- PyTorch ---------------------------------------------------------------------------
+
+
+def torch_setup(cell, W, U, b, xs, threads):
+    import torch
+
+    torch.set_num_threads(threads)
+    n, m = W.shape[1], U.shape[1]
+    mod = (torch.nn.LSTM if cell == "lstm" else torch.nn.RNN)(m, n)
+    with torch.no_grad():
+        mod.weight_hh_l0.copy_(torch.from_numpy(W))
+        mod.weight_ih_l0.copy_(torch.from_numpy(U))
+        mod.bias_ih_l0.copy_(torch.from_numpy(b))
+        mod.bias_hh_l0.zero_()
+    x = torch.from_numpy(xs)
+
+    def run():
+        mod.zero_grad(set_to_none=True)
+        out, _ = mod(x)
+        loss = 0.5 * (out[-1] ** 2).sum()
+        loss.backward()
+        return mod
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="shorter sequences (smoke test)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for every implementation (default: all cores)")
+    args = parser.parse_args()
+    threads = args.threads or pyjac._core.max_threads()
+    try:
+        import torch  # noqa: F401
+
+        have_torch = True
+    except ImportError:
+        have_torch = False
+
+    peak = sgemm_peak(args.repeats)
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"{threads} threads; sgemm peak (best of numpy/OpenBLAS 1536^3): {peak:.1f} GFLOP/s")
+    if have_torch:
+        import torch
+
+        print(f"torch {torch.__version__}, {threads} threads")
+    else:
+        print("torch not installed: PyTorch column skipped")
+    header = (f"{'case':<34} {'pyjac s':>9} {'GFLOP/s':>8} {'%peak':>6} {'numpy s':>9} "
+              f"{'numpy/pyjac':>11} {'torch s':>9} {'torch/pyjac':>11}")
+    print(header)
+    print("-" * len(header))
+    for cell, n, m, batch, steps in CASES:
+        if args.quick:
+            steps = max(10, steps // 20)
+        rnn = pyjac.Recurrent(n, m, cell=cell, spectral_radius=0.9, seed=0, dtype="float32")
+        xs = np.random.default_rng(0).standard_normal((steps, batch, m), dtype=np.float32)
+        # Same gradients: a check that the three compute the same thing.
+        ref = numpy_bptt(cell, rnn.W, rnn.U, rnn.b, xs)
+        r = rnn.backprop(xs, keep_grads=True, n_threads=threads)
+        err = np.abs(r.weight_grads["W"] - ref[0]).max() / np.abs(ref[0]).max()
+        runs = {
+            "pyjac": lambda rnn=rnn, xs=xs: rnn.backprop(xs, n_threads=threads),
+            "numpy": lambda rnn=rnn, xs=xs, cell=cell: numpy_bptt(cell, rnn.W, rnn.U, rnn.b, xs),
+        }
+        if have_torch:
+            runs["torch"] = torch_setup(cell, rnn.W, rnn.U, rnn.b, xs, threads)
+            tw = runs["torch"]().weight_hh_l0.grad.numpy()
+            err = max(err, np.abs(r.weight_grads["W"] - tw).max() / np.abs(tw).max())
+        # Interleaved: on a shared machine the load drifts, and each round exposes every
+        # implementation to about the same conditions.
+        times = interleaved_times(runs, args.repeats)
+        t_pyjac, t_numpy = times["pyjac"], times["numpy"]
+        t_torch = times.get("torch", float("nan"))
+        flops = bptt_flops(cell, n, m, batch, steps)
+        gflops = flops / t_pyjac / 1e9
+        name = f"{cell} n={n} m={m} B={batch} T={steps}"
+        print(f"{name:<34} {t_pyjac:9.4f} {gflops:8.1f} {100 * gflops / peak:5.1f}% "
+              f"{t_numpy:9.4f} {t_numpy / t_pyjac:10.2f}x {t_torch:9.4f} "
+              f"{t_torch / t_pyjac:10.2f}x   (max rel dW diff {err:.1e})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,267 @@
+// Elementwise parts of the recurrent cells: the forward step after its GEMM, the
+// vector-Jacobian product (backprop through one step) and the Jacobian-vector
+// product (tangent propagation for Lyapunov exponents). The GEMMs with W live in
+// the drivers; these kernels see rows only.
+//
+// Every kernel works on one row. Gated kernels handle the units [j0, j1) of it (n is
+// the gate stride), so that a thread can own a block of units across all gates. The
+// caller chooses where the saved values (gates, states) come from: the row's own
+// example in backprop through time, or the single trajectory's row 0 for every probe
+// vector in the Jacobian computations.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "pyjac/activation.hpp"
+#include "pyjac/recurrent.hpp"
+#include "reduce.hpp"
+
+// Every loop over a row's units is independent across units (the in-place kernels
+// read each index before writing it), so it is safe to vectorise; the pragma says so
+// where offsets into one array (gates at j, n+j, ...) defeat the compiler's analysis.
+#define PYJAC_SIMD _Pragma("omp simd")
+
+namespace pyjac::detail {
+
+inline Activation cell_activation(Cell c) {
+  switch (c) {
+    case Cell::Linear:
+      return Activation::Linear;
+    case Cell::Relu:
+      return Activation::Relu;
+    case Cell::Sigmoid:
+      return Activation::Sigmoid;
+    default:
+      return Activation::Tanh;
+  }
+}
+
+inline bool is_plain(Cell c) { return c != Cell::Lstm && c != Cell::Gru; }
+
+// Logistic sigmoid and tanh for the cells. float32 is the dtype users time, so its
+// versions are built on a branch-free exp that the compiler vectorises (libm's
+// expf/tanhf calls are not), accurate to a few ulp; float64 keeps libm's.
+
+// exp(u) for u <= 0 (every caller passes -|u|): Cephes' polynomial on
+// |r| <= ln2/2 and 2^n put in through the exponent bits.
+inline float exp_nonpositive(float u) {
+  u = u < -87.0f ? -87.0f : u;  // keeps 2^n a normal number; exp(-87) ~ 1.6e-38
+  const float shifter = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float n = (u * 1.44269504088896341f + shifter) - shifter;
+  const float r = (u - n * 0.693359375f) + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const std::int32_t bits = (static_cast<std::int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+inline double exp_nonpositive(double u) { return std::exp(u); }
+
+template <typename T>
+inline T sigmoid(T u) {
+  const T e = exp_nonpositive(-std::abs(u));
+  const T s = T(1) / (T(1) + e);
+  return u >= T(0) ? s : e * s;
+}
+
+inline float tanh_fast(float u) {
+  // (1 - e)/(1 + e) with e = exp(-2|u|) cancels for small |u|: the odd Taylor
+  // series takes over below 1/4, where its first omitted term is < 1e-8.
+  const float a = std::abs(u);
+  const float a2 = u * u;
+  const float series =
+      u * (1.0f + a2 * (-1.0f / 3 + a2 * (2.0f / 15 + a2 * (-17.0f / 315 +
+                                                             a2 * (62.0f / 2835 +
+                                                                   a2 * (-1382.0f / 155925))))));
+  const float e = exp_nonpositive(-2.0f * a);
+  const float t = (1.0f - e) / (1.0f + e);
+  const float big = u >= 0.0f ? t : -t;
+  return a < 0.25f ? series : big;
+}
+inline double tanh_fast(double u) { return std::tanh(u); }
+
+// Frobenius norm of a contiguous block, accumulated in double. The simd reduction
+// fixes the order of the partial sums by the code alone, so it is the same at every
+// thread count; an overflowing sum goes to frobenius_norm's scaled path.
+template <typename T>
+inline NormResult slab_norm(const T* a, std::size_t count) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (std::size_t i = 0; i < count; ++i) {
+    const double v = static_cast<double>(a[i]);
+    s += v * v;
+  }
+  if (std::isfinite(s)) return {std::sqrt(s), true};
+  return frobenius_norm(a, 1, count, 1);
+}
+
+// ---- plain cells -------------------------------------------------------------------
+
+// h = phi(z) in place over n entries of one row.
+template <typename T>
+inline void plain_forward_row(Activation act, T* h, int n) {
+  switch (act) {
+    case Activation::Tanh:
+      PYJAC_SIMD for (int j = 0; j < n; ++j) h[j] = tanh_fast(h[j]);
+      break;
+    case Activation::Sigmoid:
+      PYJAC_SIMD for (int j = 0; j < n; ++j) h[j] = sigmoid(h[j]);
+      break;
+    case Activation::Relu:
+      PYJAC_SIMD for (int j = 0; j < n; ++j) h[j] = h[j] > T(0) ? h[j] : T(0);
+      break;
+    default:
+      break;
+  }
+}
+
+// dz = g * phi'(z), phi' read off h = phi(z).
+template <typename T>
+inline void plain_vjp_row(Activation act, const T* g, const T* h, T* dz, int n) {
+  // One loop per activation: a switch inside the loop would stop vectorisation.
+  switch (act) {
+    case Activation::Tanh:
+      PYJAC_SIMD for (int j = 0; j < n; ++j) dz[j] = g[j] * (T(1) - h[j] * h[j]);
+      break;
+    case Activation::Sigmoid:
+      PYJAC_SIMD for (int j = 0; j < n; ++j) dz[j] = g[j] * h[j] * (T(1) - h[j]);
+      break;
+    case Activation::Relu:
+      PYJAC_SIMD for (int j = 0; j < n; ++j) dz[j] = h[j] > T(0) ? g[j] : T(0);
+      break;
+    default:
+      PYJAC_SIMD for (int j = 0; j < n; ++j) dz[j] = g[j];
+  }
+}
+
+// ---- LSTM ----------------------------------------------------------------------------
+// gates row: [i f g o], 4n entries.
+
+// Pre-activations in `gates` become activations; writes c and h (and tanh(c)).
+template <typename T>
+inline void lstm_forward_row(T* gates, const T* c_prev, T* c, T* tc, T* h, int n, int j0, int j1) {
+  T* gi = gates;
+  T* gf = gates + n;
+  T* gg = gates + 2 * n;
+  T* go = gates + 3 * n;
+  PYJAC_SIMD
+  for (int j = j0; j < j1; ++j) {
+    const T i = sigmoid(gi[j]), f = sigmoid(gf[j]), g = tanh_fast(gg[j]), o = sigmoid(go[j]);
+    gi[j] = i;
+    gf[j] = f;
+    gg[j] = g;
+    go[j] = o;
+    const T cn = f * c_prev[j] + i * g;
+    const T t = tanh_fast(cn);
+    c[j] = cn;
+    tc[j] = t;
+    h[j] = o * t;
+  }
+}
+
+// Backprop through one LSTM step for one row.
+//   gh: dL/dh_t (total); gc: dL/dc_t through c_{t+1} only (in), then dL/dc_{t-1} (out).
+//   dz: the 4n pre-activation gradients; may alias `gates` (each entry is read first).
+// Returns ||dL/dc_t||^2 for this row, dL/dc_t being the total derivative.
+template <typename T>
+inline double lstm_vjp_row(const T* gates, const T* c_prev, const T* tc, const T* gh, T* gc,
+                           T* dz, int n, int j0, int j1) {
+  double dc_sq = 0.0;
+  _Pragma("omp simd reduction(+ : dc_sq)")
+  for (int j = j0; j < j1; ++j) {
+    const T i = gates[j], f = gates[n + j], g = gates[2 * n + j], o = gates[3 * n + j];
+    const T t = tc[j];
+    const T dc = gc[j] + gh[j] * o * (T(1) - t * t);
+    dc_sq += static_cast<double>(dc) * dc;
+    const T cp = c_prev[j];
+    dz[j] = dc * g * i * (T(1) - i);
+    dz[n + j] = dc * cp * f * (T(1) - f);
+    dz[2 * n + j] = dc * i * (T(1) - g * g);
+    dz[3 * n + j] = gh[j] * t * o * (T(1) - o);
+    gc[j] = dc * f;
+  }
+  return dc_sq;
+}
+
+// Tangent of one LSTM step: given A = W v_h (4n entries, [A_i A_f A_g A_o]) and v_c,
+// writes the new tangent (out_h, out_c).
+template <typename T>
+inline void lstm_jvp_row(const T* gates, const T* c_prev, const T* tc, const T* a, const T* vc,
+                         T* out_h, T* out_c, int n, int j0, int j1) {
+  PYJAC_SIMD
+  for (int j = j0; j < j1; ++j) {
+    const T i = gates[j], f = gates[n + j], g = gates[2 * n + j], o = gates[3 * n + j];
+    const T t = tc[j];
+    const T dcq = c_prev[j] * f * (T(1) - f) * a[n + j] + g * i * (T(1) - i) * a[j] +
+                  i * (T(1) - g * g) * a[2 * n + j] + f * vc[j];
+    out_c[j] = dcq;
+    out_h[j] = t * o * (T(1) - o) * a[3 * n + j] + o * (T(1) - t * t) * dcq;
+  }
+}
+
+// ---- GRU -----------------------------------------------------------------------------
+// gates row: [r z n], 3n entries; hn = W_n h_{t-1} (kept for backprop).
+
+// `gates` holds U x + b on entry and the activations [r z n] on exit; hw = W h_{t-1}.
+template <typename T>
+inline void gru_forward_row(T* gates, const T* hw, const T* h_prev, T* hn, T* h, int n, int j0,
+                            int j1) {
+  PYJAC_SIMD
+  for (int j = j0; j < j1; ++j) {
+    const T r = sigmoid(gates[j] + hw[j]);
+    const T z = sigmoid(gates[n + j] + hw[n + j]);
+    const T hnj = hw[2 * n + j];
+    const T nn = tanh_fast(gates[2 * n + j] + r * hnj);
+    gates[j] = r;
+    gates[n + j] = z;
+    gates[2 * n + j] = nn;
+    hn[j] = hnj;
+    h[j] = (T(1) - z) * nn + z * h_prev[j];
+  }
+}
+
+// Backprop through one GRU step for one row.
+//   dxu: gradients of the input-side pre-activations [r z n] (3n; may alias gates);
+//   dhn: gradient of W_n h_{t-1} (may alias hn); gdirect: the part z * g of dL/dh_{t-1}
+//   that bypasses W. The W-side pre-activation gradients are [dxu_r dxu_z dhn].
+template <typename T>
+inline void gru_vjp_row(const T* gates, const T* hn, const T* h_prev, const T* g, T* dxu, T* dhn,
+                        T* gdirect, int n, int j0, int j1) {
+  PYJAC_SIMD
+  for (int j = j0; j < j1; ++j) {
+    const T r = gates[j], z = gates[n + j], nn = gates[2 * n + j];
+    const T hnj = hn[j];
+    const T gj = g[j];
+    const T dan = gj * (T(1) - z) * (T(1) - nn * nn);
+    const T dar = dan * hnj * r * (T(1) - r);
+    const T daz = gj * (h_prev[j] - nn) * z * (T(1) - z);
+    gdirect[j] = gj * z;
+    dxu[j] = dar;
+    dxu[n + j] = daz;
+    dxu[2 * n + j] = dan;
+    dhn[j] = dan * r;
+  }
+}
+
+// Tangent of one GRU step: a = W v (3n entries), v the incoming tangent.
+template <typename T>
+inline void gru_jvp_row(const T* gates, const T* hn, const T* h_prev, const T* a, const T* v,
+                        T* out, int n, int j0, int j1) {
+  PYJAC_SIMD
+  for (int j = j0; j < j1; ++j) {
+    const T r = gates[j], z = gates[n + j], nn = gates[2 * n + j];
+    out[j] = z * v[j] + (h_prev[j] - nn) * z * (T(1) - z) * a[n + j] +
+             (T(1) - z) * (T(1) - nn * nn) * (hn[j] * r * (T(1) - r) * a[j] + r * a[2 * n + j]);
+  }
+}
+
+}  // namespace pyjac::detail
