@@ -12,13 +12,6 @@ The numerics run in a C++ core (OpenMP + OpenBLAS from scipy-openblas32).
 
 from __future__ import annotations
 
-import os as _os
-
-# Idle OpenMP threads that spin steal the cores OpenBLAS's own threads need between the
-# two libraries' turns (measured: 7x slower on a busy 2-core machine). libgomp reads this
-# when the extension loads it; a value the user set wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 # Loads libscipy_openblas into the process before the extension needs its symbols
 # (the extension's RPATH finds it too; this also covers unusual install layouts).
 import scipy_openblas32 as _scipy_openblas32  # noqa: F401
