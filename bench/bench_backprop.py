@@ -19,20 +19,9 @@ import subprocess
 import sys
 from functools import partial
 
+from _threads import pin_threads_from_argv
 
-def _pin_threads_before_numpy() -> None:
-    """numpy's OpenBLAS reads its thread count once, at import: give every library the
-    same budget as pyjac when --threads is given."""
-    args = sys.argv[1:]
-    for i, a in enumerate(args):
-        value = a.split("=", 1)[1] if a.startswith("--threads=") else (
-            args[i + 1] if a == "--threads" and i + 1 < len(args) else None)
-        if value is not None:
-            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ[var] = value
-
-
-_pin_threads_before_numpy()
+pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
 from _timing import interleaved_medians, sgemm_peak_gflops  # noqa: E402

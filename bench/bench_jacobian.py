@@ -18,24 +18,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import sys
 import time
 
+from _threads import pin_threads_from_argv  # noqa: E402
 
-def _pin_threads_before_numpy() -> int | None:
-    """numpy's OpenBLAS reads its thread count once, when numpy is imported."""
-    args = sys.argv[1:]
-    for i, a in enumerate(args):
-        value = a.split("=", 1)[1] if a.startswith("--threads=") else (
-            args[i + 1] if a == "--threads" and i + 1 < len(args) else None)
-        if value is not None:
-            for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-                os.environ[var] = value
-            return int(value)
-    return None
-
-
-_PINNED = _pin_threads_before_numpy()
+_PINNED = pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
 from _timing import median_time, sgemm_peak_gflops  # noqa: E402

@@ -14,27 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import sys
-import time
 
+from _threads import pin_threads_from_argv  # noqa: E402
 
-def _threads_from_argv() -> int | None:
-    # numpy's OpenBLAS reads its thread count when first imported: set it before that.
-    for i, arg in enumerate(sys.argv):
-        if arg == "--threads" and i + 1 < len(sys.argv):
-            return int(sys.argv[i + 1])
-        if arg.startswith("--threads="):
-            return int(arg.split("=", 1)[1])
-    return None
-
-
-_THREADS = _threads_from_argv()
-if _THREADS is not None:
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(_THREADS)
+_THREADS = pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
+from _timing import interleaved_medians, sgemm_peak_gflops  # noqa: E402
 
 import pyjac  # noqa: E402
 
@@ -45,32 +31,6 @@ CASES = [
 ]
 
 
-def interleaved_times(runs: dict, repeats: int) -> dict:
-    """Median wall time of each callable, timed in rounds that run each once."""
-    for fn in runs.values():
-        fn()  # warm-up
-    samples = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            t0 = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in samples.items()}
-
-
-def sgemm_peak(repeats: int) -> float:
-    """Best sgemm rate of numpy's OpenBLAS on a large square product: the ceiling."""
-    n = 1536
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((n, n), dtype=np.float32)
-    b = rng.standard_normal((n, n), dtype=np.float32)
-    a @ b
-    best = float("inf")
-    for _ in range(max(3, repeats)):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * n**3 / best / 1e9
 
 
 def bptt_flops(cell: str, n: int, m: int, batch: int, steps: int) -> float:
@@ -171,9 +131,10 @@ def main() -> None:
     except ImportError:
         have_torch = False
 
-    peak = sgemm_peak(args.repeats)
+    peak = sgemm_peak_gflops(-1 if _THREADS is None else _THREADS)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{threads} threads; sgemm peak (best of numpy/OpenBLAS 1536^3): {peak:.1f} GFLOP/s")
+          f"{threads} threads; SGEMM peak (OpenBLAS via pyjac, 2048^3, this run): "
+          f"{peak:.1f} GFLOP/s")
     if have_torch:
         import torch
 
@@ -203,7 +164,7 @@ def main() -> None:
             err = max(err, np.abs(r.weight_grads["W"] - tw).max() / np.abs(tw).max())
         # Interleaved: on a shared machine the load drifts, and each round exposes every
         # implementation to about the same conditions.
-        times = interleaved_times(runs, args.repeats)
+        times = interleaved_medians(runs, args.repeats)
         t_pyjac, t_numpy = times["pyjac"], times["numpy"]
         t_torch = times.get("torch", float("nan"))
         flops = bptt_flops(cell, n, m, batch, steps)

@@ -15,8 +15,20 @@ def _fmt(values: np.ndarray) -> str:
     return f"{head} ... {tail}"
 
 
+class LogGradNormMixin:
+    """``log_grad_norm`` for results that carry a ``grad_norm`` array."""
+
+    grad_norm: np.ndarray
+
+    @property
+    def log_grad_norm(self) -> np.ndarray:
+        """Natural log of ``grad_norm`` (``-inf`` where the gradient is exactly zero)."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.grad_norm)
+
+
 @dataclass(frozen=True)
-class BackpropResult:
+class BackpropResult(LogGradNormMixin):
     """What one forward and backward pass through a :class:`Chain` measured.
 
     Per-layer arrays follow the depth convention: index ``l`` of a ``(depth+1,)``
@@ -71,12 +83,6 @@ class BackpropResult:
     @property
     def depth(self) -> int:
         return int(self.weight_grad_norm.shape[0])
-
-    @property
-    def log_grad_norm(self) -> np.ndarray:
-        """Natural log of ``grad_norm`` (``-inf`` where the gradient is exactly zero)."""
-        with np.errstate(divide="ignore"):
-            return np.log(self.grad_norm)
 
     def __repr__(self) -> str:
         loss = "None" if self.loss is None else f"{self.loss:.6g}"

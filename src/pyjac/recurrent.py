@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._results import _fmt
+from ._results import LogGradNormMixin, _fmt
 from ._validation import (
     as_float_array,
     check_allocation,
@@ -65,7 +65,7 @@ def _parse_clip(clip: Any) -> tuple[str, float]:
 
 
 @dataclass(frozen=True)
-class RecurrentBackpropResult:
+class RecurrentBackpropResult(LogGradNormMixin):
     """What one pass of backprop through time measured.
 
     Arrays indexed by time follow one convention: index ``t`` of a ``(steps+1,)`` array
@@ -130,12 +130,6 @@ class RecurrentBackpropResult:
     @property
     def steps(self) -> int:
         return int(self.step_weight_grad_norm.shape[0])
-
-    @property
-    def log_grad_norm(self) -> np.ndarray:
-        """Natural log of ``grad_norm`` (``-inf`` where the gradient is exactly zero)."""
-        with np.errstate(divide="ignore"):
-            return np.log(self.grad_norm)
 
     def __repr__(self) -> str:
         loss = "None" if self.loss is None else f"{self.loss:.6g}"
