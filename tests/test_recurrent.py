@@ -8,7 +8,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import pyjac
-from pyjac.recurrent import _spectral_radius
 
 CELLS = ["linear", "tanh", "relu", "sigmoid", "lstm", "gru"]
 GATES = {"lstm": 4, "gru": 3}
@@ -327,14 +326,6 @@ def test_spectral_radius_is_exact_for_every_gate_block(cell):
     for k in range(rnn.gates):
         block = rnn.W[k * n:(k + 1) * n]
         assert np.max(np.abs(np.linalg.eigvals(block))) == pytest.approx(0.7, rel=1e-10)
-
-
-def test_private_spectral_radius_helper_matches_numpy():
-    a = np.random.default_rng(0).standard_normal((30, 30))
-    assert _spectral_radius(a) == pytest.approx(np.max(np.abs(np.linalg.eigvals(a))), rel=1e-12)
-    with pytest.raises(ValueError, match="matrix"):
-        _spectral_radius(np.ones((2, 3)))
-    assert not hasattr(pyjac, "spectral_radius") or pyjac.spectral_radius is not _spectral_radius
 
 
 def test_init_layout_seed_and_forget_bias():

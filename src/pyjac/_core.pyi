@@ -57,3 +57,27 @@ def chain_spectral_norm(
     iters: int, tol: float, seed: int, n_threads: int,
 ) -> dict[str, Any]: ...
 def spectral_radius(matrix: np.ndarray) -> float: ...
+
+# ---- register_recurrent.cpp --------------------------------------------------------
+def recurrent_init(
+    cell: str, width: int, input_size: int, init: str, gain: float, forget_bias: float,
+    spectral_radius: float, seed: int, dtype: str,
+) -> list[Any]: ...
+def recurrent_backprop(
+    cell: str, W: np.ndarray, U: np.ndarray | None, b: np.ndarray, xs: np.ndarray | None,
+    steps: int, h0: np.ndarray | None, c0: np.ndarray | None, loss: str,
+    grad_output: np.ndarray | None, clip_kind: str, clip_threshold: float, keep_grads: bool,
+    n_threads: int,
+) -> dict[str, Any]: ...
+def recurrent_jacobian_norms(
+    cell: str, W: np.ndarray, U: np.ndarray | None, b: np.ndarray, xs: np.ndarray | None,
+    steps: int, h0: np.ndarray | None, c0: np.ndarray | None, n_threads: int,
+) -> dict[str, Any]: ...
+def recurrent_lyapunov(
+    cell: str, W: np.ndarray, U: np.ndarray | None, b: np.ndarray, xs: np.ndarray | None,
+    steps: int, h0: np.ndarray | None, c0: np.ndarray | None, k: int, seed: int,
+    n_threads: int,
+) -> dict[str, Any]: ...
+def recurrent_workspace_bytes(
+    cell: str, width: int, input_size: int, steps: int, batch: int, dtype_size: int
+) -> int: ...

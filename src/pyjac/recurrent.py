@@ -36,19 +36,12 @@ from ._validation import (
     check_real,
     check_threads,
 )
+from .spectral import spectral_radius
 
 CELLS = ("linear", "tanh", "relu", "sigmoid", "lstm", "gru")
 RECURRENT_INITS = ("orthogonal", "gaussian", "identity", "xavier", "xavier_uniform", "he")
 _GATES = {"lstm": 4, "gru": 3}
 _GATE_NAMES = {"lstm": ("i", "f", "g", "o"), "gru": ("r", "z", "n")}
-
-
-def _spectral_radius(matrix: Any) -> float:
-    """Largest ``|eigenvalue|`` of a square matrix (LAPACK ``dgeev``), as a float."""
-    arr = as_float_array(matrix, "matrix", np.dtype(np.float64))
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1] or arr.shape[0] == 0:
-        raise ValueError(f"matrix: expected a non-empty square 2-D array, got shape {arr.shape}")
-    return float(_core.recurrent_spectral_radius(arr))
 
 
 def _parse_clip(clip: Any) -> tuple[str, float]:
@@ -329,7 +322,7 @@ class Recurrent:
         """
         n = self.width
         names = _GATE_NAMES.get(self.cell, ("W",))
-        return {name: _spectral_radius(self.W[k * n:(k + 1) * n]) for k, name in enumerate(names)}
+        return {name: spectral_radius(self.W[k * n:(k + 1) * n]) for k, name in enumerate(names)}
 
     def __repr__(self) -> str:
         extras = f", input_size={self.input_size}" if self.input_size else ""

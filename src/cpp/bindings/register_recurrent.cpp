@@ -299,15 +299,6 @@ py::dict lyapunov_typed(const std::string& cell, const py::object& W_in, const p
   return d;
 }
 
-double spectral_radius_py(const py::object& matrix) {
-  CArray<double> a = CArray<double>::ensure(matrix);
-  if (!a || a.ndim() != 2 || a.shape(0) != a.shape(1) || a.shape(0) < 1)
-    throw std::invalid_argument("matrix: expected a non-empty square 2-D array");
-  const double* p = a.data();
-  const int n = static_cast<int>(a.shape(0));
-  py::gil_scoped_release release;
-  return spectral_radius_of<double>(p, n);
-}
 
 }  // namespace
 
@@ -344,8 +335,6 @@ void register_recurrent(py::module_& m) {
         py::arg("cell"), py::arg("W"), py::arg("U"), py::arg("b"), py::arg("xs"),
         py::arg("steps"), py::arg("h0"), py::arg("c0"), py::arg("k"), py::arg("seed"),
         py::arg("n_threads"), "Lyapunov exponents of the recurrence (QR method).");
-  m.def("recurrent_spectral_radius", &spectral_radius_py, py::arg("matrix"),
-        "Largest |eigenvalue| of a square matrix (LAPACK dgeev).");
   m.def("recurrent_workspace_bytes", [](const std::string& cell, int width, int input_size,
                                         int steps, int batch, int dtype_size) {
     return recurrent_workspace_bytes(parse_cell(cell), width, input_size, steps, batch, dtype_size);

@@ -12,6 +12,7 @@
 #include "pyjac/blas.hpp"
 #include "pyjac/init.hpp"
 #include "pyjac/recurrent.hpp"
+#include "pyjac/spectral.hpp"
 #include "pyjac/rng.hpp"
 #include "pyjac/threads.hpp"
 
@@ -97,20 +98,6 @@ void RecurrentView<T>::validate() const {
   if (input_size > 0 && !U) throw std::invalid_argument("U: missing");
 }
 
-template <typename T>
-double spectral_radius_of(const T* a, int n) {
-  if (n < 1) throw std::invalid_argument("matrix: must be a non-empty square matrix");
-  const std::size_t nn = static_cast<std::size_t>(n) * n;
-  std::vector<double> copy(a, a + nn);
-  for (double v : copy)
-    if (!std::isfinite(v)) throw std::invalid_argument("matrix: contains NaN or Inf");
-  std::vector<double> wr(n), wi(n);
-  if (blas::eigenvalues(n, copy.data(), n, wr.data(), wi.data()) != 0)
-    throw std::runtime_error("spectral radius: LAPACK dgeev did not converge");
-  double r = 0.0;
-  for (int i = 0; i < n; ++i) r = std::max(r, std::hypot(wr[i], wi[i]));
-  return r;
-}
 
 template <typename T>
 void init_recurrent(Cell cell, int width, int input_size, const RecurrentInitOptions& o, T* W,
@@ -130,7 +117,7 @@ void init_recurrent(Cell cell, int width, int input_size, const RecurrentInitOpt
       std::vector<double> w;
       draw_block(n, o, rng, w);
       if (o.spectral_radius >= 0) {
-        const double rho = spectral_radius_of(w.data(), n);
+        const double rho = spectral_radius(w.data(), n);
         if (!(rho > 0))
           throw std::invalid_argument(
               "spectral_radius: W has spectral radius 0 and cannot be rescaled");
@@ -159,8 +146,6 @@ void init_recurrent(Cell cell, int width, int input_size, const RecurrentInitOpt
 
 template struct RecurrentView<float>;
 template struct RecurrentView<double>;
-template double spectral_radius_of<float>(const float*, int);
-template double spectral_radius_of<double>(const double*, int);
 template void init_recurrent<float>(Cell, int, int, const RecurrentInitOptions&, float*, float*,
                                     float*);
 template void init_recurrent<double>(Cell, int, int, const RecurrentInitOptions&, double*,

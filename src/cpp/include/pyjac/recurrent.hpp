@@ -153,8 +153,4 @@ template <typename T>
 void init_recurrent(Cell cell, int width, int input_size, const RecurrentInitOptions& options,
                     T* W, T* U, T* b);
 
-// Largest |eigenvalue| of a square (n x n) row-major matrix, by LAPACK's dgeev.
-template <typename T>
-double spectral_radius_of(const T* a, int n);
-
 }  // namespace pyjac
