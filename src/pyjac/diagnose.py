@@ -435,14 +435,18 @@ def _from_mapping(data: Mapping[str, Any], activation: Any) -> Chain:
 
 
 def _load_npz(path: Any, activation: Any) -> Chain:
+    name = os.fspath(path)
     try:
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            return _from_mapping(data, activation)
+        data = np.load(name, allow_pickle=False)
     except FileNotFoundError:
-        raise ValueError(f"model_or_weights: no such file {os.fspath(path)!r}") from None
-    except (OSError, EOFError) as exc:  # not a zip / not an npz
-        raise ValueError(f"model_or_weights: cannot read {os.fspath(path)!r} as .npz "
-                         f"({exc})") from None
+        raise ValueError(f"model_or_weights: no such file {name!r}") from None
+    except (OSError, EOFError, ValueError) as exc:  # not a zip, or pickled data
+        raise ValueError(f"model_or_weights: cannot read {name!r} as .npz ({exc})") from None
+    if not hasattr(data, "files"):
+        raise ValueError(f"model_or_weights: {name!r} is a single array (.npy), not an .npz "
+                         "of W0, b0, W1, b1, ...")
+    with data:
+        return _from_mapping(data, activation)
 
 
 def _is_torch_module(obj: Any) -> bool:
