@@ -325,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyjac",
         description="Exact measurements of vanishing and exploding gradients: reproduce "
-                    "the depth-vs-gradient figures, run sweeps, draw them.",
+                    "the depth-vs-gradient figures, run sweeps, draw them, diagnose a "
+                    "saved network.",
         epilog="Start with: pyjac reproduce --out figures/",
     )
     parser.add_argument("--version", action="version", version=f"pyjac {__version__}")

@@ -220,7 +220,7 @@ class DiagnosisReport:
         """One line: the overall verdict and the geometric rate."""
         counts = {v: self.verdicts.count(v) for v in VERDICTS}
         parts = [f"{counts[v]} {v}" for v in VERDICTS if counts[v]]
-        text = f"{self.depth} layers: " + ", ".join(parts)
+        text = f"{self.depth} layer{'s' if self.depth != 1 else ''}: " + ", ".join(parts)
         if self.first_nonfinite_layer is not None:
             text += (f"; first NaN/Inf at layer {self.first_nonfinite_layer} "
                      f"({self.first_nonfinite_stage} pass)")
