@@ -747,8 +747,8 @@ def diagnose(
     >>> import numpy as np, pyjac
     >>> net = pyjac.Chain(20, 64, activation="sigmoid", init="xavier")
     >>> rep = pyjac.diagnose(net, np.random.default_rng(0).standard_normal((8, 64)))
-    >>> rep.verdicts[0], rep.fixes[0].name
-    ('vanishing', 'relu_activation')
+    >>> rep.verdicts[0], "relu_activation" in [f.name for f in rep.fixes]
+    ('vanishing', True)
     """
     net = as_chain(model_or_weights, activation)
     th = _thresholds(thresholds)
