@@ -64,6 +64,9 @@ def test_relu_he_is_healthy_everywhere():
     assert rep.healthy
     assert rep.fixes == []
     assert "20 healthy" in rep.summary
+    assert str(rep).count("\n") > 20
+    broken = pyjac.Chain(20, 64, activation="sigmoid", init="xavier", seed=0)
+    assert pyjac.diagnose(broken, _x(64), suggest=False).fixes == []
 
 
 @pytest.mark.parametrize("activation,init", [("linear", "orthogonal"), ("relu", "he")])
@@ -248,6 +251,7 @@ def test_torch_sequential_gives_the_same_numbers_as_arrays():
     rep_t = pyjac.diagnose(model, x)
     rep_a = pyjac.diagnose(layers, x)
     assert rep_t.to_dict() == rep_a.to_dict()
+    assert pyjac.diagnose(model, torch.tensor(x)).to_dict() == rep_a.to_dict()
     assert rep_t.activations == acts
     # and the gradients are torch's own
     xt = torch.tensor(x, requires_grad=True)

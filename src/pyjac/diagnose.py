@@ -172,7 +172,8 @@ class DiagnosisReport:
         ``grad_norm[l-1] / grad_norm[l]``: the gradient's change through layer ``l``.
     spectral_norm : ndarray, shape (depth,)
         ``sigma_max(J_l)`` of each layer's Jacobian at the first example, by power
-        iteration.
+        iteration (:meth:`Chain.spectral_norm`, ``per_layer=True``, at most 300
+        iterations, ``tol=1e-4``); NaN for batchnorm chains.
     derivative_mean, saturated_fraction, dead_fraction : ndarray, shape (depth,)
     verdicts : list of str
         "vanishing", "exploding" or "healthy" per layer.
@@ -720,7 +721,7 @@ def diagnose(
           ``LayerNorm`` (no affine, or the default affine: weight 1, bias 0, eps 1e-5)
           and one of ``ReLU``, ``Tanh``, ``Sigmoid``, ``LeakyReLU(0.01)``, ``GELU()``,
           ``SiLU``, ``Identity``. torch is imported only when such a model is given.
-    x : array_like, shape (batch, widths[0]) or (widths[0],)
+    x : array_like or torch.Tensor, shape (batch, widths[0]) or (widths[0],)
         The inputs the network is measured at.
     activation : str or sequence of str, optional
         Overrides the activations of an npz, (W, b) list or torch model; needed for an
@@ -755,6 +756,8 @@ def diagnose(
     if not isinstance(suggest, (bool, np.bool_)):
         raise TypeError(f"suggest: expected a bool, got {type(suggest).__name__}")
     check_threads(n_threads)
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
+        x = x.detach().cpu().numpy()
     xb, _ = net._batch(x)
     r = net.backprop(xb, loss=loss, target=target, n_threads=n_threads)
     try:
