@@ -23,6 +23,7 @@ from . import (
 )
 from ._results import BackpropResult
 from .chain import ACTIVATIONS, INITS, Chain
+from .diagnose import DiagnosisReport, diagnose
 from .experiments import Results, sweep
 from .jacobian import JacobianNorms
 from .recurrent import CELLS, Recurrent, RecurrentBackpropResult, RecurrentJacobianResult
@@ -36,6 +37,7 @@ __all__ = [
     "INITS",
     "BackpropResult",
     "Chain",
+    "DiagnosisReport",
     "JacobianNorms",
     "Recurrent",
     "RecurrentBackpropResult",
@@ -43,6 +45,7 @@ __all__ = [
     "Results",
     "SpectralNormResult",
     "__version__",
+    "diagnose",
     "plot",
     "spectral_norm",
     "spectral_radius",

@@ -1,4 +1,4 @@
-"""The ``pyjac`` command: ``pyjac reproduce``, ``pyjac sweep`` and ``pyjac plot``.
+"""The ``pyjac`` command: ``pyjac reproduce``, ``sweep``, ``plot`` and ``diagnose``.
 
 Run ``pyjac --help`` or ``pyjac COMMAND --help``.
 """
@@ -288,6 +288,34 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------
+# pyjac diagnose
+# --------------------------------------------------------------------------------------
+def _cmd_diagnose(args: argparse.Namespace) -> int:
+    from .diagnose import as_chain, diagnose
+
+    if not os.path.isfile(args.file):
+        raise _CLIError(f"FILE: no such file {args.file!r}")
+    if args.batch < 1:
+        raise _CLIError(f"--batch: must be at least 1, got {args.batch}")
+    if args.seed < 0:
+        raise _CLIError(f"--seed: must be non-negative, got {args.seed}")
+    activation = None
+    if args.activation:
+        activation = args.activation[0] if len(args.activation) == 1 else args.activation
+    try:
+        net = as_chain(args.file, activation)
+    except (ValueError, TypeError) as exc:
+        msg = str(exc)
+        for api, flag in (("model_or_weights", "FILE"), ("activation", "--activation")):
+            if msg.startswith(api):
+                msg = flag + msg[len(api):]
+        raise _CLIError(msg) from None
+    x = np.random.default_rng(args.seed).standard_normal((args.batch, net.widths[0]))
+    print(diagnose(net, x, suggest=not args.no_suggest))
+    return 0
+
+
+# --------------------------------------------------------------------------------------
 # The parser
 # --------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
@@ -297,7 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pyjac",
         description="Exact measurements of vanishing and exploding gradients: reproduce "
-                    "the depth-vs-gradient figures, run sweeps, draw them.",
+                    "the depth-vs-gradient figures, run sweeps, draw them, diagnose a "
+                    "saved network.",
         epilog="Start with: pyjac reproduce --out figures/",
     )
     parser.add_argument("--version", action="version", version=f"pyjac {__version__}")
@@ -377,6 +406,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", help="axes title")
     p.add_argument("--dpi", type=int, default=110)
     p.set_defaults(func=_cmd_plot)
+
+    p = sub.add_parser(
+        "diagnose", help="per-layer verdict (vanishing/exploding/healthy) of a saved network",
+        description="Run one exact forward and backward pass through the network saved in "
+                    "FILE (arrays W0, b0, W1, b1, ... of shape (out, in); optional "
+                    "'activations', 'norm', 'residual'; see pyjac.diagnose), on a seeded "
+                    "standard normal batch, and print each layer's gradient norms, verdict "
+                    "and the fixes pyjac measured to help.",
+        epilog="Example: pyjac diagnose weights.npz --activation relu --batch 32")
+    p.add_argument("file", metavar="FILE", help="an .npz of weights")
+    p.add_argument("--activation", nargs="+", metavar="NAME",
+                   help="one name for every layer or one per layer (default: the file's "
+                        "'activations' array)")
+    p.add_argument("--batch", type=int, default=32, metavar="N", help="inputs (default 32)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the inputs (default 0)")
+    p.add_argument("--no-suggest", action="store_true", help="verdicts only, no fixes")
+    p.set_defaults(func=_cmd_diagnose)
     return parser
 
 
