@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import pyjac
-from pyjac import experiments, figures, report, theory
+from pyjac import experiments, report, theory
 from pyjac.experiments import Results
 
 matplotlib = pytest.importorskip("matplotlib")
@@ -402,19 +402,6 @@ def test_activation_derivatives_marks_the_sigmoid_peak():
 # --------------------------------------------------------------------------------------
 # figures and the report
 # --------------------------------------------------------------------------------------
-def test_figures_needing_missing_apis_are_skipped(monkeypatch):
-    specs = {s.name: s for s in figures.FIGURES}
-    monkeypatch.delattr(pyjac, "Recurrent", raising=False)
-    monkeypatch.delattr(pyjac.Chain, "jacobian_norms", raising=False)
-    assert "pyjac.Recurrent" in figures.available(specs["fig4_rnn_gradient_vs_time"])
-    assert "jacobian_norms" in figures.available(specs["fig5_jacobian_spectra"])
-    assert figures.available(specs["fig1_gradient_vs_depth"]) is None
-    with pytest.raises(NotImplementedError, match="pyjac.Recurrent is not available"):
-        experiments.rnn_sweep(cache=False)
-    with pytest.raises(NotImplementedError, match="Chain.jacobian_norms is not available"):
-        experiments.jacobian_spectra(cache=False)
-
-
 def test_seed_claims_are_computed_and_the_wrong_ones_marked():
     claims = report.seed_claims(quick=True)
     by_text = {c.text_value: c for c in claims}

@@ -938,14 +938,8 @@ def growth_rate(results: Results, value: str = "grad_norm", skip: int = 0) -> Re
 
 
 # --------------------------------------------------------------------------------------
-# Recurrent and Jacobian measurements (need APIs that arrive with other modules)
+# Recurrent and Jacobian measurements
 # --------------------------------------------------------------------------------------
-def _require(obj: Any, attr: str, what: str) -> Any:
-    if not hasattr(obj, attr):
-        raise NotImplementedError(f"{what} is not available in this build of pyjac")
-    return getattr(obj, attr)
-
-
 def rnn_sweep(*, cell: Any = "tanh", spectral_radius: Any = 1.0, width: int = 64,
               steps: int = 100, seeds: Any = 1, batch: int = 8, input_scale: float = 0.0,
               init: str = "orthogonal", dtype: str = "float64",
@@ -966,9 +960,7 @@ def rnn_sweep(*, cell: Any = "tanh", spectral_radius: Any = 1.0, width: int = 64
         Columns ``cell``, ``spectral_radius``, ``width``, ``steps``, ``config``,
         ``seed``, ``step``, ``grad_norm``.
     """
-    import pyjac
-
-    recurrent = _require(pyjac, "Recurrent", "pyjac.Recurrent")
+    from .recurrent import Recurrent as recurrent
     cells = _grid_values("cell", cell, lambda v, n: check_choice(v, RNN_CELLS, n))
     radii = _grid_values("spectral_radius", spectral_radius,
                          lambda v, n: check_real(v, n, nonneg=True))
@@ -1038,8 +1030,6 @@ def jacobian_spectra(*, activation: str = "tanh", init: str = "orthogonal",
     """
     from . import theory
     from .chain import Chain
-
-    _require(Chain, "jacobian_norms", "Chain.jacobian_norms")
     if sigma_w2 is None:
         sigma_w2 = theory.critical_sigma_w2(activation, sigma_b2)
     sigma_w2 = check_real(sigma_w2, "sigma_w2", nonneg=True)

@@ -37,12 +37,11 @@ class FigureInfo:
 
 @dataclass(frozen=True)
 class Spec:
-    """One figure of ``pyjac reproduce``: file name, builder, and what it needs."""
+    """One figure of ``pyjac reproduce``: file name, title and builder."""
 
     name: str
     title: str
     build: Callable[..., tuple[Any, FigureInfo]]
-    needs: str | None = None  # "Recurrent" or "jacobian_norms"
 
 
 def _plt():
@@ -261,14 +260,14 @@ def fig3_sigmoid_vs_relu(quick: bool = False, cache: Any = True, n_jobs: Any = N
 
 
 # --------------------------------------------------------------------------------------
-# Figure 4: RNN gradient vs time (needs pyjac.Recurrent)
+# Figure 4: RNN gradient vs time
 # --------------------------------------------------------------------------------------
 RADII = (0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5)
 
 
 def fig4_rnn_gradient_vs_time(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                               progress: Any = None) -> tuple[Any, FigureInfo]:
-    """Figure 4: RNN gradient vs time, vanilla tanh vs LSTM (needs pyjac.Recurrent).
+    """Figure 4: RNN gradient vs time, vanilla tanh vs LSTM.
 
     Parameters
     ----------
@@ -309,11 +308,11 @@ def fig4_rnn_gradient_vs_time(quick: bool = False, cache: Any = True, n_jobs: An
 
 
 # --------------------------------------------------------------------------------------
-# Figure 5: Jacobian singular value spectra vs depth (needs Chain.jacobian_norms)
+# Figure 5: Jacobian singular value spectra vs depth
 # --------------------------------------------------------------------------------------
 def fig5_jacobian_spectra(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                           progress: Any = None) -> tuple[Any, FigureInfo]:
-    """Figure 5: Jacobian singular value spectra vs depth (needs Chain.jacobian_norms).
+    """Figure 5: Jacobian singular value spectra vs depth.
 
     Parameters
     ----------
@@ -608,10 +607,9 @@ FIGURES: tuple[Spec, ...] = (
     Spec("fig2_residual_layernorm", "Plain vs residual vs layernorm at depth 100",
          fig2_residual_layernorm),
     Spec("fig3_sigmoid_vs_relu", "Sigmoid vs ReLU derivative products", fig3_sigmoid_vs_relu),
-    Spec("fig4_rnn_gradient_vs_time", "RNN gradient vs time", fig4_rnn_gradient_vs_time,
-         needs="Recurrent"),
+    Spec("fig4_rnn_gradient_vs_time", "RNN gradient vs time", fig4_rnn_gradient_vs_time),
     Spec("fig5_jacobian_spectra", "Jacobian singular value spectra vs depth",
-         fig5_jacobian_spectra, needs="jacobian_norms"),
+         fig5_jacobian_spectra),
     Spec("fig6_phase_diagram", "Order-to-chaos phase diagram", fig6_phase_diagram),
     Spec("fig7_gradient_clipping", "Gradient clipping on an exploding chain",
          fig7_gradient_clipping),
@@ -621,13 +619,7 @@ FIGURES: tuple[Spec, ...] = (
 
 
 def available(spec: Spec) -> str | None:
-    """None when the figure can be drawn, else the reason it cannot."""
-    import pyjac
-
-    if spec.needs == "Recurrent" and not hasattr(pyjac, "Recurrent"):
-        return "needs pyjac.Recurrent, not yet available in this build"
-    if spec.needs == "jacobian_norms" and not hasattr(pyjac.Chain, "jacobian_norms"):
-        return "needs pyjac.Chain.jacobian_norms, not yet available in this build"
+    """None when the figure can be drawn, else the reason it cannot (no matplotlib)."""
     try:
         _plt()
     except ImportError as exc:
