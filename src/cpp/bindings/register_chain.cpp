@@ -8,8 +8,7 @@ namespace pyjac::bindings {
 namespace {
 
 template <typename T>
-py::list init_weights_typed(const std::vector<int>& widths, const InitOptions& options,
-                            bool want_biases) {
+py::list init_weights_typed(const std::vector<int>& widths, const InitOptions& options) {
   const int depth = static_cast<int>(widths.size()) - 1;
   py::list weights, biases;
   std::vector<T*> wp, bp;
@@ -27,7 +26,7 @@ py::list init_weights_typed(const std::vector<int>& widths, const InitOptions& o
   }
   py::list result;
   result.append(weights);
-  result.append(want_biases ? py::object(biases) : py::object(py::none()));
+  result.append(biases);
   return result;
 }
 
@@ -41,8 +40,8 @@ py::list init_weights(const std::vector<int>& widths, const std::string& init, d
   o.bias_std = bias_std;
   o.seed = seed;
   o.n_threads = n_threads;
-  if (dtype == "float32") return init_weights_typed<float>(widths, o, true);
-  if (dtype == "float64") return init_weights_typed<double>(widths, o, true);
+  if (dtype == "float32") return init_weights_typed<float>(widths, o);
+  if (dtype == "float64") return init_weights_typed<double>(widths, o);
   throw py::type_error("dtype: expected 'float32' or 'float64', got '" + dtype + "'");
 }
 

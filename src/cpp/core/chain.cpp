@@ -237,13 +237,7 @@ double ghost_norm(const T* dz, int n_out, const T* h, int n_in, int batch, T* gr
                  g + static_cast<std::size_t>(r0) * batch, batch);
     }
   }
-  double diag = 0.0, off = 0.0;
-  for (int i = 0; i < batch; ++i) {
-    const std::size_t r = static_cast<std::size_t>(i) * batch;
-    diag += static_cast<double>(gram_dz[r + i]) * gram_h[r + i];
-    for (int j = 0; j < i; ++j) off += static_cast<double>(gram_dz[r + j]) * gram_h[r + j];
-  }
-  return std::sqrt(std::max(0.0, diag + 2.0 * off));
+  return std::sqrt(std::max(0.0, detail::lower_gram_contraction(gram_dz, gram_h, batch)));
 }
 
 

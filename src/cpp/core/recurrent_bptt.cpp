@@ -42,13 +42,7 @@ double ghost_norm(int B, const T* a1, int p1, int lda1, const T* a2, int p2, con
   blas::syrk_lower(B, p1, T(1), a1, lda1, T(0), gram_a, B);
   if (a2) blas::syrk_lower(B, p2, T(1), a2, p2, T(1), gram_a, B);
   blas::syrk_lower(B, q, T(1), bm, q, T(0), gram_b, B);
-  double diag = 0.0, off = 0.0;
-  for (int i = 0; i < B; ++i) {
-    const std::size_t r = static_cast<std::size_t>(i) * B;
-    diag += static_cast<double>(gram_a[r + i]) * gram_b[r + i];
-    for (int j = 0; j < i; ++j) off += static_cast<double>(gram_a[r + j]) * gram_b[r + j];
-  }
-  const double sq = diag + 2.0 * off;
+  const double sq = detail::lower_gram_contraction(gram_a, gram_b, B);
   return std::isfinite(sq) ? std::sqrt(std::max(0.0, sq)) : sq;
 }
 

@@ -45,6 +45,20 @@ inline double row_sum(const T* x, std::size_t n) {
   return (a0 + a1) + (a2 + a3);
 }
 
+// sum_ij G_ij K_ij for two symmetric (n x n) Gram matrices of which only the lower
+// triangles (diagonal included) are filled: ||A^T B||_F^2 when G = A A^T and K = B B^T
+// (the "ghost norm"). In double, diagonal and off-diagonal parts summed separately.
+template <typename T>
+inline double lower_gram_contraction(const T* g, const T* k, int n) {
+  double diag = 0.0, off = 0.0;
+  for (int i = 0; i < n; ++i) {
+    const std::size_t r = static_cast<std::size_t>(i) * n;
+    diag += static_cast<double>(g[r + i]) * k[r + i];
+    for (int j = 0; j < i; ++j) off += static_cast<double>(g[r + j]) * k[r + j];
+  }
+  return diag + 2.0 * off;
+}
+
 struct NormResult {
   double norm;
   bool finite;  // every element finite
