@@ -24,8 +24,9 @@ def init_sigma_w2(init: str, gain: float, fan_in: int, fan_out: int) -> float: .
 def chain_backprop(
     weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
     residual: bool, residual_scale: float, norm: str, x: np.ndarray, loss: str, target: Any,
-    keep_grads: bool, n_threads: int,
+    keep_grads: bool, n_threads: int, grad_dtype: str = "none", loss_scale: float = 1.0,
 ) -> dict[str, Any]: ...
+def round_to_format(values: np.ndarray, grad_dtype: str) -> tuple[np.ndarray, int, int]: ...
 def backprop_workspace_bytes(
     widths: Sequence[int], batch: int, dtype_size: int, store_preactivations: bool
 ) -> int: ...

@@ -59,6 +59,22 @@ class BackpropResult(LogGradNormMixin):
         the order the computation ran (forward ``h_1..h_L``, then backward
         ``dL/dh_L..dL/dh_0``); None when everything stayed finite.
     first_nonfinite_stage : {"forward", "backward"} or None
+    grad_dtype : str or None
+        The storage format of the backward pass ("float16", "bfloat16", or the chain's
+        dtype); None when ``backprop`` was called without ``grad_dtype``, and then the
+        count and fraction fields below are None too.
+    loss_scale : float
+        The loss scale the backward pass ran with (the norms above are unscaled).
+    underflow_count, overflow_count : ndarray of int64, shape (depth+1,)
+        Entries of ``dL/dh_l`` that rounding to ``grad_dtype`` flushed from non-zero
+        to zero, and from finite to inf, at that stage.
+    zero_fraction : ndarray, shape (depth+1,)
+        Fraction of the stored ``dL/dh_l`` entries that are zero: what underflow (here
+        or upstream) and dead units left of the gradient.
+    underflow_fraction : ndarray, shape (depth+1,)
+        ``underflow_count`` over the entries of ``dL/dh_l`` (batch * width).
+    dz_underflow_count, dz_overflow_count : ndarray of int64, shape (depth,)
+        The same for the pre-activation gradients ``dL/dz_l``, also rounded.
     weight_grads, bias_grads : list of ndarray or None
         Full gradients, in the chain's dtype, with ``keep_grads=True``.
     output : ndarray
@@ -76,6 +92,14 @@ class BackpropResult(LogGradNormMixin):
     dead_fraction: np.ndarray
     first_nonfinite_layer: int | None
     first_nonfinite_stage: str | None
+    grad_dtype: str | None
+    loss_scale: float
+    underflow_count: np.ndarray | None
+    overflow_count: np.ndarray | None
+    zero_fraction: np.ndarray | None
+    underflow_fraction: np.ndarray | None
+    dz_underflow_count: np.ndarray | None
+    dz_overflow_count: np.ndarray | None
     output: np.ndarray = field(repr=False)
     weight_grads: list[np.ndarray] | None = field(default=None, repr=False)
     bias_grads: list[np.ndarray] | None = field(default=None, repr=False)

@@ -27,6 +27,30 @@ ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "gelu", "silu"
 INITS = ("gaussian", "xavier", "xavier_uniform", "he", "orthogonal", "identity")
 NORMS = ("layernorm", "batchnorm")
 LOSSES = ("sum_squares", "mse", "cross_entropy")
+GRAD_DTYPES = ("float16", "bfloat16")
+
+
+def _grad_dtype(grad_dtype: Any, chain_dtype: np.dtype) -> str:
+    """The core's name for a ``grad_dtype``: "none", "native", "float16" or "bfloat16"."""
+    if grad_dtype is None:
+        return "none"
+    if isinstance(grad_dtype, str) and grad_dtype == "bfloat16":
+        return "bfloat16"
+    try:
+        dt = np.dtype(grad_dtype)
+    except TypeError:
+        raise ValueError(
+            f"grad_dtype: expected None, 'float16', 'bfloat16' or {chain_dtype.name!r}, "
+            f"got {grad_dtype!r}"
+        ) from None
+    if dt == np.float16:
+        return "float16"
+    if dt == chain_dtype:
+        return "native"
+    raise ValueError(
+        f"grad_dtype: expected None, 'float16', 'bfloat16' or the chain's {chain_dtype.name!r}, "
+        f"got {dt.name!r}"
+    )
 
 
 def _activations(activation: str | Sequence[str], depth: int) -> list[str]:
@@ -268,6 +292,8 @@ class Chain:
         target: Any = None,
         grad_output: Any = None,
         keep_grads: bool = False,
+        grad_dtype: Any = None,
+        loss_scale: float = 1.0,
         n_threads: int | None = None,
     ) -> BackpropResult:
         """One exact forward and backward pass; per-layer gradient measurements.
@@ -286,6 +312,19 @@ class Chain:
             A given ``dL/dh_L`` instead of a loss: pure backward propagation.
         keep_grads : bool
             Also return the full weight and bias gradients and the output.
+        grad_dtype : {None, "float16", "bfloat16"} or the chain's dtype
+            Mixed-precision emulation of the backward pass: every propagated gradient
+            (``dL/dh_l`` and ``dL/dz_l``) is rounded to this format (nearest, ties to
+            even, subnormals kept, overflow to inf) while the arithmetic stays in the
+            chain's dtype; weights and activations are not rounded. The result then
+            counts, per layer, the entries flushed to zero, turned into inf, and zero.
+            The chain's own dtype counts without rounding (the baseline); None neither
+            rounds nor counts.
+        loss_scale : float, default 1
+            Multiplies ``dL/dh_L`` before it is propagated (and rounded); every reported
+            gradient norm and kept gradient is divided by it again, as an optimiser
+            unscales. Scaling by a power of two lifts small gradients out of float16's
+            underflow range without changing any value that stays representable.
         n_threads : int, optional
             None or -1 for every core, or a positive count (OpenMP and BLAS share it).
 
@@ -296,6 +335,8 @@ class Chain:
             in ``first_nonfinite_layer`` and the pass finishes.
         """
         n_threads = check_threads(n_threads)
+        grad_format = _grad_dtype(grad_dtype, self.dtype)
+        loss_scale = check_real(loss_scale, "loss_scale", positive=True)
         xb, single = self._batch(x)
         batch = xb.shape[0]
         n_out = self.widths[-1]
@@ -319,6 +360,7 @@ class Chain:
         raw = _core.chain_backprop(
             self.weights, self.biases, self.activations, self.residual, self.residual_scale,
             self.norm or "none", xb, loss_name, tgt, bool(keep_grads), n_threads,
+            grad_format, loss_scale,
         )
         loss_value = None if loss_name == "grad_output" else float(raw["loss"])
         return BackpropResult(
@@ -333,10 +375,28 @@ class Chain:
             dead_fraction=raw["dead_fraction"],
             first_nonfinite_layer=raw["first_nonfinite_layer"],
             first_nonfinite_stage=raw["first_nonfinite_stage"],
+            loss_scale=loss_scale,
+            **self._rounding_fields(grad_format, raw, batch),
             output=raw["output"][0] if single else raw["output"],
             weight_grads=raw.get("weight_grads"),
             bias_grads=raw.get("bias_grads"),
         )
+
+    def _rounding_fields(self, grad_format: str, raw: dict, batch: int) -> dict[str, Any]:
+        names = ("underflow_count", "overflow_count", "zero_fraction", "underflow_fraction",
+                 "dz_underflow_count", "dz_overflow_count")
+        if grad_format == "none":
+            return dict.fromkeys(("grad_dtype", *names))
+        entries = batch * np.asarray(self.widths, dtype=np.float64)
+        return {
+            "grad_dtype": self.dtype.name if grad_format == "native" else grad_format,
+            "underflow_count": raw["underflow_count"],
+            "overflow_count": raw["overflow_count"],
+            "zero_fraction": raw["zero_count"] / entries,
+            "underflow_fraction": raw["underflow_count"] / entries,
+            "dz_underflow_count": raw["dz_underflow_count"],
+            "dz_overflow_count": raw["dz_overflow_count"],
+        }
 
     def _target(self, loss: str, target: Any, batch: int, single: bool) -> np.ndarray | None:
         n_out = self.widths[-1]

@@ -14,8 +14,9 @@ namespace py = pybind11;
 template <typename T>
 using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
 
-inline py::array_t<double> to_numpy(const std::vector<double>& v) {
-  py::array_t<double> a(static_cast<py::ssize_t>(v.size()));
+template <typename V>
+py::array_t<V> to_numpy(const std::vector<V>& v) {
+  py::array_t<V> a(static_cast<py::ssize_t>(v.size()));
   std::copy(v.begin(), v.end(), a.mutable_data());
   return a;
 }

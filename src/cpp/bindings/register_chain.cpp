@@ -3,6 +3,8 @@
 #include "arrays.hpp"
 #include "pyjac/chain.hpp"
 #include "pyjac/init.hpp"
+#include "pyjac/precision.hpp"
+#include "pyjac/threads.hpp"
 
 namespace pyjac::bindings {
 namespace {
@@ -50,7 +52,7 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
                         const std::vector<std::string>& activations, bool residual,
                         double residual_scale, const std::string& norm, const py::array& x_in,
                         const std::string& loss, const py::object& target_in, bool keep_grads,
-                        int n_threads) {
+                        int n_threads, const std::string& grad_dtype, double loss_scale) {
   const auto depth = static_cast<py::ssize_t>(weights_in.size());
   if (depth < 1) throw std::invalid_argument("weights: depth must be at least 1");
   CArray<T> x = CArray<T>::ensure(x_in);
@@ -85,6 +87,10 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
   options.loss = parse_loss(loss);
   options.keep_grads = keep_grads;
   options.n_threads = n_threads;
+  // "none": no rounding and no counts; "native": counts only.
+  options.count_rounding = grad_dtype != "none";
+  options.grad_format = options.count_rounding ? parse_grad_format(grad_dtype) : GradFormat::Native;
+  options.loss_scale = loss_scale;
   const int batch = static_cast<int>(x.shape(0));
   const int n_last = chain.widths.back();
 
@@ -134,6 +140,11 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
   r["derivative_mean"] = to_numpy(s.derivative_mean);
   r["saturated_fraction"] = to_numpy(s.saturated_fraction);
   r["dead_fraction"] = to_numpy(s.dead_fraction);
+  r["underflow_count"] = to_numpy(s.underflow_count);
+  r["overflow_count"] = to_numpy(s.overflow_count);
+  r["zero_count"] = to_numpy(s.zero_count);
+  r["dz_underflow_count"] = to_numpy(s.dz_underflow_count);
+  r["dz_overflow_count"] = to_numpy(s.dz_overflow_count);
   r["first_nonfinite_layer"] =
       s.first_nonfinite_layer < 0 ? py::object(py::none()) : py::int_(s.first_nonfinite_layer);
   static const char* stages[] = {nullptr, "forward", "backward"};
@@ -153,14 +164,34 @@ py::dict chain_backprop(const py::sequence& weights, const py::sequence& biases,
                         const std::vector<std::string>& activations, bool residual,
                         double residual_scale, const std::string& norm, const py::array& x,
                         const std::string& loss, const py::object& target, bool keep_grads,
-                        int n_threads) {
+                        int n_threads, const std::string& grad_dtype, double loss_scale) {
   if (x.dtype().is(py::dtype::of<float>()))
     return backprop_typed<float>(weights, biases, activations, residual, residual_scale, norm, x,
-                                 loss, target, keep_grads, n_threads);
+                                 loss, target, keep_grads, n_threads, grad_dtype, loss_scale);
   if (x.dtype().is(py::dtype::of<double>()))
     return backprop_typed<double>(weights, biases, activations, residual, residual_scale, norm,
-                                  x, loss, target, keep_grads, n_threads);
+                                  x, loss, target, keep_grads, n_threads, grad_dtype, loss_scale);
   throw py::type_error("x: expected float32 or float64");
+}
+
+template <typename T>
+py::tuple round_typed(const py::array& values, GradFormat format) {
+  CArray<T> in = CArray<T>::ensure(values);
+  py::array_t<T> out(in.request().shape);
+  std::copy(in.data(), in.data() + in.size(), out.mutable_data());
+  RoundingCounts counts;
+  {
+    py::gil_scoped_release release;
+    counts = round_to_format(out.mutable_data(), static_cast<std::size_t>(out.size()), format,
+                             resolve_threads(-1));
+  }
+  return py::make_tuple(out, counts.underflow, counts.overflow);
+}
+
+py::tuple round_to_format_array(const py::array& values, const std::string& grad_dtype) {
+  const GradFormat format = parse_grad_format(grad_dtype);
+  if (values.dtype().is(py::dtype::of<float>())) return round_typed<float>(values, format);
+  return round_typed<double>(values, format);
 }
 
 }  // namespace
@@ -177,7 +208,11 @@ void register_chain(py::module_& m) {
   m.def("chain_backprop", &chain_backprop, py::arg("weights"), py::arg("biases"),
         py::arg("activations"), py::arg("residual"), py::arg("residual_scale"), py::arg("norm"),
         py::arg("x"), py::arg("loss"), py::arg("target"), py::arg("keep_grads"),
-        py::arg("n_threads"), "One forward and backward pass; returns a dict of measurements.");
+        py::arg("n_threads"), py::arg("grad_dtype") = "none", py::arg("loss_scale") = 1.0,
+        "One forward and backward pass; returns a dict of measurements.");
+  m.def("round_to_format", &round_to_format_array, py::arg("values"), py::arg("grad_dtype"),
+        "Rounds a float32/float64 array to float16/bfloat16 values (kept in its dtype); returns "
+        "(rounded, underflow_count, overflow_count).");
   m.def("backprop_workspace_bytes", &backprop_workspace_bytes, py::arg("widths"),
         py::arg("batch"), py::arg("dtype_size"), py::arg("store_preactivations"));
   m.def("activation_names", &activation_names);

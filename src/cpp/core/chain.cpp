@@ -12,6 +12,7 @@
 #include "norm_layers.hpp"
 #include "pyjac/activation.hpp"
 #include "pyjac/blas.hpp"
+#include "pyjac/precision.hpp"
 #include "pyjac/threads.hpp"
 #include "reduce.hpp"
 #include "tiled_blas.hpp"
@@ -299,6 +300,8 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
         throw std::invalid_argument("target: label " + std::to_string(labels[i]) +
                                     " out of range [0, " + std::to_string(n_last) + ")");
   }
+  if (!(o.loss_scale > 0.0) || !std::isfinite(o.loss_scale))
+    throw std::invalid_argument("loss_scale: must be a positive finite number");
   if (o.keep_grads && (static_cast<int>(out.weight_grads.size()) != L ||
                        static_cast<int>(out.bias_grads.size()) != L))
     throw std::invalid_argument("keep_grads: one destination per layer is required");
@@ -317,6 +320,11 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
   s.derivative_mean.assign(L, 0.0);
   s.saturated_fraction.assign(L, 0.0);
   s.dead_fraction.assign(L, 0.0);
+  s.underflow_count.assign(L + 1, 0);
+  s.overflow_count.assign(L + 1, 0);
+  s.zero_count.assign(L + 1, 0);
+  s.dz_underflow_count.assign(L, 0);
+  s.dz_overflow_count.assign(L, 0);
 
   // ---- forward ------------------------------------------------------------
   Tape<T> tape;
@@ -367,9 +375,29 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
   const std::size_t slab = static_cast<std::size_t>(batch) * widest;
   Buffer<T> g = make_buffer<T>(slab), g_prev = make_buffer<T>(slab), dz = make_buffer<T>(slab);
   s.loss = detail::loss_and_gradient(o.loss, h_last, batch, n_last, target, labels, g.get(), nt);
+  // Everything backwards carries the loss scale; norms are divided by it when stored.
+  const double unscale = 1.0 / o.loss_scale;
+  const bool scaled = o.loss_scale != 1.0;
+  const bool rounding = o.count_rounding || o.grad_format != GradFormat::Native;
+  auto store_low_precision = [&](T* a, std::size_t n, std::int64_t& under, std::int64_t& over,
+                                 std::int64_t* zeros) {
+    if (!rounding) return;
+    const auto counts = round_to_format(a, n, o.grad_format, nt);
+    under = counts.underflow;
+    over = counts.overflow;
+    if (zeros) *zeros = counts.zeros;
+  };
+  if (scaled) {
+    const T factor = static_cast<T>(o.loss_scale);
+    const std::size_t n = static_cast<std::size_t>(batch) * n_last;
+    T* gp = g.get();
+    for (std::size_t k = 0; k < n; ++k) gp[k] *= factor;
+  }
+  store_low_precision(g.get(), static_cast<std::size_t>(batch) * n_last, s.underflow_count[L],
+                      s.overflow_count[L], &s.zero_count[L]);
   {
     const auto gn = frobenius_norm(g.get(), batch, n_last, nt, ws.row_b.data());
-    s.grad_norm[L] = gn.norm;
+    s.grad_norm[L] = gn.norm * unscale;
     if (!gn.finite) record_nonfinite(s, L, 2);
   }
 
@@ -384,19 +412,21 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
     times_derivative(c, l, batch, g.get(), tape, dzl, nt);
     if (c.norm != Norm::None)
       detail::norm_backward(c.norm, dzl, tape.u[l].get(), batch, n_out, tape.inv_std[l].get(), nt);
+    store_low_precision(dzl, static_cast<std::size_t>(batch) * n_out, s.dz_underflow_count[l],
+                        s.dz_overflow_count[l], nullptr);
 
     column_sums(dzl, batch, n_out, bias_grad, nt);
     double bsq = 0.0;
     for (int j = 0; j < n_out; ++j) bsq += bias_grad[j] * bias_grad[j];
-    s.bias_grad_norm[l] = std::sqrt(bsq);
+    s.bias_grad_norm[l] = std::sqrt(bsq) * unscale;
     if (o.keep_grads)
-      for (int j = 0; j < n_out; ++j) out.bias_grads[l][j] = static_cast<T>(bias_grad[j]);
+      for (int j = 0; j < n_out; ++j) out.bias_grads[l][j] = static_cast<T>(bias_grad[j] * unscale);
 
     // Weight gradient dW = dz^T h_{l-1}: its norm, per-example norms, optionally itself.
     const auto dzn = frobenius_norm(dzl, batch, n_out, nt, dz_row_sq);
     for (int i = 0; i < batch; ++i)
       s.per_example_weight_grad_norm[static_cast<std::size_t>(l) * batch + i] =
-          std::sqrt(dz_row_sq[i]) * std::sqrt(tape.row_sq[l][i]);
+          std::sqrt(dz_row_sq[i]) * std::sqrt(tape.row_sq[l][i]) * unscale;
     if (o.keep_grads || !prefer_ghost_norm(batch, n_in, n_out)) {
       T* dw = o.keep_grads ? out.weight_grads[l] : nullptr;
       if (!dw) {
@@ -407,8 +437,8 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
         }
         dw = dw_scratch.get();
       }
-      detail::tiled_gemm(Trans::Yes, Trans::No, n_out, n_in, batch, T(1), dzl, n_out, h_in,
-                              n_in, T(0), dw, n_in, nt);
+      detail::tiled_gemm(Trans::Yes, Trans::No, n_out, n_in, batch, static_cast<T>(unscale), dzl,
+                         n_out, h_in, n_in, T(0), dw, n_in, nt);
       s.weight_grad_norm[l] = frobenius_norm(dw, n_out, n_in, nt).norm;
     } else {
       if (!gram_dz) {
@@ -417,8 +447,9 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
       }
       s.used_ghost_norm = true;
       s.weight_grad_norm[l] =
-          dzn.finite ? ghost_norm(dzl, n_out, h_in, n_in, batch, gram_dz.get(), gram_h.get(), nt)
-                     : dzn.norm;
+          unscale *
+          (dzn.finite ? ghost_norm(dzl, n_out, h_in, n_in, batch, gram_dz.get(), gram_h.get(), nt)
+                      : dzn.norm);
     }
 
     // dL/dh_{l-1} = dz W_l (+ dL/dh_l through the skip connection).
@@ -427,8 +458,10 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
     detail::tiled_gemm(Trans::No, Trans::No, batch, n_in, n_out, T(1), dzl, n_out,
                             c.weights[l], n_in, c.residual ? T(1) : T(0), g_prev.get(), n_in, nt);
     std::swap(g, g_prev);
+    store_low_precision(g.get(), static_cast<std::size_t>(batch) * n_in, s.underflow_count[l],
+                        s.overflow_count[l], &s.zero_count[l]);
     const auto gn = frobenius_norm(g.get(), batch, n_in, nt, ws.row_b.data());
-    s.grad_norm[l] = gn.norm;
+    s.grad_norm[l] = gn.norm * unscale;
     if (!gn.finite) record_nonfinite(s, l, 2);
   }
   return s;

@@ -60,6 +60,14 @@ Init parse_init(const std::string& name) {
   return parse(name, table, "init");
 }
 
+GradFormat parse_grad_format(const std::string& name) {
+  constexpr std::array<std::pair<const char*, GradFormat>, 3> table{{
+      {"native", GradFormat::Native},
+      {"float16", GradFormat::Float16},
+      {"bfloat16", GradFormat::BFloat16}}};
+  return parse(name, table, "grad_dtype");
+}
+
 const char* activation_name(Activation a) {
   for (const auto& [key, value] : kActivations)
     if (value == a) return key;

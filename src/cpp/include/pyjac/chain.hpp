@@ -30,6 +30,12 @@ struct BackpropOptions {
   Loss loss = Loss::SumSquares;
   bool keep_grads = false;
   int n_threads = -1;
+  // Mixed-precision emulation: every propagated gradient (dL/dh_l and dL/dz_l) is rounded
+  // to this format, after the loss gradient was multiplied by loss_scale. Reported norms
+  // and kept gradients are divided by loss_scale again, as an optimiser would see them.
+  GradFormat grad_format = GradFormat::Native;
+  double loss_scale = 1.0;
+  bool count_rounding = false;  // fill the counts below (always on for a 16-bit format)
 };
 
 // What one forward+backward pass measured. Arrays are float64 whatever T is.
@@ -43,6 +49,13 @@ struct BackpropStats {
   std::vector<double> derivative_mean;      // mean phi'(u_l) over batch and units
   std::vector<double> saturated_fraction;   // entries with phi' < 5% of its maximum
   std::vector<double> dead_fraction;        // units with phi' == 0 for every example
+  // Entries that rounding to grad_format flushed to zero / turned into inf, and the
+  // entries that are zero once stored:
+  std::vector<std::int64_t> underflow_count;     // in dL/dh_l, l = 0..depth
+  std::vector<std::int64_t> overflow_count;
+  std::vector<std::int64_t> zero_count;
+  std::vector<std::int64_t> dz_underflow_count;  // in dL/dz_l, l = 1..depth
+  std::vector<std::int64_t> dz_overflow_count;
   int first_nonfinite_layer = -1;           // index into the (depth+1,) arrays
   int first_nonfinite_stage = 0;            // 0 none, 1 forward, 2 backward
   bool used_ghost_norm = false;

@@ -12,6 +12,8 @@ enum class Activation : int { Linear, Sigmoid, Tanh, Relu, LeakyRelu, Gelu, Silu
 enum class Norm : int { None, LayerNorm, BatchNorm };
 enum class Loss : int { SumSquares, Mse, CrossEntropy, GradOutput };
 enum class Init : int { Gaussian, Xavier, XavierUniform, He, Orthogonal, Identity };
+// Storage format of the gradients propagated backwards (mixed-precision emulation).
+enum class GradFormat : int { Native, Float16, BFloat16 };
 
 // Parsing lives in the core so that the C++ tests, benchmarks and bindings
 // accept exactly the same names and give the same error text.
@@ -19,6 +21,7 @@ Activation parse_activation(const std::string& name);
 Norm parse_norm(const std::string& name);
 Loss parse_loss(const std::string& name);
 Init parse_init(const std::string& name);
+GradFormat parse_grad_format(const std::string& name);
 
 const char* activation_name(Activation a);
 std::vector<std::string> activation_names();
