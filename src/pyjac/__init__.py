@@ -18,16 +18,19 @@ import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
 from . import (
     _core,  # noqa: F401  (the extension: loaded first, errors surface here)
+    datasets,
     plot,  # matplotlib is imported only when a figure is drawn
     theory,
 )
 from ._results import BackpropResult
 from .chain import ACTIVATIONS, INITS, Chain
+from .datasets import Dataset, load_digits
 from .diagnose import DiagnosisReport, diagnose
 from .experiments import Results, sweep
 from .jacobian import JacobianNorms
 from .recurrent import CELLS, Recurrent, RecurrentBackpropResult, RecurrentJacobianResult
 from .spectral import SpectralNormResult, spectral_norm, spectral_radius
+from .train import TrainingHistory, train
 
 __version__ = "0.1.0"
 
@@ -37,6 +40,7 @@ __all__ = [
     "INITS",
     "BackpropResult",
     "Chain",
+    "Dataset",
     "DiagnosisReport",
     "JacobianNorms",
     "Recurrent",
@@ -44,11 +48,15 @@ __all__ = [
     "RecurrentJacobianResult",
     "Results",
     "SpectralNormResult",
+    "TrainingHistory",
     "__version__",
+    "datasets",
     "diagnose",
+    "load_digits",
     "plot",
     "spectral_norm",
     "spectral_radius",
     "sweep",
     "theory",
+    "train",
 ]

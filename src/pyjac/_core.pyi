@@ -82,3 +82,18 @@ def recurrent_lyapunov(
 def recurrent_workspace_bytes(
     cell: str, width: int, input_size: int, steps: int, batch: int, dtype_size: int
 ) -> int: ...
+
+# ---- register_train.cpp ------------------------------------------------------------
+def train_epoch(
+    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray],
+    weight_velocity: Sequence[np.ndarray], bias_velocity: Sequence[np.ndarray],
+    initial_weights: Sequence[np.ndarray], activations: Sequence[str], residual: bool,
+    residual_scale: float, norm: str, x: np.ndarray, y: np.ndarray, order: np.ndarray,
+    loss: str, batch_size: int, lr: float, momentum: float, clip_mode: str, clip: float,
+    grad_dtype: str, loss_scale: float, n_threads: int,
+) -> dict[str, Any]: ...
+def evaluate(
+    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
+    residual: bool, residual_scale: float, norm: str, x: np.ndarray, y: np.ndarray, loss: str,
+    n_threads: int,
+) -> tuple[float, float]: ...

@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _core
+from ._progress import Progress
 from ._validation import check_choice, check_int, check_real
 
 __all__ = [
@@ -631,51 +632,6 @@ def _cache_write(directory: Path | None, key: str, arrays: Mapping[str, np.ndarr
 
 
 # --------------------------------------------------------------------------------------
-# Progress
-# --------------------------------------------------------------------------------------
-class _Progress:
-    """tqdm when it is installed; otherwise a plain progress line on stderr."""
-
-    def __init__(self, total: int, desc: str, enabled: bool) -> None:
-        self.total, self.desc, self.done = total, desc, 0
-        self.enabled = enabled and total > 0
-        self._bar = None
-        self._start = time.perf_counter()
-        self._last = -1.0
-        if self.enabled:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:
-                tqdm = None
-            if tqdm is not None:
-                self._bar = tqdm(total=total, desc=desc, unit="run", leave=False)
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(n)
-            return
-        now = time.perf_counter()
-        if now - self._last < 0.5 and self.done < self.total:
-            return
-        self._last = now
-        tty = sys.stderr.isatty()
-        line = (f"{self.desc}: {self.done}/{self.total} runs "
-                f"({100 * self.done / self.total:.0f}%, {now - self._start:.1f} s)")
-        sys.stderr.write(("\r" + line) if tty else (line + "\n"))
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-        elif self.enabled and sys.stderr.isatty():
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-# --------------------------------------------------------------------------------------
 # Execution
 # --------------------------------------------------------------------------------------
 def _cpu_count() -> int:
@@ -707,7 +663,7 @@ def _n_jobs(n_jobs: Any, n_tasks: int) -> int:
     return max(1, min(n_jobs, n_tasks))
 
 
-def _execute(tasks: list[tuple[dict[str, Any], int]], n_jobs: int, progress: _Progress,
+def _execute(tasks: list[tuple[dict[str, Any], int]], n_jobs: int, progress: Progress,
              on_result: Callable[[int, dict[str, np.ndarray]], None]) -> None:
     if n_jobs == 1 or len(tasks) < 2:
         for i, (config, seed) in enumerate(tasks):
@@ -845,7 +801,7 @@ def sweep(
                 todo_index.append(i)
     jobs = _n_jobs(n_jobs, len(todo))
     show = (sys.stderr.isatty() and len(todo) > 20) if progress is None else bool(progress)
-    bar = _Progress(len(todo), "pyjac sweep", show)
+    bar = Progress(len(todo), "pyjac sweep", show)
 
     def store(j: int, arrays: dict[str, np.ndarray]) -> None:
         i = todo_index[j]
@@ -973,7 +929,7 @@ def rnn_sweep(*, cell: Any = "tanh", spectral_radius: Any = 1.0, width: int = 64
     cols: dict[str, list[np.ndarray]] = {k: [] for k in (
         "cell", "spectral_radius", "width", "steps", "config", "seed", "step", "grad_norm")}
     combos = [(c, r) for c in cells for r in radii]
-    bar = _Progress(len(combos) * len(seed_list), "pyjac rnn sweep",
+    bar = Progress(len(combos) * len(seed_list), "pyjac rnn sweep",
                     sys.stderr.isatty() if progress is None else bool(progress))
     try:
         for c_i, (c, radius) in enumerate(combos):

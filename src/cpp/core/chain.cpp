@@ -467,11 +467,40 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
   return s;
 }
 
+template <typename T>
+void forward(const ChainView<T>& c, const T* x, int batch, T* out, int n_threads) {
+  c.validate();
+  if (batch < 1) throw std::invalid_argument("x: batch must be at least 1");
+  if (c.norm == Norm::BatchNorm && batch < 2)
+    throw std::invalid_argument("x: norm='batchnorm' needs a batch of at least 2 examples");
+  const int nt = resolve_threads(n_threads);
+  BlasThreadScope blas_scope(1);
+  int widest = 0;
+  for (int w : c.widths) widest = std::max(widest, w);
+  const std::size_t slab = static_cast<std::size_t>(batch) * widest;
+  // Two slabs alternate as input and output; a third holds pre-activations where the
+  // output cannot overwrite them in place.
+  Buffer<T> a = make_buffer<T>(slab), b = make_buffer<T>(slab), u = make_buffer<T>(slab);
+  Buffer<T> inv_std = make_buffer<T>(static_cast<std::size_t>(std::max(batch, widest)));
+  std::vector<double> row_sq(batch);
+  Scratch ws(batch, widest);
+  const T* h_in = x;
+  for (int l = 0; l < c.depth(); ++l) {
+    T* h_out = (l % 2 == 0) ? a.get() : b.get();
+    T* pre = needs_preactivations(c, l) ? u.get() : h_out;
+    forward_layer(c, l, batch, h_in, pre, h_out, inv_std.get(), row_sq.data(), ws, nt);
+    h_in = h_out;
+  }
+  std::memcpy(out, h_in, sizeof(T) * static_cast<std::size_t>(batch) * c.widths.back());
+}
+
 template struct ChainView<float>;
 template struct ChainView<double>;
 template BackpropStats backprop<float>(const ChainView<float>&, const float*, int, const float*,
                                        const std::int64_t*, const BackpropOptions&,
                                        const BackpropOutputs<float>&);
+template void forward<float>(const ChainView<float>&, const float*, int, float*, int);
+template void forward<double>(const ChainView<double>&, const double*, int, double*, int);
 template BackpropStats backprop<double>(const ChainView<double>&, const double*, int,
                                         const double*, const std::int64_t*,
                                         const BackpropOptions&, const BackpropOutputs<double>&);

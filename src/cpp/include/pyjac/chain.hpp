@@ -78,6 +78,10 @@ BackpropStats backprop(const ChainView<T>& chain, const T* x, int batch, const T
                        const std::int64_t* labels, const BackpropOptions& options,
                        const BackpropOutputs<T>& outputs);
 
+// The forward pass alone: out = h_L, (batch, widths[depth]).
+template <typename T>
+void forward(const ChainView<T>& chain, const T* x, int batch, T* out, int n_threads);
+
 // Bytes the forward/backward pass allocates, so callers can refuse impossible sizes
 // before touching memory.
 std::int64_t backprop_workspace_bytes(const std::vector<int>& widths, int batch, int dtype_size,

@@ -1,0 +1,187 @@
+#include <pybind11/stl.h>
+
+#include "arrays.hpp"
+#include "chain_view.hpp"
+#include "pyjac/train.hpp"
+
+namespace pyjac::bindings {
+namespace {
+
+// SGD writes into the caller's arrays, so a converted copy would be silently lost:
+// each one must already be a writable C-contiguous array of T.
+template <typename T>
+std::vector<T*> writable_list(const py::sequence& seq, const std::vector<CArray<T>>& like,
+                              const char* name) {
+  std::vector<T*> out;
+  if (seq.size() == 0) return out;
+  if (seq.size() != like.size())
+    throw std::invalid_argument(std::string(name) + ": one array per layer is required");
+  for (std::size_t i = 0; i < seq.size(); ++i) {
+    py::object item = seq[i];
+    auto a = py::array_t<T>::ensure(item);
+    const std::string where = std::string(name) + "[" + std::to_string(i) + "]";
+    if (!a || a.ptr() != item.ptr() || !(a.flags() & py::array::c_style) || !a.writeable())
+      throw std::invalid_argument(where + ": must be a writable C-contiguous array of the chain's dtype");
+    if (a.size() != like[i].size()) throw std::invalid_argument(where + ": wrong shape");
+    out.push_back(a.mutable_data());
+  }
+  return out;
+}
+
+// y as the loss wants it: integer labels (cross_entropy) or target values (mse).
+template <typename T>
+struct Targets {
+  CArray<T> values;
+  py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> labels;
+  const T* values_ptr() const { return values ? values.data() : nullptr; }
+  const std::int64_t* labels_ptr() const { return labels ? labels.data() : nullptr; }
+
+  static Targets convert(const py::object& y, Loss loss, py::ssize_t n, int n_out) {
+    Targets t;
+    if (loss == Loss::CrossEntropy) {
+      t.labels = decltype(t.labels)::ensure(y);
+      if (!t.labels || t.labels.ndim() != 1 || t.labels.shape(0) != n)
+        throw std::invalid_argument("y: expected one integer label per example");
+      for (py::ssize_t i = 0; i < n; ++i)
+        if (t.labels.data()[i] < 0 || t.labels.data()[i] >= n_out)
+          throw std::invalid_argument("y: label out of range for the chain's output width");
+    } else {
+      t.values = CArray<T>::ensure(y);
+      if (!t.values || t.values.ndim() != 2 || t.values.shape(0) != n || t.values.shape(1) != n_out)
+        throw std::invalid_argument("y: expected shape (n, " + std::to_string(n_out) + ")");
+    }
+    return t;
+  }
+};
+
+template <typename T>
+py::dict train_epoch_typed(const py::sequence& weights, const py::sequence& biases,
+                           const py::sequence& weight_velocity, const py::sequence& bias_velocity,
+                           const py::sequence& initial_weights,
+                           const std::vector<std::string>& activations, bool residual,
+                           double residual_scale, const std::string& norm, const py::array& x_in,
+                           const py::object& target_in, const py::array& order_in,
+                           const TrainOptions& options) {
+  auto owned = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm);
+  const ChainView<T>& chain = owned.view;
+  TrainParameters<T> params;
+  params.weights = writable_list<T>(weights, owned.weights, "weights");
+  params.biases = writable_list<T>(biases, owned.biases, "biases");
+  params.weight_velocity = writable_list<T>(weight_velocity, owned.weights, "weight_velocity");
+  params.bias_velocity = writable_list<T>(bias_velocity, owned.biases, "bias_velocity");
+  std::vector<py::ssize_t> rows, cols;
+  for (int l = 0; l < chain.depth(); ++l) {
+    rows.push_back(chain.widths[l + 1]);
+    cols.push_back(chain.widths[l]);
+  }
+  auto initial = convert_list<T>(initial_weights, rows, cols, "initial_weights");
+  for (auto& a : initial) params.initial_weights.push_back(a.data());
+
+  CArray<T> x = CArray<T>::ensure(x_in);
+  if (!x || x.ndim() != 2 || x.shape(1) != chain.widths[0])
+    throw std::invalid_argument("x: expected shape (n, " + std::to_string(chain.widths[0]) + ")");
+  const auto n = static_cast<int>(x.shape(0));
+  auto order = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(order_in);
+  if (!order || order.ndim() != 1 || order.shape(0) != n)
+    throw std::invalid_argument("order: expected one index per example");
+  for (py::ssize_t i = 0; i < n; ++i)
+    if (order.data()[i] < 0 || order.data()[i] >= n)
+      throw std::invalid_argument("order: index out of range");
+  const auto data = Targets<T>::convert(target_in, options.loss, n, chain.widths.back());
+  EpochStats s;
+  {
+    py::gil_scoped_release release;
+    s = train_epoch<T>(chain, params, x.data(), data.values_ptr(),
+                       data.labels_ptr(), order.data(), n, options);
+  }
+  py::dict r;
+  r["step_loss"] = to_numpy(s.step_loss);
+  r["step_grad_norm"] = to_numpy(s.step_grad_norm);
+  r["step_clipped_norm"] = to_numpy(s.step_clipped_norm);
+  r["weight_grad_norm"] = to_numpy(s.weight_grad_norm);
+  r["grad_norm"] = to_numpy(s.grad_norm);
+  r["weight_change"] = to_numpy(s.weight_change);
+  r["first_nonfinite_step"] =
+      s.first_nonfinite_step < 0 ? py::object(py::none()) : py::int_(s.first_nonfinite_step);
+  return r;
+}
+
+template <typename T>
+py::tuple evaluate_typed(const py::sequence& weights, const py::sequence& biases,
+                         const std::vector<std::string>& activations, bool residual,
+                         double residual_scale, const std::string& norm, const py::array& x_in,
+                         const py::object& target_in, Loss loss, int n_threads) {
+  auto owned = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm);
+  const ChainView<T>& chain = owned.view;
+  CArray<T> x = CArray<T>::ensure(x_in);
+  if (!x || x.ndim() != 2 || x.shape(1) != chain.widths[0])
+    throw std::invalid_argument("x: expected shape (n, " + std::to_string(chain.widths[0]) + ")");
+  const auto n = static_cast<int>(x.shape(0));
+  const auto data = Targets<T>::convert(target_in, loss, n, chain.widths.back());
+  Evaluation e;
+  {
+    py::gil_scoped_release release;
+    e = evaluate<T>(chain, x.data(), data.values_ptr(),
+                    data.labels_ptr(), n, loss, n_threads);
+  }
+  return py::make_tuple(e.loss, e.accuracy);
+}
+
+bool is_float32(const py::array& x) { return x.dtype().is(py::dtype::of<float>()); }
+
+}  // namespace
+
+void register_train(py::module_& m) {
+  m.def(
+      "train_epoch",
+      [](const py::sequence& weights, const py::sequence& biases, const py::sequence& weight_velocity,
+         const py::sequence& bias_velocity, const py::sequence& initial_weights,
+         const std::vector<std::string>& activations, bool residual, double residual_scale,
+         const std::string& norm, const py::array& x, const py::object& y, const py::array& order,
+         const std::string& loss, int batch_size, double lr, double momentum,
+         const std::string& clip_mode, double clip, const std::string& grad_dtype,
+         double loss_scale, int n_threads) {
+        TrainOptions o;
+        o.loss = parse_loss(loss);
+        o.batch_size = batch_size;
+        o.lr = lr;
+        o.momentum = momentum;
+        o.clip = parse_clip_mode(clip_mode);
+        o.clip_value = clip;
+        o.grad_format = parse_grad_format(grad_dtype);
+        o.loss_scale = loss_scale;
+        o.n_threads = n_threads;
+        if (is_float32(x))
+          return train_epoch_typed<float>(weights, biases, weight_velocity, bias_velocity,
+                                          initial_weights, activations, residual, residual_scale,
+                                          norm, x, y, order, o);
+        return train_epoch_typed<double>(weights, biases, weight_velocity, bias_velocity,
+                                         initial_weights, activations, residual, residual_scale,
+                                         norm, x, y, order, o);
+      },
+      py::arg("weights"), py::arg("biases"), py::arg("weight_velocity"), py::arg("bias_velocity"),
+      py::arg("initial_weights"), py::arg("activations"), py::arg("residual"),
+      py::arg("residual_scale"), py::arg("norm"), py::arg("x"), py::arg("y"), py::arg("order"),
+      py::arg("loss"), py::arg("batch_size"), py::arg("lr"), py::arg("momentum"),
+      py::arg("clip_mode"), py::arg("clip"), py::arg("grad_dtype"), py::arg("loss_scale"),
+      py::arg("n_threads"),
+      "One epoch of minibatch SGD, updating the weights in place; returns its records.");
+  m.def(
+      "evaluate",
+      [](const py::sequence& weights, const py::sequence& biases,
+         const std::vector<std::string>& activations, bool residual, double residual_scale,
+         const std::string& norm, const py::array& x, const py::object& y, const std::string& loss,
+         int n_threads) {
+        const Loss l = parse_loss(loss);
+        if (is_float32(x))
+          return evaluate_typed<float>(weights, biases, activations, residual, residual_scale,
+                                       norm, x, y, l, n_threads);
+        return evaluate_typed<double>(weights, biases, activations, residual, residual_scale, norm,
+                                      x, y, l, n_threads);
+      },
+      py::arg("weights"), py::arg("biases"), py::arg("activations"), py::arg("residual"),
+      py::arg("residual_scale"), py::arg("norm"), py::arg("x"), py::arg("y"), py::arg("loss"),
+      py::arg("n_threads"), "(loss, accuracy) of the chain over a data set, forward passes only.");
+}
+
+}  // namespace pyjac::bindings

@@ -1,0 +1,242 @@
+// Minibatch SGD on a chain: every step is one backprop call (exact gradients), then
+// clipping and the update, fused into one pass over each layer's parameters.
+#include "pyjac/train.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "loss.hpp"
+#include "pyjac/threads.hpp"
+
+namespace pyjac {
+namespace {
+
+// Sums over fixed blocks, then the blocks in order: the same at every thread count.
+constexpr std::size_t kBlock = 4096;
+
+template <typename T, typename PerElement>
+double blocked_sum(std::size_t n, int nt, PerElement&& f) {
+  const std::size_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> partial(blocks, 0.0);
+  const long long nblocks = static_cast<long long>(blocks);
+#pragma omp parallel for num_threads(nt) if (n >= (std::size_t{1} << 15)) schedule(static)
+  for (long long blk = 0; blk < nblocks; ++blk) {
+    const std::size_t k0 = static_cast<std::size_t>(blk) * kBlock;
+    const std::size_t k1 = std::min(n, k0 + kBlock);
+    double s = 0.0;
+    for (std::size_t k = k0; k < k1; ++k) s += f(k);
+    partial[blk] = s;
+  }
+  double total = 0.0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+// g <- clip(g); v <- momentum v + g; p <- p - lr v. Returns ||clip(g)||^2.
+template <typename T>
+double clip_and_step(T* p, T* v, T* g, std::size_t n, const TrainOptions& o, double norm_factor,
+                     int nt) {
+  const T lr = static_cast<T>(o.lr), mu = static_cast<T>(o.momentum);
+  const T bound = static_cast<T>(o.clip_value), factor = static_cast<T>(norm_factor);
+  const bool by_value = o.clip == ClipMode::Value;
+  return blocked_sum<T>(n, nt, [&](std::size_t k) {
+    T gk = by_value ? std::clamp(g[k], -bound, bound) : g[k] * factor;
+    if (v) {
+      v[k] = mu * v[k] + gk;
+      p[k] -= lr * v[k];
+    } else {
+      p[k] -= lr * gk;
+    }
+    return static_cast<double>(gk) * gk;
+  });
+}
+
+template <typename T>
+double relative_change(const T* w, const T* w0, std::size_t n, int nt) {
+  const double diff = blocked_sum<T>(n, nt, [&](std::size_t k) {
+    const double d = static_cast<double>(w[k]) - w0[k];
+    return d * d;
+  });
+  const double base = blocked_sum<T>(n, nt, [&](std::size_t k) {
+    return static_cast<double>(w0[k]) * w0[k];
+  });
+  return base > 0.0 ? std::sqrt(diff / base) : std::sqrt(diff);
+}
+
+template <typename T>
+void gather_rows(const T* src, int cols, const std::int64_t* rows, int count, T* dst) {
+  for (int i = 0; i < count; ++i)
+    std::memcpy(dst + static_cast<std::size_t>(i) * cols,
+                src + static_cast<std::size_t>(rows[i]) * cols, sizeof(T) * cols);
+}
+
+void check_options(const TrainOptions& o) {
+  if (o.batch_size < 1) throw std::invalid_argument("batch_size: must be at least 1");
+  if (!(o.lr > 0.0) || !std::isfinite(o.lr))
+    throw std::invalid_argument("lr: must be a positive finite number");
+  if (!(o.momentum >= 0.0 && o.momentum < 1.0))
+    throw std::invalid_argument("momentum: must lie in [0, 1)");
+  if (o.clip != ClipMode::None && (!(o.clip_value > 0.0) || !std::isfinite(o.clip_value)))
+    throw std::invalid_argument("clip: must be a positive finite number");
+  if (o.loss != Loss::CrossEntropy && o.loss != Loss::Mse)
+    throw std::invalid_argument("loss: training needs 'cross_entropy' or 'mse'");
+}
+
+}  // namespace
+
+ClipMode parse_clip_mode(const std::string& name) {
+  if (name == "none") return ClipMode::None;
+  if (name == "norm") return ClipMode::Norm;
+  if (name == "value") return ClipMode::Value;
+  throw std::invalid_argument("clip_mode: unknown name \"" + name +
+                              "\"; expected one of \"norm\", \"value\"");
+}
+
+template <typename T>
+EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, const T* x,
+                       const T* targets, const std::int64_t* labels,
+                       const std::int64_t* order, int n, const TrainOptions& o) {
+  c.validate();
+  check_options(o);
+  const int L = c.depth();
+  if (n < 1) throw std::invalid_argument("x: at least one example is needed");
+  if (static_cast<int>(params.weights.size()) != L || static_cast<int>(params.biases.size()) != L ||
+      static_cast<int>(params.initial_weights.size()) != L)
+    throw std::invalid_argument("weights: one writable array per layer is required");
+  const bool momentum = !params.weight_velocity.empty();
+  const int nt = resolve_threads(o.n_threads);
+  const int n_in = c.widths[0], n_out = c.widths[L];
+  const int bs = std::min(o.batch_size, n);
+  const int steps = (n + bs - 1) / bs;
+
+  std::vector<T> xb(static_cast<std::size_t>(bs) * n_in);
+  std::vector<T> tb(targets ? static_cast<std::size_t>(bs) * n_out : 0);
+  std::vector<std::int64_t> lb(labels ? bs : 0);
+  std::vector<std::vector<T>> gw(L), gb(L);
+  BackpropOutputs<T> outputs;
+  for (int l = 0; l < L; ++l) {
+    gw[l].resize(static_cast<std::size_t>(c.widths[l + 1]) * c.widths[l]);
+    gb[l].resize(c.widths[l + 1]);
+    outputs.weight_grads.push_back(gw[l].data());
+    outputs.bias_grads.push_back(gb[l].data());
+  }
+  BackpropOptions bo;
+  bo.loss = o.loss;
+  bo.keep_grads = true;
+  bo.n_threads = nt;
+  bo.grad_format = o.grad_format;
+  bo.loss_scale = o.loss_scale;
+
+  EpochStats s;
+  s.step_loss.reserve(steps);
+  s.step_grad_norm.reserve(steps);
+  s.step_clipped_norm.reserve(steps);
+  s.weight_grad_norm.assign(L, 0.0);
+  s.grad_norm.assign(L + 1, 0.0);
+  for (int step = 0; step < steps; ++step) {
+    const int first = step * bs;
+    const int count = std::min(bs, n - first);
+    if (c.norm == Norm::BatchNorm && count < 2) break;  // a lone last example has no statistics
+    const std::int64_t* rows = order + first;
+    gather_rows(x, n_in, rows, count, xb.data());
+    if (targets) gather_rows(targets, n_out, rows, count, tb.data());
+    if (labels)
+      for (int i = 0; i < count; ++i) lb[i] = labels[rows[i]];
+    const BackpropStats b = backprop<T>(c, xb.data(), count, targets ? tb.data() : nullptr,
+                                        labels ? lb.data() : nullptr, bo, outputs);
+    double sq = 0.0;
+    for (int l = 0; l < L; ++l)
+      sq += b.weight_grad_norm[l] * b.weight_grad_norm[l] + b.bias_grad_norm[l] * b.bias_grad_norm[l];
+    const double norm = std::sqrt(sq);
+    // PyTorch's clip_grad_norm_: scale by bound / (norm + 1e-6) when that is below 1.
+    double factor = 1.0;
+    if (o.clip == ClipMode::Norm && std::isfinite(norm))
+      factor = std::min(1.0, o.clip_value / (norm + 1e-6));
+    double clipped_sq = 0.0;
+    for (int l = 0; l < L; ++l) {
+      clipped_sq += clip_and_step(params.weights[l], momentum ? params.weight_velocity[l] : nullptr,
+                                  gw[l].data(), gw[l].size(), o, factor, nt);
+      clipped_sq += clip_and_step(params.biases[l], momentum ? params.bias_velocity[l] : nullptr,
+                                  gb[l].data(), gb[l].size(), o, factor, nt);
+      s.weight_grad_norm[l] += b.weight_grad_norm[l];
+    }
+    for (int l = 0; l <= L; ++l) s.grad_norm[l] += b.grad_norm[l];
+    s.step_loss.push_back(b.loss);
+    s.step_grad_norm.push_back(norm);
+    s.step_clipped_norm.push_back(std::sqrt(clipped_sq));
+    if (s.first_nonfinite_step < 0 && !(std::isfinite(b.loss) && std::isfinite(norm)))
+      s.first_nonfinite_step = step;
+  }
+  const double taken = static_cast<double>(std::max<std::size_t>(s.step_loss.size(), 1));
+  for (double& v : s.weight_grad_norm) v /= taken;
+  for (double& v : s.grad_norm) v /= taken;
+  s.weight_change.resize(L);
+  for (int l = 0; l < L; ++l)
+    s.weight_change[l] = relative_change(params.weights[l], params.initial_weights[l],
+                                         static_cast<std::size_t>(c.widths[l + 1]) * c.widths[l], nt);
+  return s;
+}
+
+template <typename T>
+Evaluation evaluate(const ChainView<T>& c, const T* x, const T* targets,
+                    const std::int64_t* labels, int n, Loss loss, int n_threads) {
+  c.validate();
+  if (n < 1) throw std::invalid_argument("x: at least one example is needed");
+  if (loss != Loss::CrossEntropy && loss != Loss::Mse)
+    throw std::invalid_argument("loss: evaluation needs 'cross_entropy' or 'mse'");
+  const int nt = resolve_threads(n_threads);
+  const int n_in = c.widths[0], n_out = c.widths.back();
+  // Balanced chunks of at most kChunk examples: never a lone last example, which
+  // batchnorm could not normalise.
+  constexpr int kChunk = 2048;
+  const int n_chunks = (n + kChunk - 1) / kChunk;
+  const int chunk = (n + n_chunks - 1) / n_chunks;
+  std::vector<T> out(static_cast<std::size_t>(chunk) * n_out), grad(out.size());
+  double loss_sum = 0.0;
+  std::int64_t correct = 0;
+  for (int k = 0, first = 0; k < n_chunks; ++k) {
+    const int count = n / n_chunks + (k < n % n_chunks ? 1 : 0);
+    const T* xc = x + static_cast<std::size_t>(first) * n_in;
+    forward<T>(c, xc, count, out.data(), nt);
+    const T* tc = targets ? targets + static_cast<std::size_t>(first) * n_out : nullptr;
+    const std::int64_t* lc = labels ? labels + first : nullptr;
+    const double chunk_loss =
+        detail::loss_and_gradient(loss, out.data(), count, n_out, tc, lc, grad.data(), nt);
+    loss_sum += chunk_loss * count;
+    for (int i = 0; i < count; ++i) {
+      const T* row = out.data() + static_cast<std::size_t>(i) * n_out;
+      const auto predicted = std::max_element(row, row + n_out) - row;
+      std::int64_t truth = 0;
+      if (lc) {
+        truth = lc[i];
+      } else {
+        const T* t = tc + static_cast<std::size_t>(i) * n_out;
+        truth = std::max_element(t, t + n_out) - t;
+      }
+      correct += predicted == truth ? 1 : 0;
+    }
+    first += count;
+  }
+  Evaluation e;
+  e.loss = loss_sum / n;
+  e.accuracy = static_cast<double>(correct) / n;
+  return e;
+}
+
+#define PYJAC_INSTANTIATE(T)                                                                  \
+  template EpochStats train_epoch<T>(const ChainView<T>&, const TrainParameters<T>&, const T*, \
+                                     const T*, const std::int64_t*, const std::int64_t*, int,  \
+                                     const TrainOptions&);                                     \
+  template Evaluation evaluate<T>(const ChainView<T>&, const T*, const T*,                     \
+                                  const std::int64_t*, int, Loss, int);
+PYJAC_INSTANTIATE(float)
+PYJAC_INSTANTIATE(double)
+#undef PYJAC_INSTANTIATE
+
+}  // namespace pyjac

@@ -1,0 +1,291 @@
+"""Watch a chain train: minibatch SGD in the C++ core, recorded per epoch and per layer."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._progress import Progress
+from ._validation import as_float_array, check_choice, check_int, check_real, check_threads
+from .chain import Chain, _grad_dtype
+
+TRAIN_LOSSES = ("cross_entropy", "mse")
+CLIP_MODES = ("norm", "value")
+
+
+@dataclass(frozen=True)
+class TrainingHistory:
+    """What :func:`train` recorded. Row ``t`` of a per-epoch array is after epoch ``t``.
+
+    Attributes
+    ----------
+    loss, accuracy : ndarray, shape (epochs+1,)
+        On the whole training set, before training (row 0) and after every epoch.
+    val_loss, val_accuracy : ndarray, shape (epochs+1,), or None
+        The same on ``validation`` when given.
+    weight_grad_norm : ndarray, shape (epochs, depth)
+        Mean over the epoch's steps of ``||dL/dW_l||`` (before clipping).
+    grad_norm : ndarray, shape (epochs, depth+1)
+        Mean over the epoch's steps of ``||dL/dh_l||``.
+    weight_change : ndarray, shape (epochs+1, depth)
+        ``||W_l(t) - W_l(0)|| / ||W_l(0)||``: how far each layer has moved.
+    step_loss : ndarray, shape (steps,)
+        Minibatch loss before each update.
+    step_grad_norm, step_clipped_grad_norm : ndarray, shape (steps,)
+        Global gradient norm (every weight and bias) before and after clipping.
+    clipped_fraction : ndarray, shape (epochs,)
+        Share of the epoch's steps that clipping changed.
+    first_nonfinite_step : int or None
+        The first step whose loss or gradient was NaN/Inf (training went on).
+    steps_per_epoch : int
+    config : dict
+        The arguments the run used.
+    """
+
+    loss: np.ndarray
+    accuracy: np.ndarray
+    val_loss: np.ndarray | None
+    val_accuracy: np.ndarray | None
+    weight_grad_norm: np.ndarray
+    grad_norm: np.ndarray
+    weight_change: np.ndarray
+    step_loss: np.ndarray = field(repr=False)
+    step_grad_norm: np.ndarray = field(repr=False)
+    step_clipped_grad_norm: np.ndarray = field(repr=False)
+    clipped_fraction: np.ndarray = field(repr=False)
+    first_nonfinite_step: int | None = None
+    steps_per_epoch: int = 0
+    config: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def epochs(self) -> int:
+        return int(self.weight_change.shape[0] - 1)
+
+    @property
+    def depth(self) -> int:
+        return int(self.weight_change.shape[1])
+
+    def __repr__(self) -> str:
+        val = ""
+        if self.val_accuracy is not None:
+            val = f", val_accuracy {self.val_accuracy[0]:.3f} -> {self.val_accuracy[-1]:.3f}"
+        return (
+            f"TrainingHistory(epochs={self.epochs}, depth={self.depth}, "
+            f"loss {self.loss[0]:.4g} -> {self.loss[-1]:.4g}, "
+            f"accuracy {self.accuracy[0]:.3f} -> {self.accuracy[-1]:.3f}{val}, "
+            f"weight_change first/last layer {self.weight_change[-1, 0]:.3g}/"
+            f"{self.weight_change[-1, -1]:.3g})"
+        )
+
+
+def _targets(chain: Chain, loss: str, y: Any, n: int, name: str) -> np.ndarray:
+    """Labels for cross_entropy; values for mse (integer labels become one-hot rows)."""
+    arr = np.asarray(y)
+    if loss == "mse" and arr.ndim == 1 and np.issubdtype(arr.dtype, np.integer):
+        n_out = chain.widths[-1]
+        if arr.size and (arr.min() < 0 or arr.max() >= n_out):
+            raise ValueError(f"{name}: labels must lie in [0, {n_out}), got {arr.min()}..{arr.max()}")
+        arr = np.eye(n_out, dtype=chain.dtype)[arr]
+    try:
+        return chain._target(loss, arr, n, single=False)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(str(exc).replace("target:", f"{name}:", 1)) from None
+
+
+def _inputs(chain: Chain, x: Any, name: str) -> np.ndarray:
+    arr = as_float_array(x, name, chain.dtype)
+    if arr.ndim != 2 or arr.shape[1] != chain.widths[0] or arr.shape[0] < 1:
+        raise ValueError(f"{name}: expected shape (n, {chain.widths[0]}), got {np.shape(x)}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: contains NaN or Inf")
+    return arr
+
+
+def _parameters_writable(chain: Chain) -> None:
+    """SGD writes into the chain's arrays: make each one owned, contiguous and writable."""
+    for params in (chain.weights, chain.biases):
+        for i, a in enumerate(params):
+            if not (a.flags.c_contiguous and a.flags.writeable and a.dtype == chain.dtype):
+                params[i] = np.array(a, dtype=chain.dtype, order="C")
+
+
+def train(
+    chain: Chain,
+    x: Any,
+    y: Any,
+    epochs: int = 10,
+    lr: float = 0.1,
+    batch_size: int = 32,
+    *,
+    momentum: float = 0.0,
+    clip: float | None = None,
+    clip_mode: str = "norm",
+    loss: str = "cross_entropy",
+    validation: tuple[Any, Any] | None = None,
+    shuffle: bool = True,
+    seed: int = 0,
+    grad_dtype: Any = None,
+    loss_scale: float = 1.0,
+    n_threads: int | None = None,
+    progress: bool | None = None,
+) -> TrainingHistory:
+    """Train ``chain`` in place by minibatch SGD, recording how every layer learns.
+
+    Each step is one exact forward and backward pass in the C++ core, then optional
+    clipping, then ``v = momentum * v + g; W -= lr * v`` (PyTorch's SGD) for every
+    weight and bias. Only the loop over epochs runs in Python.
+
+    Parameters
+    ----------
+    chain : Chain
+        Updated in place (``chain.weights`` and ``chain.biases``).
+    x : array_like, shape (n, widths[0])
+    y : array_like
+        Integer class labels, shape (n,), for "cross_entropy"; targets of shape
+        (n, widths[-1]) for "mse" (integer labels are one-hot encoded).
+    epochs : int, default 10
+    lr : float, default 0.1
+    batch_size : int, default 32
+        The last minibatch of an epoch is smaller when ``n`` is not a multiple.
+    momentum : float, default 0
+        In [0, 1).
+    clip : float, optional
+        Gradient clipping bound: the global norm over every weight and bias
+        (``clip_mode="norm"``, as ``torch.nn.utils.clip_grad_norm_``) or each entry
+        (``"value"``, as ``clip_grad_value_``). The norms before and after are logged.
+    loss : {"cross_entropy", "mse"}
+    validation : (x_val, y_val), optional
+        Evaluated before training and after every epoch.
+    shuffle : bool, default True
+        A fresh seeded permutation of the examples every epoch.
+    seed : int, default 0
+        Seeds the shuffling: same seed, same run, whatever the thread count.
+    grad_dtype, loss_scale
+        Mixed-precision emulation of every backward pass, as in :meth:`Chain.backprop`.
+    n_threads : int, optional
+        None or -1 for every core.
+    progress : bool, optional
+        A progress bar over epochs (None: when stderr is a terminal).
+
+    Returns
+    -------
+    TrainingHistory
+        Diverging runs are data: NaN losses are recorded, ``first_nonfinite_step``
+        says where they began.
+
+    Examples
+    --------
+    >>> import pyjac
+    >>> data = pyjac.load_digits()
+    >>> net = pyjac.Chain(4, [64, 64, 64, 64, 10], activation="relu", init="he")
+    >>> h = pyjac.train(net, data.x_train, data.y_train, epochs=3, lr=0.05)
+    >>> bool(h.loss[-1] < h.loss[0])
+    True
+    """
+    if not isinstance(chain, Chain):
+        raise TypeError(f"chain: expected a pyjac.Chain, got {type(chain).__name__}")
+    epochs = check_int(epochs, "epochs", minimum=1)
+    lr = check_real(lr, "lr", positive=True)
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    momentum = check_real(momentum, "momentum", nonneg=True)
+    if momentum >= 1:
+        raise ValueError(f"momentum: must lie in [0, 1), got {momentum}")
+    clip_value = 0.0 if clip is None else check_real(clip, "clip", positive=True)
+    clip_mode = "none" if clip is None else check_choice(clip_mode, CLIP_MODES, "clip_mode")
+    loss = check_choice(loss, TRAIN_LOSSES, "loss")
+    seed = check_int(seed, "seed", minimum=0, maximum=2**63 - 1)
+    grad_format = _grad_dtype(grad_dtype, chain.dtype)
+    loss_scale = check_real(loss_scale, "loss_scale", positive=True)
+    n_threads = check_threads(n_threads)
+    xa = _inputs(chain, x, "x")
+    ya = _targets(chain, loss, y, xa.shape[0], "y")
+    val = None
+    if validation is not None:
+        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
+            raise TypeError("validation: expected a pair (x_val, y_val)")
+        xv = _inputs(chain, validation[0], "validation[0]")
+        val = (xv, _targets(chain, loss, validation[1], xv.shape[0], "validation[1]"))
+    if chain.norm == "batchnorm" and min(batch_size, xa.shape[0]) < 2:
+        raise ValueError("batch_size: norm='batchnorm' needs minibatches of at least 2")
+
+    _parameters_writable(chain)
+    structure = (chain.activations, chain.residual, chain.residual_scale, chain.norm or "none")
+    initial = [w.copy() for w in chain.weights]
+    velocity_w = [np.zeros_like(w) for w in chain.weights] if momentum > 0 else []
+    velocity_b = [np.zeros_like(b) for b in chain.biases] if momentum > 0 else []
+    core_grad = "native" if grad_format == "none" else grad_format
+
+    def evaluate(data: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
+        return _core.evaluate(chain.weights, chain.biases, *structure, data[0], data[1], loss,
+                              n_threads)
+
+    records: dict[str, list] = {k: [] for k in (
+        "loss", "accuracy", "val_loss", "val_accuracy", "weight_grad_norm", "grad_norm",
+        "weight_change", "step_loss", "step_grad_norm", "step_clipped", "clipped_fraction")}
+
+    def record_evaluation() -> None:
+        train_loss, train_acc = evaluate((xa, ya))
+        records["loss"].append(train_loss)
+        records["accuracy"].append(train_acc)
+        if val is not None:
+            vl, va = evaluate(val)
+            records["val_loss"].append(vl)
+            records["val_accuracy"].append(va)
+
+    record_evaluation()
+    records["weight_change"].append(np.zeros(chain.depth))
+    rng = np.random.default_rng(seed)
+    n = xa.shape[0]
+    first_nonfinite = None
+    show = sys.stderr.isatty() if progress is None else bool(progress)
+    bar = Progress(epochs, "train", show, unit="epoch")
+    try:
+        for epoch in range(epochs):
+            order = rng.permutation(n) if shuffle else np.arange(n)
+            raw = _core.train_epoch(
+                chain.weights, chain.biases, velocity_w, velocity_b, initial, *structure, xa, ya,
+                order, loss, batch_size, lr, momentum, clip_mode, clip_value, core_grad,
+                loss_scale, n_threads,
+            )
+            steps_done = sum(len(s) for s in records["step_loss"])
+            if first_nonfinite is None and raw["first_nonfinite_step"] is not None:
+                first_nonfinite = steps_done + raw["first_nonfinite_step"]
+            records["step_loss"].append(raw["step_loss"])
+            records["step_grad_norm"].append(raw["step_grad_norm"])
+            records["step_clipped"].append(raw["step_clipped_norm"])
+            records["clipped_fraction"].append(
+                float(np.mean(raw["step_clipped_norm"] < raw["step_grad_norm"]))
+                if clip is not None and raw["step_grad_norm"].size else 0.0
+            )
+            records["weight_grad_norm"].append(raw["weight_grad_norm"])
+            records["grad_norm"].append(raw["grad_norm"])
+            records["weight_change"].append(raw["weight_change"])
+            record_evaluation()
+            bar.update()
+    finally:
+        bar.close()
+
+    config = dict(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, clip=clip,
+                  clip_mode=clip_mode if clip is not None else None, loss=loss, shuffle=shuffle,
+                  seed=seed, grad_dtype=None if grad_format == "none" else grad_format,
+                  loss_scale=loss_scale)
+    return TrainingHistory(
+        loss=np.asarray(records["loss"]),
+        accuracy=np.asarray(records["accuracy"]),
+        val_loss=np.asarray(records["val_loss"]) if val is not None else None,
+        val_accuracy=np.asarray(records["val_accuracy"]) if val is not None else None,
+        weight_grad_norm=np.vstack(records["weight_grad_norm"]),
+        grad_norm=np.vstack(records["grad_norm"]),
+        weight_change=np.vstack(records["weight_change"]),
+        step_loss=np.concatenate(records["step_loss"]),
+        step_grad_norm=np.concatenate(records["step_grad_norm"]),
+        step_clipped_grad_norm=np.concatenate(records["step_clipped"]),
+        clipped_fraction=np.asarray(records["clipped_fraction"]),
+        first_nonfinite_step=first_nonfinite,
+        steps_per_epoch=len(records["step_loss"][0]),
+        config=config,
+    )
