@@ -39,8 +39,12 @@ class TrainingHistory:
         Global gradient norm (every weight and bias) before and after clipping.
     clipped_fraction : ndarray, shape (epochs,)
         Share of the epoch's steps that clipping changed.
+    skipped_steps : ndarray of int, shape (epochs,)
+        Steps whose 16-bit gradient (``grad_dtype``) overflowed: their update was
+        skipped, as PyTorch's GradScaler does (the loss scale stays fixed here).
     first_nonfinite_step : int or None
-        The first step whose loss or gradient was NaN/Inf (training went on).
+        The first step whose loss or gradient was NaN/Inf. Training goes on; without
+        ``grad_dtype`` the non-finite update is applied (a diverging run is data).
     steps_per_epoch : int
     config : dict
         The arguments the run used.
@@ -57,6 +61,7 @@ class TrainingHistory:
     step_grad_norm: np.ndarray = field(repr=False)
     step_clipped_grad_norm: np.ndarray = field(repr=False)
     clipped_fraction: np.ndarray = field(repr=False)
+    skipped_steps: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, int))
     first_nonfinite_step: int | None = None
     steps_per_epoch: int = 0
     config: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -225,7 +230,8 @@ def train(
 
     records: dict[str, list] = {k: [] for k in (
         "loss", "accuracy", "val_loss", "val_accuracy", "weight_grad_norm", "grad_norm",
-        "weight_change", "step_loss", "step_grad_norm", "step_clipped", "clipped_fraction")}
+        "weight_change", "step_loss", "step_grad_norm", "step_clipped", "clipped_fraction",
+        "skipped_steps")}
 
     def record_evaluation() -> None:
         train_loss, train_acc = evaluate((xa, ya))
@@ -261,6 +267,7 @@ def train(
                 float(np.mean(raw["step_clipped_norm"] < raw["step_grad_norm"]))
                 if clip is not None and raw["step_grad_norm"].size else 0.0
             )
+            records["skipped_steps"].append(raw["skipped_steps"])
             records["weight_grad_norm"].append(raw["weight_grad_norm"])
             records["grad_norm"].append(raw["grad_norm"])
             records["weight_change"].append(raw["weight_change"])
@@ -285,6 +292,7 @@ def train(
         step_grad_norm=np.concatenate(records["step_grad_norm"]),
         step_clipped_grad_norm=np.concatenate(records["step_clipped"]),
         clipped_fraction=np.asarray(records["clipped_fraction"]),
+        skipped_steps=np.asarray(records["skipped_steps"], dtype=np.int64),
         first_nonfinite_step=first_nonfinite,
         steps_per_epoch=len(records["step_loss"][0]),
         config=config,

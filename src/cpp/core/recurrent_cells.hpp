@@ -117,7 +117,7 @@ inline void plain_forward_row(Activation act, T* h, int n) {
       PYJAC_SIMD for (int j = 0; j < n; ++j) h[j] = sigmoid(h[j]);
       break;
     case Activation::Relu:
-      PYJAC_SIMD for (int j = 0; j < n; ++j) h[j] = h[j] > T(0) ? h[j] : T(0);
+      PYJAC_SIMD for (int j = 0; j < n; ++j) h[j] = h[j] < T(0) ? T(0) : h[j];  // NaN stays NaN
       break;
     default:
       break;

@@ -154,6 +154,14 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
     for (int l = 0; l < L; ++l)
       sq += b.weight_grad_norm[l] * b.weight_grad_norm[l] + b.bias_grad_norm[l] * b.bias_grad_norm[l];
     const double norm = std::sqrt(sq);
+    if (o.grad_format != GradFormat::Native && !std::isfinite(norm)) {
+      ++s.skipped_steps;
+      s.step_loss.push_back(b.loss);
+      s.step_grad_norm.push_back(norm);
+      s.step_clipped_norm.push_back(0.0);
+      if (s.first_nonfinite_step < 0) s.first_nonfinite_step = step;
+      continue;
+    }
     // PyTorch's clip_grad_norm_: scale by bound / (norm + 1e-6) when that is below 1.
     double factor = 1.0;
     if (o.clip == ClipMode::Norm && std::isfinite(norm))

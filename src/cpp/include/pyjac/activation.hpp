@@ -31,10 +31,10 @@ inline ActivationValue<T> activate(Activation a, T u) {
       return {t, T(1) - t * t};
     }
     case Activation::Relu:
-      return {u > T(0) ? u : T(0), u > T(0) ? T(1) : T(0)};
+      return {u < T(0) ? T(0) : u, u > T(0) ? T(1) : T(0)};  // NaN stays NaN, as in PyTorch
     case Activation::LeakyRelu: {
       const T slope = T(kLeakySlope);
-      return {u > T(0) ? u : slope * u, u > T(0) ? T(1) : slope};
+      return {u < T(0) ? slope * u : u, u > T(0) ? T(1) : slope};
     }
     case Activation::Gelu: {
       // Exact GELU, u * Phi(u); PyTorch's default (approximate="none").
@@ -58,9 +58,9 @@ inline ActivationValue<T> activate(T u) {
   if constexpr (A == Activation::Linear) {
     return {u, T(1)};
   } else if constexpr (A == Activation::Relu) {
-    return {u > T(0) ? u : T(0), u > T(0) ? T(1) : T(0)};
+    return {u < T(0) ? T(0) : u, u > T(0) ? T(1) : T(0)};
   } else if constexpr (A == Activation::LeakyRelu) {
-    return {u > T(0) ? u : T(kLeakySlope) * u, u > T(0) ? T(1) : T(kLeakySlope)};
+    return {u < T(0) ? T(kLeakySlope) * u : u, u > T(0) ? T(1) : T(kLeakySlope)};
   } else {
     return activate(A, u);
   }

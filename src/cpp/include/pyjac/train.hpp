@@ -41,10 +41,13 @@ struct EpochStats {
   std::vector<double> grad_norm;          // mean over steps of ||dL/dh_l||, l = 0..depth
   std::vector<double> weight_change;      // ||W_l - W_l(0)|| / ||W_l(0)|| after the epoch
   int first_nonfinite_step = -1;          // index into the step arrays
+  int skipped_steps = 0;  // 16-bit gradients that overflowed: the update was skipped
 };
 
 // One pass over the examples in the given order (n_examples indices into x), in
-// minibatches of batch_size (the last one smaller). x is (n, widths[0]); the targets
+// minibatches of batch_size (the last one smaller). With a 16-bit grad_format a step
+// whose gradient overflowed is skipped, as mixed-precision loss scalers do; otherwise a
+// non-finite gradient is applied (a diverging run is data). x is (n, widths[0]); the targets
 // are values (mse, (n, widths[L])) or labels (cross_entropy), indexed like x.
 template <typename T>
 EpochStats train_epoch(const ChainView<T>& chain, const TrainParameters<T>& params, const T* x,
