@@ -11,50 +11,17 @@ cores.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from . import plot as jplot
 from . import theory
+from ._figure_common import FigureInfo, Spec, _e, _plt
 from .experiments import Results, growth_rate, jacobian_spectra, rnn_sweep, sweep
+from .figures_training import fig9_training, fig10_mixed_precision
 
 __all__ = ["FIGURES", "FigureInfo", "Spec", "available"]
-
-
-@dataclass
-class FigureInfo:
-    """What a figure shows: caption, measured numbers and notes for the report."""
-
-    name: str
-    title: str
-    caption: str
-    header: list[str] = field(default_factory=list)
-    rows: list[list[str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Spec:
-    """One figure of ``pyjac reproduce``: file name, title and builder."""
-
-    name: str
-    title: str
-    build: Callable[..., tuple[Any, FigureInfo]]
-
-
-def _plt():
-    return jplot._pyplot()
-
-
-def _e(v: float) -> str:
-    """A number for a table: 3 significant digits, scientific when far from 1."""
-    if v is None or not np.isfinite(v):
-        return "n/a"
-    if v == 0:
-        return "0"
-    return f"{v:.3g}" if 1e-3 <= abs(v) < 1e5 else f"{v:.3e}"
 
 
 def _ratio(part: Results, lo: int = 0) -> float:
@@ -615,6 +582,9 @@ FIGURES: tuple[Spec, ...] = (
          fig7_gradient_clipping),
     Spec("fig8_dead_and_saturated", "Dead ReLUs and saturated units vs depth",
          fig8_dead_and_saturated),
+    Spec("fig9_training", "Training a deep net: which layers learn", fig9_training),
+    Spec("fig10_mixed_precision", "Mixed precision: float16 underflow vs depth",
+         fig10_mixed_precision),
 )
 
 

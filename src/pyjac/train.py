@@ -93,7 +93,9 @@ def _targets(chain: Chain, loss: str, y: Any, n: int, name: str) -> np.ndarray:
     if loss == "mse" and arr.ndim == 1 and np.issubdtype(arr.dtype, np.integer):
         n_out = chain.widths[-1]
         if arr.size and (arr.min() < 0 or arr.max() >= n_out):
-            raise ValueError(f"{name}: labels must lie in [0, {n_out}), got {arr.min()}..{arr.max()}")
+            raise ValueError(
+                f"{name}: labels must lie in [0, {n_out}), got {arr.min()}..{arr.max()}"
+            )
         arr = np.eye(n_out, dtype=chain.dtype)[arr]
     try:
         return chain._target(loss, arr, n, single=False)
@@ -250,7 +252,7 @@ def train(
     show = sys.stderr.isatty() if progress is None else bool(progress)
     bar = Progress(epochs, "train", show, unit="epoch")
     try:
-        for epoch in range(epochs):
+        for _ in range(epochs):
             order = rng.permutation(n) if shuffle else np.arange(n)
             raw = _core.train_epoch(
                 chain.weights, chain.biases, velocity_w, velocity_b, initial, *structure, xa, ya,
