@@ -27,6 +27,8 @@ EXPECTED_SIZE = {
     "fig6_phase_diagram": (1485, 594),
     "fig7_gradient_clipping": (1430, 528),
     "fig8_dead_and_saturated": (1430, 528),
+    "fig9_training": (1760, 528),
+    "fig10_mixed_precision": (1430, 528),
 }
 
 
@@ -52,7 +54,7 @@ def test_reproduce_quick_writes_every_figure_and_the_report(quick_run):
     drawn = [s.name for s in figures.FIGURES if figures.available(s) is None]
     assert {"fig1_gradient_vs_depth", "fig2_residual_layernorm", "fig3_sigmoid_vs_relu",
             "fig6_phase_diagram", "fig7_gradient_clipping",
-            "fig8_dead_and_saturated"} <= set(drawn)
+            "fig8_dead_and_saturated", "fig9_training", "fig10_mixed_precision"} <= set(drawn)
     for name in drawn:
         png = out / f"{name}.png"
         assert png.stat().st_size > 20_000, name
@@ -185,8 +187,8 @@ def test_unwritable_out_is_an_error_naming_it(tmp_path, capsys):
     code, _, err = run(["reproduce", "--out", str(blocker / "figs"), "--quick"], capsys)
     assert code == 2
     assert f"pyjac reproduce: error: --out: cannot write to '{blocker / 'figs'}'" in err
-    code, _, err = run(["reproduce", "--out", str(tmp_path / "f"), "--only", "fig9"], capsys)
-    assert code == 2 and "--only: unknown figure 'fig9'" in err
+    code, _, err = run(["reproduce", "--out", str(tmp_path / "f"), "--only", "fig99"], capsys)
+    assert code == 2 and "--only: unknown figure 'fig99'" in err
     code, _, err = run(["reproduce", "--out", str(tmp_path / "f"), "--formats", "gif"], capsys)
     assert code == 2 and "--formats" in err
 
