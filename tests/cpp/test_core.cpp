@@ -7,6 +7,8 @@
 
 #include "pyjac/chain.hpp"
 #include "pyjac/init.hpp"
+#include "pyjac/precision.hpp"
+#include "pyjac/train.hpp"
 
 namespace {
 
@@ -75,11 +77,52 @@ void test_bad_input_throws() {
   check(threw, "unknown activation is rejected");
 }
 
+// float16's edges: the largest finite value, the overflow threshold, the smallest
+// subnormal and ties to even (2^-25 -> 0, 1.5 quanta 3 * 2^-25 -> 2 quanta).
+void test_float16_rounding() {
+  std::vector<double> v{65504.0, 65519.0, 65520.0, std::ldexp(1.0, -24), std::ldexp(1.0, -25),
+                        3 * std::ldexp(1.0, -25), 1.0 + std::ldexp(1.0, -11), -0.0};
+  const auto counts = pyjac::round_to_format(v.data(), v.size(), pyjac::GradFormat::Float16, 1);
+  check(v[0] == 65504.0 && v[1] == 65504.0, "float16: below the threshold rounds to 65504");
+  check(std::isinf(v[2]), "float16: 65520 overflows");
+  check(v[3] == std::ldexp(1.0, -24), "float16: smallest subnormal is kept");
+  check(v[4] == 0.0, "float16: half the smallest subnormal ties to zero");
+  check(v[5] == std::ldexp(1.0, -23), "float16: 1.5 quanta ties to the even 2 quanta");
+  check(v[6] == 1.0, "float16: 1 + 2^-11 ties to 1");
+  check(counts.underflow == 1 && counts.overflow == 1 && counts.zeros == 2,
+        "float16: one underflow, one overflow, two zeros");
+}
+
+// SGD through the core: a one-layer linear chain fitting y = 2x by mse converges.
+void test_train_epoch_fits_a_line() {
+  std::vector<double> w{0.0}, b{0.0}, w0{0.0};
+  pyjac::ChainView<double> c;
+  c.widths = {1, 1};
+  c.weights = {w.data()};
+  c.biases = {b.data()};
+  c.activations = {pyjac::Activation::Linear};
+  pyjac::TrainParameters<double> p;
+  p.weights = {w.data()};
+  p.biases = {b.data()};
+  p.initial_weights = {w0.data()};
+  std::vector<double> x{-1.0, -0.5, 0.5, 1.0}, y{-2.0, -1.0, 1.0, 2.0};
+  std::vector<std::int64_t> order{0, 1, 2, 3};
+  pyjac::TrainOptions o;
+  o.loss = pyjac::Loss::Mse;
+  o.batch_size = 4;
+  o.lr = 0.5;
+  for (int epoch = 0; epoch < 200; ++epoch)
+    (void)pyjac::train_epoch<double>(c, p, x.data(), y.data(), nullptr, order.data(), 4, o);
+  check(std::abs(w[0] - 2.0) < 1e-9 && std::abs(b[0]) < 1e-9, "SGD fits y = 2x");
+}
+
 }  // namespace
 
 int main() {
   test_scaled_orthogonal_chain();
   test_bad_input_throws();
+  test_float16_rounding();
+  test_train_epoch_fits_a_line();
   std::printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
