@@ -70,6 +70,7 @@ def test_one_epoch_matches_numpy_sgd(momentum, clip, clip_mode, rng):
     np.testing.assert_allclose(h.step_clipped_grad_norm, after, rtol=1e-10)
     np.testing.assert_allclose(h.step_loss, losses, rtol=1e-10)
     assert h.steps_per_epoch == 7  # 50 examples in minibatches of 8
+    np.testing.assert_allclose(h.loss[1], np.average(losses, weights=[8] * 6 + [2]), rtol=1e-10)
     change = [np.linalg.norm(w - w_0) / np.linalg.norm(w_0) for w, w_0 in zip(ref_w, w0)]
     np.testing.assert_allclose(h.weight_change[-1], change, rtol=1e-8)
     np.testing.assert_array_equal(h.weight_change[0], 0.0)
@@ -124,9 +125,15 @@ def test_loss_decreases_on_digits_with_relu_he(digits):
     assert h.loss[-1] < 0.25 * h.loss[0]
     assert h.accuracy[-1] > 0.9
     assert h.val_accuracy[-1] > 0.75  # digits: ~0.93; the synthetic stand-in: ~0.8
-    # The recorded evaluation is the chain's own loss on the data.
-    r = net.backprop(digits.x_train, loss="cross_entropy", target=digits.y_train)
-    np.testing.assert_allclose(h.loss[-1], r.loss, rtol=1e-5)
+    # The validation records are the chain's own loss on that data.
+    r = net.backprop(digits.x_test, loss="cross_entropy", target=digits.y_test)
+    np.testing.assert_allclose(h.val_loss[-1], r.loss, rtol=1e-5)
+    np.testing.assert_allclose(h.val_accuracy[-1],
+                               np.mean(r.output.argmax(axis=1) == digits.y_test))
+    # The training records are the epoch's minibatch losses, weighted by batch size.
+    last = h.step_loss[-h.steps_per_epoch:]
+    sizes = np.diff(np.r_[np.arange(0, len(digits.y_train), 32), len(digits.y_train)])
+    np.testing.assert_allclose(h.loss[-1], np.sum(last * sizes) / sizes.sum(), rtol=1e-10)
 
 
 def test_deep_sigmoid_first_layer_barely_moves(digits):

@@ -24,9 +24,12 @@ class TrainingHistory:
     Attributes
     ----------
     loss, accuracy : ndarray, shape (epochs+1,)
-        On the whole training set, before training (row 0) and after every epoch.
+        Row 0: on the whole training set before training. Row ``t``: the mean over
+        epoch ``t``'s minibatches, each as it was before its update (how Keras and most
+        training loops report it: free, but a mix of the epoch's weights). For the
+        exact training loss after every epoch, pass the training set as ``validation``.
     val_loss, val_accuracy : ndarray, shape (epochs+1,), or None
-        The same on ``validation`` when given.
+        On ``validation`` (forward passes only), before training and after every epoch.
     weight_grad_norm : ndarray, shape (epochs, depth)
         Mean over the epoch's steps of ``||dL/dW_l||`` (before clipping).
     grad_norm : ndarray, shape (epochs, depth+1)
@@ -235,16 +238,16 @@ def train(
         "weight_change", "step_loss", "step_grad_norm", "step_clipped", "clipped_fraction",
         "skipped_steps")}
 
-    def record_evaluation() -> None:
-        train_loss, train_acc = evaluate((xa, ya))
-        records["loss"].append(train_loss)
-        records["accuracy"].append(train_acc)
+    def record_validation() -> None:
         if val is not None:
             vl, va = evaluate(val)
             records["val_loss"].append(vl)
             records["val_accuracy"].append(va)
 
-    record_evaluation()
+    initial_loss, initial_accuracy = evaluate((xa, ya))
+    records["loss"].append(initial_loss)
+    records["accuracy"].append(initial_accuracy)
+    record_validation()
     records["weight_change"].append(np.zeros(chain.depth))
     rng = np.random.default_rng(seed)
     n = xa.shape[0]
@@ -273,7 +276,9 @@ def train(
             records["weight_grad_norm"].append(raw["weight_grad_norm"])
             records["grad_norm"].append(raw["grad_norm"])
             records["weight_change"].append(raw["weight_change"])
-            record_evaluation()
+            records["loss"].append(raw["mean_loss"])
+            records["accuracy"].append(raw["accuracy"])
+            record_validation()
             bar.update()
     finally:
         bar.close()

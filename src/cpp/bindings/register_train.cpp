@@ -102,6 +102,8 @@ py::dict train_epoch_typed(const py::sequence& weights, const py::sequence& bias
   r["grad_norm"] = to_numpy(s.grad_norm);
   r["weight_change"] = to_numpy(s.weight_change);
   r["skipped_steps"] = s.skipped_steps;
+  r["mean_loss"] = s.mean_loss;
+  r["accuracy"] = s.accuracy;
   r["first_nonfinite_step"] =
       s.first_nonfinite_step < 0 ? py::object(py::none()) : py::int_(s.first_nonfinite_step);
   return r;

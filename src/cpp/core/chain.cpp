@@ -157,6 +157,21 @@ LayerForwardStats forward_layer(const ChainView<T>& c, int l, int batch, const T
   return s;
 }
 
+// du = branch * g * phi'(.) over one contiguous run: a plain function of restrict
+// pointers and by-value scalars, so that the compiler vectorises it (inside an OpenMP
+// region the captured scalars are re-read through the shared frame on every iteration,
+// and the ReLU select becomes an unpredictable branch).
+template <Activation A, bool kFromOutput, typename T>
+void derivative_run(const T* __restrict g, const T* __restrict v, T* __restrict du,
+                    std::size_t n, T branch) {
+  for (std::size_t k = 0; k < n; ++k) {
+    if constexpr (kFromOutput)
+      du[k] = branch * g[k] * derivative_of_output(A, v[k]);
+    else
+      du[k] = branch * g[k] * activate<A>(v[k]).derivative;
+  }
+}
+
 // du = g * branch_scale * phi'(u_l), reading phi' from u or from h_l.
 template <typename T>
 void times_derivative(const ChainView<T>& c, int l, int batch, const T* g, const Tape<T>& tape,
@@ -164,19 +179,23 @@ void times_derivative(const ChainView<T>& c, int l, int batch, const T* g, const
   const int n = c.widths[l + 1];
   const T branch = c.residual ? static_cast<T>(c.residual_scale) : T(1);
   const std::size_t total = static_cast<std::size_t>(batch) * n;
-  const long long ntotal = static_cast<long long>(total);
+  constexpr std::size_t kRun = 8192;
+  const long long runs = static_cast<long long>((total + kRun - 1) / kRun);
   const T* u = tape.u[l].get();
   const T* h = tape.h[l].get();
   dispatch_activation(c.activations[l], [&](auto tag) {
     constexpr Activation A = decltype(tag)::value;
-    if (u) {
+    constexpr bool kOutputForm = A == Activation::Linear || A == Activation::Sigmoid ||
+                                 A == Activation::Tanh || A == Activation::Relu ||
+                                 A == Activation::LeakyRelu;
 #pragma omp parallel for num_threads(nt) if (worth_parallel(total)) schedule(static)
-      for (long long k = 0; k < ntotal; ++k) du[k] = branch * g[k] * activate<A>(u[k]).derivative;
-    } else if constexpr (A == Activation::Linear || A == Activation::Sigmoid ||
-                         A == Activation::Tanh || A == Activation::Relu ||
-                         A == Activation::LeakyRelu) {
-#pragma omp parallel for num_threads(nt) if (worth_parallel(total)) schedule(static)
-      for (long long k = 0; k < ntotal; ++k) du[k] = branch * g[k] * derivative_of_output(A, h[k]);
+    for (long long r = 0; r < runs; ++r) {
+      const std::size_t k0 = static_cast<std::size_t>(r) * kRun;
+      const std::size_t len = std::min(kRun, total - k0);
+      if (u)
+        derivative_run<A, false>(g + k0, u + k0, du + k0, len, branch);
+      else if constexpr (kOutputForm)
+        derivative_run<A, true>(g + k0, h + k0, du + k0, len, branch);
     }
   });
 }

@@ -12,30 +12,51 @@
 #include <utility>
 
 #include "loss.hpp"
+#include "reduce.hpp"
 #include "pyjac/threads.hpp"
 
 namespace pyjac {
 namespace {
 
-// Sums over fixed blocks, then the blocks in order: the same at every thread count.
 constexpr std::size_t kBlock = 4096;
 
-template <typename T, typename PerElement>
-double blocked_sum(std::size_t n, int nt, PerElement&& f) {
+// f(first, length) over fixed blocks, summed in block order: the same at every thread
+// count.
+template <typename PerBlock>
+double blocked_sum(std::size_t n, int nt, PerBlock&& f) {
   const std::size_t blocks = (n + kBlock - 1) / kBlock;
   std::vector<double> partial(blocks, 0.0);
   const long long nblocks = static_cast<long long>(blocks);
-#pragma omp parallel for num_threads(nt) if (n >= (std::size_t{1} << 15)) schedule(static)
+#pragma omp parallel for num_threads(nt) if (detail::worth_parallel(n)) schedule(static)
   for (long long blk = 0; blk < nblocks; ++blk) {
     const std::size_t k0 = static_cast<std::size_t>(blk) * kBlock;
-    const std::size_t k1 = std::min(n, k0 + kBlock);
-    double s = 0.0;
-    for (std::size_t k = k0; k < k1; ++k) s += f(k);
-    partial[blk] = s;
+    partial[blk] = f(k0, std::min(kBlock, n - k0));
   }
   double total = 0.0;
   for (double p : partial) total += p;
   return total;
+}
+
+// One block of the update, as plain loops over restrict pointers so that each
+// vectorises: g <- clip(g), then ||g||^2, then v <- momentum v + g, p <- p - lr v.
+template <bool kByValue, bool kMomentum, typename T>
+double step_block(T* __restrict p, T* __restrict v, T* __restrict g, std::size_t n, T lr, T mu,
+                  T factor, T bound) {
+  if constexpr (kByValue) {
+    for (std::size_t k = 0; k < n; ++k) g[k] = std::min(std::max(g[k], -bound), bound);
+  } else {
+    for (std::size_t k = 0; k < n; ++k) g[k] *= factor;
+  }
+  const double sq = detail::row_sum_squares(g, n);
+  if constexpr (kMomentum) {
+    for (std::size_t k = 0; k < n; ++k) {
+      v[k] = mu * v[k] + g[k];
+      p[k] -= lr * v[k];
+    }
+  } else {
+    for (std::size_t k = 0; k < n; ++k) p[k] -= lr * g[k];
+  }
+  return sq;
 }
 
 // g <- clip(g); v <- momentum v + g; p <- p - lr v. Returns ||clip(g)||^2.
@@ -44,27 +65,31 @@ double clip_and_step(T* p, T* v, T* g, std::size_t n, const TrainOptions& o, dou
                      int nt) {
   const T lr = static_cast<T>(o.lr), mu = static_cast<T>(o.momentum);
   const T bound = static_cast<T>(o.clip_value), factor = static_cast<T>(norm_factor);
+  auto run = [&](auto by_value, auto momentum) {
+    constexpr bool kByValue = decltype(by_value)::value, kMomentum = decltype(momentum)::value;
+    return blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
+      return step_block<kByValue, kMomentum>(p + k0, v ? v + k0 : nullptr, g + k0, len, lr, mu,
+                                             factor, bound);
+    });
+  };
   const bool by_value = o.clip == ClipMode::Value;
-  return blocked_sum<T>(n, nt, [&](std::size_t k) {
-    T gk = by_value ? std::clamp(g[k], -bound, bound) : g[k] * factor;
-    if (v) {
-      v[k] = mu * v[k] + gk;
-      p[k] -= lr * v[k];
-    } else {
-      p[k] -= lr * gk;
-    }
-    return static_cast<double>(gk) * gk;
-  });
+  if (by_value)
+    return v ? run(std::true_type{}, std::true_type{}) : run(std::true_type{}, std::false_type{});
+  return v ? run(std::false_type{}, std::true_type{}) : run(std::false_type{}, std::false_type{});
 }
 
 template <typename T>
 double relative_change(const T* w, const T* w0, std::size_t n, int nt) {
-  const double diff = blocked_sum<T>(n, nt, [&](std::size_t k) {
-    const double d = static_cast<double>(w[k]) - w0[k];
-    return d * d;
+  const double diff = blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
+    double s = 0.0;
+    for (std::size_t k = k0; k < k0 + len; ++k) {
+      const double d = static_cast<double>(w[k]) - w0[k];
+      s += d * d;
+    }
+    return s;
   });
-  const double base = blocked_sum<T>(n, nt, [&](std::size_t k) {
-    return static_cast<double>(w0[k]) * w0[k];
+  const double base = blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
+    return detail::row_sum_squares(w0 + k0, len);
   });
   return base > 0.0 ? std::sqrt(diff / base) : std::sqrt(diff);
 }
@@ -119,7 +144,9 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
   std::vector<T> tb(targets ? static_cast<std::size_t>(bs) * n_out : 0);
   std::vector<std::int64_t> lb(labels ? bs : 0);
   std::vector<std::vector<T>> gw(L), gb(L);
+  std::vector<T> predictions(static_cast<std::size_t>(bs) * n_out);
   BackpropOutputs<T> outputs;
+  outputs.output = predictions.data();
   for (int l = 0; l < L; ++l) {
     gw[l].resize(static_cast<std::size_t>(c.widths[l + 1]) * c.widths[l]);
     gb[l].resize(c.widths[l + 1]);
@@ -139,6 +166,8 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
   s.step_clipped_norm.reserve(steps);
   s.weight_grad_norm.assign(L, 0.0);
   s.grad_norm.assign(L + 1, 0.0);
+  double loss_sum = 0.0;
+  std::int64_t seen = 0, correct = 0;
   for (int step = 0; step < steps; ++step) {
     const int first = step * bs;
     const int count = std::min(bs, n - first);
@@ -150,6 +179,12 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
       for (int i = 0; i < count; ++i) lb[i] = labels[rows[i]];
     const BackpropStats b = backprop<T>(c, xb.data(), count, targets ? tb.data() : nullptr,
                                         labels ? lb.data() : nullptr, bo, outputs);
+    // The minibatch losses are means over their examples (mse: over every entry),
+    // so weighting by the example count gives the epoch's mean.
+    loss_sum += b.loss * count;
+    seen += count;
+    correct += count_correct(predictions.data(), count, n_out, targets ? tb.data() : nullptr,
+                             labels ? lb.data() : nullptr);
     double sq = 0.0;
     for (int l = 0; l < L; ++l)
       sq += b.weight_grad_norm[l] * b.weight_grad_norm[l] + b.bias_grad_norm[l] * b.bias_grad_norm[l];
@@ -181,6 +216,8 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
     if (s.first_nonfinite_step < 0 && !(std::isfinite(b.loss) && std::isfinite(norm)))
       s.first_nonfinite_step = step;
   }
+  s.mean_loss = seen ? loss_sum / static_cast<double>(seen) : std::nan("");
+  s.accuracy = seen ? static_cast<double>(correct) / static_cast<double>(seen) : std::nan("");
   const double taken = static_cast<double>(std::max<std::size_t>(s.step_loss.size(), 1));
   for (double& v : s.weight_grad_norm) v /= taken;
   for (double& v : s.grad_norm) v /= taken;
@@ -189,6 +226,25 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
     s.weight_change[l] = relative_change(params.weights[l], params.initial_weights[l],
                                          static_cast<std::size_t>(c.widths[l + 1]) * c.widths[l], nt);
   return s;
+}
+
+template <typename T>
+std::int64_t count_correct(const T* out, int count, int n_out, const T* targets,
+                           const std::int64_t* labels) {
+  std::int64_t correct = 0;
+  for (int i = 0; i < count; ++i) {
+    const T* row = out + static_cast<std::size_t>(i) * n_out;
+    const auto predicted = std::max_element(row, row + n_out) - row;
+    std::int64_t truth = 0;
+    if (labels) {
+      truth = labels[i];
+    } else {
+      const T* t = targets + static_cast<std::size_t>(i) * n_out;
+      truth = std::max_element(t, t + n_out) - t;
+    }
+    correct += predicted == truth ? 1 : 0;
+  }
+  return correct;
 }
 
 template <typename T>
@@ -217,18 +273,7 @@ Evaluation evaluate(const ChainView<T>& c, const T* x, const T* targets,
     const double chunk_loss =
         detail::loss_and_gradient(loss, out.data(), count, n_out, tc, lc, grad.data(), nt);
     loss_sum += chunk_loss * count;
-    for (int i = 0; i < count; ++i) {
-      const T* row = out.data() + static_cast<std::size_t>(i) * n_out;
-      const auto predicted = std::max_element(row, row + n_out) - row;
-      std::int64_t truth = 0;
-      if (lc) {
-        truth = lc[i];
-      } else {
-        const T* t = tc + static_cast<std::size_t>(i) * n_out;
-        truth = std::max_element(t, t + n_out) - t;
-      }
-      correct += predicted == truth ? 1 : 0;
-    }
+    correct += count_correct(out.data(), count, n_out, tc, lc);
     first += count;
   }
   Evaluation e;
@@ -242,7 +287,8 @@ Evaluation evaluate(const ChainView<T>& c, const T* x, const T* targets,
                                      const T*, const std::int64_t*, const std::int64_t*, int,  \
                                      const TrainOptions&);                                     \
   template Evaluation evaluate<T>(const ChainView<T>&, const T*, const T*,                     \
-                                  const std::int64_t*, int, Loss, int);
+                                  const std::int64_t*, int, Loss, int);                        \
+  template std::int64_t count_correct<T>(const T*, int, int, const T*, const std::int64_t*);
 PYJAC_INSTANTIATE(float)
 PYJAC_INSTANTIATE(double)
 #undef PYJAC_INSTANTIATE

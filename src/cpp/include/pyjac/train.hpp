@@ -40,6 +40,8 @@ struct EpochStats {
   std::vector<double> weight_grad_norm;   // mean over steps of ||dL/dW_l||, per layer
   std::vector<double> grad_norm;          // mean over steps of ||dL/dh_l||, l = 0..depth
   std::vector<double> weight_change;      // ||W_l - W_l(0)|| / ||W_l(0)|| after the epoch
+  double mean_loss = 0.0;                 // over the epoch's examples, as each step saw them
+  double accuracy = 0.0;                  // of the minibatch predictions before each update
   int first_nonfinite_step = -1;          // index into the step arrays
   int skipped_steps = 0;  // 16-bit gradients that overflowed: the update was skipped
 };
@@ -58,6 +60,11 @@ struct Evaluation {
   double loss = 0.0;
   double accuracy = 0.0;  // argmax of the output against the label (or target's argmax)
 };
+
+// Examples among `count` rows of `out` whose argmax is the label (or the target's argmax).
+template <typename T>
+std::int64_t count_correct(const T* out, int count, int n_out, const T* targets,
+                           const std::int64_t* labels);
 
 // Loss (mean over examples) and accuracy over a data set, forward passes only, in
 // chunks so memory stays bounded. Batchnorm uses each chunk's own statistics.
