@@ -54,12 +54,19 @@ double loss_and_gradient(Loss loss, const T* h, int batch, int n, const T* targe
         T* g = grad + static_cast<std::size_t>(i) * n;
         double m = -std::numeric_limits<double>::infinity();
         for (int j = 0; j < n; ++j) m = std::max(m, static_cast<double>(r[j]));
+        // exp once per entry: kept in g, then normalised in place.
         double z = 0.0;
-        for (int j = 0; j < n; ++j) z += std::exp(r[j] - m);
+        for (int j = 0; j < n; ++j) {
+          const double e = std::exp(r[j] - m);
+          g[j] = static_cast<T>(e);
+          z += e;
+        }
         const double lse = m + std::log(z);
         const auto y = static_cast<int>(labels[i]);
-        for (int j = 0; j < n; ++j)
-          g[j] = static_cast<T>((std::exp(r[j] - lse) - (j == y ? 1.0 : 0.0)) / batch);
+        const double inv = 1.0 / (z * batch);
+        for (int j = 0; j < n; ++j) g[j] = static_cast<T>(g[j] * inv);
+        // p_y - 1 cancels when p_y is near 1: from the double exponential, not from g.
+        g[y] = static_cast<T>((std::exp(r[y] - m) / z - 1.0) / batch);
         row_loss[i] = (lse - r[y]) / batch;
       }
       break;
