@@ -21,18 +21,26 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def interleaved_medians(contenders: dict[str, Callable[[], object]], repeats: int
-                        ) -> dict[str, float]:
+def interleaved_medians(contenders: dict[str, Callable[[], object]], repeats: int,
+                        settle: float = 0.15, inner: int = 3) -> dict[str, float]:
     """Median wall time of each contender, timed round by round (A, B, C, A, B, C, ...)
-    so that load drifting on a shared machine hits every contender alike."""
+    so that load drifting on a shared machine hits every contender alike.
+
+    In each round a contender gets a pause of ``settle`` seconds, one untimed call, then
+    ``inner`` timed calls back to back: after a call, BLAS and OpenMP worker threads keep
+    spinning for a while (OpenBLAS's up to ~0.1 s), and on a machine with few cores they
+    would steal the next contender's cores; the untimed call wakes the contender's own
+    threads. Each contender is thus timed in its steady state, as if it ran alone.
+    """
     times: dict[str, list[float]] = {name: [] for name in contenders}
-    for fn in contenders.values():
-        fn()  # warm-up
     for _ in range(repeats):
         for name, fn in contenders.items():
-            t0 = time.perf_counter()
+            time.sleep(settle)
             fn()
-            times[name].append(time.perf_counter() - t0)
+            for _ in range(inner):
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
     return {name: statistics.median(t) for name, t in times.items()}
 
 

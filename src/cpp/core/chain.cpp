@@ -22,6 +22,7 @@ namespace {
 
 using blas::Trans;
 using detail::frobenius_norm;
+using detail::parallel_for;
 using detail::worth_parallel;
 
 template <typename T>
@@ -188,15 +189,14 @@ void times_derivative(const ChainView<T>& c, int l, int batch, const T* g, const
     constexpr bool kOutputForm = A == Activation::Linear || A == Activation::Sigmoid ||
                                  A == Activation::Tanh || A == Activation::Relu ||
                                  A == Activation::LeakyRelu;
-#pragma omp parallel for num_threads(nt) if (worth_parallel(total)) schedule(static)
-    for (long long r = 0; r < runs; ++r) {
+    parallel_for(runs, nt, worth_parallel(total), [&](long long r) {
       const std::size_t k0 = static_cast<std::size_t>(r) * kRun;
       const std::size_t len = std::min(kRun, total - k0);
       if (u)
         derivative_run<A, false>(g + k0, u + k0, du + k0, len, branch);
       else if constexpr (kOutputForm)
         derivative_run<A, true>(g + k0, h + k0, du + k0, len, branch);
-    }
+    });
   });
 }
 
@@ -207,14 +207,13 @@ void column_sums(const T* a, int rows, int cols, double* out, int nt) {
   constexpr int kBlock = 256;
   const int blocks = (cols + kBlock - 1) / kBlock;
   std::fill(out, out + cols, 0.0);
-#pragma omp parallel for num_threads(nt) if (worth_parallel(std::size_t(rows) * cols)) schedule(static)
-  for (int blk = 0; blk < blocks; ++blk) {
+  parallel_for(blocks, nt, worth_parallel(std::size_t(rows) * cols), [&](int blk) {
     const int j0 = blk * kBlock, j1 = std::min(cols, j0 + kBlock);
     for (int i = 0; i < rows; ++i) {
       const T* r = a + static_cast<std::size_t>(i) * cols;
       for (int j = j0; j < j1; ++j) out[j] += r[j];
     }
-  }
+  });
 }
 
 // Row blocks of the lower-triangular Gram products: one block (a full square GEMM) for
@@ -243,18 +242,23 @@ double ghost_norm(const T* dz, int n_out, const T* h, int n_in, int batch, T* gr
   const double flops = static_cast<double>(batch) * batch * (n_in + n_out);
   {
     BlasThreadScope single(1);
-#pragma omp parallel for num_threads(nt) if (flops > 4.0 * detail::kParallelThreshold * 64) schedule(dynamic, 1)
-    for (int task = 0; task < 2 * kBlocks; ++task) {
+    auto gram_task = [&](int task) {
       const bool of_dz = task < kBlocks;
       const int r0 = (task % kBlocks) * block;
       const int r1 = std::min(batch, r0 + block);
-      if (r0 >= r1) continue;
+      if (r0 >= r1) return;
       const T* a = of_dz ? dz : h;
       const int k = of_dz ? n_out : n_in;
       T* g = of_dz ? gram_dz : gram_h;
       blas::gemm(Trans::No, Trans::Yes, r1 - r0, r1, k, T(1),
                  a + static_cast<std::size_t>(r0) * k, k, a, k, T(0),
                  g + static_cast<std::size_t>(r0) * batch, batch);
+    };
+    if (nt > 1 && flops >= 1 << 21) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+      for (int task = 0; task < 2 * kBlocks; ++task) gram_task(task);
+    } else {
+      for (int task = 0; task < 2 * kBlocks; ++task) gram_task(task);
     }
   }
   return std::sqrt(std::max(0.0, detail::lower_gram_contraction(gram_dz, gram_h, batch)));

@@ -20,8 +20,7 @@ using blas::Trans;
 template <typename T>
 void layernorm_jacobian_rows(T* a, int k, int n, const T* u, T inv_std, int nt) {
   const double inv = inv_std;
-#pragma omp parallel for num_threads(nt) if (worth_parallel(std::size_t(k) * n)) schedule(static)
-  for (int i = 0; i < k; ++i) {
+  parallel_for(k, nt, worth_parallel(std::size_t(k) * n), [&](int i) {
     T* r = a + static_cast<std::size_t>(i) * n;
     double m1 = 0.0, m2 = 0.0;
     for (int j = 0; j < n; ++j) {
@@ -31,23 +30,21 @@ void layernorm_jacobian_rows(T* a, int k, int n, const T* u, T inv_std, int nt) 
     m1 /= n;
     m2 /= n;
     for (int j = 0; j < n; ++j) r[j] = static_cast<T>(inv * (r[j] - m1 - u[j] * m2));
-  }
+  });
 }
 
 template <typename T>
 void scale_columns(T* a, int k, int n, const T* d, int nt) {
-#pragma omp parallel for num_threads(nt) if (worth_parallel(std::size_t(k) * n)) schedule(static)
-  for (int i = 0; i < k; ++i) {
+  parallel_for(k, nt, worth_parallel(std::size_t(k) * n), [&](int i) {
     T* r = a + static_cast<std::size_t>(i) * n;
     for (int j = 0; j < n; ++j) r[j] *= d[j];
-  }
+  });
 }
 
 template <typename T>
 void add_into(T* out, const T* in, std::size_t n, int nt) {
   const long long nn = static_cast<long long>(n);
-#pragma omp parallel for num_threads(nt) if (worth_parallel(n)) schedule(static)
-  for (long long i = 0; i < nn; ++i) out[i] += in[i];
+  parallel_for(nn, nt, worth_parallel(n), [&](long long i) { out[i] += in[i]; });
 }
 
 }  // namespace

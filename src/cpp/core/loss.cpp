@@ -21,8 +21,7 @@ double loss_and_gradient(Loss loss, const T* h, int batch, int n, const T* targe
       std::copy(target, target + total, grad);
       return std::numeric_limits<double>::quiet_NaN();
     case Loss::SumSquares:
-#pragma omp parallel for num_threads(n_threads) if (worth_parallel(total)) schedule(static)
-      for (int i = 0; i < batch; ++i) {
+      parallel_for(batch, n_threads, worth_parallel(total), [&](int i) {
         double s = 0.0;
         for (int j = 0; j < n; ++j) {
           const std::size_t k = static_cast<std::size_t>(i) * n + j;
@@ -30,12 +29,11 @@ double loss_and_gradient(Loss loss, const T* h, int batch, int n, const T* targe
           s += static_cast<double>(h[k]) * h[k];
         }
         row_loss[i] = 0.5 * s;
-      }
+      });
       break;
     case Loss::Mse: {
       const double scale = 2.0 / static_cast<double>(total);
-#pragma omp parallel for num_threads(n_threads) if (worth_parallel(total)) schedule(static)
-      for (int i = 0; i < batch; ++i) {
+      parallel_for(batch, n_threads, worth_parallel(total), [&](int i) {
         double s = 0.0;
         for (int j = 0; j < n; ++j) {
           const std::size_t k = static_cast<std::size_t>(i) * n + j;
@@ -44,12 +42,11 @@ double loss_and_gradient(Loss loss, const T* h, int batch, int n, const T* targe
           s += d * d;
         }
         row_loss[i] = s / static_cast<double>(total);
-      }
+      });
       break;
     }
     case Loss::CrossEntropy: {
-#pragma omp parallel for num_threads(n_threads) if (worth_parallel(total)) schedule(static)
-      for (int i = 0; i < batch; ++i) {
+      parallel_for(batch, n_threads, worth_parallel(total), [&](int i) {
         const T* r = h + static_cast<std::size_t>(i) * n;
         T* g = grad + static_cast<std::size_t>(i) * n;
         double m = -std::numeric_limits<double>::infinity();
@@ -68,7 +65,7 @@ double loss_and_gradient(Loss loss, const T* h, int batch, int n, const T* targe
         // p_y - 1 cancels when p_y is near 1: from the double exponential, not from g.
         g[y] = static_cast<T>((std::exp(r[y] - m) / z - 1.0) / batch);
         row_loss[i] = (lse - r[y]) / batch;
-      }
+      });
       break;
     }
   }

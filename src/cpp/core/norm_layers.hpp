@@ -18,8 +18,7 @@ namespace pyjac::detail {
 template <typename T>
 void norm_forward(Norm norm, T* z, int batch, int n, T* inv_std, int n_threads) {
   if (norm == Norm::LayerNorm) {
-#pragma omp parallel for num_threads(n_threads) if (worth_parallel(std::size_t(batch) * n)) schedule(static)
-    for (int i = 0; i < batch; ++i) {
+    parallel_for(batch, n_threads, worth_parallel(std::size_t(batch) * n), [&](int i) {
       T* r = z + static_cast<std::size_t>(i) * n;
       double mean = 0.0;
       for (int j = 0; j < n; ++j) mean += r[j];
@@ -30,10 +29,9 @@ void norm_forward(Norm norm, T* z, int batch, int n, T* inv_std, int n_threads) 
       const double inv = 1.0 / std::sqrt(var + kNormEps);
       for (int j = 0; j < n; ++j) r[j] = static_cast<T>((r[j] - mean) * inv);
       inv_std[i] = static_cast<T>(inv);
-    }
+    });
   } else if (norm == Norm::BatchNorm) {
-#pragma omp parallel for num_threads(n_threads) if (worth_parallel(std::size_t(batch) * n)) schedule(static)
-    for (int j = 0; j < n; ++j) {
+    parallel_for(n, n_threads, worth_parallel(std::size_t(batch) * n), [&](int j) {
       double mean = 0.0;
       for (int i = 0; i < batch; ++i) mean += z[static_cast<std::size_t>(i) * n + j];
       mean /= batch;
@@ -49,7 +47,7 @@ void norm_forward(Norm norm, T* z, int batch, int n, T* inv_std, int n_threads) 
         v = static_cast<T>((v - mean) * inv);
       }
       inv_std[j] = static_cast<T>(inv);
-    }
+    });
   }
 }
 
@@ -59,8 +57,7 @@ template <typename T>
 void norm_backward(Norm norm, T* du, const T* u, int batch, int n, const T* inv_std,
                    int n_threads) {
   if (norm == Norm::LayerNorm) {
-#pragma omp parallel for num_threads(n_threads) if (worth_parallel(std::size_t(batch) * n)) schedule(static)
-    for (int i = 0; i < batch; ++i) {
+    parallel_for(batch, n_threads, worth_parallel(std::size_t(batch) * n), [&](int i) {
       T* g = du + static_cast<std::size_t>(i) * n;
       const T* x = u + static_cast<std::size_t>(i) * n;
       double m1 = 0.0, m2 = 0.0;
@@ -72,10 +69,9 @@ void norm_backward(Norm norm, T* du, const T* u, int batch, int n, const T* inv_
       m2 /= n;
       const double inv = inv_std[i];
       for (int j = 0; j < n; ++j) g[j] = static_cast<T>(inv * (g[j] - m1 - x[j] * m2));
-    }
+    });
   } else if (norm == Norm::BatchNorm) {
-#pragma omp parallel for num_threads(n_threads) if (worth_parallel(std::size_t(batch) * n)) schedule(static)
-    for (int j = 0; j < n; ++j) {
+    parallel_for(n, n_threads, worth_parallel(std::size_t(batch) * n), [&](int j) {
       double m1 = 0.0, m2 = 0.0;
       for (int i = 0; i < batch; ++i) {
         const std::size_t k = static_cast<std::size_t>(i) * n + j;
@@ -89,7 +85,7 @@ void norm_backward(Norm norm, T* du, const T* u, int batch, int n, const T* inv_
         const std::size_t k = static_cast<std::size_t>(i) * n + j;
         du[k] = static_cast<T>(inv * (du[k] - m1 - u[k] * m2));
       }
-    }
+    });
   }
 }
 

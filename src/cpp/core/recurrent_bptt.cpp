@@ -24,6 +24,7 @@ using blas::Trans;
 using detail::make_rbuffer;
 using detail::RBuffer;
 using detail::RecurrentTape;
+using detail::parallel_for;
 using detail::worth_parallel;
 
 void record_nonfinite(RecurrentBackpropStats& s, int step, int stage) {
@@ -241,8 +242,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   T* const buf1 = g_prev.get();
   const bool par = nt > 1 && worth_parallel(static_cast<std::size_t>(B) * Gn * 16);
   if (by_rows) {
-#pragma omp parallel for num_threads(nt) if (par) schedule(static)
-    for (int grp = 0; grp < groups; ++grp) {
+    parallel_for(groups, nt, par, [&](int grp) {
       const int i0 = grp * detail::kRowGroup, rows = std::min(detail::kRowGroup, B - i0);
       g_sq[static_cast<std::size_t>(steps) * parts + grp] = sum_part(buf0, i0, rows, 0, nb);
       T* g_t = buf0;
@@ -252,7 +252,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
         phase_b(t, g_p, i0, rows, 0, nb, grp);
         std::swap(g_t, g_p);
       }
-    }
+    });
   } else {
     for (int blk = 0; blk < nb; ++blk)
       g_sq[static_cast<std::size_t>(steps) * parts + blk] = sum_part(buf0, 0, B, blk, blk + 1);

@@ -151,11 +151,10 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
 
   const bool par = nt > 1 && worth_parallel(static_cast<std::size_t>(B) * Gn * 16);
   if (by_rows) {
-#pragma omp parallel for num_threads(nt) if (par) schedule(static)
-    for (int grp = 0; grp < groups; ++grp) {
+    parallel_for(groups, nt, par, [&](int grp) {
       const int i0 = grp * kRowGroup, rows = std::min(kRowGroup, B - i0);
       for (int t = 1; t <= steps; ++t) step_part(t, i0, rows, 0, nb, grp);
-    }
+    });
   } else {
 #pragma omp parallel num_threads(nt) if (par)
     for (int t = 1; t <= steps; ++t) {

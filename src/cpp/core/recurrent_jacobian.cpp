@@ -29,6 +29,7 @@ using detail::make_rbuffer;
 using detail::RBuffer;
 using detail::RecurrentTape;
 using detail::WeightProducts;
+using detail::parallel_for;
 using detail::worth_parallel;
 
 // Rows of cotangents g (rows x S, S = state size) become g J_t: the backward step of
@@ -60,12 +61,11 @@ struct StepMaps {
         const T* gt = tape.gate_of(t);
         const T* cp = tape.c_at(t - 1);
         const T* tct = tape.tc_of(t);
-#pragma omp parallel for num_threads(nt) if (par) schedule(static)
-        for (int r = 0; r < rows; ++r) {
+        parallel_for(rows, nt, par, [&](int r) {
           T* mr = m + static_cast<std::size_t>(r) * S;
           detail::lstm_vjp_row(gt, cp, tct, mr, mr + n, dz.get() + static_cast<std::size_t>(r) * Gn,
                                n, 0, n);
-        }
+        });
         wp.times_w(rows, dz.get(), Gn, 0, Gn, T(0), m, S);
         break;
       }
@@ -73,12 +73,11 @@ struct StepMaps {
         const T* gt = tape.gate_of(t);
         const T* hnt = tape.hn_of(t);
         const T* hp = tape.h_at(t - 1);
-#pragma omp parallel for num_threads(nt) if (par) schedule(static)
-        for (int r = 0; r < rows; ++r) {
+        parallel_for(rows, nt, par, [&](int r) {
           T* mr = m + static_cast<std::size_t>(r) * S;
           detail::gru_vjp_row(gt, hnt, hp, mr, dz.get() + static_cast<std::size_t>(r) * Gn,
                               dhn.get() + static_cast<std::size_t>(r) * n, mr, n, 0, n);
-        }
+        });
         wp.times_w(rows, dz.get(), Gn, 0, 2 * n, T(1), m, S);
         wp.times_w(rows, dhn.get(), n, 2 * n, Gn, T(1), m, S);
         break;
@@ -106,24 +105,22 @@ struct StepMaps {
         const T* gt = tape.gate_of(t);
         const T* cp = tape.c_at(t - 1);
         const T* tct = tape.tc_of(t);
-#pragma omp parallel for num_threads(nt) if (par) schedule(static)
-        for (int r = 0; r < rows; ++r) {
+        parallel_for(rows, nt, par, [&](int r) {
           const std::size_t o = static_cast<std::size_t>(r) * S;
           detail::lstm_jvp_row(gt, cp, tct, A + static_cast<std::size_t>(r) * Gn, v + o + n,
                                out + o, out + o + n, n, 0, n);
-        }
+        });
         break;
       }
       case Cell::Gru: {
         const T* gt = tape.gate_of(t);
         const T* hnt = tape.hn_of(t);
         const T* hp = tape.h_at(t - 1);
-#pragma omp parallel for num_threads(nt) if (par) schedule(static)
-        for (int r = 0; r < rows; ++r) {
+        parallel_for(rows, nt, par, [&](int r) {
           const std::size_t o = static_cast<std::size_t>(r) * S;
           detail::gru_jvp_row(gt, hnt, hp, A + static_cast<std::size_t>(r) * Gn, v + o, out + o,
                               n, 0, n);
-        }
+        });
         break;
       }
       default: {

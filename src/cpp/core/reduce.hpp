@@ -10,9 +10,23 @@
 namespace pyjac::detail {
 
 // Below this many elements a parallel region costs more than it saves.
-inline constexpr std::size_t kParallelThreshold = 1 << 15;
+inline constexpr std::size_t kParallelThreshold = 1 << 13;
 
 inline bool worth_parallel(std::size_t work) { return work >= kParallelThreshold; }
+
+// body(i) for i = 0..n-1: statically shared out by OpenMP when `parallel` (and more than
+// one thread), else a plain loop. Not an `if` clause: a region whose if-clause is false
+// still starts a one-thread team, and libgomp's futex wake there costs more than the
+// small loops it guards (a thousand-layer chain crosses thousands of them per pass).
+template <typename Index, typename Body>
+inline void parallel_for(Index n, int n_threads, bool parallel, Body&& body) {
+  if (parallel && n_threads > 1 && n > 1) {
+#pragma omp parallel for num_threads(n_threads) schedule(static)
+    for (Index i = 0; i < n; ++i) body(i);
+  } else {
+    for (Index i = 0; i < n; ++i) body(i);
+  }
+}
 
 // Sums in double with four interleaved accumulators: a fixed order (so results do not
 // depend on threads or call sites) that the compiler can pipeline and vectorise, which
@@ -75,11 +89,10 @@ NormResult frobenius_norm(const T* a, std::size_t rows, std::size_t cols, int n_
     local.resize(rows);
     row_sq = local.data();
   }
-  const long long nrows = static_cast<long long>(rows);
-#pragma omp parallel for num_threads(n_threads) if (worth_parallel(rows * cols)) schedule(static)
-  for (long long i = 0; i < nrows; ++i) {
-    row_sq[i] = row_sum_squares(a + static_cast<std::size_t>(i) * cols, cols);
-  }
+  parallel_for(static_cast<long long>(rows), n_threads, worth_parallel(rows * cols),
+               [&](long long i) {
+                 row_sq[i] = row_sum_squares(a + static_cast<std::size_t>(i) * cols, cols);
+               });
   double total = 0.0;
   for (std::size_t i = 0; i < rows; ++i) total += row_sq[i];
   if (std::isfinite(total)) return {std::sqrt(total), true};

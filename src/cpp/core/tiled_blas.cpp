@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstddef>
 
+#include "reduce.hpp"
+
 namespace pyjac::detail {
 namespace {
 
@@ -43,16 +45,23 @@ void tiled_gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, in
     return;
   }
   const int tm = (m + grid.rows - 1) / grid.rows, tn = (n + grid.cols - 1) / grid.cols;
-#pragma omp parallel for num_threads(nt) if (nt > 1) schedule(dynamic, 1)
-  for (int t = 0; t < tiles; ++t) {
+  auto tile = [&](int t) {
     const int i0 = (t / grid.cols) * tm, j0 = (t % grid.cols) * tn;
     const int mi = std::min(tm, m - i0), nj = std::min(tn, n - j0);
-    if (mi <= 0 || nj <= 0) continue;
+    if (mi <= 0 || nj <= 0) return;
     // Rows i0.. of op(A) and columns j0.. of op(B), wherever they sit in memory.
     const T* a_tile = ta == Trans::No ? a + std::size_t(i0) * lda : a + i0;
     const T* b_tile = tb == Trans::No ? b + j0 : b + std::size_t(j0) * ldb;
     blas::gemm(ta, tb, mi, nj, k, alpha, a_tile, lda, b_tile, ldb, beta,
                c + std::size_t(i0) * ldc + j0, ldc);
+  };
+  // Not an if-clause: a region with a false one still costs a team start (see
+  // parallel_for in reduce.hpp).
+  if (nt > 1) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int t = 0; t < tiles; ++t) tile(t);
+  } else {
+    for (int t = 0; t < tiles; ++t) tile(t);
   }
 }
 
@@ -61,15 +70,14 @@ void tiled_gemv(Trans ta, int m, int n, T alpha, const T* a, int lda, const T* x
                 int nt) {
   const int extent = ta == Trans::No ? m : n;
   const int tiles = (extent + kGemvTile - 1) / kGemvTile;
-  const bool parallel = nt > 1 && tiles > 1 && double(m) * n >= kParallelWork;
-#pragma omp parallel for num_threads(nt) if (parallel) schedule(static)
-  for (int t = 0; t < tiles; ++t) {
+  const bool parallel = tiles > 1 && double(m) * n >= kParallelWork;
+  parallel_for(tiles, nt, parallel, [&](int t) {
     const int lo = t * kGemvTile, len = std::min(kGemvTile, extent - lo);
     if (ta == Trans::No)
       blas::gemv(ta, len, n, alpha, a + std::size_t(lo) * lda, lda, x, beta, y + lo);
     else
       blas::gemv(ta, m, len, alpha, a + lo, lda, x, beta, y + lo);
-  }
+  });
 }
 
 template void tiled_gemm<float>(Trans, Trans, int, int, int, float, const float*, int,

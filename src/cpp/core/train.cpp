@@ -26,12 +26,11 @@ template <typename PerBlock>
 double blocked_sum(std::size_t n, int nt, PerBlock&& f) {
   const std::size_t blocks = (n + kBlock - 1) / kBlock;
   std::vector<double> partial(blocks, 0.0);
-  const long long nblocks = static_cast<long long>(blocks);
-#pragma omp parallel for num_threads(nt) if (detail::worth_parallel(n)) schedule(static)
-  for (long long blk = 0; blk < nblocks; ++blk) {
-    const std::size_t k0 = static_cast<std::size_t>(blk) * kBlock;
-    partial[blk] = f(k0, std::min(kBlock, n - k0));
-  }
+  detail::parallel_for(static_cast<long long>(blocks), nt, detail::worth_parallel(n),
+                       [&](long long blk) {
+                         const std::size_t k0 = static_cast<std::size_t>(blk) * kBlock;
+                         partial[blk] = f(k0, std::min(kBlock, n - k0));
+                       });
   double total = 0.0;
   for (double p : partial) total += p;
   return total;

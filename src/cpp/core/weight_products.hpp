@@ -43,16 +43,16 @@ class WeightProducts {
   void times_wt(int rows, const T* a, int lda, T beta, T* c, int ldc) const {
     const int nb = blocks(), tasks = G_ * nb;
     const bool par = worth_parallel(static_cast<std::size_t>(rows) * G_ * n_ * 16);
-#pragma omp parallel for num_threads(nt_) if (par && nt_ > 1) schedule(static)
-    for (int i = 0; i < tasks; ++i) forward_block(rows, a, lda, i / nb, i % nb, beta, c, ldc);
+    parallel_for(tasks, nt_, par,
+                 [&](int i) { forward_block(rows, a, lda, i / nb, i % nb, beta, c, ldc); });
   }
 
   // C (rows x n) = beta C + A W[k0:k1, :].
   void times_w(int rows, const T* a, int lda, int k0, int k1, T beta, T* c, int ldc) const {
     const int nb = blocks();
     const bool par = worth_parallel(static_cast<std::size_t>(rows) * (k1 - k0) * 16);
-#pragma omp parallel for num_threads(nt_) if (par && nt_ > 1) schedule(static)
-    for (int b = 0; b < nb; ++b) backward_block(rows, a, lda, k0, k1, b, beta, c, ldc);
+    parallel_for(nb, nt_, par,
+                 [&](int b) { backward_block(rows, a, lda, k0, k1, b, beta, c, ldc); });
   }
 
  private:
