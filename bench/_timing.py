@@ -48,3 +48,25 @@ def sgemm_peak_gflops(threads: int, n: int = 2048, repeats: int = 3) -> float:
     """This machine's float32 GEMM rate through the same OpenBLAS that pyjac links
     (scipy-openblas32), measured now, in this run."""
     return _core.gemm_gflops(n, repeats, threads, True)
+
+
+def optional_torch(threads: int):
+    """PyTorch with ``threads`` intra-op threads, or None when it is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    return torch
+
+
+def torch_linears(torch, weights, biases) -> list:
+    """``torch.nn.Linear`` layers holding copies of a chain's weights and biases."""
+    layers = []
+    for w, b in zip(weights, biases):
+        lin = torch.nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w))
+            lin.bias.copy_(torch.from_numpy(b))
+        layers.append(lin)
+    return layers

@@ -24,7 +24,12 @@ from _threads import pin_threads_from_argv
 pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
-from _timing import interleaved_medians, sgemm_peak_gflops  # noqa: E402
+from _timing import (  # noqa: E402
+    interleaved_medians,
+    optional_torch,
+    sgemm_peak_gflops,
+    torch_linears,
+)
 
 import pyjac  # noqa: E402
 from pyjac import _core  # noqa: E402
@@ -110,12 +115,7 @@ def main():
         return
     repeats = 3 if args.quick else args.repeats
     threads = args.threads or _core.max_threads()
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:
-        torch = None
+    torch = optional_torch(threads)
 
     peak = sgemm_peak_gflops(threads)
     print(f"load average {os.getloadavg()[0]:.1f}; timings are medians of {repeats} interleaved "
@@ -141,13 +141,7 @@ def main():
             "numpy": partial(numpy_backprop, net.weights, net.biases, x),
         }
         if torch is not None:
-            layers = []
-            for w, b in zip(net.weights, net.biases):
-                lin = torch.nn.Linear(w.shape[1], w.shape[0])
-                with torch.no_grad():
-                    lin.weight.copy_(torch.from_numpy(w))
-                    lin.bias.copy_(torch.from_numpy(b))
-                layers.append(lin)
+            layers = torch_linears(torch, net.weights, net.biases)
             xt = torch.from_numpy(x)
             tg, _ = torch_backprop(torch, layers, xt)
             np.testing.assert_allclose(mine.grad_norm, tg, rtol=2e-3)

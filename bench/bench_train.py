@@ -20,7 +20,12 @@ from _threads import pin_threads_from_argv
 pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
-from _timing import interleaved_medians, sgemm_peak_gflops  # noqa: E402
+from _timing import (  # noqa: E402
+    interleaved_medians,
+    optional_torch,
+    sgemm_peak_gflops,
+    torch_linears,
+)
 
 import pyjac  # noqa: E402
 from pyjac import _core  # noqa: E402
@@ -77,12 +82,7 @@ def main():
     args = parser.parse_args()
     repeats = 3 if args.quick else args.repeats
     threads = args.threads or _core.max_threads()
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:
-        torch = None
+    torch = optional_torch(threads)
     peak = sgemm_peak_gflops(threads)
     print(f"load average {os.getloadavg()[0]:.1f}; timings are medians of {repeats} interleaved "
           f"rounds of {EPOCHS} epochs")
@@ -110,11 +110,7 @@ def main():
                       "numpy": partial(numpy_epoch, weights, biases, x, y, order, batch)}
         if torch is not None:
             layers = []
-            for w, b in zip(net.weights, net.biases):
-                lin = torch.nn.Linear(w.shape[1], w.shape[0])
-                with torch.no_grad():
-                    lin.weight.copy_(torch.from_numpy(w))
-                    lin.bias.copy_(torch.from_numpy(b))
+            for lin in torch_linears(torch, net.weights, net.biases):
                 layers += [lin, torch.nn.ReLU()]
             model = torch.nn.Sequential(*layers)
             opt = torch.optim.SGD(model.parameters(), lr=LR)
