@@ -60,4 +60,13 @@ CArray<T> single_input(const py::array& x_in, int width) {
   return x;
 }
 
+// Rows of inputs, (n, width), in the chain's dtype.
+template <typename T>
+CArray<T> input_rows(const py::array& x_in, int width) {
+  CArray<T> x = CArray<T>::ensure(x_in);
+  if (!x || x.ndim() != 2 || x.shape(1) != width)
+    throw std::invalid_argument("x: expected shape (n, " + std::to_string(width) + ")");
+  return x;
+}
+
 }  // namespace pyjac::bindings

@@ -77,9 +77,7 @@ py::dict train_epoch_typed(const py::sequence& weights, const py::sequence& bias
   auto initial = convert_list<T>(initial_weights, rows, cols, "initial_weights");
   for (auto& a : initial) params.initial_weights.push_back(a.data());
 
-  CArray<T> x = CArray<T>::ensure(x_in);
-  if (!x || x.ndim() != 2 || x.shape(1) != chain.widths[0])
-    throw std::invalid_argument("x: expected shape (n, " + std::to_string(chain.widths[0]) + ")");
+  const CArray<T> x = input_rows<T>(x_in, chain.widths[0]);
   const auto n = static_cast<int>(x.shape(0));
   auto order = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(order_in);
   if (!order || order.ndim() != 1 || order.shape(0) != n)
@@ -116,9 +114,7 @@ py::tuple evaluate_typed(const py::sequence& weights, const py::sequence& biases
                          const py::object& target_in, Loss loss, int n_threads) {
   auto owned = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm);
   const ChainView<T>& chain = owned.view;
-  CArray<T> x = CArray<T>::ensure(x_in);
-  if (!x || x.ndim() != 2 || x.shape(1) != chain.widths[0])
-    throw std::invalid_argument("x: expected shape (n, " + std::to_string(chain.widths[0]) + ")");
+  const CArray<T> x = input_rows<T>(x_in, chain.widths[0]);
   const auto n = static_cast<int>(x.shape(0));
   const auto data = Targets<T>::convert(target_in, loss, n, chain.widths.back());
   Evaluation e;

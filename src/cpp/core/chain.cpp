@@ -265,6 +265,14 @@ double ghost_norm(const T* dz, int n_out, const T* h, int n_in, int batch, T* gr
 }
 
 
+template <typename T>
+void check_chain_and_batch(const ChainView<T>& c, int batch) {
+  c.validate();
+  if (batch < 1) throw std::invalid_argument("x: batch must be at least 1");
+  if (c.norm == Norm::BatchNorm && batch < 2)
+    throw std::invalid_argument("x: norm='batchnorm' needs a batch of at least 2 examples");
+}
+
 void record_nonfinite(BackpropStats& s, int layer, int stage) {
   if (s.first_nonfinite_stage == 0) {
     s.first_nonfinite_layer = layer;
@@ -308,10 +316,7 @@ template <typename T>
 BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* target,
                        const std::int64_t* labels, const BackpropOptions& o,
                        const BackpropOutputs<T>& out) {
-  c.validate();
-  if (batch < 1) throw std::invalid_argument("x: batch must be at least 1");
-  if (c.norm == Norm::BatchNorm && batch < 2)
-    throw std::invalid_argument("x: norm='batchnorm' needs a batch of at least 2 examples");
+  check_chain_and_batch(c, batch);
   if ((o.loss == Loss::Mse || o.loss == Loss::GradOutput) && !target)
     throw std::invalid_argument("target: required by this loss");
   const int L = c.depth();
@@ -492,10 +497,7 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
 
 template <typename T>
 void forward(const ChainView<T>& c, const T* x, int batch, T* out, int n_threads) {
-  c.validate();
-  if (batch < 1) throw std::invalid_argument("x: batch must be at least 1");
-  if (c.norm == Norm::BatchNorm && batch < 2)
-    throw std::invalid_argument("x: norm='batchnorm' needs a batch of at least 2 examples");
+  check_chain_and_batch(c, batch);
   const int nt = resolve_threads(n_threads);
   BlasThreadScope blas_scope(1);
   int widest = 0;

@@ -62,9 +62,9 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
   T* pre = is_plain(cell) ? tape.h_at(1) : tape.gate.get();
   const long long pre_rows = static_cast<long long>(steps) * B;
   const std::size_t pre_total = static_cast<std::size_t>(pre_rows) * Gn;
-#pragma omp parallel for num_threads(nt) if (worth_parallel(pre_total)) schedule(static)
-  for (long long r = 0; r < pre_rows; ++r)
+  parallel_for(pre_rows, nt, worth_parallel(pre_total), [&](long long r) {
     std::memcpy(pre + static_cast<std::size_t>(r) * Gn, cv.b, sizeof(T) * Gn);
+  });
   if (in.xs && m > 0)
     tiled_gemm(Trans::No, Trans::Yes, static_cast<int>(pre_rows), Gn, m, T(1), in.xs, m, cv.U, m,
                T(1), pre, Gn, nt);

@@ -85,10 +85,10 @@ struct StepMaps {
       default: {
         const Activation act = detail::cell_activation(cv.cell);
         const T* ht = tape.h_at(t);
-#pragma omp parallel for num_threads(nt) if (par) schedule(static)
-        for (int r = 0; r < rows; ++r)
+        parallel_for(rows, nt, par, [&](int r) {
           detail::plain_vjp_row(act, m + static_cast<std::size_t>(r) * S, ht,
                                 dz.get() + static_cast<std::size_t>(r) * n, n);
+        });
         wp.times_w(rows, dz.get(), n, 0, n, T(0), m, S);
       }
     }
@@ -126,10 +126,10 @@ struct StepMaps {
       default: {
         const Activation act = detail::cell_activation(cv.cell);
         const T* ht = tape.h_at(t);
-#pragma omp parallel for num_threads(nt) if (par) schedule(static)
-        for (int r = 0; r < rows; ++r)
+        parallel_for(rows, nt, par, [&](int r) {
           detail::plain_vjp_row(act, A + static_cast<std::size_t>(r) * n, ht,
                                 out + static_cast<std::size_t>(r) * S, n);
+        });
       }
     }
   }
