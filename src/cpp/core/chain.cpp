@@ -1,4 +1,6 @@
-// Forward and backward pass through a feed-forward chain in one call.
+// Forward and backward pass through a feed-forward chain in one call: the entry points,
+// and the layer-at-a-time pass that the norm layers need (they normalise over whole rows
+// or whole columns); chains without norm layers go through chain_tiled.cpp.
 #include "pyjac/chain.hpp"
 
 #include <algorithm>
@@ -8,6 +10,7 @@
 #include <omp.h>
 #include <string>
 
+#include "chain_common.hpp"
 #include "loss.hpp"
 #include "norm_layers.hpp"
 #include "pyjac/activation.hpp"
@@ -21,23 +24,13 @@ namespace pyjac {
 namespace {
 
 using blas::Trans;
+using detail::Buffer;
 using detail::frobenius_norm;
+using detail::make_buffer;
+using detail::needs_preactivations;
 using detail::parallel_for;
+using detail::record_nonfinite;
 using detail::worth_parallel;
-
-template <typename T>
-using Buffer = std::unique_ptr<T[]>;
-
-// new T[n] leaves memory untouched until written, so peak RSS is what is used.
-template <typename T>
-Buffer<T> make_buffer(std::size_t n) {
-  return Buffer<T>(new T[std::max<std::size_t>(n, 1)]);
-}
-
-template <typename T>
-bool needs_preactivations(const ChainView<T>& c, int layer) {
-  return c.residual || c.norm != Norm::None || !derivative_from_output(c.activations[layer]);
-}
 
 // Everything the forward pass keeps for the backward pass.
 template <typename T>
@@ -158,21 +151,6 @@ LayerForwardStats forward_layer(const ChainView<T>& c, int l, int batch, const T
   return s;
 }
 
-// du = branch * g * phi'(.) over one contiguous run: a plain function of restrict
-// pointers and by-value scalars, so that the compiler vectorises it (inside an OpenMP
-// region the captured scalars are re-read through the shared frame on every iteration,
-// and the ReLU select becomes an unpredictable branch).
-template <Activation A, bool kFromOutput, typename T>
-void derivative_run(const T* __restrict g, const T* __restrict v, T* __restrict du,
-                    std::size_t n, T branch) {
-  for (std::size_t k = 0; k < n; ++k) {
-    if constexpr (kFromOutput)
-      du[k] = branch * g[k] * derivative_of_output(A, v[k]);
-    else
-      du[k] = branch * g[k] * activate<A>(v[k]).derivative;
-  }
-}
-
 // du = g * branch_scale * phi'(u_l), reading phi' from u or from h_l.
 template <typename T>
 void times_derivative(const ChainView<T>& c, int l, int batch, const T* g, const Tape<T>& tape,
@@ -186,16 +164,13 @@ void times_derivative(const ChainView<T>& c, int l, int batch, const T* g, const
   const T* h = tape.h[l].get();
   dispatch_activation(c.activations[l], [&](auto tag) {
     constexpr Activation A = decltype(tag)::value;
-    constexpr bool kOutputForm = A == Activation::Linear || A == Activation::Sigmoid ||
-                                 A == Activation::Tanh || A == Activation::Relu ||
-                                 A == Activation::LeakyRelu;
     parallel_for(runs, nt, worth_parallel(total), [&](long long r) {
       const std::size_t k0 = static_cast<std::size_t>(r) * kRun;
       const std::size_t len = std::min(kRun, total - k0);
       if (u)
-        derivative_run<A, false>(g + k0, u + k0, du + k0, len, branch);
-      else if constexpr (kOutputForm)
-        derivative_run<A, true>(g + k0, h + k0, du + k0, len, branch);
+        detail::derivative_run<A, false>(g + k0, u + k0, du + k0, len, branch);
+      else if constexpr (detail::kOutputForm<A>)
+        detail::derivative_run<A, true>(g + k0, h + k0, du + k0, len, branch);
     });
   });
 }
@@ -273,13 +248,6 @@ void check_chain_and_batch(const ChainView<T>& c, int batch) {
     throw std::invalid_argument("x: norm='batchnorm' needs a batch of at least 2 examples");
 }
 
-void record_nonfinite(BackpropStats& s, int layer, int stage) {
-  if (s.first_nonfinite_stage == 0) {
-    s.first_nonfinite_layer = layer;
-    s.first_nonfinite_stage = stage;
-  }
-}
-
 }  // namespace
 
 template <typename T>
@@ -308,14 +276,17 @@ std::int64_t backprop_workspace_bytes(const std::vector<int>& widths, int batch,
     widest = std::max<std::int64_t>(widest, widths[l]);
   }
   widest = std::max<std::int64_t>(widest, widths[0]);
-  return static_cast<std::int64_t>(dtype_size) * batch * (per_example + 3 * widest) +
-         2 * dtype_size * static_cast<std::int64_t>(batch) * batch;
+  // Two slabs each for dL/dh and dL/dz, four Gram matrices (chain_tiled.cpp).
+  return static_cast<std::int64_t>(dtype_size) * batch * (per_example + 4 * widest) +
+         4 * dtype_size * static_cast<std::int64_t>(batch) * batch;
 }
 
+namespace detail {
+
 template <typename T>
-BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* target,
-                       const std::int64_t* labels, const BackpropOptions& o,
-                       const BackpropOutputs<T>& out) {
+void check_backprop_arguments(const ChainView<T>& c, int batch, const T* target,
+                              const std::int64_t* labels, const BackpropOptions& o,
+                              const BackpropOutputs<T>& out) {
   check_chain_and_batch(c, batch);
   if ((o.loss == Loss::Mse || o.loss == Loss::GradOutput) && !target)
     throw std::invalid_argument("target: required by this loss");
@@ -333,12 +304,9 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
   if (o.keep_grads && (static_cast<int>(out.weight_grads.size()) != L ||
                        static_cast<int>(out.bias_grads.size()) != L))
     throw std::invalid_argument("keep_grads: one destination per layer is required");
+}
 
-  const int nt = resolve_threads(o.n_threads);
-  // Every GEMM below runs as fixed single-threaded tiles shared out by OpenMP (see
-  // tiled_blas.hpp), so BLAS stays at one thread for the whole pass.
-  BlasThreadScope blas_scope(1);
-
+BackpropStats empty_stats(int L, int batch) {
   BackpropStats s;
   s.grad_norm.assign(L + 1, 0.0);
   s.activation_norm.assign(L + 1, 0.0);
@@ -353,6 +321,48 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
   s.zero_count.assign(L + 1, 0);
   s.dz_underflow_count.assign(L, 0);
   s.dz_overflow_count.assign(L, 0);
+  return s;
+}
+
+template <typename T>
+void start_backward(const BackpropOptions& o, const T* h_last, int batch, int n_last,
+                    const T* target, const std::int64_t* labels, T* g, BackpropStats& s,
+                    int nt) {
+  const int L = static_cast<int>(s.grad_norm.size()) - 1;
+  const std::size_t n = static_cast<std::size_t>(batch) * n_last;
+  s.loss = loss_and_gradient(o.loss, h_last, batch, n_last, target, labels, g, nt);
+  // Everything backwards carries the loss scale; norms are divided by it when stored.
+  if (o.loss_scale != 1.0) {
+    const T factor = static_cast<T>(o.loss_scale);
+    for (std::size_t k = 0; k < n; ++k) g[k] *= factor;
+  }
+  if (o.count_rounding || o.grad_format != GradFormat::Native) {
+    const auto counts = round_to_format(g, n, o.grad_format, nt);
+    s.underflow_count[L] = counts.underflow;
+    s.overflow_count[L] = counts.overflow;
+    s.zero_count[L] = counts.zeros;
+  }
+  const auto gn = frobenius_norm(g, batch, n_last, nt);
+  s.grad_norm[L] = gn.norm / o.loss_scale;
+  if (!gn.finite) record_nonfinite(s, L, 2);
+}
+
+}  // namespace detail
+
+template <typename T>
+BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* target,
+                       const std::int64_t* labels, const BackpropOptions& o,
+                       const BackpropOutputs<T>& out) {
+  detail::check_backprop_arguments(c, batch, target, labels, o, out);
+  const int nt = resolve_threads(o.n_threads);
+  if (c.norm == Norm::None) return detail::backprop_tiled(c, x, batch, target, labels, o, out, nt);
+
+  const int L = c.depth();
+  const int n_last = c.widths[L];
+  // Every GEMM below runs as fixed single-threaded tiles shared out by OpenMP (see
+  // tiled_blas.hpp), so BLAS stays at one thread for the whole pass.
+  BlasThreadScope blas_scope(1);
+  BackpropStats s = detail::empty_stats(L, batch);
 
   // ---- forward ------------------------------------------------------------
   Tape<T> tape;
@@ -402,10 +412,8 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
   // ---- loss ---------------------------------------------------------------
   const std::size_t slab = static_cast<std::size_t>(batch) * widest;
   Buffer<T> g = make_buffer<T>(slab), g_prev = make_buffer<T>(slab), dz = make_buffer<T>(slab);
-  s.loss = detail::loss_and_gradient(o.loss, h_last, batch, n_last, target, labels, g.get(), nt);
-  // Everything backwards carries the loss scale; norms are divided by it when stored.
+  detail::start_backward(o, h_last, batch, n_last, target, labels, g.get(), s, nt);
   const double unscale = 1.0 / o.loss_scale;
-  const bool scaled = o.loss_scale != 1.0;
   const bool rounding = o.count_rounding || o.grad_format != GradFormat::Native;
   auto store_low_precision = [&](T* a, std::size_t n, std::int64_t& under, std::int64_t& over,
                                  std::int64_t* zeros) {
@@ -415,19 +423,6 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
     over = counts.overflow;
     if (zeros) *zeros = counts.zeros;
   };
-  if (scaled) {
-    const T factor = static_cast<T>(o.loss_scale);
-    const std::size_t n = static_cast<std::size_t>(batch) * n_last;
-    T* gp = g.get();
-    for (std::size_t k = 0; k < n; ++k) gp[k] *= factor;
-  }
-  store_low_precision(g.get(), static_cast<std::size_t>(batch) * n_last, s.underflow_count[L],
-                      s.overflow_count[L], &s.zero_count[L]);
-  {
-    const auto gn = frobenius_norm(g.get(), batch, n_last, nt, ws.row_b.data());
-    s.grad_norm[L] = gn.norm * unscale;
-    if (!gn.finite) record_nonfinite(s, L, 2);
-  }
 
   // ---- backward -----------------------------------------------------------
   Buffer<T> gram_dz, gram_h, dw_scratch;
@@ -499,6 +494,7 @@ template <typename T>
 void forward(const ChainView<T>& c, const T* x, int batch, T* out, int n_threads) {
   check_chain_and_batch(c, batch);
   const int nt = resolve_threads(n_threads);
+  if (c.norm == Norm::None) return detail::forward_tiled(c, x, batch, out, nt);
   BlasThreadScope blas_scope(1);
   int widest = 0;
   for (int w : c.widths) widest = std::max(widest, w);
@@ -521,6 +517,19 @@ void forward(const ChainView<T>& c, const T* x, int batch, T* out, int n_threads
 
 template struct ChainView<float>;
 template struct ChainView<double>;
+namespace detail {
+template void check_backprop_arguments<float>(const ChainView<float>&, int, const float*,
+                                              const std::int64_t*, const BackpropOptions&,
+                                              const BackpropOutputs<float>&);
+template void check_backprop_arguments<double>(const ChainView<double>&, int, const double*,
+                                               const std::int64_t*, const BackpropOptions&,
+                                               const BackpropOutputs<double>&);
+template void start_backward<float>(const BackpropOptions&, const float*, int, int, const float*,
+                                    const std::int64_t*, float*, BackpropStats&, int);
+template void start_backward<double>(const BackpropOptions&, const double*, int, int,
+                                     const double*, const std::int64_t*, double*, BackpropStats&,
+                                     int);
+}  // namespace detail
 template BackpropStats backprop<float>(const ChainView<float>&, const float*, int, const float*,
                                        const std::int64_t*, const BackpropOptions&,
                                        const BackpropOutputs<float>&);

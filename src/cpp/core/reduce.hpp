@@ -111,4 +111,66 @@ NormResult frobenius_norm(const T* a, std::size_t rows, std::size_t cols, int n_
   return {scale * std::sqrt(scaled), true};
 }
 
+
+// Sum of squares of one block of a matrix, exact past the double range: the plain sum of
+// squares when it is finite, else (for finite entries) the block's largest magnitude and
+// the squares scaled by it. Blocks are summed later with combine_block_squares, so a
+// norm can be reduced over tiles that different threads formed.
+struct BlockSquares {
+  double scale = 1.0;  // the block's sum of squares is scale^2 * sum
+  double sum = 0.0;
+  bool nan = false, inf = false;
+};
+
+// plain_sum: the block's sum of squares as already accumulated by the caller.
+template <typename T>
+BlockSquares block_squares(const T* a, int rows, int cols, std::size_t ld, double plain_sum) {
+  BlockSquares b;
+  b.sum = plain_sum;
+  if (std::isfinite(plain_sum)) return b;
+  double big = 0.0;
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) {
+      const double v = static_cast<double>(a[i * ld + j]);
+      if (std::isnan(v)) b.nan = true;
+      else if (std::isinf(v)) b.inf = true;
+      else big = std::max(big, std::abs(v));
+    }
+  if (b.nan || b.inf) return b;
+  double scaled = 0.0;
+  for (int i = 0; i < rows; ++i)
+    for (int j = 0; j < cols; ++j) {
+      const double v = static_cast<double>(a[i * ld + j]) / big;
+      scaled += v * v;
+    }
+  b.scale = big;
+  b.sum = scaled;
+  return b;
+}
+
+// The norm of the union of blocks: NaN if any entry was NaN, else inf if any was inf.
+inline NormResult combine_block_squares(const std::vector<BlockSquares>& blocks) {
+  bool nan = false, inf = false, plain = true;
+  double total = 0.0;
+  for (const auto& b : blocks) {
+    nan |= b.nan;
+    inf |= b.inf;
+    plain &= b.scale == 1.0;
+    total += b.sum;
+  }
+  if (nan) return {NAN, false};
+  if (inf) return {INFINITY, false};
+  if (plain && std::isfinite(total)) return {std::sqrt(total), true};
+  // Each block's norm, then their norm relative to the largest (no square overflows).
+  double big = 0.0;
+  for (const auto& b : blocks) big = std::max(big, b.scale * std::sqrt(b.sum));
+  if (big == 0.0) return {0.0, true};
+  double acc = 0.0;
+  for (const auto& b : blocks) {
+    const double r = b.scale * std::sqrt(b.sum) / big;
+    acc += r * r;
+  }
+  return {big * std::sqrt(acc), true};
+}
+
 }  // namespace pyjac::detail

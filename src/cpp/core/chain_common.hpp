@@ -1,0 +1,82 @@
+// Pieces shared by the two implementations of the chain's forward/backward pass:
+// layer at a time (chain.cpp, for the norm layers, which need whole rows or columns)
+// and tile at a time (chain_tiled.cpp, everything else).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "pyjac/activation.hpp"
+#include "pyjac/chain.hpp"
+
+namespace pyjac::detail {
+
+template <typename T>
+using Buffer = std::unique_ptr<T[]>;
+
+// new T[n] leaves memory untouched until written, so peak RSS is what is used.
+template <typename T>
+Buffer<T> make_buffer(std::size_t n) {
+  return Buffer<T>(new T[std::max<std::size_t>(n, 1)]);
+}
+
+template <typename T>
+bool needs_preactivations(const ChainView<T>& c, int layer) {
+  return c.residual || c.norm != Norm::None || !derivative_from_output(c.activations[layer]);
+}
+
+// Activations whose derivative is a function of the output, so u need not be kept.
+template <Activation A>
+inline constexpr bool kOutputForm = A == Activation::Linear || A == Activation::Sigmoid ||
+                                    A == Activation::Tanh || A == Activation::Relu ||
+                                    A == Activation::LeakyRelu;
+
+// du = branch * g * phi'(.) over one contiguous run: a plain function of restrict
+// pointers and by-value scalars, so that the compiler vectorises it (inside an OpenMP
+// region the captured scalars are re-read through the shared frame on every iteration,
+// and the ReLU select becomes an unpredictable branch).
+template <Activation A, bool kFromOutput, typename T>
+void derivative_run(const T* __restrict g, const T* __restrict v, T* __restrict du,
+                    std::size_t n, T branch) {
+  for (std::size_t k = 0; k < n; ++k) {
+    if constexpr (kFromOutput)
+      du[k] = branch * g[k] * derivative_of_output(A, v[k]);
+    else
+      du[k] = branch * g[k] * activate<A>(v[k]).derivative;
+  }
+}
+
+inline void record_nonfinite(BackpropStats& s, int layer, int stage) {
+  if (s.first_nonfinite_stage == 0) {
+    s.first_nonfinite_layer = layer;
+    s.first_nonfinite_stage = stage;
+  }
+}
+
+// Shapes, labels, loss scale and destinations, before anything is allocated.
+template <typename T>
+void check_backprop_arguments(const ChainView<T>& c, int batch, const T* target,
+                              const std::int64_t* labels, const BackpropOptions& o,
+                              const BackpropOutputs<T>& out);
+
+BackpropStats empty_stats(int depth, int batch);
+
+// The loss and dL/dh_L into g (times the loss scale, rounded to the gradient format), with
+// its norm and counts in the stats.
+template <typename T>
+void start_backward(const BackpropOptions& o, const T* h_last, int batch, int n_last,
+                    const T* target, const std::int64_t* labels, T* g, BackpropStats& s,
+                    int n_threads);
+
+// The tile-at-a-time pass (chain_tiled.cpp), for chains without norm layers; arguments
+// already checked, n_threads resolved.
+template <typename T>
+BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const T* target,
+                             const std::int64_t* labels, const BackpropOptions& o,
+                             const BackpropOutputs<T>& out, int n_threads);
+template <typename T>
+void forward_tiled(const ChainView<T>& c, const T* x, int batch, T* out, int n_threads);
+
+}  // namespace pyjac::detail

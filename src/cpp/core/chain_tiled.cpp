@@ -1,0 +1,551 @@
+// Forward and backward pass through a chain without norm layers, tile at a time: one
+// OpenMP region per pass and one barrier per layer. A layer's output is split into a
+// fixed grid of tiles (layer_grid.hpp); the thread that forms a tile with one
+// single-threaded GEMM also finishes it (activation, derivative, norms, rounding) while
+// it is in cache, so no thread waits for a serial step between layers. Every partial
+// sum is kept per tile and reduced in tile order after the region, which makes the
+// numbers the same at every thread count.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <omp.h>
+#include <vector>
+
+#include "chain_common.hpp"
+#include "layer_grid.hpp"
+#include "loss.hpp"
+#include "pyjac/blas.hpp"
+#include "pyjac/precision.hpp"
+#include "pyjac/threads.hpp"
+#include "reduce.hpp"
+
+namespace pyjac::detail {
+namespace {
+
+using blas::Trans;
+
+// What the forward pass measured in one layer's output (batch x n), tile by tile.
+struct ForwardParts {
+  LayerGrid grid;
+  std::vector<double> derivative_sum;   // per tile
+  std::vector<std::int64_t> saturated;  // per tile
+  std::vector<unsigned char> alive;     // per row tile and unit: phi' was non-zero
+  std::vector<double> row_sq;           // per column tile and example: ||h[i, tile]||^2
+  void reset(const LayerGrid& g, int batch) {
+    grid = g;
+    derivative_sum.assign(g.count(), 0.0);
+    saturated.assign(g.count(), 0);
+    alive.assign(static_cast<std::size_t>(g.rows) * g.n, 0);
+    row_sq.assign(static_cast<std::size_t>(g.cols) * batch, 0.0);
+  }
+  // ||h[i]||^2 for one example, summed over the column tiles in order.
+  double example_sq(int i, int batch) const {
+    double s = 0.0;
+    for (int c = 0; c < grid.cols; ++c) s += row_sq[static_cast<std::size_t>(c) * batch + i];
+    return s;
+  }
+};
+
+// What the backward pass measured in layer l: dz_l = dL/dz_l (batch x n_out), the
+// gradient dL/dh_{l-1} it sends down (batch x n_in) and dW_l.
+struct BackwardParts {
+  LayerGrid dz_grid;                 // the tiles dz_l was formed in
+  std::vector<BlockSquares> dz_sq;   // per dz tile
+  std::vector<double> dz_row_sq;     // per column tile and example
+  std::vector<double> bias_part;     // per row tile and unit: column sums of dz
+  LayerGrid g_grid;
+  std::vector<BlockSquares> g_sq;    // per tile of dL/dh_{l-1}
+  LayerGrid dw_grid;
+  std::vector<BlockSquares> dw_sq;   // per tile of an explicit dW
+  bool ghost = false;
+  double ghost_sq = 0.0;             // ||dW||^2 from the Gram matrices
+};
+
+// ||dz^T h||_F through the two (batch x batch) Grams costs batch^2 (n_in + n_out) / 2
+// multiply-adds as two SYRKs, against batch n_in n_out for forming dW.
+bool prefer_ghost_norm(int batch, int n_in, int n_out) {
+  return 0.5 * batch * static_cast<double>(batch) * (n_in + n_out) <
+         static_cast<double>(batch) * n_in * n_out;
+}
+
+template <Activation A, bool kResidual, typename T>
+void activate_tile(const T* u, T* h, const T* h_in, std::size_t ld, const Tile& tile, T scale,
+                   T sat_level, T* d, unsigned char* alive, double* row_sq, double& dsum,
+                   std::int64_t& saturated) {
+  const int n = tile.cols();
+  for (int i = tile.i0; i < tile.i1; ++i) {
+    const std::size_t off = static_cast<std::size_t>(i) * ld + tile.j0;
+    const T* ui = u + off;
+    T* hi = h + off;
+    // Derivatives first: u and h may be the same array.
+    for (int j = 0; j < n; ++j) d[j] = activate<A>(ui[j]).derivative;
+    if constexpr (kResidual) {
+      const T* hin = h_in + off;
+      for (int j = 0; j < n; ++j) hi[j] = hin[j] + scale * activate<A>(ui[j]).value;
+    } else {
+      for (int j = 0; j < n; ++j) hi[j] = activate<A>(ui[j]).value;
+    }
+    int sat = 0;
+    for (int j = 0; j < n; ++j) sat += d[j] < sat_level ? 1 : 0;
+    for (int j = 0; j < n; ++j) alive[j] |= d[j] != T(0) ? 1 : 0;
+    dsum += row_sum(d, n);
+    row_sq[i] = row_sum_squares(hi, n);
+    saturated += sat;
+  }
+}
+
+// u = W h + b over one tile, then h = phi(u) (or h_in + s phi(u)) and its statistics.
+template <typename T>
+void forward_tile(const ChainView<T>& c, int l, int batch, int t, const T* h_in, T* u, T* h_out,
+                  ForwardParts& p, T* d) {
+  const Tile tile = p.grid.at(t);
+  const int n_in = c.widths[l], n_out = c.widths[l + 1];
+  for (int i = tile.i0; i < tile.i1; ++i)
+    std::memcpy(u + static_cast<std::size_t>(i) * n_out + tile.j0, c.biases[l] + tile.j0,
+                sizeof(T) * tile.cols());
+  blas::gemm(Trans::No, Trans::Yes, tile.rows(), tile.cols(), n_in, T(1),
+             h_in + static_cast<std::size_t>(tile.i0) * n_in, n_in,
+             c.weights[l] + static_cast<std::size_t>(tile.j0) * n_in, n_in, T(1),
+             u + static_cast<std::size_t>(tile.i0) * n_out + tile.j0, n_out);
+  const Activation act = c.activations[l];
+  const T sat_level = static_cast<T>(kSaturationFraction * max_derivative(act));
+  const T scale = static_cast<T>(c.residual_scale);
+  unsigned char* alive = p.alive.data() + static_cast<std::size_t>(tile.row_tile) * n_out + tile.j0;
+  double* row_sq = p.row_sq.data() + static_cast<std::size_t>(tile.col_tile) * batch;
+  double dsum = 0.0;
+  std::int64_t sat = 0;
+  dispatch_activation(act, [&](auto tag) {
+    constexpr Activation A = decltype(tag)::value;
+    if (c.residual)
+      activate_tile<A, true>(u, h_out, h_in, n_out, tile, scale, sat_level, d, alive, row_sq,
+                             dsum, sat);
+    else
+      activate_tile<A, false>(u, h_out, h_in, n_out, tile, scale, sat_level, d, alive, row_sq,
+                              dsum, sat);
+  });
+  p.derivative_sum[t] = dsum;
+  p.saturated[t] = is_saturating(act) ? sat : 0;
+}
+
+// Runs the forward pass; layer l reads in[l] and writes pre[l] (u) and out[l] (h).
+template <typename T>
+void forward_region(const ChainView<T>& c, int batch, const std::vector<const T*>& in,
+                    const std::vector<T*>& pre, const std::vector<T*>& out,
+                    std::vector<ForwardParts>& parts, T* scratch, int widest, int nt) {
+  const int L = c.depth();
+#pragma omp parallel num_threads(nt)
+  {
+    T* d = scratch + static_cast<std::size_t>(omp_get_thread_num()) * widest;
+    for (int l = 0; l < L; ++l) {
+      const int tiles = parts[l].grid.count();
+#pragma omp for schedule(dynamic, 1)
+      for (int t = 0; t < tiles; ++t) forward_tile(c, l, batch, t, in[l], pre[l], out[l], parts[l], d);
+    }
+  }
+}
+
+void reset_forward_parts(const std::vector<int>& widths, int batch,
+                         std::vector<ForwardParts>& parts) {
+  parts.resize(widths.size() - 1);
+  for (std::size_t l = 0; l + 1 < widths.size(); ++l)
+    parts[l].reset(layer_grid(batch, widths[l + 1], widths[l]), batch);
+}
+
+// Everything the backward region reads and writes besides the per-layer parts.
+template <typename T>
+struct BackwardState {
+  const ChainView<T>* c;
+  int batch;
+  const T* x;
+  std::vector<const T*> h;  // h_l, l = 0..L (h_0 = x)
+  std::vector<const T*> u;  // u_l of layer l, or null when phi' is read from h_{l+1}
+  T* g[2];                  // dL/dh_l lives in g[l % 2]
+  T* dz[2];                 // dL/dz_l lives in dz[l % 2]
+  T* gram_dz[2];
+  T* gram_h[2];
+  std::vector<T*> dw;       // explicit dW_l destinations (or a shared scratch), or null
+  T unscale;
+  GradFormat format;
+  bool rounding;
+  BackpropStats* stats;
+};
+
+// Rounds a tile's rows to the gradient format and adds the counts.
+template <typename T>
+void round_rows(T* a, std::size_t ld, const Tile& tile, GradFormat format, std::int64_t* under,
+                std::int64_t* over, std::int64_t* zeros) {
+  std::int64_t u = 0, o = 0, z = 0;
+  for (int i = tile.i0; i < tile.i1; ++i) {
+    const auto r = round_to_format(a + static_cast<std::size_t>(i) * ld + tile.j0,
+                                   static_cast<std::size_t>(tile.cols()), format, 1);
+    u += r.underflow;
+    o += r.overflow;
+    z += r.zeros;
+  }
+#pragma omp atomic
+  *under += u;
+#pragma omp atomic
+  *over += o;
+  if (zeros) {
+#pragma omp atomic
+    *zeros += z;
+  }
+}
+
+// dz_l = branch * g * phi'(u_l) over one tile of (batch x n_out), g = dL/dh_{l+1}; its
+// rounding, row norms and column sums.
+template <typename T>
+void dz_tile(const BackwardState<T>& st, int l, const Tile& tile, int t, BackwardParts& p) {
+  const ChainView<T>& c = *st.c;
+  const int n = c.widths[l + 1];
+  const T branch = c.residual ? static_cast<T>(c.residual_scale) : T(1);
+  const T* g = st.g[(l + 1) % 2];
+  T* dz = st.dz[l % 2];
+  const T* u = st.u[l];
+  const T* h = st.h[l + 1];
+  const std::size_t len = static_cast<std::size_t>(tile.cols());
+  dispatch_activation(c.activations[l], [&](auto tag) {
+    constexpr Activation A = decltype(tag)::value;
+    for (int i = tile.i0; i < tile.i1; ++i) {
+      const std::size_t off = static_cast<std::size_t>(i) * n + tile.j0;
+      if (u)
+        derivative_run<A, false>(g + off, u + off, dz + off, len, branch);
+      else if constexpr (kOutputForm<A>)
+        derivative_run<A, true>(g + off, h + off, dz + off, len, branch);
+    }
+  });
+  if (st.rounding)
+    round_rows(dz, n, tile, st.format, &st.stats->dz_underflow_count[l],
+               &st.stats->dz_overflow_count[l], nullptr);
+  double* row_sq = p.dz_row_sq.data() + static_cast<std::size_t>(tile.col_tile) * st.batch;
+  double* bias = p.bias_part.data() + static_cast<std::size_t>(tile.row_tile) * n + tile.j0;
+  double total = 0.0;
+  for (int i = tile.i0; i < tile.i1; ++i) {
+    const T* r = dz + static_cast<std::size_t>(i) * n + tile.j0;
+    row_sq[i] = row_sum_squares(r, len);
+    total += row_sq[i];
+    for (std::size_t j = 0; j < len; ++j) bias[j] += r[j];
+  }
+  p.dz_sq[t] = block_squares(dz + static_cast<std::size_t>(tile.i0) * n + tile.j0, tile.rows(),
+                             tile.cols(), n, total);
+}
+
+// dL/dh_l = dz_l W_l (+ dL/dh_{l+1} through the skip) over one tile, then, for l > 0,
+// dz_{l-1} on the same tile.
+template <typename T>
+void g_tile(const BackwardState<T>& st, int l, int t, std::vector<BackwardParts>& parts) {
+  const ChainView<T>& c = *st.c;
+  BackwardParts& p = parts[l];
+  const Tile tile = p.g_grid.at(t);
+  const int n_in = c.widths[l], n_out = c.widths[l + 1];
+  T* g = st.g[l % 2];
+  T* gt = g + static_cast<std::size_t>(tile.i0) * n_in + tile.j0;
+  if (c.residual) {
+    const T* above = st.g[(l + 1) % 2];
+    for (int i = tile.i0; i < tile.i1; ++i)
+      std::memcpy(g + static_cast<std::size_t>(i) * n_in + tile.j0,
+                  above + static_cast<std::size_t>(i) * n_in + tile.j0, sizeof(T) * tile.cols());
+  }
+  blas::gemm(Trans::No, Trans::No, tile.rows(), tile.cols(), n_out, T(1),
+             st.dz[l % 2] + static_cast<std::size_t>(tile.i0) * n_out, n_out,
+             c.weights[l] + tile.j0, n_in, c.residual ? T(1) : T(0), gt, n_in);
+  if (st.rounding)
+    round_rows(g, n_in, tile, st.format, &st.stats->underflow_count[l],
+               &st.stats->overflow_count[l], &st.stats->zero_count[l]);
+  double total = 0.0;
+  for (int i = tile.i0; i < tile.i1; ++i)
+    total += row_sum_squares(g + static_cast<std::size_t>(i) * n_in + tile.j0,
+                             static_cast<std::size_t>(tile.cols()));
+  p.g_sq[t] = block_squares(gt, tile.rows(), tile.cols(), n_in, total);
+  if (l > 0) dz_tile(st, l - 1, tile, t, parts[l - 1]);
+}
+
+// dW_l = unscale * dz_l^T h_l over one tile of (n_out x n_in), and its sum of squares.
+template <typename T>
+void dw_tile(const BackwardState<T>& st, int l, int t, BackwardParts& p) {
+  const ChainView<T>& c = *st.c;
+  const Tile tile = p.dw_grid.at(t);
+  const int n_in = c.widths[l], n_out = c.widths[l + 1];
+  T* dw = st.dw[l];
+  T* wt = dw + static_cast<std::size_t>(tile.i0) * n_in + tile.j0;
+  blas::gemm(Trans::Yes, Trans::No, tile.rows(), tile.cols(), st.batch, st.unscale,
+             st.dz[l % 2] + tile.i0, n_out, st.h[l] + tile.j0, n_in, T(0), wt, n_in);
+  double total = 0.0;
+  for (int i = tile.i0; i < tile.i1; ++i)
+    total += row_sum_squares(dw + static_cast<std::size_t>(i) * n_in + tile.j0,
+                             static_cast<std::size_t>(tile.cols()));
+  p.dw_sq[t] = block_squares(wt, tile.rows(), tile.cols(), n_in, total);
+}
+
+// One layer's tasks in the backward region, largest first: the two Grams of the ghost
+// norm, the explicit dW tiles, the tiles of dL/dh_{l-1}; and, first of all, the
+// contraction of the previous layer's Grams (deferred so that the Grams need no
+// barrier of their own).
+struct LayerTasks {
+  int contract = 0, grams = 0, dw = 0, g = 0;
+  int count() const { return contract + grams + dw + g; }
+};
+
+template <typename T>
+void run_task(const BackwardState<T>& st, int l, const LayerTasks& k, int task,
+              std::vector<BackwardParts>& parts) {
+  const int batch = st.batch;
+  if (task < k.contract) {
+    parts[l + 1].ghost_sq =
+        lower_gram_contraction(st.gram_dz[(l + 1) % 2], st.gram_h[(l + 1) % 2], batch);
+    return;
+  }
+  task -= k.contract;
+  if (task < k.grams) {
+    const ChainView<T>& c = *st.c;
+    if (task == 0)
+      blas::syrk_lower(batch, c.widths[l + 1], T(1), st.dz[l % 2], c.widths[l + 1], T(0),
+                       st.gram_dz[l % 2], batch);
+    else
+      blas::syrk_lower(batch, c.widths[l], T(1), st.h[l], c.widths[l], T(0), st.gram_h[l % 2],
+                       batch);
+    return;
+  }
+  task -= k.grams;
+  if (task < k.dw) {
+    dw_tile(st, l, task, parts[l]);
+    return;
+  }
+  g_tile(st, l, task - k.dw, parts);
+}
+
+}  // namespace
+
+template <typename T>
+BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const T* target,
+                             const std::int64_t* labels, const BackpropOptions& o,
+                             const BackpropOutputs<T>& out, int nt) {
+  const int L = c.depth();
+  const int n_last = c.widths[L];
+  BackpropStats s = empty_stats(L, batch);
+  int widest = 0;
+  for (int w : c.widths) widest = std::max(widest, w);
+  std::vector<T> thread_rows(static_cast<std::size_t>(nt) * widest);
+
+  // ---- forward ------------------------------------------------------------
+  std::vector<Buffer<T>> h_store(L), u_store(L);
+  std::vector<const T*> in(L);
+  std::vector<T*> pre(L), h_out(L);
+  for (int l = 0; l < L; ++l) {
+    const std::size_t total = static_cast<std::size_t>(batch) * c.widths[l + 1];
+    h_store[l] = make_buffer<T>(total);
+    h_out[l] = h_store[l].get();
+    pre[l] = h_out[l];
+    if (needs_preactivations(c, l)) {
+      u_store[l] = make_buffer<T>(total);
+      pre[l] = u_store[l].get();
+    }
+    in[l] = l == 0 ? x : h_out[l - 1];
+  }
+  std::vector<ForwardParts> fparts;
+  reset_forward_parts(c.widths, batch, fparts);
+  std::vector<double> x_row_sq(batch);
+  s.activation_norm[0] = frobenius_norm(x, batch, c.widths[0], nt, x_row_sq.data()).norm;
+  {
+    BlasThreadScope single(1);
+    forward_region(c, batch, in, pre, h_out, fparts, thread_rows.data(), widest, nt);
+  }
+  for (int l = 0; l < L; ++l) {
+    const ForwardParts& p = fparts[l];
+    const int n = c.widths[l + 1];
+    const double total = static_cast<double>(batch) * n;
+    double dsum = 0.0, hsq = 0.0;
+    std::int64_t sat = 0;
+    for (int t = 0; t < p.grid.count(); ++t) {
+      dsum += p.derivative_sum[t];
+      sat += p.saturated[t];
+    }
+    int dead = 0;
+    for (int j = 0; j < n; ++j) {
+      unsigned char alive = 0;
+      for (int r = 0; r < p.grid.rows; ++r) alive |= p.alive[static_cast<std::size_t>(r) * n + j];
+      dead += alive == 0;
+    }
+    for (int i = 0; i < batch; ++i) hsq += p.example_sq(i, batch);
+    s.derivative_mean[l] = dsum / total;
+    s.saturated_fraction[l] = static_cast<double>(sat) / total;
+    s.dead_fraction[l] = static_cast<double>(dead) / n;
+    if (std::isfinite(hsq)) {
+      s.activation_norm[l + 1] = std::sqrt(hsq);
+    } else {  // a non-finite entry, or float64 squares past overflow: decide exactly
+      const auto hn = frobenius_norm(h_out[l], batch, n, nt);
+      s.activation_norm[l + 1] = hn.norm;
+      if (!hn.finite) record_nonfinite(s, l + 1, 1);
+    }
+  }
+  if (out.output)
+    std::memcpy(out.output, h_out[L - 1], sizeof(T) * static_cast<std::size_t>(batch) * n_last);
+
+  // ---- loss ---------------------------------------------------------------
+  const std::size_t slab = static_cast<std::size_t>(batch) * widest;
+  Buffer<T> g_store[2] = {make_buffer<T>(slab), make_buffer<T>(slab)};
+  Buffer<T> dz_store[2] = {make_buffer<T>(slab), make_buffer<T>(slab)};
+  start_backward(o, h_out[L - 1], batch, n_last, target, labels, g_store[L % 2].get(), s, nt);
+
+  // ---- backward -----------------------------------------------------------
+  BackwardState<T> st;
+  st.c = &c;
+  st.batch = batch;
+  st.x = x;
+  st.h.assign(L + 1, nullptr);
+  st.u.assign(L, nullptr);
+  st.h[0] = x;
+  for (int l = 0; l < L; ++l) {
+    st.h[l + 1] = h_out[l];
+    st.u[l] = u_store[l].get();
+  }
+  for (int k = 0; k < 2; ++k) {
+    st.g[k] = g_store[k].get();
+    st.dz[k] = dz_store[k].get();
+  }
+  st.unscale = static_cast<T>(1.0 / o.loss_scale);
+  st.format = o.grad_format;
+  st.rounding = o.count_rounding || o.grad_format != GradFormat::Native;
+  st.stats = &s;
+
+  std::vector<BackwardParts> parts(L);
+  std::vector<LayerTasks> tasks(L);
+  Buffer<T> gram_store, dw_scratch;
+  std::size_t biggest = 0;
+  bool any_ghost = false, any_scratch = false;
+  // Top-down: layer l forms dz_l in the tiles of layer l+1's dL/dh_{l+1}.
+  for (int l = L - 1; l >= 0; --l) {
+    const int n_in = c.widths[l], n_out = c.widths[l + 1];
+    BackwardParts& p = parts[l];
+    p.dz_grid = l == L - 1 ? layer_grid(batch, n_out, n_out) : parts[l + 1].g_grid;
+    p.g_grid = layer_grid(batch, n_in, n_out);
+    p.ghost = !o.keep_grads && prefer_ghost_norm(batch, n_in, n_out);
+    p.dz_sq.resize(p.dz_grid.count());
+    p.dz_row_sq.assign(static_cast<std::size_t>(p.dz_grid.cols) * batch, 0.0);
+    p.bias_part.assign(static_cast<std::size_t>(p.dz_grid.rows) * n_out, 0.0);
+    p.g_sq.resize(p.g_grid.count());
+    if (!p.ghost) {
+      p.dw_grid = layer_grid(n_out, n_in, batch);
+      p.dw_sq.resize(p.dw_grid.count());
+      any_scratch |= !o.keep_grads;
+    }
+    any_ghost |= p.ghost;
+    biggest = std::max(biggest, static_cast<std::size_t>(n_in) * n_out);
+    LayerTasks& k = tasks[l];
+    k.contract = l + 1 < L && parts[l + 1].ghost ? 1 : 0;
+    k.grams = p.ghost ? 2 : 0;
+    k.dw = p.ghost ? 0 : p.dw_grid.count();
+    k.g = p.g_grid.count();
+  }
+  const std::size_t gram_size = static_cast<std::size_t>(batch) * batch;
+  if (any_ghost) {
+    gram_store = make_buffer<T>(4 * gram_size);
+    for (int k = 0; k < 2; ++k) {
+      st.gram_dz[k] = gram_store.get() + k * gram_size;
+      st.gram_h[k] = gram_store.get() + (2 + k) * gram_size;
+    }
+    s.used_ghost_norm = true;
+  }
+  if (any_scratch) dw_scratch = make_buffer<T>(biggest);
+  st.dw.assign(L, nullptr);
+  for (int l = 0; l < L; ++l)
+    if (!parts[l].ghost) st.dw[l] = o.keep_grads ? out.weight_grads[l] : dw_scratch.get();
+
+  {
+    BlasThreadScope single(1);
+    const BackwardState<T>& cst = st;
+#pragma omp parallel num_threads(nt)
+    {
+      const int first = parts[L - 1].dz_grid.count();
+#pragma omp for schedule(dynamic, 1)
+      for (int t = 0; t < first; ++t)
+        dz_tile(cst, L - 1, parts[L - 1].dz_grid.at(t), t, parts[L - 1]);
+      for (int l = L - 1; l >= 0; --l) {
+        const int count = tasks[l].count();
+#pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < count; ++task) run_task(cst, l, tasks[l], task, parts);
+      }
+    }
+  }
+  if (parts[0].ghost)
+    parts[0].ghost_sq = lower_gram_contraction(st.gram_dz[0], st.gram_h[0], batch);
+
+  // ---- reductions, in a fixed order ---------------------------------------
+  const double unscale = 1.0 / o.loss_scale;
+  std::vector<double> bias_grad;
+  for (int l = L - 1; l >= 0; --l) {
+    const BackwardParts& p = parts[l];
+    const int n_out = c.widths[l + 1];
+    const auto gn = combine_block_squares(p.g_sq);
+    s.grad_norm[l] = gn.norm * unscale;
+    if (!gn.finite) record_nonfinite(s, l, 2);
+
+    bias_grad.assign(n_out, 0.0);
+    for (int r = 0; r < p.dz_grid.rows; ++r)
+      for (int j = 0; j < n_out; ++j)
+        bias_grad[j] += p.bias_part[static_cast<std::size_t>(r) * n_out + j];
+    double bsq = 0.0;
+    for (int j = 0; j < n_out; ++j) bsq += bias_grad[j] * bias_grad[j];
+    s.bias_grad_norm[l] = std::sqrt(bsq) * unscale;
+    if (o.keep_grads)
+      for (int j = 0; j < n_out; ++j) out.bias_grads[l][j] = static_cast<T>(bias_grad[j] * unscale);
+
+    const ForwardParts* hp = l > 0 ? &fparts[l - 1] : nullptr;
+    for (int i = 0; i < batch; ++i) {
+      double dsq = 0.0;
+      for (int col = 0; col < p.dz_grid.cols; ++col)
+        dsq += p.dz_row_sq[static_cast<std::size_t>(col) * batch + i];
+      const double hsq = hp ? hp->example_sq(i, batch) : x_row_sq[i];
+      s.per_example_weight_grad_norm[static_cast<std::size_t>(l) * batch + i] =
+          std::sqrt(dsq) * std::sqrt(hsq) * unscale;
+    }
+    if (p.ghost) {
+      const auto dzn = combine_block_squares(p.dz_sq);
+      s.weight_grad_norm[l] =
+          unscale * (dzn.finite ? std::sqrt(std::max(0.0, p.ghost_sq)) : dzn.norm);
+    } else {
+      s.weight_grad_norm[l] = combine_block_squares(p.dw_sq).norm;
+    }
+  }
+  return s;
+}
+
+template <typename T>
+void forward_tiled(const ChainView<T>& c, const T* x, int batch, T* out, int nt) {
+  const int L = c.depth();
+  int widest = 0;
+  for (int w : c.widths) widest = std::max(widest, w);
+  const std::size_t slab = static_cast<std::size_t>(batch) * widest;
+  // Two slabs alternate as input and output (a barrier separates the layers); a third
+  // holds pre-activations where the output cannot overwrite them in place.
+  Buffer<T> a = make_buffer<T>(slab), b = make_buffer<T>(slab), u = make_buffer<T>(slab);
+  std::vector<const T*> in(L);
+  std::vector<T*> pre(L), h_out(L);
+  for (int l = 0; l < L; ++l) {
+    h_out[l] = l % 2 == 0 ? a.get() : b.get();
+    pre[l] = needs_preactivations(c, l) ? u.get() : h_out[l];
+    in[l] = l == 0 ? x : h_out[l - 1];
+  }
+  std::vector<ForwardParts> parts;
+  reset_forward_parts(c.widths, batch, parts);
+  std::vector<T> thread_rows(static_cast<std::size_t>(nt) * widest);
+  {
+    BlasThreadScope single(1);
+    forward_region(c, batch, in, pre, h_out, parts, thread_rows.data(), widest, nt);
+  }
+  std::memcpy(out, h_out[L - 1], sizeof(T) * static_cast<std::size_t>(batch) * c.widths.back());
+}
+
+template BackpropStats backprop_tiled<float>(const ChainView<float>&, const float*, int,
+                                             const float*, const std::int64_t*,
+                                             const BackpropOptions&,
+                                             const BackpropOutputs<float>&, int);
+template BackpropStats backprop_tiled<double>(const ChainView<double>&, const double*, int,
+                                              const double*, const std::int64_t*,
+                                              const BackpropOptions&,
+                                              const BackpropOutputs<double>&, int);
+template void forward_tiled<float>(const ChainView<float>&, const float*, int, float*, int);
+template void forward_tiled<double>(const ChainView<double>&, const double*, int, double*,
+                                    int);
+
+}  // namespace pyjac::detail

@@ -1,0 +1,53 @@
+// A fixed split of one layer's (m x n) output, with inner dimension k, into tiles that
+// OpenMP shares out inside one parallel region per pass. It depends on the shape
+// alone, never on the thread count: every entry and every partial sum is then computed
+// by the same single-threaded BLAS call and loop whatever n_threads is.
+#pragma once
+
+#include <algorithm>
+
+namespace pyjac::detail {
+
+struct Tile {
+  int i0, i1, j0, j1;         // rows [i0, i1) and columns [j0, j1)
+  int row_tile, col_tile;
+  int rows() const { return i1 - i0; }
+  int cols() const { return j1 - j0; }
+};
+
+struct LayerGrid {
+  int m = 1, n = 1;
+  int rows = 1, cols = 1;  // number of row and column tiles
+  int tm = 1, tn = 1;      // their extent
+  int count() const { return rows * cols; }
+  Tile at(int t) const {
+    const int r = t / cols, c = t % cols;
+    return {r * tm, std::min(m, (r + 1) * tm), c * tn, std::min(n, (c + 1) * tn), r, c};
+  }
+};
+
+// About 1M multiply-adds per tile, at most 16 tiles, columns (which share the packing of
+// the input rows) before rows. Small layers are still split in two when they carry 32k
+// multiply-adds: a barrier inside a running team costs far less than a GEMM of that size,
+// and two column tiles halve the weight packing that dominates thin GEMMs.
+inline LayerGrid layer_grid(int m, int n, int k) {
+  const double macs = static_cast<double>(m) * n * k;
+  int wanted = static_cast<int>(std::clamp(macs / (1 << 20), 1.0, 16.0));
+  if (macs >= (1 << 15)) wanted = std::max(wanted, 2);
+  int cols = std::max(1, std::min(wanted, n / 128));
+  if (cols == 1) cols = std::max(1, std::min(wanted, n / 32));
+  int rows = std::max(1, std::min((wanted + cols - 1) / cols, m / 64));
+  LayerGrid g;
+  g.m = m;
+  g.n = n;
+  // Column tiles a multiple of 16 wide, so every tile starts on a 64-byte boundary when
+  // the row does.
+  g.tn = (n + cols - 1) / cols;
+  if (cols > 1) g.tn = std::min(n, (g.tn + 15) / 16 * 16);
+  g.cols = (n + g.tn - 1) / g.tn;
+  g.tm = (m + rows - 1) / rows;
+  g.rows = (m + g.tm - 1) / g.tm;
+  return g;
+}
+
+}  // namespace pyjac::detail
