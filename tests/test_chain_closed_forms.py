@@ -172,3 +172,47 @@ def test_float64_norms_stay_exact_beyond_the_square_overflow(rng):
     expected = np.linalg.norm(g) * 1e5 ** (depth - np.arange(depth + 1))
     assert r.first_nonfinite_layer is None
     np.testing.assert_allclose(r.grad_norm, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("keep_grads", [False, True])
+def test_float64_norms_stay_exact_across_tiles(rng, keep_grads):
+    # Wide enough that every layer is split into several tiles: the tiles' scaled sums of
+    # squares must combine into the exact norm, for dL/dh and for dW.
+    depth, n, batch = 6, 256, 64
+    q = [_orthogonal(n, rng) for _ in range(depth)]
+    net = pyjac.Chain.from_weights([1e40 * m for m in q], activation="linear")
+    g = rng.standard_normal((batch, n)) * 1e60
+    h0 = rng.standard_normal((batch, n))
+    r = net.backprop(h0, grad_output=g, keep_grads=keep_grads)
+    expected = np.linalg.norm(g) * 1e40 ** (depth - np.arange(depth + 1))
+    assert r.first_nonfinite_layer is None
+    np.testing.assert_allclose(r.grad_norm, expected, rtol=1e-12)
+    # dW_1 = dz_1^T h_0 with dz_1 = g * 1e40^(depth-1) Q..., ||dW_1|| from numpy, scaled down.
+    dz0 = g.copy()
+    for m in reversed(q[1:]):
+        dz0 = dz0 @ (1e40 * m)
+    scale = 1e-200
+    expected_w0 = np.linalg.norm((dz0 * scale).T @ h0) / scale
+    np.testing.assert_allclose(r.weight_grad_norm[0], expected_w0, rtol=1e-10)
+
+
+@pytest.mark.parametrize("norm", [None, "layernorm"])
+@pytest.mark.parametrize("dtype,depth", [("float32", 60), ("float64", 400)])
+def test_ghost_norm_keeps_vanishing_weight_gradients(norm, dtype, depth):
+    # Deep sigmoid chains take dL/dW_1 far below the square root of the smallest normal
+    # number, where the batch Gram matrices of the ghost norm would underflow to zero:
+    # the ghost norm must still equal the norm of the explicit gradient.
+    net = pyjac.Chain(depth, 128, activation="sigmoid", init="xavier", norm=norm, seed=0,
+                      dtype=dtype)
+    x = np.random.default_rng(0).standard_normal((16, 128))
+    ghost = net.backprop(x)
+    explicit = net.backprop(x, keep_grads=True)
+    tiny = np.finfo(dtype).tiny
+    assert ghost.weight_grad_norm[0] < np.sqrt(tiny)  # the regime this test is about
+    assert ghost.weight_grad_norm[0] > 0
+    rtol = 1e-4 if dtype == "float32" else 1e-10
+    np.testing.assert_allclose(ghost.weight_grad_norm, explicit.weight_grad_norm, rtol=rtol)
+    # Scaled by the largest entry: numpy's plain norm squares (and loses) these values too.
+    direct = [np.abs(w).max() * np.linalg.norm(w / np.abs(w).max())
+              for w in (g.astype(np.float64) for g in explicit.weight_grads)]
+    np.testing.assert_allclose(explicit.weight_grad_norm, direct, rtol=rtol)

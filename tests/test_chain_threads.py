@@ -26,6 +26,42 @@ def test_thread_count_does_not_change_any_number(depth, widths, batch):
                                           err_msg=name)
 
 
+@pytest.mark.parametrize(
+    "kwargs,batch,backprop_kwargs",
+    [
+        # Two column tiles per layer (the smallest split).
+        (dict(depth=5, width=64, activation="relu"), 16, dict(keep_grads=True)),
+        # Row and column tiles; residual; explicit dW tiles; float16 rounding counts.
+        (dict(depth=3, width=320, activation="tanh", residual=True, residual_scale=0.5), 200,
+         dict(keep_grads=True, grad_dtype="float16", loss_scale=1024.0)),
+        # Widths that change from layer to layer, GELU (pre-activations kept), ghost norm.
+        (dict(depth=4, width=[96, 300, 40, 700, 10], activation="gelu"), 48,
+         dict(loss="cross_entropy")),
+    ],
+)
+def test_thread_count_does_not_change_tiled_pass(kwargs, batch, backprop_kwargs):
+    net = pyjac.Chain(**kwargs, bias_std=0.1, seed=5)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((batch, net.widths[0])).astype(np.float32)
+    if backprop_kwargs.get("loss") == "cross_entropy":
+        backprop_kwargs = dict(backprop_kwargs, target=rng.integers(0, net.widths[-1], batch))
+    one = net.backprop(x, n_threads=1, **backprop_kwargs)
+    two = net.backprop(x, n_threads=2, **backprop_kwargs)
+    names = ["grad_norm", "weight_grad_norm", "bias_grad_norm", "per_example_weight_grad_norm",
+             "activation_norm", "derivative_mean", "dead_fraction", "output"]
+    if backprop_kwargs.get("keep_grads"):
+        names += ["weight_grads", "bias_grads"]
+    if backprop_kwargs.get("grad_dtype"):
+        names += ["underflow_count", "overflow_count", "zero_fraction", "dz_underflow_count"]
+    for name in names:
+        a, b = getattr(one, name), getattr(two, name)
+        if isinstance(a, list):
+            for ai, bi in zip(a, b):
+                np.testing.assert_array_equal(ai, bi, err_msg=name)
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=name)
+
+
 def test_gil_is_released_during_backprop():
     net = pyjac.Chain(40, 1024, activation="relu", seed=0)
     x = np.random.default_rng(0).standard_normal((256, 1024)).astype(np.float32)

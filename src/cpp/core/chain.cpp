@@ -208,10 +208,16 @@ bool prefer_ghost_norm(int batch, int n_in, int n_out) {
 // batch is smaller than the layer. Only the lower triangles are needed; they are formed
 // as a fixed set of row-block GEMMs, each single-threaded, shared out by OpenMP: a fixed
 // decomposition is what makes the sums identical at every thread count (OpenBLAS's
-// threaded SYRK and thin GEMMs do not reproduce their single-threaded results).
+// threaded SYRK and thin GEMMs do not reproduce their single-threaded results). dz and h
+// are prescaled by powers of two (into `scaled`, two slabs) when their Grams would leave
+// T's range.
 template <typename T>
-double ghost_norm(const T* dz, int n_out, const T* h, int n_in, int batch, T* gram_dz,
-                  T* gram_h, int nt) {
+double ghost_norm(const T* dz, int n_out, double dz_norm, const T* h, int n_in, double h_norm,
+                  int batch, T* gram_dz, T* gram_h, T* scaled, int nt) {
+  const int e_dz = detail::gram_exponent<T>(dz_norm), e_h = detail::gram_exponent<T>(h_norm);
+  const std::size_t slab = static_cast<std::size_t>(batch) * std::max(n_in, n_out);
+  dz = detail::scaled_copy(dz, static_cast<std::size_t>(batch) * n_out, e_dz, scaled);
+  h = detail::scaled_copy(h, static_cast<std::size_t>(batch) * n_in, e_h, scaled + slab);
   const int kBlocks = gram_blocks(batch);
   const int block = (batch + kBlocks - 1) / kBlocks;
   const double flops = static_cast<double>(batch) * batch * (n_in + n_out);
@@ -236,7 +242,8 @@ double ghost_norm(const T* dz, int n_out, const T* h, int n_in, int batch, T* gr
       for (int task = 0; task < 2 * kBlocks; ++task) gram_task(task);
     }
   }
-  return std::sqrt(std::max(0.0, detail::lower_gram_contraction(gram_dz, gram_h, batch)));
+  return detail::ghost_norm_value(detail::lower_gram_contraction(gram_dz, gram_h, batch),
+                                 e_dz + e_h);
 }
 
 
@@ -276,8 +283,9 @@ std::int64_t backprop_workspace_bytes(const std::vector<int>& widths, int batch,
     widest = std::max<std::int64_t>(widest, widths[l]);
   }
   widest = std::max<std::int64_t>(widest, widths[0]);
-  // Two slabs each for dL/dh and dL/dz, four Gram matrices (chain_tiled.cpp).
-  return static_cast<std::int64_t>(dtype_size) * batch * (per_example + 4 * widest) +
+  // Two slabs each for dL/dh and dL/dz and for prescaled Gram inputs, four Gram
+  // matrices (chain_tiled.cpp).
+  return static_cast<std::int64_t>(dtype_size) * batch * (per_example + 6 * widest) +
          4 * dtype_size * static_cast<std::int64_t>(batch) * batch;
 }
 
@@ -425,7 +433,7 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
   };
 
   // ---- backward -----------------------------------------------------------
-  Buffer<T> gram_dz, gram_h, dw_scratch;
+  Buffer<T> gram_dz, gram_h, gram_scaled, dw_scratch;
   double* dz_row_sq = ws.row_a.data();
   double* bias_grad = ws.column.data();
   for (int l = L - 1; l >= 0; --l) {
@@ -467,11 +475,13 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
       if (!gram_dz) {
         gram_dz = make_buffer<T>(static_cast<std::size_t>(batch) * batch);
         gram_h = make_buffer<T>(static_cast<std::size_t>(batch) * batch);
+        gram_scaled = make_buffer<T>(2 * slab);
       }
       s.used_ghost_norm = true;
       s.weight_grad_norm[l] =
           unscale *
-          (dzn.finite ? ghost_norm(dzl, n_out, h_in, n_in, batch, gram_dz.get(), gram_h.get(), nt)
+          (dzn.finite ? ghost_norm(dzl, n_out, dzn.norm, h_in, n_in, s.activation_norm[l], batch,
+                                   gram_dz.get(), gram_h.get(), gram_scaled.get(), nt)
                       : dzn.norm);
     }
 

@@ -58,7 +58,8 @@ struct BackwardParts {
   LayerGrid dw_grid;
   std::vector<BlockSquares> dw_sq;   // per tile of an explicit dW
   bool ghost = false;
-  double ghost_sq = 0.0;             // ||dW||^2 from the Gram matrices
+  double ghost_sq = 0.0;             // ||dW||^2 / 4^(dz_exponent + h_exponent) from the Grams
+  int dz_exponent = 0, h_exponent = 0;  // the power-of-two prescaling of dz and h
 };
 
 // ||dz^T h||_F through the two (batch x batch) Grams costs batch^2 (n_in + n_out) / 2
@@ -163,6 +164,9 @@ struct BackwardState {
   T* dz[2];                 // dL/dz_l lives in dz[l % 2]
   T* gram_dz[2];
   T* gram_h[2];
+  T* scaled_dz = nullptr;   // prescaled copies for the Grams, when needed
+  T* scaled_h = nullptr;
+  const double* activation_norm;
   std::vector<T*> dw;       // explicit dW_l destinations (or a shared scratch), or null
   T unscale;
   GradFormat format;
@@ -298,12 +302,17 @@ void run_task(const BackwardState<T>& st, int l, const LayerTasks& k, int task,
   task -= k.contract;
   if (task < k.grams) {
     const ChainView<T>& c = *st.c;
-    if (task == 0)
-      blas::syrk_lower(batch, c.widths[l + 1], T(1), st.dz[l % 2], c.widths[l + 1], T(0),
-                       st.gram_dz[l % 2], batch);
-    else
-      blas::syrk_lower(batch, c.widths[l], T(1), st.h[l], c.widths[l], T(0), st.gram_h[l % 2],
-                       batch);
+    BackwardParts& p = parts[l];
+    const bool of_dz = task == 0;
+    const int n = of_dz ? c.widths[l + 1] : c.widths[l];
+    // Norms known before this step (dz_l's tiles were finished in the previous one).
+    const double norm = of_dz ? combine_block_squares(p.dz_sq).norm : st.activation_norm[l];
+    const int e = gram_exponent<T>(norm);
+    (of_dz ? p.dz_exponent : p.h_exponent) = e;
+    const T* a = scaled_copy(of_dz ? st.dz[l % 2] : st.h[l], static_cast<std::size_t>(batch) * n,
+                             e, of_dz ? st.scaled_dz : st.scaled_h);
+    blas::syrk_lower(batch, n, T(1), a, n, T(0), of_dz ? st.gram_dz[l % 2] : st.gram_h[l % 2],
+                     batch);
     return;
   }
   task -= k.grams;
@@ -407,10 +416,11 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
   st.format = o.grad_format;
   st.rounding = o.count_rounding || o.grad_format != GradFormat::Native;
   st.stats = &s;
+  st.activation_norm = s.activation_norm.data();
 
   std::vector<BackwardParts> parts(L);
   std::vector<LayerTasks> tasks(L);
-  Buffer<T> gram_store, dw_scratch;
+  Buffer<T> gram_store, scaled_store, dw_scratch;
   std::size_t biggest = 0;
   bool any_ghost = false, any_scratch = false;
   // Top-down: layer l forms dz_l in the tiles of layer l+1's dL/dh_{l+1}.
@@ -444,6 +454,9 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
       st.gram_dz[k] = gram_store.get() + k * gram_size;
       st.gram_h[k] = gram_store.get() + (2 + k) * gram_size;
     }
+    scaled_store = make_buffer<T>(2 * slab);
+    st.scaled_dz = scaled_store.get();
+    st.scaled_h = scaled_store.get() + slab;
     s.used_ghost_norm = true;
   }
   if (any_scratch) dw_scratch = make_buffer<T>(biggest);
@@ -502,7 +515,8 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
     if (p.ghost) {
       const auto dzn = combine_block_squares(p.dz_sq);
       s.weight_grad_norm[l] =
-          unscale * (dzn.finite ? std::sqrt(std::max(0.0, p.ghost_sq)) : dzn.norm);
+          unscale * (dzn.finite ? ghost_norm_value(p.ghost_sq, p.dz_exponent + p.h_exponent)
+                                : dzn.norm);
     } else {
       s.weight_grad_norm[l] = combine_block_squares(p.dw_sq).norm;
     }

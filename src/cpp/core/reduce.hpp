@@ -73,6 +73,13 @@ inline double lower_gram_contraction(const T* g, const T* k, int n) {
   return diag + 2.0 * off;
 }
 
+// float64 entries below ~1e-154 square to (sub)normal-range underflow in double: a sum
+// of squares this small may have lost them (float32 squares never underflow in double).
+template <typename T>
+inline bool squares_may_underflow(double sum_sq) {
+  return sizeof(T) == sizeof(double) && sum_sq < 0x1p-900;
+}
+
 struct NormResult {
   double norm;
   bool finite;  // every element finite
@@ -95,7 +102,7 @@ NormResult frobenius_norm(const T* a, std::size_t rows, std::size_t cols, int n_
                });
   double total = 0.0;
   for (std::size_t i = 0; i < rows; ++i) total += row_sq[i];
-  if (std::isfinite(total)) return {std::sqrt(total), true};
+  if (std::isfinite(total) && !squares_may_underflow<T>(total)) return {std::sqrt(total), true};
   const std::size_t n = rows * cols;
   double scale = 0.0;
   for (std::size_t i = 0; i < n; ++i) {
@@ -103,6 +110,7 @@ NormResult frobenius_norm(const T* a, std::size_t rows, std::size_t cols, int n_
       return {std::isnan(static_cast<double>(a[i])) ? NAN : INFINITY, false};
     scale = std::max(scale, std::abs(static_cast<double>(a[i])));
   }
+  if (scale == 0.0) return {0.0, true};
   double scaled = 0.0;
   for (std::size_t i = 0; i < n; ++i) {
     const double v = static_cast<double>(a[i]) / scale;
@@ -113,8 +121,8 @@ NormResult frobenius_norm(const T* a, std::size_t rows, std::size_t cols, int n_
 
 
 // Sum of squares of one block of a matrix, exact past the double range: the plain sum of
-// squares when it is finite, else (for finite entries) the block's largest magnitude and
-// the squares scaled by it. Blocks are summed later with combine_block_squares, so a
+// squares when it is finite (and, for float64, not so small that squares underflowed),
+// else (for finite entries) the block's largest magnitude and the squares scaled by it. Blocks are summed later with combine_block_squares, so a
 // norm can be reduced over tiles that different threads formed.
 struct BlockSquares {
   double scale = 1.0;  // the block's sum of squares is scale^2 * sum
@@ -127,7 +135,7 @@ template <typename T>
 BlockSquares block_squares(const T* a, int rows, int cols, std::size_t ld, double plain_sum) {
   BlockSquares b;
   b.sum = plain_sum;
-  if (std::isfinite(plain_sum)) return b;
+  if (std::isfinite(plain_sum) && !squares_may_underflow<T>(plain_sum)) return b;
   double big = 0.0;
   for (int i = 0; i < rows; ++i)
     for (int j = 0; j < cols; ++j) {
@@ -136,7 +144,7 @@ BlockSquares block_squares(const T* a, int rows, int cols, std::size_t ld, doubl
       else if (std::isinf(v)) b.inf = true;
       else big = std::max(big, std::abs(v));
     }
-  if (b.nan || b.inf) return b;
+  if (b.nan || b.inf || big == 0.0) return b;
   double scaled = 0.0;
   for (int i = 0; i < rows; ++i)
     for (int j = 0; j < cols; ++j) {
