@@ -605,3 +605,23 @@ def test_matches_pytorch_with_the_documented_layout(cell):
     np.testing.assert_allclose(r.weight_grads["b"], mod.bias_ih_l0.grad.numpy(), rtol=1e-10,
                                atol=1e-12)
     np.testing.assert_allclose(r.h0_grad, h_t.grad.numpy()[0], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
+def test_vanishing_step_contributions_survive_float32(cell):
+    # With a tiny forget/update path and spectral radius 0.3 the early steps' shares of
+    # dL/dW fall far below sqrt(float32's smallest normal), where the batch Gram matrices
+    # of the ghost norm would underflow: they must still match the float64 run.
+    rng = np.random.default_rng(3)
+    rnn64 = pyjac.Recurrent(24, input_size=3, cell=cell, spectral_radius=0.3, seed=1,
+                            dtype="float64", **({"forget_bias": -4.0} if cell == "lstm" else {}))
+    rnn32 = pyjac.Recurrent.from_weights(
+        *(a.astype(np.float32) for a in (rnn64.W, rnn64.U, rnn64.b)), cell=cell
+    )
+    xs = rng.standard_normal((80, 2, 3))
+    r64 = rnn64.backprop(xs)
+    r32 = rnn32.backprop(xs)
+    ref = r64.step_weight_grad_norm
+    small = (ref < 1e-20) & (ref > 1e-33)
+    assert small.any()
+    np.testing.assert_allclose(r32.step_weight_grad_norm[small], ref[small], rtol=2e-3)

@@ -36,15 +36,37 @@ void record_nonfinite(RecurrentBackpropStats& s, int step, int stage) {
 
 // ||sum_i a_i b_i^T||_F for the rows a_i of A (B x p) and b_i of B (B x q), from the
 // two Gram matrices: cheaper than forming the (p x q) product when B is small.
-// The A rows may be split in two column blocks (the GRU's W-side gradients).
+// The A rows may be split in two column blocks (the GRU's W-side gradients). Either side
+// is prescaled by a power of two (into `scaled`, B * (p1 + p2 + q) entries) when its Gram
+// would leave T's range: early steps of a vanishing float32 RNN otherwise read 0.
 template <typename T>
 double ghost_norm(int B, const T* a1, int p1, int lda1, const T* a2, int p2, const T* bm, int q,
-                  T* gram_a, T* gram_b) {
+                  T* gram_a, T* gram_b, T* scaled) {
+  double sa = 0.0;
+  for (int i = 0; i < B; ++i) {
+    sa += detail::row_sum_squares(a1 + static_cast<std::size_t>(i) * lda1, p1);
+    if (a2) sa += detail::row_sum_squares(a2 + static_cast<std::size_t>(i) * p2, p2);
+  }
+  const int ea = detail::gram_exponent<T>(std::sqrt(sa));
+  const int eb =
+      detail::gram_exponent<T>(std::sqrt(detail::row_sum_squares(bm, std::size_t(B) * q)));
+  if (ea != 0) {  // [a1 a2] * 2^-ea as one contiguous (B x (p1 + p2)) block
+    const int p = p1 + (a2 ? p2 : 0);
+    for (int i = 0; i < B; ++i) {
+      T* row = scaled + static_cast<std::size_t>(i) * p;
+      detail::scaled_copy(a1 + static_cast<std::size_t>(i) * lda1, p1, ea, row);
+      if (a2) detail::scaled_copy(a2 + static_cast<std::size_t>(i) * p2, p2, ea, row + p1);
+    }
+    a1 = scaled;
+    p1 = lda1 = p;
+    a2 = nullptr;
+  }
+  bm = detail::scaled_copy(bm, std::size_t(B) * q, eb,
+                           scaled + static_cast<std::size_t>(B) * (p1 + (a2 ? p2 : 0)));
   blas::syrk_lower(B, p1, T(1), a1, lda1, T(0), gram_a, B);
   if (a2) blas::syrk_lower(B, p2, T(1), a2, p2, T(1), gram_a, B);
   blas::syrk_lower(B, q, T(1), bm, q, T(0), gram_b, B);
-  const double sq = detail::lower_gram_contraction(gram_a, gram_b, B);
-  return std::isfinite(sq) ? std::sqrt(std::max(0.0, sq)) : sq;
+  return detail::ghost_norm_value(detail::lower_gram_contraction(gram_a, gram_b, B), ea + eb);
 }
 
 double sum_squares(const double* v, std::size_t n) {
@@ -298,14 +320,16 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   const bool ghost = static_cast<double>(B) * (Gn + n) < 2.0 * Gn * n;
   // Scratch per thread, allocated here: nothing may throw inside the parallel region.
   const int nt_steps = std::min(nt, steps);
-  const std::size_t scratch = ghost ? 2 * static_cast<std::size_t>(B) * B
-                                    : static_cast<std::size_t>(Gn) * n;
+  const std::size_t scratch =
+      ghost ? 2 * static_cast<std::size_t>(B) * B + static_cast<std::size_t>(B) * (Gn + 2 * n)
+            : static_cast<std::size_t>(Gn) * n;
   RBuffer<T> scratch_all = make_rbuffer<T>(scratch * nt_steps);
 #pragma omp parallel num_threads(nt_steps) if (nt_steps > 1)
   {
     T* mine = scratch_all.get() + scratch * omp_get_thread_num();
     T* gram_a = mine;
     T* gram_b = mine + static_cast<std::size_t>(B) * B;
+    T* scaled = gram_b + static_cast<std::size_t>(B) * B;
     T* dw_step = mine;
 #pragma omp for schedule(static)
     for (int t = 1; t <= steps; ++t) {
@@ -314,7 +338,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
       if (ghost) {
         s.step_weight_grad_norm[t - 1] =
             ghost_norm(B, dz, gru ? 2 * n : Gn, Gn, gru ? tape.hn_of(t) : nullptr, n, hp, n,
-                       gram_a, gram_b);
+                       gram_a, gram_b, scaled);
       } else {
         blas::gemm(Trans::Yes, Trans::No, gru ? 2 * n : Gn, n, B, T(1), dz, Gn, hp, n, T(0),
                    dw_step, n);

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <type_traits>
 #include <vector>
 
 namespace pyjac::detail {
@@ -71,6 +72,33 @@ inline double lower_gram_contraction(const T* g, const T* k, int n) {
     for (int j = 0; j < i; ++j) off += static_cast<double>(g[r + j]) * k[r + j];
   }
   return diag + 2.0 * off;
+}
+
+// Exponent e such that 2^-e * norm is near 1, when the Gram matrix of a matrix of this
+// Frobenius norm would overflow or underflow in T (the ghost norm of a vanishing float32
+// gradient underflows to 0 otherwise); 0 when it is safe, 0 or not finite.
+template <typename T>
+int gram_exponent(double norm) {
+  constexpr int kSafe = std::is_same_v<T, float> ? 30 : 200;
+  if (!(norm > 0.0) || !std::isfinite(norm)) return 0;
+  int e = 0;
+  std::frexp(norm, &e);
+  return (e > kSafe || e < -kSafe) ? e : 0;
+}
+
+// a (n entries) times 2^-e into out (exact: a power of two), or a itself when e is 0.
+template <typename T>
+const T* scaled_copy(const T* a, std::size_t n, int e, T* out) {
+  if (e == 0) return a;
+  const double f = std::ldexp(1.0, -e);
+  for (std::size_t k = 0; k < n; ++k) out[k] = static_cast<T>(static_cast<double>(a[k]) * f);
+  return out;
+}
+
+// sqrt(sum_sq) * 2^exponent for a contraction of scaled Grams; NaN stays NaN.
+inline double ghost_norm_value(double sum_sq, int exponent) {
+  if (std::isnan(sum_sq)) return sum_sq;
+  return std::ldexp(std::sqrt(std::max(0.0, sum_sq)), exponent);
 }
 
 // float64 entries below ~1e-154 square to (sub)normal-range underflow in double: a sum
