@@ -142,7 +142,7 @@ def main() -> None:
     else:
         print("torch not installed: PyTorch column skipped")
     header = (f"{'case':<34} {'pyjac s':>9} {'GFLOP/s':>8} {'%peak':>6} {'numpy s':>9} "
-              f"{'numpy/pyjac':>11} {'torch s':>9} {'torch/pyjac':>11}")
+              f"{'numpy/pyjac':>11} {'torch s':>9} {'torch/pyjac':>11} {'ceiling':>8}")
     print(header)
     print("-" * len(header))
     for cell, n, m, batch, steps in CASES:
@@ -170,9 +170,14 @@ def main() -> None:
         flops = bptt_flops(cell, n, m, batch, steps)
         gflops = flops / t_pyjac / 1e9
         name = f"{cell} n={n} m={m} B={batch} T={steps}"
+        # The most any implementation of these GEMMs could beat torch by on this machine:
+        # torch's time over the time of the same FLOPs at the measured SGEMM peak.
+        ceiling = t_torch / (flops / (peak * 1e9))
         print(f"{name:<34} {t_pyjac:9.4f} {gflops:8.1f} {100 * gflops / peak:5.1f}% "
               f"{t_numpy:9.4f} {t_numpy / t_pyjac:10.2f}x {t_torch:9.4f} "
-              f"{t_torch / t_pyjac:10.2f}x   (max rel dW diff {err:.1e})")
+              f"{t_torch / t_pyjac:10.2f}x {ceiling:7.2f}x   (max rel dW diff {err:.1e})")
+    print("\nceiling = torch s / (FLOPs at the SGEMM peak): the largest torch/pyjac ratio that "
+          "the GEMM work alone allows here.")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <algorithm>
+#include <omp.h>
 
 namespace pyjac::detail {
 
@@ -26,13 +27,22 @@ struct LayerGrid {
   }
 };
 
-// About 1M multiply-adds per tile, at most 16 tiles, columns (which share the packing of
+// At most two tiles per core of the machine (4 to 16): every tile packs its own panels of
+// both operands, which costs a quarter of the multiply-adds of a 128 x 128 tile, so big
+// layers want as few tiles as keep every core busy. The machine's core count (not the
+// call's thread budget) keeps the results the same at every n_threads.
+inline int max_layer_tiles() {
+  static const int cap = std::clamp(2 * omp_get_num_procs(), 4, 16);
+  return cap;
+}
+
+// About 1M multiply-adds per tile, at most max_layer_tiles(), columns (which share the packing of
 // the input rows) before rows. Small layers are still split in two when they carry 32k
 // multiply-adds: a barrier inside a running team costs far less than a GEMM of that size,
 // and two column tiles halve the weight packing that dominates thin GEMMs.
 inline LayerGrid layer_grid(int m, int n, int k) {
   const double macs = static_cast<double>(m) * n * k;
-  int wanted = static_cast<int>(std::clamp(macs / (1 << 20), 1.0, 16.0));
+  int wanted = static_cast<int>(std::clamp(macs / (1 << 20), 1.0, double(max_layer_tiles())));
   if (macs >= (1 << 15)) wanted = std::max(wanted, 2);
   int cols = std::max(1, std::min(wanted, n / 128));
   if (cols == 1) cols = std::max(1, std::min(wanted, n / 32));
