@@ -137,6 +137,31 @@ def test_deep_chain_log_value_never_overflows():
     np.testing.assert_allclose(r.log_value, depth * math.log(0.5), rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype,gain", [("float32", 1e37), ("float64", 1e305)])
+def test_single_layers_beyond_the_rescaling_range(dtype, gain):
+    # One layer moves the vector by more than 2^120 (float32) or 2^1000 (float64): the
+    # pass must rescale in place instead of folding the factor into the next GEMV.
+    n = 130  # three row tiles, the last one partial
+    rng = np.random.default_rng(5)
+    qs = [haar(n, rng) for _ in range(3)]
+    weights = [(gain * qs[0]).astype(dtype), (qs[1] / gain).astype(dtype),
+               (gain * qs[2]).astype(dtype)]
+    net = pyjac.Chain.from_weights(weights, activation="linear")
+    r = net.spectral_norm(np.ones(n, dtype), tol=1e-7)
+    prod = np.linalg.multi_dot([w.astype(np.float64) / gain ** (1 if i != 1 else -1)
+                                for i, w in enumerate(weights[::-1])])
+    expected = math.log(gain) + math.log(np.linalg.svd(prod, compute_uv=False)[0])
+    np.testing.assert_allclose(r.log_value, expected, rtol=1e-6)
+
+
+def test_wide_residual_chain_against_svd():
+    net = pyjac.Chain(4, 200, activation="tanh", residual=True, residual_scale=0.7,
+                      init="gaussian", gain=1.3, seed=4, dtype="float64")
+    x = np.random.default_rng(2).standard_normal(200)
+    ref = np.linalg.svd(net.jacobian(x), compute_uv=False)[0]
+    np.testing.assert_allclose(net.spectral_norm(x, tol=1e-10).value, ref, rtol=1e-8)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_same_numbers_for_any_thread_count(dtype):
     net, x = chain_and_reference(dtype, width=700, depth=3)

@@ -213,9 +213,12 @@ class Chain:
         net.init = None
         net.gain = None
         net.seed = None
-        net.sigma_w2 = float(np.mean([np.mean(w.astype(np.float64) ** 2) * w.shape[1]
-                                      for w in converted]))
-        net.sigma_b2 = float(np.mean([np.mean(b.astype(np.float64) ** 2) for b in bias_list]))
+        # Weights past 1e154 have variances beyond float64: inf is the honest value.
+        with np.errstate(over="ignore"):
+            net.sigma_w2 = float(np.mean([np.mean(w.astype(np.float64) ** 2) * w.shape[1]
+                                          for w in converted]))
+            net.sigma_b2 = float(np.mean([np.mean(b.astype(np.float64) ** 2)
+                                          for b in bias_list]))
         return net
 
     def _setup(self, weights, biases, activations, residual, residual_scale, norm) -> None:

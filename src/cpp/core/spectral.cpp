@@ -8,6 +8,7 @@
 #include <string>
 
 #include "linearize.hpp"
+#include "vector_pass.hpp"
 #include "pyjac/blas.hpp"
 #include "pyjac/rng.hpp"
 #include "pyjac/threads.hpp"
@@ -140,6 +141,16 @@ std::vector<PowerIterationResult> chain_spectral_norm(const ChainView<T>& c, con
     int widest = 0;
     for (int w : c.widths) widest = std::max(widest, w);
     std::vector<T> buf_a(widest), buf_b(widest);
+    if (c.norm == Norm::None) {
+      const VectorApply<T> fwd = [&](const T* in, T* out) {
+        return detail::apply_chain_to_vector(lin, false, in, out, nt);
+      };
+      const VectorApply<T> bwd = [&](const T* in, T* out) {
+        return detail::apply_chain_to_vector(lin, true, in, out, nt);
+      };
+      return {power_iteration<T>(c.widths[0], c.widths[depth], fwd, bwd, o)};
+    }
+    // LayerNorm: layer by layer (its Jacobian needs the whole vector before the GEMV).
     // Rescale after every layer: the vector may cross the float range on the way.
     const VectorApply<T> fwd = [&](const T* in, T* out) {
       double log_scale = 0.0;
