@@ -128,6 +128,20 @@ void forward_tile(const ChainView<T>& c, int l, int batch, int t, const T* h_in,
   p.saturated[t] = is_saturating(act) ? sat : 0;
 }
 
+// Share `part` of `parts` of a layer's weights, prefetched towards this core's caches
+// while the current layer computes: thin layers are otherwise bound by the latency of
+// streaming W from memory in the next GEMM's packing.
+template <typename T>
+void prefetch_weights(const ChainView<T>& c, int layer, int part, int parts) {
+  const std::size_t bytes =
+      sizeof(T) * static_cast<std::size_t>(c.widths[layer]) * c.widths[layer + 1];
+  if (bytes > (std::size_t(1) << 20)) return;  // big layers are compute-bound
+  const char* w = reinterpret_cast<const char*>(c.weights[layer]);
+  const std::size_t lo = bytes * part / parts, hi = bytes * (part + 1) / parts;
+  for (std::size_t off = lo & ~std::size_t(63); off < hi; off += 64)
+    __builtin_prefetch(w + off, 0, 2);
+}
+
 // Runs the forward pass; layer l reads in[l] and writes pre[l] (u) and out[l] (h).
 template <typename T>
 void forward_region(const ChainView<T>& c, int batch, const std::vector<const T*>& in,
@@ -140,7 +154,10 @@ void forward_region(const ChainView<T>& c, int batch, const std::vector<const T*
     for (int l = 0; l < L; ++l) {
       const int tiles = parts[l].grid.count();
 #pragma omp for schedule(dynamic, 1)
-      for (int t = 0; t < tiles; ++t) forward_tile(c, l, batch, t, in[l], pre[l], out[l], parts[l], d);
+      for (int t = 0; t < tiles; ++t) {
+        if (l + 1 < L) prefetch_weights(c, l + 1, t, tiles);
+        forward_tile(c, l, batch, t, in[l], pre[l], out[l], parts[l], d);
+      }
     }
   }
 }
@@ -261,7 +278,10 @@ void g_tile(const BackwardState<T>& st, int l, int t, std::vector<BackwardParts>
     total += row_sum_squares(g + static_cast<std::size_t>(i) * n_in + tile.j0,
                              static_cast<std::size_t>(tile.cols()));
   p.g_sq[t] = block_squares(gt, tile.rows(), tile.cols(), n_in, total);
-  if (l > 0) dz_tile(st, l - 1, tile, t, parts[l - 1]);
+  if (l > 0) {
+    prefetch_weights(c, l - 1, t, p.g_grid.count());
+    dz_tile(st, l - 1, tile, t, parts[l - 1]);
+  }
 }
 
 // dW_l = unscale * dz_l^T h_l over one tile of (n_out x n_in), and its sum of squares.
