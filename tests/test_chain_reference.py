@@ -44,6 +44,32 @@ def test_matches_numpy_reference(activation, norm, residual, rng):
         np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("keep_grads", [False, True])
+def test_multi_tile_layers_match_numpy_reference(activation, residual, keep_grads, rng):
+    # Big enough that layers split into several row and column tiles, some partial: every
+    # per-tile partial (row norms, column sums, dead units, explicit dW tiles, Grams) must
+    # add up to the whole.
+    widths = [200] * 4 if residual else [70, 300, 150, 200]
+    net = pyjac.Chain(3, widths, activation=activation, init="gaussian", gain=1.2,
+                      bias_std=0.3, residual=residual, residual_scale=0.8, seed=3,
+                      dtype="float64")
+    x = rng.standard_normal((150, widths[0]))
+    r = net.backprop(x, keep_grads=keep_grads)
+    ref = _reference(net, x)
+    np.testing.assert_allclose(r.output, ref["output"], rtol=1e-12, atol=1e-12)
+    for name in ("grad_norm", "activation_norm", "weight_grad_norm", "bias_grad_norm",
+                 "per_example_weight_grad_norm", "derivative_mean", "dead_fraction"):
+        np.testing.assert_allclose(getattr(r, name), ref[name], rtol=1e-10, atol=1e-13,
+                                   err_msg=name)
+    if keep_grads:
+        for mine, theirs in zip(r.weight_grads, ref["weight_grads"]):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-12)
+        for mine, theirs in zip(r.bias_grads, ref["bias_grads"]):
+            np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-12)
+
+
 def _fd_grad(f, arr, eps=1e-4):
     """Five-point central differences (error O(eps^4)) of the scalar f() with respect to
     every entry of arr, perturbed in place."""
