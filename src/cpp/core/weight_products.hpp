@@ -2,12 +2,16 @@
 // cut into blocks of units so that a thread can own a block across all gates:
 //   forward   C[:, g*n + units] = beta C + A W[g*n + units, :]^T   (A: rows x n)
 //   backward  C[:, units] = beta C + A W[k0:k1, units]             (A: rows x (k1-k0))
-// Each block of 64 units is one single-threaded BLAS call, computed by one thread, so the
-// result does not depend on the thread count.
+// Each block of units is one single-threaded BLAS call, computed by one thread, so the
+// result does not depend on the thread count. Blocks are sized from the width and the
+// machine's core count (never the call's thread budget): about one block per core, 64 to
+// 256 units, since every call packs the shared input rows again (tanh n=256 on 2 cores:
+// 128-unit blocks are 15% faster than 64).
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
+#include <omp.h>
 
 #include "pyjac/blas.hpp"
 #include "reduce.hpp"
@@ -18,9 +22,12 @@ template <typename T>
 class WeightProducts {
  public:
   WeightProducts(const T* W, int gates, int n, int n_threads)
-      : W_(W), G_(gates), n_(n), nt_(n_threads) {}
+      : W_(W), G_(gates), n_(n), nt_(n_threads) {
+    const int per_core = (n + omp_get_num_procs() - 1) / omp_get_num_procs();
+    block_ = std::clamp((per_core + 31) / 32 * 32, 64, 256);
+  }
 
-  static constexpr int unit_block() { return 64; }
+  int unit_block() const { return block_; }
   int blocks() const { return (n_ + unit_block() - 1) / unit_block(); }
   int n_threads() const { return nt_; }
 
@@ -58,6 +65,7 @@ class WeightProducts {
  private:
   const T* W_;
   int G_, n_, nt_;
+  int block_ = 64;
 };
 
 }  // namespace pyjac::detail
