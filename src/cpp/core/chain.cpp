@@ -103,20 +103,10 @@ LayerForwardStats forward_layer(const ChainView<T>& c, int l, int batch, const T
       const T s = scale;
       const T sat_level = static_cast<T>(saturation);
       const std::size_t off = static_cast<std::size_t>(i) * n;
-      const T* ui = u + off;
-      T* hi = h_out + off;
-      for (int j = 0; j < n; ++j) d[j] = activate<A>(ui[j]).derivative;
-      if constexpr (kResidual) {
-        const T* hin = h_in + off;
-        for (int j = 0; j < n; ++j) hi[j] = hin[j] + s * activate<A>(ui[j]).value;
-      } else {
-        for (int j = 0; j < n; ++j) hi[j] = activate<A>(ui[j]).value;
-      }
-      int sat = 0;
-      for (int j = 0; j < n; ++j) sat += d[j] < sat_level ? 1 : 0;
-      for (int j = 0; j < n; ++j) alive_out[j] |= d[j] != T(0) ? 1 : 0;
-      row_dsum[i] = detail::row_sum(d, n);
-      row_sq[i] = detail::row_sum_squares(hi, n);
+      const T* hin = kResidual ? h_in + off : nullptr;
+      const int sat = detail::activate_row<A, kResidual>(u + off, h_out + off, hin, n, s,
+                                                         sat_level, d, alive_out, row_dsum[i],
+                                                         row_sq[i]);
       row_sat[i] = saturating ? static_cast<std::size_t>(sat) : 0;
     };
     if (worth_parallel(total)) {

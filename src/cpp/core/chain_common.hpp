@@ -10,6 +10,7 @@
 
 #include "pyjac/activation.hpp"
 #include "pyjac/chain.hpp"
+#include "reduce.hpp"
 
 namespace pyjac::detail {
 
@@ -46,6 +47,27 @@ void derivative_run(const T* __restrict g, const T* __restrict v, T* __restrict 
     else
       du[k] = branch * g[k] * activate<A>(v[k]).derivative;
   }
+}
+
+// One row of a layer's output, in simple passes that each vectorise: d = phi'(u),
+// h = phi(u) (or h_in + scale * phi(u)), units whose phi' is non-zero marked in alive;
+// returns the number of entries with phi' below sat_level, with the row's sum of phi'
+// and of h^2 in dsum and hsq. u and h may be the same array (derivatives come first).
+template <Activation A, bool kResidual, typename T>
+int activate_row(const T* u, T* h, const T* h_in, int n, T scale, T sat_level, T* d,
+                 unsigned char* alive, double& dsum, double& hsq) {
+  for (int j = 0; j < n; ++j) d[j] = activate<A>(u[j]).derivative;
+  if constexpr (kResidual) {
+    for (int j = 0; j < n; ++j) h[j] = h_in[j] + scale * activate<A>(u[j]).value;
+  } else {
+    for (int j = 0; j < n; ++j) h[j] = activate<A>(u[j]).value;
+  }
+  int sat = 0;
+  for (int j = 0; j < n; ++j) sat += d[j] < sat_level ? 1 : 0;
+  for (int j = 0; j < n; ++j) alive[j] |= d[j] != T(0) ? 1 : 0;
+  dsum = row_sum(d, n);
+  hsq = row_sum_squares(h, n);
+  return sat;
 }
 
 inline void record_nonfinite(BackpropStats& s, int layer, int stage) {

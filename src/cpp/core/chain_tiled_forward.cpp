@@ -22,22 +22,11 @@ void activate_tile(const T* u, T* h, const T* h_in, std::size_t ld, const Tile& 
   const int n = tile.cols();
   for (int i = tile.i0; i < tile.i1; ++i) {
     const std::size_t off = static_cast<std::size_t>(i) * ld + tile.j0;
-    const T* ui = u + off;
-    T* hi = h + off;
-    // Derivatives first: u and h may be the same array.
-    for (int j = 0; j < n; ++j) d[j] = activate<A>(ui[j]).derivative;
-    if constexpr (kResidual) {
-      const T* hin = h_in + off;
-      for (int j = 0; j < n; ++j) hi[j] = hin[j] + scale * activate<A>(ui[j]).value;
-    } else {
-      for (int j = 0; j < n; ++j) hi[j] = activate<A>(ui[j]).value;
-    }
-    int sat = 0;
-    for (int j = 0; j < n; ++j) sat += d[j] < sat_level ? 1 : 0;
-    for (int j = 0; j < n; ++j) alive[j] |= d[j] != T(0) ? 1 : 0;
-    dsum += row_sum(d, n);
-    row_sq[i] = row_sum_squares(hi, n);
-    saturated += sat;
+    double row_dsum = 0.0;
+    const T* hin = kResidual ? h_in + off : nullptr;
+    saturated += activate_row<A, kResidual>(u + off, h + off, hin, n, scale, sat_level, d, alive,
+                                            row_dsum, row_sq[i]);
+    dsum += row_dsum;
   }
 }
 
