@@ -49,18 +49,33 @@ void derivative_run(const T* __restrict g, const T* __restrict v, T* __restrict 
   }
 }
 
-// One row of a layer's output, in simple passes that each vectorise: d = phi'(u),
+// One row of a layer's output, in simple passes: d = phi'(u),
 // h = phi(u) (or h_in + scale * phi(u)), units whose phi' is non-zero marked in alive;
 // returns the number of entries with phi' below sat_level, with the row's sum of phi'
 // and of h^2 in dsum and hsq. u and h may be the same array (derivatives come first).
 template <Activation A, bool kResidual, typename T>
 int activate_row(const T* u, T* h, const T* h_in, int n, T scale, T sat_level, T* d,
                  unsigned char* alive, double& dsum, double& hsq) {
-  for (int j = 0; j < n; ++j) d[j] = activate<A>(u[j]).derivative;
-  if constexpr (kResidual) {
-    for (int j = 0; j < n; ++j) h[j] = h_in[j] + scale * activate<A>(u[j]).value;
+  constexpr bool kSelect =
+      A == Activation::Linear || A == Activation::Relu || A == Activation::LeakyRelu;
+  if constexpr (kSelect) {
+    // Two loops that each vectorise (one fused loop would not when u and h alias).
+    for (int j = 0; j < n; ++j) d[j] = activate<A>(u[j]).derivative;
+    if constexpr (kResidual) {
+      for (int j = 0; j < n; ++j) h[j] = h_in[j] + scale * activate<A>(u[j]).value;
+    } else {
+      for (int j = 0; j < n; ++j) h[j] = activate<A>(u[j]).value;
+    }
   } else {
-    for (int j = 0; j < n; ++j) h[j] = activate<A>(u[j]).value;
+    // tanh, exp and erf are scalar library calls: evaluate each once per entry.
+    for (int j = 0; j < n; ++j) {
+      const auto r = activate<A>(u[j]);
+      d[j] = r.derivative;
+      if constexpr (kResidual)
+        h[j] = h_in[j] + scale * r.value;
+      else
+        h[j] = r.value;
+    }
   }
   int sat = 0;
   for (int j = 0; j < n; ++j) sat += d[j] < sat_level ? 1 : 0;
