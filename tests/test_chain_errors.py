@@ -118,3 +118,12 @@ def test_repr_and_attributes(net):
     assert [w.shape for w in net.weights] == [(5, 4), (5, 5), (3, 5)]
     assert all(w.dtype == np.float32 for w in net.weights)
     assert r.grad_norm.dtype == np.float64
+
+
+def test_big_batch_through_narrow_layers_needs_no_batch_squared_memory():
+    # Narrow layers form dW instead of batch x batch Gram matrices, so a large batch
+    # must not be refused for memory it would never allocate.
+    net = pyjac.Chain(3, 2, activation="tanh", seed=0)
+    x = np.random.default_rng(0).standard_normal((300_000, 2))
+    r = net.backprop(x)
+    assert np.isfinite(r.grad_norm).all() and r.weight_grad_norm.shape == (3,)

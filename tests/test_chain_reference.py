@@ -192,3 +192,18 @@ def test_property_random_chains_match_reference(widths, batch, activation, norm,
     np.testing.assert_allclose(r.grad_norm, ref["grad_norm"], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(r.weight_grad_norm, ref["weight_grad_norm"], rtol=1e-9,
                                atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_float32_activations_within_a_few_ulp(activation):
+    # float32 chains evaluate tanh and the logistic through a vectorised exp: within
+    # 4 ulp of the float64 function over the whole range, subnormal tail included.
+    u = np.concatenate([np.linspace(-110, 30, 200001), np.linspace(-1e-3, 1e-3, 1001)])
+    u = u.astype(np.float32)
+    net = pyjac.Chain.from_weights([np.eye(1, dtype=np.float32)], activation=activation)
+    out = net.backprop(u[:, None]).output[:, 0].astype(np.float64)
+    x = u.astype(np.float64)
+    e = np.exp(-np.abs(x))  # the logistic without cancellation in either tail
+    ref = np.tanh(x) if activation == "tanh" else np.where(x >= 0, 1.0, e) / (1.0 + e)
+    ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+    assert np.all(np.abs(out - ref) <= 4 * ulp)

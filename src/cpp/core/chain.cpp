@@ -273,10 +273,16 @@ std::int64_t backprop_workspace_bytes(const std::vector<int>& widths, int batch,
     widest = std::max<std::int64_t>(widest, widths[l]);
   }
   widest = std::max<std::int64_t>(widest, widths[0]);
-  // Two slabs each for dL/dh and dL/dz and for prescaled Gram inputs, four Gram
-  // matrices (chain_tiled.cpp).
-  return static_cast<std::int64_t>(dtype_size) * batch * (per_example + 6 * widest) +
-         4 * dtype_size * static_cast<std::int64_t>(batch) * batch;
+  // Two slabs each for dL/dh and dL/dz; where some layer takes the ghost norm, two more
+  // for prescaled Gram inputs and four Gram matrices (chain_tiled.cpp; the layer-at-a-time
+  // pass takes it in fewer cases and needs fewer). A big batch through narrow layers
+  // forms dW instead and needs no batch x batch memory.
+  bool ghost = false;
+  for (std::size_t l = 1; l < widths.size(); ++l)
+    ghost |= detail::ghost_norm_preferred(batch, widths[l - 1], widths[l]);
+  const std::int64_t slabs = ghost ? 6 : 4;
+  const std::int64_t grams = ghost ? 4 * static_cast<std::int64_t>(batch) * batch : 0;
+  return static_cast<std::int64_t>(dtype_size) * (batch * (per_example + slabs * widest) + grams);
 }
 
 namespace detail {

@@ -67,14 +67,22 @@ int activate_row(const T* u, T* h, const T* h_in, int n, T scale, T sat_level, T
       for (int j = 0; j < n; ++j) h[j] = activate<A>(u[j]).value;
     }
   } else {
-    // tanh, exp and erf are scalar library calls: evaluate each once per entry.
-    for (int j = 0; j < n; ++j) {
+    // Each transcendental once per entry. Same-index reads and writes only, so the
+    // loop is safe to vectorise even when u and h are the same array (GELU's erfc is a
+    // scalar libm call, which a vectorised loop would only make slower).
+    auto entry = [&](int j) {
       const auto r = activate<A>(u[j]);
       d[j] = r.derivative;
       if constexpr (kResidual)
         h[j] = h_in[j] + scale * r.value;
       else
         h[j] = r.value;
+    };
+    if constexpr (A == Activation::Gelu) {
+      for (int j = 0; j < n; ++j) entry(j);
+    } else {
+#pragma omp simd
+      for (int j = 0; j < n; ++j) entry(j);
     }
   }
   int sat = 0;
@@ -83,6 +91,14 @@ int activate_row(const T* u, T* h, const T* h_in, int n, T scale, T sat_level, T
   dsum = row_sum(d, n);
   hsq = row_sum_squares(h, n);
   return sat;
+}
+
+// The tiled pass forms ||dz^T h||_F through the two (batch x batch) Grams, which costs
+// batch^2 (n_in + n_out) / 2 multiply-adds as two SYRKs, against batch n_in n_out for
+// forming dW.
+inline bool ghost_norm_preferred(int batch, int n_in, int n_out) {
+  return 0.5 * batch * static_cast<double>(batch) * (n_in + n_out) <
+         static_cast<double>(batch) * n_in * n_out;
 }
 
 inline void record_nonfinite(BackpropStats& s, int layer, int stage) {

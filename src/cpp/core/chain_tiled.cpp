@@ -41,12 +41,6 @@ struct BackwardParts {
   int dz_exponent = 0, h_exponent = 0;  // the power-of-two prescaling of dz and h
 };
 
-// ||dz^T h||_F through the two (batch x batch) Grams costs batch^2 (n_in + n_out) / 2
-// multiply-adds as two SYRKs, against batch n_in n_out for forming dW.
-bool prefer_ghost_norm(int batch, int n_in, int n_out) {
-  return 0.5 * batch * static_cast<double>(batch) * (n_in + n_out) <
-         static_cast<double>(batch) * n_in * n_out;
-}
 
 // Everything the backward region reads and writes besides the per-layer parts.
 template <typename T>
@@ -326,7 +320,7 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
     BackwardParts& p = parts[l];
     p.dz_grid = l == L - 1 ? layer_grid(batch, n_out, n_out) : parts[l + 1].g_grid;
     p.g_grid = layer_grid(batch, n_in, n_out);
-    p.ghost = !o.keep_grads && prefer_ghost_norm(batch, n_in, n_out);
+    p.ghost = !o.keep_grads && ghost_norm_preferred(batch, n_in, n_out);
     p.dz_sq.resize(p.dz_grid.count());
     p.dz_row_sq.assign(static_cast<std::size_t>(p.dz_grid.cols) * batch, 0.0);
     p.bias_part.assign(static_cast<std::size_t>(p.dz_grid.rows) * n_out, 0.0);

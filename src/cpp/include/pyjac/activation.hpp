@@ -5,6 +5,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "pyjac/fast_math.hpp"
 #include "pyjac/types.hpp"
 
 namespace pyjac {
@@ -22,12 +23,12 @@ inline ActivationValue<T> activate(Activation a, T u) {
       return {u, T(1)};
     case Activation::Sigmoid: {
       // Written to avoid exp overflow for large |u|.
-      const T e = std::exp(-std::abs(u));
+      const T e = detail::exp_nonpositive(-std::abs(u));
       const T s = u >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
       return {s, s * (T(1) - s)};
     }
     case Activation::Tanh: {
-      const T t = std::tanh(u);
+      const T t = detail::tanh_fast(u);
       return {t, T(1) - t * t};
     }
     case Activation::Relu:
@@ -39,11 +40,11 @@ inline ActivationValue<T> activate(Activation a, T u) {
     case Activation::Gelu: {
       // Exact GELU, u * Phi(u); PyTorch's default (approximate="none").
       const T cdf = T(0.5) * std::erfc(-u * T(0.70710678118654752440));
-      const T pdf = T(0.39894228040143267794) * std::exp(T(-0.5) * u * u);
+      const T pdf = T(0.39894228040143267794) * detail::exp_nonpositive(T(-0.5) * u * u);
       return {u * cdf, cdf + u * pdf};
     }
     case Activation::Silu: {
-      const T e = std::exp(-std::abs(u));
+      const T e = detail::exp_nonpositive(-std::abs(u));
       const T s = u >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
       return {u * s, s * (T(1) + u * (T(1) - s))};
     }
