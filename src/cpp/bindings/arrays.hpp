@@ -21,6 +21,11 @@ py::array_t<V> to_numpy(const std::vector<V>& v) {
   return a;
 }
 
+// The core's "first non-finite" indices use -1 for "none": Python gets None.
+inline py::object index_or_none(int index) {
+  return index < 0 ? py::object(py::none()) : py::int_(index);
+}
+
 inline py::array_t<double> to_numpy_2d(const std::vector<double>& v, py::ssize_t rows,
                                        py::ssize_t cols) {
   py::array_t<double> a({rows, cols});

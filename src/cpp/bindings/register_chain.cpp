@@ -145,8 +145,7 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
   r["zero_count"] = to_numpy(s.zero_count);
   r["dz_underflow_count"] = to_numpy(s.dz_underflow_count);
   r["dz_overflow_count"] = to_numpy(s.dz_overflow_count);
-  r["first_nonfinite_layer"] =
-      s.first_nonfinite_layer < 0 ? py::object(py::none()) : py::int_(s.first_nonfinite_layer);
+  r["first_nonfinite_layer"] = index_or_none(s.first_nonfinite_layer);
   static const char* stages[] = {nullptr, "forward", "backward"};
   r["first_nonfinite_stage"] = s.first_nonfinite_stage == 0
                                    ? py::object(py::none())

@@ -13,8 +13,6 @@ ProductMethod parse_method(const std::string& method) {
   throw std::invalid_argument("method: expected 'product' or 'qr', got '" + method + "'");
 }
 
-py::object nonfinite(int layer) { return layer < 0 ? py::object(py::none()) : py::int_(layer); }
-
 template <typename T>
 py::array jacobian_typed(const py::sequence& weights, const py::sequence& biases,
                          const std::vector<std::string>& activations, bool residual,
@@ -67,8 +65,8 @@ py::dict norms_typed(const py::sequence& weights, const py::sequence& biases,
   py::list logs;
   for (const auto& v : res.product.log_singular_values) logs.append(to_numpy(v));
   r["log_singular_values"] = logs;
-  r["first_nonfinite_layer"] = nonfinite(res.first_nonfinite_layer);
-  r["first_nonfinite_depth"] = nonfinite(res.product.first_nonfinite_step);
+  r["first_nonfinite_layer"] = index_or_none(res.first_nonfinite_layer);
+  r["first_nonfinite_depth"] = index_or_none(res.product.first_nonfinite_step);
   return r;
 }
 
@@ -87,7 +85,7 @@ py::dict lyapunov_typed(const py::sequence& weights, const py::sequence& biases,
   }
   py::dict r;
   r["exponents"] = to_numpy(exponents);
-  r["first_nonfinite_layer"] = nonfinite(first);
+  r["first_nonfinite_layer"] = index_or_none(first);
   return r;
 }
 

@@ -143,21 +143,13 @@ RecurrentLoss parse_recurrent_loss(const std::string& loss) {
 
 ClipSpec parse_clip(const std::string& kind, double threshold) {
   ClipSpec c;
-  if (kind == "none") return c;
-  if (kind == "norm")
-    c.kind = ClipKind::Norm;
-  else if (kind == "value")
-    c.kind = ClipKind::Value;
-  else
-    throw std::invalid_argument("clip: unknown kind \"" + kind +
-                                "\"; expected \"norm\" or \"value\"");
+  c.kind = parse_clip_kind(kind, "clip");
+  if (c.kind == ClipKind::None) return c;
   if (!(threshold > 0) || !std::isfinite(threshold))
     throw std::invalid_argument("clip: the threshold must be a positive finite number");
   c.threshold = threshold;
   return c;
 }
-
-py::object nonfinite(int step) { return step < 0 ? py::object(py::none()) : py::int_(step); }
 
 template <typename T>
 py::dict backprop_typed(const std::string& cell, const py::object& W_in, const py::object& U_in,
@@ -221,7 +213,7 @@ py::dict backprop_typed(const std::string& cell, const py::object& W_in, const p
   r["clipped_grad_norm"] = s.clipped_grad_norm;
   r["clip_cosine"] = s.clip_cosine;
   r["clipped_fraction"] = s.clipped_fraction;
-  r["first_nonfinite_step"] = nonfinite(s.first_nonfinite_step);
+  r["first_nonfinite_step"] = index_or_none(s.first_nonfinite_step);
   static const char* stages[] = {nullptr, "forward", "backward"};
   r["first_nonfinite_stage"] = s.first_nonfinite_stage == 0
                                    ? py::object(py::none())
@@ -276,7 +268,7 @@ py::dict jacobian_typed(const std::string& cell, const py::object& W_in, const p
   py::dict d;
   d["log_spectral_norm"] = to_numpy(r.log_spectral_norm);
   d["log_frobenius_norm"] = to_numpy(r.log_frobenius_norm);
-  d["first_nonfinite_step"] = nonfinite(r.first_nonfinite_step);
+  d["first_nonfinite_step"] = index_or_none(r.first_nonfinite_step);
   return d;
 }
 
@@ -295,10 +287,9 @@ py::dict lyapunov_typed(const std::string& cell, const py::object& W_in, const p
   }
   py::dict d;
   d["exponents"] = to_numpy(r.exponents);
-  d["first_nonfinite_step"] = nonfinite(r.first_nonfinite_step);
+  d["first_nonfinite_step"] = index_or_none(r.first_nonfinite_step);
   return d;
 }
-
 
 }  // namespace
 

@@ -65,7 +65,7 @@ py::dict chain_typed(const py::sequence& weights, const py::sequence& biases,
     rs = chain_spectral_norm<T>(c.view, x.data(), per_layer, o, &first);
   }
   py::dict d = to_dict(rs);
-  d["first_nonfinite_layer"] = first < 0 ? py::object(py::none()) : py::int_(first);
+  d["first_nonfinite_layer"] = index_or_none(first);
   return d;
 }
 

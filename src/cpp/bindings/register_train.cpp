@@ -102,8 +102,7 @@ py::dict train_epoch_typed(const py::sequence& weights, const py::sequence& bias
   r["skipped_steps"] = s.skipped_steps;
   r["mean_loss"] = s.mean_loss;
   r["accuracy"] = s.accuracy;
-  r["first_nonfinite_step"] =
-      s.first_nonfinite_step < 0 ? py::object(py::none()) : py::int_(s.first_nonfinite_step);
+  r["first_nonfinite_step"] = index_or_none(s.first_nonfinite_step);
   return r;
 }
 
@@ -145,7 +144,7 @@ void register_train(py::module_& m) {
         o.batch_size = batch_size;
         o.lr = lr;
         o.momentum = momentum;
-        o.clip = parse_clip_mode(clip_mode);
+        o.clip = parse_clip_kind(clip_mode, "clip_mode");
         o.clip_value = clip;
         o.grad_format = parse_grad_format(grad_dtype);
         o.loss_scale = loss_scale;

@@ -71,7 +71,7 @@ double clip_and_step(T* p, T* v, T* g, std::size_t n, const TrainOptions& o, dou
                                              factor, bound);
     });
   };
-  const bool by_value = o.clip == ClipMode::Value;
+  const bool by_value = o.clip == ClipKind::Value;
   if (by_value)
     return v ? run(std::true_type{}, std::true_type{}) : run(std::true_type{}, std::false_type{});
   return v ? run(std::false_type{}, std::true_type{}) : run(std::false_type{}, std::false_type{});
@@ -106,21 +106,13 @@ void check_options(const TrainOptions& o) {
     throw std::invalid_argument("lr: must be a positive finite number");
   if (!(o.momentum >= 0.0 && o.momentum < 1.0))
     throw std::invalid_argument("momentum: must lie in [0, 1)");
-  if (o.clip != ClipMode::None && (!(o.clip_value > 0.0) || !std::isfinite(o.clip_value)))
+  if (o.clip != ClipKind::None && (!(o.clip_value > 0.0) || !std::isfinite(o.clip_value)))
     throw std::invalid_argument("clip: must be a positive finite number");
   if (o.loss != Loss::CrossEntropy && o.loss != Loss::Mse)
     throw std::invalid_argument("loss: training needs 'cross_entropy' or 'mse'");
 }
 
 }  // namespace
-
-ClipMode parse_clip_mode(const std::string& name) {
-  if (name == "none") return ClipMode::None;
-  if (name == "norm") return ClipMode::Norm;
-  if (name == "value") return ClipMode::Value;
-  throw std::invalid_argument("clip_mode: unknown name \"" + name +
-                              "\"; expected one of \"norm\", \"value\"");
-}
 
 template <typename T>
 EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, const T* x,
@@ -198,7 +190,7 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
     }
     // PyTorch's clip_grad_norm_: scale by bound / (norm + 1e-6) when that is below 1.
     double factor = 1.0;
-    if (o.clip == ClipMode::Norm && std::isfinite(norm))
+    if (o.clip == ClipKind::Norm && std::isfinite(norm))
       factor = std::min(1.0, o.clip_value / (norm + 1e-6));
     double clipped_sq = 0.0;
     for (int l = 0; l < L; ++l) {

@@ -68,6 +68,12 @@ GradFormat parse_grad_format(const std::string& name) {
   return parse(name, table, "grad_dtype");
 }
 
+ClipKind parse_clip_kind(const std::string& name, const char* argument) {
+  constexpr std::array<std::pair<const char*, ClipKind>, 3> table{{
+      {"none", ClipKind::None}, {"norm", ClipKind::Norm}, {"value", ClipKind::Value}}};
+  return parse(name, table, argument);
+}
+
 const char* activation_name(Activation a) {
   for (const auto& [key, value] : kActivations)
     if (value == a) return key;

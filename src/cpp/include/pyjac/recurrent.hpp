@@ -60,8 +60,6 @@ enum class RecurrentLoss : int {
   GradAll,        // given dL/dh_t for t = 1..T, (steps, batch, width)
 };
 
-enum class ClipKind : int { None, Norm, Value };
-
 struct ClipSpec {
   ClipKind kind = ClipKind::None;
   double threshold = 0.0;  // tau for Norm, c for Value; > 0

@@ -9,15 +9,12 @@
 
 namespace pyjac {
 
-enum class ClipMode : int { None, Norm, Value };
-ClipMode parse_clip_mode(const std::string& name);
-
 struct TrainOptions {
   Loss loss = Loss::CrossEntropy;
   int batch_size = 32;
   double lr = 0.01;
   double momentum = 0.0;   // PyTorch's SGD: v = momentum v + g; W -= lr v
-  ClipMode clip = ClipMode::None;
+  ClipKind clip = ClipKind::None;
   double clip_value = 0.0;  // the global norm's bound, or each entry's
   GradFormat grad_format = GradFormat::Native;
   double loss_scale = 1.0;

@@ -14,6 +14,8 @@ enum class Loss : int { SumSquares, Mse, CrossEntropy, GradOutput };
 enum class Init : int { Gaussian, Xavier, XavierUniform, He, Orthogonal, Identity };
 // Storage format of the gradients propagated backwards (mixed-precision emulation).
 enum class GradFormat : int { Native, Float16, BFloat16 };
+// Gradient clipping (recurrent BPTT and training): by global norm, or entry by entry.
+enum class ClipKind : int { None, Norm, Value };
 
 // Parsing lives in the core so that the C++ tests, benchmarks and bindings
 // accept exactly the same names and give the same error text.
@@ -22,6 +24,8 @@ Norm parse_norm(const std::string& name);
 Loss parse_loss(const std::string& name);
 Init parse_init(const std::string& name);
 GradFormat parse_grad_format(const std::string& name);
+// "none", "norm" or "value"; `argument` names the caller's parameter in the error.
+ClipKind parse_clip_kind(const std::string& name, const char* argument);
 
 const char* activation_name(Activation a);
 std::vector<std::string> activation_names();
