@@ -28,11 +28,9 @@ bool needs_preactivations(const ChainView<T>& c, int layer) {
   return c.residual || c.norm != Norm::None || !derivative_from_output(c.activations[layer]);
 }
 
-// Activations whose derivative is a function of the output, so u need not be kept.
+// derivative_from_output(A) as a compile-time constant, for `if constexpr`.
 template <Activation A>
-inline constexpr bool kOutputForm = A == Activation::Linear || A == Activation::Sigmoid ||
-                                    A == Activation::Tanh || A == Activation::Relu ||
-                                    A == Activation::LeakyRelu;
+inline constexpr bool kOutputForm = derivative_from_output(A);
 
 // du = branch * g * phi'(.) over one contiguous run: a plain function of restrict
 // pointers and by-value scalars, so that the compiler vectorises it (inside an OpenMP

@@ -8,13 +8,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <omp.h>
 #include <vector>
 
 #include "chain_common.hpp"
 #include "chain_tiled_forward.hpp"
 #include "layer_grid.hpp"
-#include "loss.hpp"
 #include "pyjac/blas.hpp"
 #include "pyjac/precision.hpp"
 #include "pyjac/threads.hpp"
@@ -62,6 +60,17 @@ struct BackwardState {
   bool rounding;
   BackpropStats* stats;
 };
+
+// The sum of squares of one tile of a (.. x ld) matrix.
+template <typename T>
+BlockSquares tile_squares(const T* a, std::size_t ld, const Tile& tile) {
+  const T* first = a + static_cast<std::size_t>(tile.i0) * ld + tile.j0;
+  double total = 0.0;
+  for (int i = 0; i < tile.rows(); ++i)
+    total += row_sum_squares(first + static_cast<std::size_t>(i) * ld,
+                             static_cast<std::size_t>(tile.cols()));
+  return block_squares(first, tile.rows(), tile.cols(), ld, total);
+}
 
 // Rounds a tile's rows to the gradient format and adds the counts.
 template <typename T>
@@ -145,11 +154,7 @@ void g_tile(const BackwardState<T>& st, int l, int t, std::vector<BackwardParts>
   if (st.rounding)
     round_rows(g, n_in, tile, st.format, &st.stats->underflow_count[l],
                &st.stats->overflow_count[l], &st.stats->zero_count[l]);
-  double total = 0.0;
-  for (int i = tile.i0; i < tile.i1; ++i)
-    total += row_sum_squares(g + static_cast<std::size_t>(i) * n_in + tile.j0,
-                             static_cast<std::size_t>(tile.cols()));
-  p.g_sq[t] = block_squares(gt, tile.rows(), tile.cols(), n_in, total);
+  p.g_sq[t] = tile_squares(g, n_in, tile);
   if (l > 0) {
     prefetch_weights(c, l - 1, t, p.g_grid.count());
     dz_tile(st, l - 1, tile, t, parts[l - 1]);
@@ -163,14 +168,10 @@ void dw_tile(const BackwardState<T>& st, int l, int t, BackwardParts& p) {
   const Tile tile = p.dw_grid.at(t);
   const int n_in = c.widths[l], n_out = c.widths[l + 1];
   T* dw = st.dw[l];
-  T* wt = dw + static_cast<std::size_t>(tile.i0) * n_in + tile.j0;
   blas::gemm(Trans::Yes, Trans::No, tile.rows(), tile.cols(), st.batch, st.unscale,
-             st.dz[l % 2] + tile.i0, n_out, st.h[l] + tile.j0, n_in, T(0), wt, n_in);
-  double total = 0.0;
-  for (int i = tile.i0; i < tile.i1; ++i)
-    total += row_sum_squares(dw + static_cast<std::size_t>(i) * n_in + tile.j0,
-                             static_cast<std::size_t>(tile.cols()));
-  p.dw_sq[t] = block_squares(wt, tile.rows(), tile.cols(), n_in, total);
+             st.dz[l % 2] + tile.i0, n_out, st.h[l] + tile.j0, n_in, T(0),
+             dw + static_cast<std::size_t>(tile.i0) * n_in + tile.j0, n_in);
+  p.dw_sq[t] = tile_squares(dw, n_in, tile);
 }
 
 // One layer's tasks in the backward region, largest first: the two Grams of the ghost

@@ -129,21 +129,12 @@ Rescaled rescale_pow2(T* a, std::size_t n, int nt) {
   (void)nt;
   // Scale by the largest |entry| first: a sum of squares of tiny (or huge) entries
   // would underflow (overflow) although the block itself is representable.
-  double biggest = 0.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const double v = std::abs(static_cast<double>(a[i]));
-    if (!(v <= biggest)) biggest = v;  // also catches NaN
-  }
+  const double biggest = max_abs(a, n);
   if (!std::isfinite(biggest)) return {0.0, NAN};
   if (biggest == 0.0) return {0.0, 0.0};
   int e = 0;
   std::frexp(biggest, &e);  // biggest = f * 2^e, f in [0.5, 1)
-  if (e != 0) {
-    // Two steps when 2^-e itself is outside T's normal range (|e| > 125 in float32).
-    const int e1 = e / 2, e2 = e - e1;
-    const T f1 = static_cast<T>(std::ldexp(1.0, -e1)), f2 = static_cast<T>(std::ldexp(1.0, -e2));
-    for (std::size_t i = 0; i < n; ++i) a[i] = a[i] * f1 * f2;
-  }
+  if (e != 0) scale_pow2(a, n, e);
   double sq = 0.0;
   for (std::size_t i = 0; i < n; ++i) sq += static_cast<double>(a[i]) * a[i];
   return {e * 0.69314718055994530942, std::sqrt(sq)};

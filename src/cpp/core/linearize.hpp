@@ -4,6 +4,8 @@
 // N_l is the LayerNorm Jacobian (identity without normalisation).
 #pragma once
 
+#include <cmath>
+#include <cstddef>
 #include <vector>
 
 #include "pyjac/chain.hpp"
@@ -44,6 +46,26 @@ struct Rescaled {
   double log_scale;  // the block was multiplied by exp(-log_scale)
   double norm;       // its Frobenius norm afterwards: in [0.5, sqrt(n)), 0, or NaN
 };
+
+// Largest |entry| of a block; NaN when one is NaN.
+template <typename T>
+double max_abs(const T* a, std::size_t n) {
+  double m = 0.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double v = std::abs(static_cast<double>(a[i]));
+    if (!(v <= m)) m = v;  // also catches NaN
+  }
+  return m;
+}
+
+// a *= 2^-e, in two steps when 2^-e itself is outside T's normal range (|e| > 125 in
+// float32); exact, a power of two.
+template <typename T>
+void scale_pow2(T* a, std::size_t n, int e) {
+  const int e1 = e / 2, e2 = e - e1;
+  const T f1 = static_cast<T>(std::ldexp(1.0, -e1)), f2 = static_cast<T>(std::ldexp(1.0, -e2));
+  for (std::size_t i = 0; i < n; ++i) a[i] = a[i] * f1 * f2;
+}
 
 // Multiplies the block (n entries) by 2^-e so that its largest |entry| lies in
 // [0.5, 1). Scaling by a power of two is exact, so carrying the log-scale separately

@@ -42,7 +42,6 @@ inline Activation cell_activation(Cell c) {
 
 inline bool is_plain(Cell c) { return c != Cell::Lstm && c != Cell::Gru; }
 
-
 // Frobenius norm of a contiguous block, accumulated in double. The simd reduction
 // fixes the order of the partial sums by the code alone, so it is the same at every
 // thread count; an overflowing sum goes to frobenius_norm's scaled path.

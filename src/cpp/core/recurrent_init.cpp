@@ -98,7 +98,6 @@ void RecurrentView<T>::validate() const {
   if (input_size > 0 && !U) throw std::invalid_argument("U: missing");
 }
 
-
 template <typename T>
 void init_recurrent(Cell cell, int width, int input_size, const RecurrentInitOptions& o, T* W,
                     T* U, T* b) {

@@ -147,11 +147,11 @@ NormResult frobenius_norm(const T* a, std::size_t rows, std::size_t cols, int n_
   return {scale * std::sqrt(scaled), true};
 }
 
-
 // Sum of squares of one block of a matrix, exact past the double range: the plain sum of
 // squares when it is finite (and, for float64, not so small that squares underflowed),
-// else (for finite entries) the block's largest magnitude and the squares scaled by it. Blocks are summed later with combine_block_squares, so a
-// norm can be reduced over tiles that different threads formed.
+// else (for finite entries) the block's largest magnitude and the squares scaled by it.
+// Blocks are summed later with combine_block_squares, so a norm can be reduced over tiles
+// that different threads formed.
 struct BlockSquares {
   double scale = 1.0;  // the block's sum of squares is scale^2 * sum
   double sum = 0.0;

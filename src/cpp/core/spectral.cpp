@@ -138,9 +138,6 @@ std::vector<PowerIterationResult> chain_spectral_norm(const ChainView<T>& c, con
   if (first_nonfinite_layer) *first_nonfinite_layer = lin.first_nonfinite_layer;
   if (!per_layer) {
     BlasThreadScope blas_scope(1);  // OpenMP over fixed tiles: thread-count independent
-    int widest = 0;
-    for (int w : c.widths) widest = std::max(widest, w);
-    std::vector<T> buf_a(widest), buf_b(widest);
     if (c.norm == Norm::None) {
       const VectorApply<T> fwd = [&](const T* in, T* out) {
         return detail::apply_chain_to_vector(lin, false, in, out, nt);
@@ -152,6 +149,9 @@ std::vector<PowerIterationResult> chain_spectral_norm(const ChainView<T>& c, con
     }
     // LayerNorm: layer by layer (its Jacobian needs the whole vector before the GEMV).
     // Rescale after every layer: the vector may cross the float range on the way.
+    int widest = 0;
+    for (int w : c.widths) widest = std::max(widest, w);
+    std::vector<T> buf_a(widest), buf_b(widest);
     const VectorApply<T> fwd = [&](const T* in, T* out) {
       double log_scale = 0.0;
       const T* src = in;

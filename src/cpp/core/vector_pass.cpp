@@ -22,17 +22,6 @@ using blas::Trans;
 // Entries of the layer's output per tile: fixed, so results do not depend on threads.
 constexpr int kTile = 64;
 
-// Largest |entry| of a run; NaN when one is NaN.
-template <typename T>
-double max_abs(const T* a, int n) {
-  double m = 0.0;
-  for (int i = 0; i < n; ++i) {
-    const double v = std::abs(static_cast<double>(a[i]));
-    if (!(v <= m)) m = v;  // also catches NaN
-  }
-  return m;
-}
-
 // The exponent that brings the largest of the tiles' maxima into [0.5, 1); 0 when the
 // vector is zero or not finite (left as it is, as rescale_pow2 does).
 int pass_exponent(const double* tile_max, int tiles) {
@@ -49,13 +38,6 @@ int pass_exponent(const double* tile_max, int tiles) {
 template <typename T>
 bool alpha_representable(int e) {
   return std::abs(e) < (sizeof(T) == sizeof(float) ? 120 : 1000);
-}
-
-template <typename T>
-void scale_pow2(T* a, int n, int e) {
-  const int e1 = e / 2, e2 = e - e1;
-  const T f1 = static_cast<T>(std::ldexp(1.0, -e1)), f2 = static_cast<T>(std::ldexp(1.0, -e2));
-  for (int i = 0; i < n; ++i) a[i] = a[i] * f1 * f2;
 }
 
 }  // namespace

@@ -95,7 +95,7 @@ decltype(auto) dispatch_activation(Activation a, F&& f) {
 
 // True when phi'(u) can be read off phi(u) alone, so the forward pass need not
 // keep the pre-activations (halves the memory of plain chains).
-inline bool derivative_from_output(Activation a) {
+constexpr bool derivative_from_output(Activation a) {
   return a == Activation::Linear || a == Activation::Sigmoid || a == Activation::Tanh ||
          a == Activation::Relu || a == Activation::LeakyRelu;
 }
