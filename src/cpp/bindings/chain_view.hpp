@@ -2,6 +2,7 @@
 // arrays alive for as long as the view is used.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -59,6 +60,38 @@ CArray<T> single_input(const py::array& x_in, int width) {
                                 ",)");
   return x;
 }
+
+// The targets a loss takes, converted: integer labels for cross_entropy (each in
+// [0, n_out)), values of shape (n, n_out) for mse and a given grad_output, nothing for
+// sum_squares. `name` is the caller's argument in the errors.
+template <typename T>
+struct Targets {
+  CArray<T> values;
+  py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> labels;
+  const T* values_ptr() const { return values ? values.data() : nullptr; }
+  const std::int64_t* labels_ptr() const { return labels ? labels.data() : nullptr; }
+
+  static Targets convert(const py::object& y, Loss loss, py::ssize_t n, int n_out,
+                         const std::string& name) {
+    Targets t;
+    if (loss == Loss::CrossEntropy) {
+      t.labels = decltype(t.labels)::ensure(y);
+      if (!t.labels || t.labels.ndim() != 1 || t.labels.shape(0) != n)
+        throw std::invalid_argument(name + ": cross_entropy needs one integer label per example");
+      for (py::ssize_t i = 0; i < n; ++i)
+        if (t.labels.data()[i] < 0 || t.labels.data()[i] >= n_out)
+          throw std::invalid_argument(name + ": label " + std::to_string(t.labels.data()[i]) +
+                                      " out of range [0, " + std::to_string(n_out) + ")");
+    } else if (loss == Loss::Mse || loss == Loss::GradOutput) {
+      t.values = CArray<T>::ensure(y);
+      if (!t.values || t.values.ndim() != 2 || t.values.shape(0) != n ||
+          t.values.shape(1) != n_out)
+        throw std::invalid_argument(name + ": expected shape (" + std::to_string(n) + ", " +
+                                    std::to_string(n_out) + ")");
+    }
+    return t;
+  }
+};
 
 // Rows of inputs, (n, width), in the chain's dtype.
 template <typename T>

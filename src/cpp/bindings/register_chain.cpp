@@ -1,6 +1,7 @@
 #include <pybind11/stl.h>
 
 #include "arrays.hpp"
+#include "chain_view.hpp"
 #include "pyjac/chain.hpp"
 #include "pyjac/init.hpp"
 #include "pyjac/precision.hpp"
@@ -94,20 +95,9 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
   const int batch = static_cast<int>(x.shape(0));
   const int n_last = chain.widths.back();
 
-  CArray<T> target_values;
-  py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> labels;
-  if (options.loss == Loss::CrossEntropy) {
-    labels = decltype(labels)::ensure(target_in);
-    if (!labels || labels.ndim() != 1 || labels.shape(0) != batch)
-      throw std::invalid_argument("target: cross_entropy needs one integer label per example");
-  } else if (options.loss == Loss::Mse || options.loss == Loss::GradOutput) {
-    target_values = CArray<T>::ensure(target_in);
-    const char* what = options.loss == Loss::Mse ? "target" : "grad_output";
-    if (!target_values || target_values.ndim() != 2 || target_values.shape(0) != batch ||
-        target_values.shape(1) != n_last)
-      throw std::invalid_argument(std::string(what) + ": expected shape (" +
-                                  std::to_string(batch) + ", " + std::to_string(n_last) + ")");
-  }
+  const auto targets = Targets<T>::convert(
+      target_in, options.loss, batch, n_last,
+      options.loss == Loss::GradOutput ? "grad_output" : "target");
 
   BackpropOutputs<T> outputs;
   py::list weight_grads, bias_grads;
@@ -126,8 +116,8 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
   BackpropStats s;
   {
     py::gil_scoped_release release;
-    s = backprop<T>(chain, x.data(), batch, target_values ? target_values.data() : nullptr,
-                    labels ? labels.data() : nullptr, options, outputs);
+    s = backprop<T>(chain, x.data(), batch, targets.values_ptr(), targets.labels_ptr(), options,
+                    outputs);
   }
   py::dict r;
   r["loss"] = s.loss;

@@ -28,32 +28,6 @@ std::vector<T*> writable_list(const py::sequence& seq, const std::vector<CArray<
   return out;
 }
 
-// y as the loss wants it: integer labels (cross_entropy) or target values (mse).
-template <typename T>
-struct Targets {
-  CArray<T> values;
-  py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> labels;
-  const T* values_ptr() const { return values ? values.data() : nullptr; }
-  const std::int64_t* labels_ptr() const { return labels ? labels.data() : nullptr; }
-
-  static Targets convert(const py::object& y, Loss loss, py::ssize_t n, int n_out) {
-    Targets t;
-    if (loss == Loss::CrossEntropy) {
-      t.labels = decltype(t.labels)::ensure(y);
-      if (!t.labels || t.labels.ndim() != 1 || t.labels.shape(0) != n)
-        throw std::invalid_argument("y: expected one integer label per example");
-      for (py::ssize_t i = 0; i < n; ++i)
-        if (t.labels.data()[i] < 0 || t.labels.data()[i] >= n_out)
-          throw std::invalid_argument("y: label out of range for the chain's output width");
-    } else {
-      t.values = CArray<T>::ensure(y);
-      if (!t.values || t.values.ndim() != 2 || t.values.shape(0) != n || t.values.shape(1) != n_out)
-        throw std::invalid_argument("y: expected shape (n, " + std::to_string(n_out) + ")");
-    }
-    return t;
-  }
-};
-
 template <typename T>
 py::dict train_epoch_typed(const py::sequence& weights, const py::sequence& biases,
                            const py::sequence& weight_velocity, const py::sequence& bias_velocity,
@@ -85,7 +59,7 @@ py::dict train_epoch_typed(const py::sequence& weights, const py::sequence& bias
   for (py::ssize_t i = 0; i < n; ++i)
     if (order.data()[i] < 0 || order.data()[i] >= n)
       throw std::invalid_argument("order: index out of range");
-  const auto data = Targets<T>::convert(target_in, options.loss, n, chain.widths.back());
+  const auto data = Targets<T>::convert(target_in, options.loss, n, chain.widths.back(), "y");
   EpochStats s;
   {
     py::gil_scoped_release release;
@@ -115,7 +89,7 @@ py::tuple evaluate_typed(const py::sequence& weights, const py::sequence& biases
   const ChainView<T>& chain = owned.view;
   const CArray<T> x = input_rows<T>(x_in, chain.widths[0]);
   const auto n = static_cast<int>(x.shape(0));
-  const auto data = Targets<T>::convert(target_in, loss, n, chain.widths.back());
+  const auto data = Targets<T>::convert(target_in, loss, n, chain.widths.back(), "y");
   Evaluation e;
   {
     py::gil_scoped_release release;
