@@ -32,42 +32,74 @@ bool needs_preactivations(const ChainView<T>& c, int layer) {
 template <Activation A>
 inline constexpr bool kOutputForm = derivative_from_output(A);
 
-// du = branch * g * phi'(.) over one contiguous run: a plain function of restrict
-// pointers and by-value scalars, so that the compiler vectorises it (inside an OpenMP
-// region the captured scalars are re-read through the shared frame on every iteration,
-// and the ReLU select becomes an unpredictable branch).
+// du = branch * g * phi'(.) over one contiguous run, and du added to column_sum when
+// that is given: a plain function of restrict pointers and by-value scalars, so that
+// the compiler vectorises it (inside an OpenMP region the captured scalars are re-read
+// through the shared frame on every iteration, and the ReLU select becomes an
+// unpredictable branch).
 template <Activation A, bool kFromOutput, typename T>
 void derivative_run(const T* __restrict g, const T* __restrict v, T* __restrict du,
-                    std::size_t n, T branch) {
-  for (std::size_t k = 0; k < n; ++k) {
+                    std::size_t n, T branch, double* __restrict column_sum = nullptr) {
+  auto at = [&](std::size_t k) {
     if constexpr (kFromOutput)
-      du[k] = branch * g[k] * derivative_of_output(A, v[k]);
+      return branch * g[k] * derivative_of_output(A, v[k]);
     else
-      du[k] = branch * g[k] * activate<A>(v[k]).derivative;
+      return branch * g[k] * activate<A>(v[k]).derivative;
+  };
+  if (column_sum) {
+    for (std::size_t k = 0; k < n; ++k) {
+      const T d = at(k);
+      du[k] = d;
+      column_sum[k] += d;
+    }
+  } else {
+    for (std::size_t k = 0; k < n; ++k) du[k] = at(k);
   }
 }
 
-// One row of a layer's output, in simple passes: d = phi'(u),
-// h = phi(u) (or h_in + scale * phi(u)), units whose phi' is non-zero marked in alive;
-// returns the number of entries with phi' below sat_level, with the row's sum of phi'
-// and of h^2 in dsum and hsq. u and h may be the same array (derivatives come first).
+// One row of a layer's output: h = phi(u) (or h_in + scale * phi(u)), units whose phi'
+// is non-zero marked in alive; returns the number of entries with phi' below sat_level
+// (counted for the saturating activations only), with the row's sum of phi' and of h^2
+// in dsum and hsq. u and h may be the same array: every entry is read before it is
+// written, at the same index, so the loops are safe to vectorise.
 template <Activation A, bool kResidual, typename T>
 int activate_row(const T* u, T* h, const T* h_in, int n, T scale, T sat_level, T* d,
                  unsigned char* alive, double& dsum, double& hsq) {
   constexpr bool kSelect =
       A == Activation::Linear || A == Activation::Relu || A == Activation::LeakyRelu;
   if constexpr (kSelect) {
-    // Two loops that each vectorise (one fused loop would not when u and h alias).
-    for (int j = 0; j < n; ++j) d[j] = activate<A>(u[j]).derivative;
+    // phi' takes two values, one for u > 0 and one below (NaN included), so a count of
+    // the positive entries gives the sum and the alive marks without a row of phi'.
+    // Thin layers have short rows, where every extra pass costs more than its
+    // arithmetic.
+    constexpr T kBelow = A == Activation::Relu        ? T(0)
+                         : A == Activation::LeakyRelu ? static_cast<T>(kLeakySlope)
+                                                      : T(1);
+    int positive = 0;
     if constexpr (kResidual) {
-      for (int j = 0; j < n; ++j) h[j] = h_in[j] + scale * activate<A>(u[j]).value;
+#pragma omp simd reduction(+ : positive)
+      for (int j = 0; j < n; ++j) {
+        const T v = u[j];
+        h[j] = h_in[j] + scale * activate<A>(v).value;
+        positive += v > T(0) ? 1 : 0;
+      }
+      for (int j = 0; j < n; ++j) alive[j] |= (u[j] > T(0) || kBelow != T(0)) ? 1 : 0;
     } else {
-      for (int j = 0; j < n; ++j) h[j] = activate<A>(u[j]).value;
+#pragma omp simd reduction(+ : positive)
+      for (int j = 0; j < n; ++j) {
+        const T v = u[j];
+        h[j] = activate<A>(v).value;
+        positive += v > T(0) ? 1 : 0;
+      }
+      // phi(u) > 0 exactly when u > 0 for these three, and u may be gone (h overwrote it).
+      for (int j = 0; j < n; ++j) alive[j] |= (h[j] > T(0) || kBelow != T(0)) ? 1 : 0;
     }
+    dsum = positive + static_cast<double>(kBelow) * (n - positive);
+    hsq = row_sum_squares(h, n);
+    return 0;
   } else {
-    // Each transcendental once per entry. Same-index reads and writes only, so the
-    // loop is safe to vectorise even when u and h are the same array (GELU's erfc is a
-    // scalar libm call, which a vectorised loop would only make slower).
+    // Each transcendental once per entry. GELU's erfc is a scalar libm call, which a
+    // vectorised loop would only make slower.
     auto entry = [&](int j) {
       const auto r = activate<A>(u[j]);
       d[j] = r.derivative;
@@ -82,13 +114,14 @@ int activate_row(const T* u, T* h, const T* h_in, int n, T scale, T sat_level, T
 #pragma omp simd
       for (int j = 0; j < n; ++j) entry(j);
     }
+    int sat = 0;
+    if constexpr (is_saturating(A))
+      for (int j = 0; j < n; ++j) sat += d[j] < sat_level ? 1 : 0;
+    for (int j = 0; j < n; ++j) alive[j] |= d[j] != T(0) ? 1 : 0;
+    dsum = row_sum(d, n);
+    hsq = row_sum_squares(h, n);
+    return sat;
   }
-  int sat = 0;
-  for (int j = 0; j < n; ++j) sat += d[j] < sat_level ? 1 : 0;
-  for (int j = 0; j < n; ++j) alive[j] |= d[j] != T(0) ? 1 : 0;
-  dsum = row_sum(d, n);
-  hsq = row_sum_squares(h, n);
-  return sat;
 }
 
 // The tiled pass forms ||dz^T h||_F through the two (batch x batch) Grams, which costs

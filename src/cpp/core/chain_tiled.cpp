@@ -106,27 +106,32 @@ void dz_tile(const BackwardState<T>& st, int l, const Tile& tile, int t, Backwar
   const T* u = st.u[l];
   const T* h = st.h[l + 1];
   const std::size_t len = static_cast<std::size_t>(tile.cols());
+  double* bias = p.bias_part.data() + static_cast<std::size_t>(tile.row_tile) * n + tile.j0;
+  // Rounding changes dz after it is formed, so its column sums wait for it; otherwise
+  // they are taken in the same pass (thin layers have short rows, where a pass costs
+  // more in loop overhead than in arithmetic).
+  double* sums = st.rounding ? nullptr : bias;
   dispatch_activation(c.activations[l], [&](auto tag) {
     constexpr Activation A = decltype(tag)::value;
     for (int i = tile.i0; i < tile.i1; ++i) {
       const std::size_t off = static_cast<std::size_t>(i) * n + tile.j0;
       if (u)
-        derivative_run<A, false>(g + off, u + off, dz + off, len, branch);
+        derivative_run<A, false>(g + off, u + off, dz + off, len, branch, sums);
       else if constexpr (kOutputForm<A>)
-        derivative_run<A, true>(g + off, h + off, dz + off, len, branch);
+        derivative_run<A, true>(g + off, h + off, dz + off, len, branch, sums);
     }
   });
   if (st.rounding)
     round_rows(dz, n, tile, st.format, &st.stats->dz_underflow_count[l],
                &st.stats->dz_overflow_count[l], nullptr);
   double* row_sq = p.dz_row_sq.data() + static_cast<std::size_t>(tile.col_tile) * st.batch;
-  double* bias = p.bias_part.data() + static_cast<std::size_t>(tile.row_tile) * n + tile.j0;
   double total = 0.0;
   for (int i = tile.i0; i < tile.i1; ++i) {
     const T* r = dz + static_cast<std::size_t>(i) * n + tile.j0;
     row_sq[i] = row_sum_squares(r, len);
     total += row_sq[i];
-    for (std::size_t j = 0; j < len; ++j) bias[j] += r[j];
+    if (st.rounding)
+      for (std::size_t j = 0; j < len; ++j) bias[j] += r[j];
   }
   p.dz_sq[t] = block_squares(dz + static_cast<std::size_t>(tile.i0) * n + tile.j0, tile.rows(),
                              tile.cols(), n, total);

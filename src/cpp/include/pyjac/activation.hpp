@@ -136,7 +136,7 @@ inline double max_derivative(Activation a) {
 // Saturating activations (bounded output): a unit counts as saturated when its
 // derivative is below this fraction of max_derivative.
 inline constexpr double kSaturationFraction = 0.05;
-inline bool is_saturating(Activation a) {
+constexpr bool is_saturating(Activation a) {
   return a == Activation::Sigmoid || a == Activation::Tanh;
 }
 
