@@ -91,8 +91,7 @@ LayerForwardStats forward_layer(const ChainView<T>& c, int l, int batch, const T
   unsigned char* alive = ws.alive.data();
   std::fill(alive, alive + n_out, 0);
   // Branch-free inner loops (the activation and the residual flag are compile-time
-  // constants inside, saturation is counted for every activation and discarded after)
-  // so that the compiler vectorises them.
+  // constants inside) so that the compiler vectorises them.
   auto run = [&](auto tag, auto residual_tag) {
     constexpr Activation A = decltype(tag)::value;
     constexpr bool kResidual = decltype(residual_tag)::value;

@@ -68,8 +68,9 @@ int activate_row(const T* u, T* h, const T* h_in, int n, T scale, T sat_level, T
   constexpr bool kSelect =
       A == Activation::Linear || A == Activation::Relu || A == Activation::LeakyRelu;
   if constexpr (kSelect) {
-    // phi' takes two values, one for u > 0 and one below (NaN included), so a count of
-    // the positive entries gives the sum and the alive marks without a row of phi'.
+    // phi' takes one value for u > 0 and one (kBelow) otherwise, NaN included, so a
+    // count of the positive entries gives its sum and the alive marks without a row of
+    // phi'.
     // Thin layers have short rows, where every extra pass costs more than its
     // arithmetic.
     constexpr T kBelow = A == Activation::Relu        ? T(0)
