@@ -134,7 +134,7 @@ def main():
     print(f"OpenBLAS SGEMM peak (2048^3, same run): {peak:.1f} GFLOP/s\n")
     header = (f"{'depth,width,batch':>18} {'pyjac ms':>9} {'numpy ms':>9} {'vs numpy':>9} "
               f"{'target':>7} {'torch ms':>9} {'vs torch':>9} {'GFLOP/s':>8} {'% peak':>7} "
-              f"{'mem ratio':>9} {'ceiling':>8}")
+              f"{'mem ratio':>9} {'ceiling':>8} {'floor':>6}")
     print(header)
     print("-" * len(header))
     for depth, width, batch in CONFIGS:
@@ -161,16 +161,21 @@ def main():
         flops = 6.0 * batch * depth * width * width
         gflops = flops / t_pyjac * 1e-9
         ceiling = t_numpy / (pyjac_min_flops(depth, width, batch) / (peak * 1e9))
+        t_floor = _core.backprop_blas_seconds(depth, width, batch, repeats, threads)
         mem = measure_memory(depth, width, batch)
         mem_ratio = (mem["weights"] + mem["growth"]) / (mem["activations"] + mem["weights"])
         print(f"{f'{depth},{width},{batch}':>18} {t_pyjac * 1e3:9.2f} {t_numpy * 1e3:9.2f} "
               f"{t_numpy / t_pyjac:8.2f}x {TARGETS[(depth, width, batch)]:6.1f}x "
               f"{t_torch * 1e3:9.2f} {t_torch / t_pyjac:8.2f}x {gflops:8.1f} "
-              f"{100 * gflops / peak:6.1f}% {mem_ratio:9.2f} {ceiling:7.2f}x")
+              f"{100 * gflops / peak:6.1f}% {mem_ratio:9.2f} {ceiling:7.2f}x "
+              f"{t_numpy / t_floor:5.2f}x")
     print("\nmem ratio = (weights + peak RSS growth during backprop) / (weights + stored "
           "activations depth*batch*width*4).\nTarget: at most 1.10.\n"
           "ceiling = numpy ms / (pyjac's own GEMM work at the SGEMM peak): the largest "
-          "'vs numpy' that the GEMMs alone allow here.")
+          "'vs numpy' that the GEMMs alone allow here.\n"
+          "floor = numpy ms / (the BLAS calls of pyjac's tiled pass alone, in its schedule, "
+          "timed in this run: _core.backprop_blas_seconds): the largest 'vs numpy' that any "
+          "pass making these BLAS calls reaches on this machine.")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,10 @@
 
 #include <vector>
 
-#include "layer_grid.hpp"  // the core's private tiling rule, so the schedule below is its own
-#include "pyjac/blas.hpp"
 #include "pyjac/calibrate.hpp"
 #include "pyjac/chain.hpp"
 #include "pyjac/init.hpp"
 #include "pyjac/rng.hpp"
-#include "pyjac/threads.hpp"
 
 namespace {
 
@@ -67,68 +64,21 @@ BENCHMARK(BM_Backprop)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
-// The BLAS calls of the tile-at-a-time backprop (chain_tiled.cpp) alone, in its schedule:
-// the same tile grids, one OpenMP region per pass, one barrier per layer, the two Gram
-// SYRKs of the ghost norm beside the tiles of dL/dh = dz W. No activation, statistic or
-// norm is computed, and every layer reads its own stored input, as the real pass does.
-// BM_Backprop minus this is pyjac's own work; the numpy loop's time over this is the
-// most that any schedule of these BLAS calls could gain over it on this machine.
+// The BLAS calls of the tiled backprop alone, in its own schedule
+// (pyjac::backprop_blas_seconds): BM_Backprop minus this is pyjac's own work.
 void BM_BackpropBlasCallsOnly(benchmark::State& state) {
-  using pyjac::blas::Trans;
   const int depth = static_cast<int>(state.range(0));
   const int width = static_cast<int>(state.range(1));
   const int batch = static_cast<int>(state.range(2));
-  OwnedChain c = make_chain(depth, width);
-  const std::size_t slab = static_cast<std::size_t>(batch) * width;
-  std::vector<float> h((depth + 1) * slab), u(depth * slab), dz(slab), g(slab),
-      grams(2 * static_cast<std::size_t>(batch) * batch);
-  pyjac::Rng rng(1, 0);
-  for (float& v : h) v = static_cast<float>(rng.normal());
-  for (float& v : dz) v = static_cast<float>(rng.normal());
-  const pyjac::detail::LayerGrid grid = pyjac::detail::layer_grid(batch, width, width);
-  const int nt = pyjac::resolve_threads(-1);
-  for (auto _ : state) {
-    pyjac::BlasThreadScope single(1);
-#pragma omp parallel num_threads(nt)
-    {
-      for (int l = 0; l < depth; ++l) {
-#pragma omp for schedule(dynamic, 1)
-        for (int t = 0; t < grid.count(); ++t) {
-          const auto tile = grid.at(t);
-          pyjac::blas::gemm(Trans::No, Trans::Yes, tile.rows(), tile.cols(), width, 1.0f,
-                            h.data() + l * slab + tile.i0 * width, width,
-                            c.view.weights[l] + static_cast<std::size_t>(tile.j0) * width,
-                            width, 0.0f, u.data() + l * slab + tile.i0 * width + tile.j0,
-                            width);
-        }
-      }
-      for (int l = depth - 1; l >= 0; --l) {
-#pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < 2 + grid.count(); ++task) {
-          if (task < 2) {
-            const float* a = task == 0 ? dz.data() : h.data() + l * slab;
-            pyjac::blas::syrk_lower(batch, width, 1.0f, a, width, 0.0f,
-                                    grams.data() + task * batch * batch, batch);
-          } else {
-            const auto tile = grid.at(task - 2);
-            pyjac::blas::gemm(Trans::No, Trans::No, tile.rows(), tile.cols(), width, 1.0f,
-                              dz.data() + tile.i0 * width, width,
-                              c.view.weights[l] + tile.j0, width, 0.0f,
-                              g.data() + tile.i0 * width + tile.j0, width);
-          }
-        }
-      }
-    }
-    benchmark::DoNotOptimize(g.data());
-    benchmark::DoNotOptimize(grams.data());
-  }
+  for (auto _ : state)
+    state.SetIterationTime(pyjac::backprop_blas_seconds(depth, width, batch, 1, -1));
 }
 BENCHMARK(BM_BackpropBlasCallsOnly)
     ->Args({100, 256, 64})
     ->Args({1000, 64, 16})
     ->Args({50, 1024, 256})
     ->Unit(benchmark::kMillisecond)
-    ->UseRealTime();
+    ->UseManualTime();
 
 void BM_SgemmPeak(benchmark::State& state) {
   for (auto _ : state) state.counters["GFLOP/s"] = pyjac::gemm_gflops(2048, 1, -1, true);

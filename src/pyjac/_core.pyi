@@ -14,6 +14,9 @@ def blas_num_threads() -> int: ...
 def gemm_gflops(
     n: int = 2048, repeats: int = 3, n_threads: int = -1, single: bool = True
 ) -> float: ...
+def backprop_blas_seconds(
+    depth: int, width: int, batch: int, repeats: int = 5, n_threads: int = -1
+) -> float: ...
 
 # ---- register_chain.cpp ------------------------------------------------------------
 def init_weights(

@@ -16,6 +16,16 @@ void register_info(py::module_& m) {
       py::arg("n") = 2048, py::arg("repeats") = 3, py::arg("n_threads") = -1,
       py::arg("single") = true,
       "Best GFLOP/s of an n x n x n GEMM through the same OpenBLAS the core uses.");
+  m.def(
+      "backprop_blas_seconds",
+      [](int depth, int width, int batch, int repeats, int n_threads) {
+        py::gil_scoped_release release;
+        return backprop_blas_seconds(depth, width, batch, repeats, n_threads);
+      },
+      py::arg("depth"), py::arg("width"), py::arg("batch"), py::arg("repeats") = 5,
+      py::arg("n_threads") = -1,
+      "Median seconds the BLAS calls of a float32 tiled backprop take alone, in its own "
+      "schedule: the floor under Chain.backprop on these BLAS kernels.");
 #ifdef _OPENMP
   m.attr("openmp_version") = _OPENMP;
 #else
