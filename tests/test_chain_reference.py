@@ -47,15 +47,25 @@ def test_matches_numpy_reference(activation, norm, residual, rng):
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("residual", [False, True])
 @pytest.mark.parametrize("keep_grads", [False, True])
-def test_multi_tile_layers_match_numpy_reference(activation, residual, keep_grads, rng):
-    # Big enough that layers split into several row and column tiles, some partial: every
-    # per-tile partial (row norms, column sums, dead units, explicit dW tiles, Grams) must
-    # add up to the whole.
-    widths = [200] * 4 if residual else [70, 300, 150, 200]
+@pytest.mark.parametrize(
+    "plain_widths,residual_width,batch",
+    [
+        # Layers that split into several column tiles (and row tiles), some partial.
+        ([70, 300, 150, 200], 200, 150),
+        # Weights of at most 8192 entries: split into row tiles, the last one partial.
+        ([40, 64, 48, 64], 64, 37),
+    ],
+    ids=["column-tiles", "row-tiles"],
+)
+def test_multi_tile_layers_match_numpy_reference(activation, residual, keep_grads,
+                                                 plain_widths, residual_width, batch, rng):
+    # Every per-tile partial (row norms, column sums, dead units, explicit dW tiles, Grams)
+    # must add up to the whole.
+    widths = [residual_width] * 4 if residual else plain_widths
     net = pyjac.Chain(3, widths, activation=activation, init="gaussian", gain=1.2,
                       bias_std=0.3, residual=residual, residual_scale=0.8, seed=3,
                       dtype="float64")
-    x = rng.standard_normal((150, widths[0]))
+    x = rng.standard_normal((batch, widths[0]))
     r = net.backprop(x, keep_grads=keep_grads)
     ref = _reference(net, x)
     np.testing.assert_allclose(r.output, ref["output"], rtol=1e-12, atol=1e-12)

@@ -29,8 +29,10 @@ def test_thread_count_does_not_change_any_number(depth, widths, batch):
 @pytest.mark.parametrize(
     "kwargs,batch,backprop_kwargs",
     [
-        # Two column tiles per layer (the smallest split).
+        # Two row tiles per layer (small weights), and two column tiles (the smallest
+        # split of larger ones).
         (dict(depth=5, width=64, activation="relu"), 16, dict(keep_grads=True)),
+        (dict(depth=5, width=128, activation="relu"), 16, dict(keep_grads=True)),
         # Row and column tiles; residual; explicit dW tiles; float16 rounding counts.
         (dict(depth=3, width=320, activation="tanh", residual=True, residual_scale=0.5), 200,
          dict(keep_grads=True, grad_dtype="float16", loss_scale=1024.0)),

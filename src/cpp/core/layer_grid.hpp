@@ -38,8 +38,14 @@ inline int max_layer_tiles() {
 
 // About 1M multiply-adds per tile, at most max_layer_tiles(), columns (which share the packing of
 // the input rows) before rows. Small layers are still split in two when they carry 32k
-// multiply-adds: a barrier inside a running team costs far less than a GEMM of that size,
-// and two column tiles halve the weight packing that dominates thin GEMMs.
+// multiply-adds: a barrier inside a running team costs far less than a GEMM of that size.
+// Where the operand the tiles share (n x k, the weights) is at most kSmallShared entries
+// (32 KB of float32, an L1's worth), the split is by rows of at least 8: packing so small
+// a matrix once per tile is cheap, while column tiles make every GEMM read the whole
+// input, half of it just written by another core (a 1000-layer chain of width 64 on 16
+// examples ran 10% faster, and up to 20% when the machine was loaded, in two row tiles).
+inline constexpr double kSmallShared = 8192;
+
 inline LayerGrid layer_grid(int m, int n, int k) {
   const double macs = static_cast<double>(m) * n * k;
   int wanted = static_cast<int>(std::clamp(macs / (1 << 20), 1.0, double(max_layer_tiles())));
@@ -47,6 +53,10 @@ inline LayerGrid layer_grid(int m, int n, int k) {
   int cols = std::max(1, std::min(wanted, n / 128));
   if (cols == 1) cols = std::max(1, std::min(wanted, n / 32));
   int rows = std::max(1, std::min((wanted + cols - 1) / cols, m / 64));
+  if (static_cast<double>(n) * k <= kSmallShared && m >= 16) {
+    cols = 1;
+    rows = std::min(wanted, m / 8);
+  }
   LayerGrid g;
   g.m = m;
   g.n = n;
