@@ -216,3 +216,37 @@ def test_ghost_norm_keeps_vanishing_weight_gradients(norm, dtype, depth):
     direct = [np.abs(w).max() * np.linalg.norm(w / np.abs(w).max())
               for w in (g.astype(np.float64) for g in explicit.weight_grads)]
     np.testing.assert_allclose(explicit.weight_grad_norm, direct, rtol=rtol)
+
+
+@pytest.mark.parametrize("norm", [None, "layernorm"])
+@pytest.mark.parametrize("width", [32, 256])  # one tile per row of dz, or several
+def test_float64_per_example_norms_below_the_square_underflow(norm, width, rng):
+    # dz ~ 1e-170: its squares underflow double, the per-example norms must not. Backward
+    # is linear in grad_output, so the run at 1e150 times that gradient gives the values.
+    net = pyjac.Chain(3, width, activation="tanh", seed=1, dtype="float64", norm=norm)
+    x = rng.standard_normal((8, width))
+    g = rng.standard_normal((8, width))
+    tiny = net.backprop(x, grad_output=g * 1e-170)
+    unit = net.backprop(x, grad_output=g * 1e-20)
+    assert tiny.per_example_weight_grad_norm.max() < 1e-160  # the regime this test is about
+    np.testing.assert_allclose(tiny.per_example_weight_grad_norm,
+                               unit.per_example_weight_grad_norm * 1e-150, rtol=1e-12)
+    np.testing.assert_allclose(tiny.weight_grad_norm, unit.weight_grad_norm * 1e-150,
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("width", [32, 256])
+def test_float64_tiny_activations_keep_their_norms(width, rng):
+    # h ~ 1e-160 (squares below double's range): activation norms and the per-example
+    # weight-gradient norms ||dz_i|| ||h_i|| must stay exact. Without biases a linear chain
+    # is linear in x, and its backward pass linear in grad_output.
+    weights = [rng.standard_normal((width, width)) / np.sqrt(width) for _ in range(3)]
+    net = pyjac.Chain.from_weights(weights, activation="linear")
+    x = rng.standard_normal((8, width))
+    g = rng.standard_normal((8, width))
+    tiny = net.backprop(x * 1e-160, grad_output=g * 1e150)
+    unit = net.backprop(x, grad_output=g)
+    assert tiny.activation_norm.max() < 1e-150
+    np.testing.assert_allclose(tiny.activation_norm, unit.activation_norm * 1e-160, rtol=1e-12)
+    np.testing.assert_allclose(tiny.per_example_weight_grad_norm,
+                               unit.per_example_weight_grad_norm * 1e-10, rtol=1e-12)

@@ -400,9 +400,9 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
     s.dead_fraction[l] = static_cast<double>(fs.dead_units) / n;
     double hsq = 0.0;
     for (int i = 0; i < batch; ++i) hsq += row_sq[i];
-    if (std::isfinite(hsq)) {
+    if (std::isfinite(hsq) && !detail::squares_may_underflow<T>(hsq)) {
       s.activation_norm[l + 1] = std::sqrt(hsq);
-    } else {  // a non-finite entry, or float64 squares past overflow: decide exactly
+    } else {  // a non-finite entry, or float64 squares past over- or underflow: decide exactly
       const auto hn = frobenius_norm(tape.h[l].get(), batch, n, nt, row_sq);
       s.activation_norm[l + 1] = hn.norm;
       if (!hn.finite) record_nonfinite(s, l + 1, 1);
@@ -452,7 +452,9 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
     const auto dzn = frobenius_norm(dzl, batch, n_out, nt, dz_row_sq);
     for (int i = 0; i < batch; ++i)
       s.per_example_weight_grad_norm[static_cast<std::size_t>(l) * batch + i] =
-          std::sqrt(dz_row_sq[i]) * std::sqrt(tape.row_sq[l][i]) * unscale;
+          detail::row_norm(dzl + static_cast<std::size_t>(i) * n_out, n_out, dz_row_sq[i]) *
+          detail::row_norm(h_in + static_cast<std::size_t>(i) * n_in, n_in, tape.row_sq[l][i]) *
+          unscale;
     if (o.keep_grads || !prefer_ghost_norm(batch, n_in, n_out)) {
       T* dw = o.keep_grads ? out.weight_grads[l] : nullptr;
       if (!dw) {

@@ -29,6 +29,7 @@ struct BackwardParts {
   LayerGrid dz_grid;                 // the tiles dz_l was formed in
   std::vector<BlockSquares> dz_sq;   // per dz tile
   std::vector<double> dz_row_sq;     // per column tile and example
+  std::vector<double> dz_row_scale;  // float64 only: dz_row_sq is in units of its square
   std::vector<double> bias_part;     // per row tile and unit: column sums of dz
   LayerGrid g_grid;
   std::vector<BlockSquares> g_sq;    // per tile of dL/dh_{l-1}
@@ -130,6 +131,11 @@ void dz_tile(const BackwardState<T>& st, int l, const Tile& tile, int t, Backwar
     const T* r = dz + static_cast<std::size_t>(i) * n + tile.j0;
     row_sq[i] = row_sum_squares(r, len);
     total += row_sq[i];
+    if (squares_may_underflow<T>(row_sq[i])) {  // float64 squares lost: keep the row's scale
+      const BlockSquares b = block_squares(r, 1, tile.cols(), n, row_sq[i]);
+      row_sq[i] = b.sum;
+      p.dz_row_scale[static_cast<std::size_t>(tile.col_tile) * st.batch + i] = b.scale;
+    }
     if (st.rounding)
       for (std::size_t j = 0; j < len; ++j) bias[j] += r[j];
   }
@@ -177,6 +183,27 @@ void dw_tile(const BackwardState<T>& st, int l, int t, BackwardParts& p) {
              st.dz[l % 2] + tile.i0, n_out, st.h[l] + tile.j0, n_in, T(0),
              dw + static_cast<std::size_t>(tile.i0) * n_in + tile.j0, n_in);
   p.dw_sq[t] = tile_squares(dw, n_in, tile);
+}
+
+// ||dz[i]|| over the column tiles it was formed in; float64 rows whose squares underflowed
+// carry a scale (dz_tile), and are then combined relative to the largest part.
+inline double example_dz_norm(const BackwardParts& p, int i, int batch) {
+  const int cols = p.dz_grid.cols;
+  double plain = 0.0;
+  bool scaled = false;
+  for (int col = 0; col < cols; ++col) {
+    const std::size_t k = static_cast<std::size_t>(col) * batch + i;
+    plain += p.dz_row_sq[k];
+    scaled |= !p.dz_row_scale.empty() && p.dz_row_scale[k] != 1.0;
+  }
+  if (!scaled) return std::sqrt(plain);
+  std::vector<BlockSquares> parts(cols);
+  for (int col = 0; col < cols; ++col) {
+    const std::size_t k = static_cast<std::size_t>(col) * batch + i;
+    parts[col].sum = p.dz_row_sq[k];
+    parts[col].scale = p.dz_row_scale[k];
+  }
+  return combine_block_squares(parts).norm;
 }
 
 // One layer's tasks in the backward region, largest first: the two Grams of the ghost
@@ -277,9 +304,9 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
     s.derivative_mean[l] = dsum / total;
     s.saturated_fraction[l] = static_cast<double>(sat) / total;
     s.dead_fraction[l] = static_cast<double>(dead) / n;
-    if (std::isfinite(hsq)) {
+    if (std::isfinite(hsq) && !squares_may_underflow<T>(hsq)) {
       s.activation_norm[l + 1] = std::sqrt(hsq);
-    } else {  // a non-finite entry, or float64 squares past overflow: decide exactly
+    } else {  // a non-finite entry, or float64 squares past over- or underflow: decide exactly
       const auto hn = frobenius_norm(h_out[l], batch, n, nt);
       s.activation_norm[l + 1] = hn.norm;
       if (!hn.finite) record_nonfinite(s, l + 1, 1);
@@ -329,6 +356,8 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
     p.ghost = !o.keep_grads && ghost_norm_preferred(batch, n_in, n_out);
     p.dz_sq.resize(p.dz_grid.count());
     p.dz_row_sq.assign(static_cast<std::size_t>(p.dz_grid.cols) * batch, 0.0);
+    if (sizeof(T) == sizeof(double))
+      p.dz_row_scale.assign(static_cast<std::size_t>(p.dz_grid.cols) * batch, 1.0);
     p.bias_part.assign(static_cast<std::size_t>(p.dz_grid.rows) * n_out, 0.0);
     p.g_sq.resize(p.g_grid.count());
     if (!p.ghost) {
@@ -401,13 +430,12 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
       for (int j = 0; j < n_out; ++j) out.bias_grads[l][j] = static_cast<T>(bias_grad[j] * unscale);
 
     const ForwardParts* hp = l > 0 ? &fparts[l - 1] : nullptr;
+    const int n_in = c.widths[l];
     for (int i = 0; i < batch; ++i) {
-      double dsq = 0.0;
-      for (int col = 0; col < p.dz_grid.cols; ++col)
-        dsq += p.dz_row_sq[static_cast<std::size_t>(col) * batch + i];
       const double hsq = hp ? hp->example_sq(i, batch) : x_row_sq[i];
       s.per_example_weight_grad_norm[static_cast<std::size_t>(l) * batch + i] =
-          std::sqrt(dsq) * std::sqrt(hsq) * unscale;
+          example_dz_norm(p, i, batch) *
+          row_norm(st.h[l] + static_cast<std::size_t>(i) * n_in, n_in, hsq) * unscale;
     }
     if (p.ghost) {
       const auto dzn = combine_block_squares(p.dz_sq);

@@ -108,6 +108,22 @@ inline bool squares_may_underflow(double sum_sq) {
   return sizeof(T) == sizeof(double) && sum_sq < 0x1p-900;
 }
 
+// ||row|| from its plain sum of squares, recomputed scaled by the largest magnitude when
+// float64 squares may have underflowed (a NaN sum stays NaN).
+template <typename T>
+inline double row_norm(const T* row, std::size_t n, double sum_sq) {
+  if (!squares_may_underflow<T>(sum_sq)) return std::sqrt(sum_sq);
+  double big = 0.0;
+  for (std::size_t j = 0; j < n; ++j) big = std::max(big, std::abs(static_cast<double>(row[j])));
+  if (big == 0.0) return 0.0;
+  double scaled = 0.0;
+  for (std::size_t j = 0; j < n; ++j) {
+    const double v = static_cast<double>(row[j]) / big;
+    scaled += v * v;
+  }
+  return big * std::sqrt(scaled);
+}
+
 struct NormResult {
   double norm;
   bool finite;  // every element finite
