@@ -108,22 +108,6 @@ inline bool squares_may_underflow(double sum_sq) {
   return sizeof(T) == sizeof(double) && sum_sq < 0x1p-900;
 }
 
-// ||row|| from its plain sum of squares, recomputed scaled by the largest magnitude when
-// float64 squares may have underflowed (a NaN sum stays NaN).
-template <typename T>
-inline double row_norm(const T* row, std::size_t n, double sum_sq) {
-  if (!squares_may_underflow<T>(sum_sq)) return std::sqrt(sum_sq);
-  double big = 0.0;
-  for (std::size_t j = 0; j < n; ++j) big = std::max(big, std::abs(static_cast<double>(row[j])));
-  if (big == 0.0) return 0.0;
-  double scaled = 0.0;
-  for (std::size_t j = 0; j < n; ++j) {
-    const double v = static_cast<double>(row[j]) / big;
-    scaled += v * v;
-  }
-  return big * std::sqrt(scaled);
-}
-
 struct NormResult {
   double norm;
   bool finite;  // every element finite
@@ -198,6 +182,15 @@ BlockSquares block_squares(const T* a, int rows, int cols, std::size_t ld, doubl
   b.scale = big;
   b.sum = scaled;
   return b;
+}
+
+// ||row|| from its plain sum of squares: the row as a one-row block, rescaled by
+// block_squares when float64 squares may have underflowed (a NaN sum stays NaN).
+template <typename T>
+double row_norm(const T* row, std::size_t n, double sum_sq) {
+  if (!squares_may_underflow<T>(sum_sq)) return std::sqrt(sum_sq);
+  const BlockSquares b = block_squares(row, 1, static_cast<int>(n), n, sum_sq);
+  return b.scale * std::sqrt(b.sum);
 }
 
 // The norm of the union of blocks: NaN if any entry was NaN, else inf if any was inf.
