@@ -37,6 +37,13 @@ def check_int(
     return value
 
 
+def check_bool(value: Any, name: str) -> bool:
+    """A bool (numpy's included); strings such as "no" and integers are refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
 def check_real(value: Any, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
     """A finite real number, optionally > 0 or >= 0."""
     if isinstance(value, bool) or not isinstance(value, Real):
@@ -69,15 +76,31 @@ def check_threads(n_threads: Any) -> int:
     n_threads = int(n_threads)
     if n_threads == 0 or n_threads < -1:
         raise ValueError(f"n_threads: must be a positive count, -1 or None, got {n_threads}")
+    from . import _core
+
+    limit = _core.thread_limit()
+    if n_threads > limit:
+        raise ValueError(
+            f"n_threads: {n_threads} is more than this machine can use (at most {limit})"
+        )
     return n_threads
 
 
-def as_float_array(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
-    """Convert to a C-contiguous array of ``dtype``; reject non-numeric and non-finite input."""
+def raw_array(value: Any, name: str) -> np.ndarray:
+    """``np.asarray(value)``, with an error naming the argument (ragged lists and the like)."""
     try:
-        arr = np.asarray(value)
-    except Exception as exc:  # ragged lists and the like
+        return np.asarray(value)
+    except Exception as exc:
         raise TypeError(f"{name}: cannot be converted to an array ({exc})") from None
+
+
+def as_float_array(value: Any, name: str, dtype: np.dtype, *, copy: bool = False) -> np.ndarray:
+    """Convert to a C-contiguous array of ``dtype``; reject non-numeric and non-finite input.
+
+    With ``copy=True`` the result never shares memory with ``value``, so that the
+    caller's array is not changed when the result is.
+    """
+    arr = raw_array(value, name)
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.floating)
         or np.issubdtype(arr.dtype, np.integer)
@@ -90,6 +113,8 @@ def as_float_array(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
         raise MemoryError(f"{name}: too large to convert to {dtype}") from None
     if not np.isfinite(arr).all():
         raise ValueError(f"{name}: contains NaN or Inf")
+    if copy and isinstance(value, np.ndarray) and np.may_share_memory(arr, value):
+        arr = arr.copy()
     return arr
 
 

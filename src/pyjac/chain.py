@@ -12,11 +12,13 @@ from ._results import BackpropResult
 from ._validation import (
     as_float_array,
     check_allocation,
+    check_bool,
     check_choice,
     check_dtype,
     check_int,
     check_real,
     check_threads,
+    raw_array,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -169,22 +171,33 @@ class Chain:
         residual: bool = False,
         residual_scale: float = 1.0,
         norm: str | None = None,
+        copy: bool = True,
     ) -> Chain:
         """Build a chain from given weight matrices ``W_l`` of shape (out, in).
 
         The dtype is float32 when every weight is float32, float64 otherwise.
         ``biases=None`` means zero biases.
+
+        With ``copy=True`` (the default) the chain holds copies, so that training it
+        never changes the caller's arrays. ``copy=False`` keeps the caller's arrays
+        themselves where they are already C-contiguous arrays of the chain's dtype:
+        :func:`pyjac.train` then updates them in place.
         """
+        check_bool(copy, "copy")
         if isinstance(weights, np.ndarray) and weights.ndim == 2:
             weights = [weights]
         if not isinstance(weights, (list, tuple)) or len(weights) == 0:
             raise ValueError("weights: expected a non-empty list of 2-D arrays")
-        raw = [np.asarray(w) for w in weights]
+        if biases is not None and not isinstance(biases, (list, tuple)):
+            raise TypeError(
+                f"biases: expected a list of 1-D arrays or None, got {type(biases).__name__}"
+            )
+        raw = [raw_array(w, f"weights[{i}]") for i, w in enumerate(weights)]
         all_f32 = all(w.dtype == np.float32 for w in raw)
         dtype = np.dtype(np.float32 if all_f32 else np.float64)
         converted = []
         for i, w in enumerate(raw):
-            arr = as_float_array(w, f"weights[{i}]", dtype)
+            arr = as_float_array(w, f"weights[{i}]", dtype, copy=copy)
             if arr.ndim != 2 or 0 in arr.shape:
                 raise ValueError(f"weights[{i}]: expected a non-empty 2-D array, got {arr.shape}")
             if i and arr.shape[1] != converted[-1].shape[0]:
@@ -201,7 +214,7 @@ class Chain:
                 raise ValueError(f"biases: expected {depth} vectors, got {len(biases)}")
             bias_list = []
             for i, (b, w) in enumerate(zip(biases, converted)):
-                arr = as_float_array(b, f"biases[{i}]", dtype)
+                arr = as_float_array(b, f"biases[{i}]", dtype, copy=copy)
                 if arr.shape != (w.shape[0],):
                     raise ValueError(
                         f"biases[{i}]: expected shape ({w.shape[0]},), got {arr.shape}"
@@ -359,7 +372,8 @@ class Chain:
             tgt = self._target(loss_name, target, batch, single)
         if self.norm == "batchnorm" and batch < 2:
             raise ValueError("x: norm='batchnorm' needs a batch of at least 2 examples")
-        self._check_workspace(batch, bool(keep_grads))
+        keep_grads = check_bool(keep_grads, "keep_grads")
+        self._check_workspace(batch, keep_grads)
         raw = _core.chain_backprop(
             self.weights, self.biases, self.activations, self.residual, self.residual_scale,
             self.norm or "none", xb, loss_name, tgt, bool(keep_grads), n_threads,

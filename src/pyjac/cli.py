@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ._atomic import save_figure
+
 PLOT_KINDS = ("gradient_vs_depth", "gradient_flow", "per_layer", "phase_diagram",
               "rnn_gradient_vs_time", "singular_value_spectra")
 FORMATS = ("png", "svg", "pdf")
@@ -170,7 +172,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         try:
             for fmt in formats:
                 name = f"{spec.name}.{fmt}"
-                fig.savefig(out / name, dpi=args.dpi if fmt == "png" else None)
+                save_figure(fig, out / name, dpi=args.dpi if fmt == "png" else None)
                 files.append(name)
         except OSError as exc:
             raise _CLIError(f"--out: cannot write to {str(out)!r} ({exc.strerror or exc})"
@@ -278,7 +280,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     if args.title:
         ax.set_title(args.title)
     try:
-        fig.savefig(out, dpi=args.dpi)
+        save_figure(fig, out, dpi=args.dpi)
     except OSError as exc:
         raise _CLIError(f"--out: cannot write {str(out)!r} ({exc.strerror or exc})") from None
     finally:

@@ -20,13 +20,13 @@ Example
 from __future__ import annotations
 
 import hashlib
-import io
 import itertools
 import json
 import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from numbers import Integral, Real
@@ -36,6 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _core
+from ._atomic import atomic_write
 from ._progress import Progress
 from ._validation import check_choice, check_int, check_real
 
@@ -66,7 +67,7 @@ SWEEP_INITS = ("gaussian", "xavier", "xavier_uniform", "he", "orthogonal", "iden
 SWEEP_NORMS = ("none", "layernorm", "batchnorm")
 RNN_CELLS = ("tanh", "linear", "relu", "sigmoid", "lstm", "gru")
 # Bump when the stored measurements or the way inputs are drawn change.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: entries carry a checksum
 
 
 # --------------------------------------------------------------------------------------
@@ -369,10 +370,8 @@ def _save_npz(results: Results, path: Path) -> None:
     arrays = {f"col_{i}": results[c] for i, c in enumerate(results.columns)}
     header = json.dumps({"columns": results.columns, "meta": results.meta,
                          "format": "pyjac.Results", "version": 1})
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_write(path) as fh:
         np.savez_compressed(fh, __header__=np.array(header), **arrays)
-    os.replace(tmp, path)
 
 
 def _load_npz(path: Path) -> Results:
@@ -390,7 +389,8 @@ def _save_parquet(results: Results, path: Path) -> None:
 
     table = pa.table({c: results[c] for c in results.columns})
     table = table.replace_schema_metadata({b"pyjac.meta": json.dumps(results.meta).encode()})
-    pq.write_table(table, path)
+    with atomic_write(path) as fh:
+        pq.write_table(table, fh)
 
 
 def _load_parquet(path: Path) -> Results:
@@ -605,15 +605,38 @@ def config_hash(config: Mapping[str, Any], seed: int | None = None, kind: str = 
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
+_CHECKSUM_KEY = "__sha256__"
+
+
+def _arrays_checksum(arrays: Mapping[str, np.ndarray]) -> str:
+    """sha256 over every array's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()
+
+
 def _cache_read(directory: Path | None, key: str) -> dict[str, np.ndarray] | None:
+    """A cache entry's arrays, or None when it is missing; a damaged entry (truncated,
+    corrupted, or not matching its stored checksum) is reported and recomputed."""
     if directory is None:
         return None
     path = directory / f"{key}.npz"
+    if not path.is_file():
+        return None
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError):
-        return None  # missing or damaged: recompute
+            arrays = {k: data[k] for k in data.files}
+        stored = str(arrays.pop(_CHECKSUM_KEY))
+        if stored != _arrays_checksum(arrays):
+            raise ValueError("checksum mismatch")
+        return arrays
+    except Exception as exc:  # BadZipFile, zlib.error, KeyError, ValueError, OSError, ...
+        warnings.warn(f"pyjac: the cache entry {str(path)!r} is damaged ({type(exc).__name__}: "
+                      f"{exc}); recomputing it", RuntimeWarning, stacklevel=2)
+        return None
 
 
 def _cache_write(directory: Path | None, key: str, arrays: Mapping[str, np.ndarray]) -> None:
@@ -621,11 +644,8 @@ def _cache_write(directory: Path | None, key: str, arrays: Mapping[str, np.ndarr
         return
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        tmp = directory / f".{key}.{os.getpid()}.tmp"
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, directory / f"{key}.npz")
+        with atomic_write(directory / f"{key}.npz") as fh:
+            np.savez(fh, **arrays, **{_CHECKSUM_KEY: np.array(_arrays_checksum(arrays))})
     except OSError as exc:  # a read-only cache must not stop a sweep
         print(f"pyjac: cannot write to the cache {str(directory)!r} ({exc}); "
               "continuing without it", file=sys.stderr)

@@ -17,6 +17,7 @@ import numpy as np
 
 from . import plot as jplot
 from . import theory
+from ._atomic import save_figure
 from ._figure_common import FigureInfo, Spec, _e, _plt
 from .experiments import Results, growth_rate, jacobian_spectra, rnn_sweep, sweep
 from .figures_training import fig9_training, fig10_mixed_precision
@@ -623,7 +624,7 @@ def example_main(name: str, argv: list[str] | None = None) -> int:
         print(f"{name}: cannot draw: {reason}", file=sys.stderr)
         return 1
     fig, info = spec.build(quick=args.quick, cache=not args.no_cache)
-    fig.savefig(args.out, dpi=110)
+    save_figure(fig, args.out, dpi=110)
     print(info.caption)
     if info.rows:
         widths = [max(len(str(r[i])) for r in [info.header, *info.rows])

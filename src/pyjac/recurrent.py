@@ -30,11 +30,13 @@ from ._results import LogGradNormMixin, _fmt
 from ._validation import (
     as_float_array,
     check_allocation,
+    check_bool,
     check_choice,
     check_dtype,
     check_int,
     check_real,
     check_threads,
+    raw_array,
 )
 from .spectral import spectral_radius
 
@@ -248,19 +250,24 @@ class Recurrent:
         self.seed: int | None = seed
 
     @classmethod
-    def from_weights(cls, W: Any, U: Any = None, b: Any = None, *, cell: str = "tanh") -> Recurrent:
+    def from_weights(
+        cls, W: Any, U: Any = None, b: Any = None, *, cell: str = "tanh", copy: bool = True
+    ) -> Recurrent:
         """Build a recurrent cell from given matrices (layout as in the module docstring).
 
         The dtype is float32 when every given array is float32, float64 otherwise.
-        ``U=None`` means no input (``input_size=0``), ``b=None`` zero biases.
+        ``U=None`` means no input (``input_size=0``), ``b=None`` zero biases. With
+        ``copy=True`` (the default) the cell holds copies of the arrays; ``copy=False``
+        keeps the caller's arrays where no conversion is needed.
         """
         cell = check_choice(cell, CELLS, "cell")
+        check_bool(copy, "copy")
         G = _GATES.get(cell, 1)
-        given = [np.asarray(a) for a in (W, U, b) if a is not None]
+        given = [raw_array(a, name) for a, name in ((W, "W"), (U, "U"), (b, "b")) if a is not None]
         dtype = np.dtype(
             np.float32 if all(a.dtype == np.float32 for a in given) else np.float64
         )
-        W_arr = as_float_array(W, "W", dtype)
+        W_arr = as_float_array(W, "W", dtype, copy=copy)
         if W_arr.ndim != 2 or W_arr.shape[1] < 1 or W_arr.shape[0] != G * W_arr.shape[1]:
             raise ValueError(
                 f"W: expected shape ({G}*width, width) for cell {cell!r}, got {W_arr.shape}"
@@ -269,7 +276,7 @@ class Recurrent:
         if U is None:
             U_arr = np.zeros((G * width, 0), dtype=dtype)
         else:
-            U_arr = as_float_array(U, "U", dtype)
+            U_arr = as_float_array(U, "U", dtype, copy=copy)
             if U_arr.ndim != 2 or U_arr.shape[0] != G * width:
                 raise ValueError(
                     f"U: expected shape ({G * width}, input_size), got {U_arr.shape}"
@@ -277,7 +284,7 @@ class Recurrent:
         if b is None:
             b_arr = np.zeros(G * width, dtype=dtype)
         else:
-            b_arr = as_float_array(b, "b", dtype)
+            b_arr = as_float_array(b, "b", dtype, copy=copy)
             if b_arr.shape != (G * width,):
                 raise ValueError(f"b: expected shape ({G * width},), got {b_arr.shape}")
         rnn = cls.__new__(cls)

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from ._atomic import atomic_write
+
 __all__ = ["SEEDS", "Claim", "claims_markdown", "seed_claims", "write_report"]
 
 #: The seed texts: file name and title.
@@ -358,5 +360,6 @@ def write_report(path: str | Path, figures: Sequence[tuple[Any, list[str]]],
         lines += ["## Figures not drawn", ""]
         lines += [f"- {name} ({title}): {reason}" for name, title, reason in skipped]
         lines += [""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    with atomic_write(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(lines))
     return path

@@ -729,8 +729,11 @@ def q_star(activation: str, sigma_w2: float, sigma_b2: float, q0: float = 1.0,
         if c == 1.0:
             return q0 if sb == 0.0 else math.inf
         return 0.0 if (sb == 0.0 and q0 == 0.0) else math.inf
-    return _fixed_point(lambda q: sw * _moment(name, "phi2", q) + sb, q0, lo=0.0,
-                        hi=math.inf, tol=tol, max_iter=max_iter, what="q_star")
+    # tanh and the logistic have phi^2 <= 1, so the map stays below sigma_w2 + sigma_b2:
+    # a finite bound keeps huge variances (sigma_w2 = 1e20) from reading as divergence.
+    hi = sw + sb if name in ("tanh", "sigmoid") else math.inf
+    return _fixed_point(lambda q: sw * _moment(name, "phi2", q) + sb, min(q0, hi), lo=0.0,
+                        hi=hi, tol=tol, max_iter=max_iter, what="q_star")
 
 
 def chi1(activation: str, sigma_w2: float, sigma_b2: float, *, q: float | None = None,

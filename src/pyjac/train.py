@@ -10,7 +10,14 @@ import numpy as np
 
 from . import _core
 from ._progress import Progress
-from ._validation import as_float_array, check_choice, check_int, check_real, check_threads
+from ._validation import (
+    as_float_array,
+    check_bool,
+    check_choice,
+    check_int,
+    check_real,
+    check_threads,
+)
 from .chain import Chain, _grad_dtype
 
 TRAIN_LOSSES = ("cross_entropy", "mse")
@@ -210,6 +217,7 @@ def train(
     seed = check_int(seed, "seed", minimum=0, maximum=2**63 - 1)
     grad_format = _grad_dtype(grad_dtype, chain.dtype)
     loss_scale = check_real(loss_scale, "loss_scale", positive=True)
+    shuffle = check_bool(shuffle, "shuffle")
     n_threads = check_threads(n_threads)
     xa = _inputs(chain, x, "x")
     ya = _targets(chain, loss, y, xa.shape[0], "y")

@@ -66,10 +66,13 @@ CArray<T> single_input(const py::array& x_in, int width) {
 // sum_squares. `name` is the caller's argument in the errors.
 template <typename T>
 struct Targets {
+  // A default-constructed py::array_t is an empty array with a non-null data pointer,
+  // not a null handle: which of the two the loss takes is recorded explicitly.
   CArray<T> values;
   py::array_t<std::int64_t, py::array::c_style | py::array::forcecast> labels;
-  const T* values_ptr() const { return values ? values.data() : nullptr; }
-  const std::int64_t* labels_ptr() const { return labels ? labels.data() : nullptr; }
+  bool has_values = false, has_labels = false;
+  const T* values_ptr() const { return has_values ? values.data() : nullptr; }
+  const std::int64_t* labels_ptr() const { return has_labels ? labels.data() : nullptr; }
 
   static Targets convert(const py::object& y, Loss loss, py::ssize_t n, int n_out,
                          const std::string& name) {
@@ -82,12 +85,14 @@ struct Targets {
         if (t.labels.data()[i] < 0 || t.labels.data()[i] >= n_out)
           throw std::invalid_argument(name + ": label " + std::to_string(t.labels.data()[i]) +
                                       " out of range [0, " + std::to_string(n_out) + ")");
+      t.has_labels = true;
     } else if (loss == Loss::Mse || loss == Loss::GradOutput) {
       t.values = CArray<T>::ensure(y);
       if (!t.values || t.values.ndim() != 2 || t.values.shape(0) != n ||
           t.values.shape(1) != n_out)
         throw std::invalid_argument(name + ": expected shape (" + std::to_string(n) + ", " +
                                     std::to_string(n_out) + ")");
+      t.has_values = true;
     }
     return t;
   }

@@ -6,6 +6,7 @@ namespace pyjac::bindings {
 
 void register_info(py::module_& m) {
   m.def("max_threads", &max_threads, "Threads the OpenMP runtime offers.");
+  m.def("thread_limit", &thread_limit, "The most threads a call may ask for.");
   m.def("blas_num_threads", &blas_num_threads, "Threads OpenBLAS is set to use.");
   m.def(
       "gemm_gflops",

@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <omp.h>
 #include <string>
@@ -302,8 +304,19 @@ void check_backprop_arguments(const ChainView<T>& c, int batch, const T* target,
         throw std::invalid_argument("target: label " + std::to_string(labels[i]) +
                                     " out of range [0, " + std::to_string(n_last) + ")");
   }
-  if (!(o.loss_scale > 0.0) || !std::isfinite(o.loss_scale))
-    throw std::invalid_argument("loss_scale: must be a positive finite number");
+  // The loss gradient is multiplied by loss_scale in T, and every norm by its inverse:
+  // both must be normal numbers of T, or the scaling itself rounds.
+  constexpr double lo = static_cast<double>(std::numeric_limits<T>::min());
+  constexpr double hi = static_cast<double>(std::numeric_limits<T>::max());
+  if (!(o.loss_scale >= lo && o.loss_scale <= hi && 1.0 / o.loss_scale >= lo &&
+        1.0 / o.loss_scale <= hi)) {
+    char msg[200];
+    std::snprintf(msg, sizeof msg,
+                  "loss_scale: must lie in [%.3g, %.3g] (it and its inverse normal in the "
+                  "chain's dtype), got %.3g",
+                  std::max(lo, 1.0 / hi), std::min(hi, 1.0 / lo), o.loss_scale);
+    throw std::invalid_argument(msg);
+  }
   if (o.keep_grads && (static_cast<int>(out.weight_grads.size()) != L ||
                        static_cast<int>(out.bias_grads.size()) != L))
     throw std::invalid_argument("keep_grads: one destination per layer is required");
@@ -442,9 +455,7 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
                         s.dz_overflow_count[l], nullptr);
 
     column_sums(dzl, batch, n_out, bias_grad, nt);
-    double bsq = 0.0;
-    for (int j = 0; j < n_out; ++j) bsq += bias_grad[j] * bias_grad[j];
-    s.bias_grad_norm[l] = std::sqrt(bsq) * unscale;
+    s.bias_grad_norm[l] = detail::vector_norm(bias_grad, static_cast<std::size_t>(n_out)) * unscale;
     if (o.keep_grads)
       for (int j = 0; j < n_out; ++j) out.bias_grads[l][j] = static_cast<T>(bias_grad[j] * unscale);
 

@@ -131,10 +131,13 @@ void dz_tile(const BackwardState<T>& st, int l, const Tile& tile, int t, Backwar
     const T* r = dz + static_cast<std::size_t>(i) * n + tile.j0;
     row_sq[i] = row_sum_squares(r, len);
     total += row_sq[i];
-    if (squares_may_underflow<T>(row_sq[i])) {  // float64 squares lost: keep the row's scale
+    // float64 squares that over- or underflowed: keep the row's scale (float32 squares
+    // stay in double's range, so only a non-finite entry gets here, with scale 1).
+    if (!plain_sum_is_exact<T>(row_sq[i])) {
       const BlockSquares b = block_squares(r, 1, tile.cols(), n, row_sq[i]);
       row_sq[i] = b.sum;
-      p.dz_row_scale[static_cast<std::size_t>(tile.col_tile) * st.batch + i] = b.scale;
+      if (!p.dz_row_scale.empty())
+        p.dz_row_scale[static_cast<std::size_t>(tile.col_tile) * st.batch + i] = b.scale;
     }
     if (st.rounding)
       for (std::size_t j = 0; j < len; ++j) bias[j] += r[j];
@@ -196,14 +199,16 @@ inline double example_dz_norm(const BackwardParts& p, int i, int batch) {
     plain += p.dz_row_sq[k];
     scaled |= !p.dz_row_scale.empty() && p.dz_row_scale[k] != 1.0;
   }
-  if (!scaled) return std::sqrt(plain);
-  std::vector<BlockSquares> parts(cols);
+  if (!scaled && std::isfinite(plain)) return std::sqrt(plain);
+  ScaledNorm acc;
   for (int col = 0; col < cols; ++col) {
     const std::size_t k = static_cast<std::size_t>(col) * batch + i;
-    parts[col].sum = p.dz_row_sq[k];
-    parts[col].scale = p.dz_row_scale[k];
+    BlockSquares part;
+    part.sum = p.dz_row_sq[k];
+    if (!p.dz_row_scale.empty()) part.scale = p.dz_row_scale[k];
+    acc.add(part);
   }
-  return combine_block_squares(parts).norm;
+  return acc.value();
 }
 
 // One layer's tasks in the backward region, largest first: the two Grams of the ghost
@@ -423,9 +428,7 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
     for (int r = 0; r < p.dz_grid.rows; ++r)
       for (int j = 0; j < n_out; ++j)
         bias_grad[j] += p.bias_part[static_cast<std::size_t>(r) * n_out + j];
-    double bsq = 0.0;
-    for (int j = 0; j < n_out; ++j) bsq += bias_grad[j] * bias_grad[j];
-    s.bias_grad_norm[l] = std::sqrt(bsq) * unscale;
+    s.bias_grad_norm[l] = vector_norm(bias_grad.data(), bias_grad.size()) * unscale;
     if (o.keep_grads)
       for (int j = 0; j < n_out; ++j) out.bias_grads[l][j] = static_cast<T>(bias_grad[j] * unscale);
 

@@ -42,14 +42,10 @@ void record_nonfinite(RecurrentBackpropStats& s, int step, int stage) {
 template <typename T>
 double ghost_norm(int B, const T* a1, int p1, int lda1, const T* a2, int p2, const T* bm, int q,
                   T* gram_a, T* gram_b, T* scaled) {
-  double sa = 0.0;
-  for (int i = 0; i < B; ++i) {
-    sa += detail::row_sum_squares(a1 + static_cast<std::size_t>(i) * lda1, p1);
-    if (a2) sa += detail::row_sum_squares(a2 + static_cast<std::size_t>(i) * p2, p2);
-  }
-  const int ea = detail::gram_exponent<T>(std::sqrt(sa));
-  const int eb =
-      detail::gram_exponent<T>(std::sqrt(detail::row_sum_squares(bm, std::size_t(B) * q)));
+  const double norm_a = detail::norm_of_norms(
+      {detail::block_norm(a1, B, p1, lda1), a2 ? detail::block_norm(a2, B, p2, p2) : 0.0});
+  const int ea = detail::gram_exponent<T>(norm_a);
+  const int eb = detail::gram_exponent<T>(detail::vector_norm(bm, std::size_t(B) * q));
   if (ea != 0) {  // [a1 a2] * 2^-ea as one contiguous (B x (p1 + p2)) block
     const int p = p1 + (a2 ? p2 : 0);
     for (int i = 0; i < B; ++i) {
@@ -75,17 +71,20 @@ double sum_squares(const double* v, std::size_t n) {
   return s;
 }
 
-template <typename T>
-double sum_squares(const T* v, std::size_t n) {
-  double s = 0.0;
-  for (std::size_t i = 0; i < n; ++i) s += static_cast<double>(v[i]) * v[i];
-  return s;
+// 2^-e with 2^e near |x|, for a dot product of values bounded by x that must neither
+// overflow nor underflow; 1 for 0 and non-finite x. Exact: a power of two.
+double unit_of(double x) {
+  if (!(x > 0.0) || !std::isfinite(x)) return 1.0;
+  int e = 0;
+  std::frexp(x, &e);
+  return std::ldexp(1.0, -std::clamp(e, -1000, 1000));
 }
 
-// Applies the clip to g in place and accumulates what it measured.
+// Applies the clip to g in place; accumulates the changed count and the dot product of
+// g and clip(g), taken in units (g_unit, c_unit) that keep every term in range.
 template <typename T>
-void clip_block(const ClipSpec& clip, double scale, T* g, std::size_t n, double& dot,
-                double& after_sq, std::size_t& changed) {
+void clip_block(const ClipSpec& clip, double scale, T* g, std::size_t n, double g_unit,
+                double c_unit, double& dot, std::size_t& changed) {
   for (std::size_t i = 0; i < n; ++i) {
     const double v = static_cast<double>(g[i]);
     double c = v;
@@ -97,8 +96,7 @@ void clip_block(const ClipSpec& clip, double scale, T* g, std::size_t n, double&
     }
     const T ct = static_cast<T>(c);
     g[i] = ct;
-    dot += v * static_cast<double>(ct);
-    after_sq += static_cast<double>(ct) * ct;
+    dot += (v * g_unit) * (static_cast<double>(ct) * c_unit);
   }
 }
 
@@ -198,16 +196,20 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   const bool by_rows = B >= detail::kRowModeBatch;
   const int groups = (B + detail::kRowGroup - 1) / detail::kRowGroup;
   const int parts = by_rows ? groups : nb;
-  std::vector<double> g_sq(static_cast<std::size_t>(steps + 1) * parts, 0.0);
+  std::vector<detail::BlockSquares> g_sq(static_cast<std::size_t>(steps + 1) * parts);
   std::vector<double> dc_sq(cell == Cell::Lstm ? g_sq.size() : 0, 0.0);
 
   // Part q covers rows [i0, i0 + rows) and unit blocks [b0, b1).
+  // dL/dh_t is not kept past its step, so a part whose squares leave the range is
+  // rescaled here, while it is still in memory.
   auto sum_part = [&](const T* v, int i0, int rows, int b0, int b1) {
     const int j0 = b0 * ub, j1 = std::min(n, b1 * ub);
     double acc = 0.0;
     for (int i = i0; i < i0 + rows; ++i)
       acc += detail::sum_sq(v + static_cast<std::size_t>(i) * n + j0, j1 - j0);
-    return acc;
+    return detail::block_squares(v + static_cast<std::size_t>(i0) * n + j0,
+                                 static_cast<std::size_t>(rows), static_cast<std::size_t>(j1 - j0),
+                                 static_cast<std::size_t>(n), acc);
   };
   // Phase A at step t: pre-activation gradients from g = dL/dh_t (and gc).
   auto phase_a = [&](int t, T* g_t, T* g_p, int i0, int rows, int b0, int b1, int q) {
@@ -295,19 +297,13 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   if (steps % 2 == 1) std::swap(g, g_prev);  // where the last step left dL/dh_0
 
   for (int t = steps; t >= 0; --t) {
-    double acc = 0.0, dcs = 0.0;
-    for (int q = 0; q < parts; ++q) {
-      acc += g_sq[static_cast<std::size_t>(t) * parts + q];
-      if (cell == Cell::Lstm) dcs += dc_sq[static_cast<std::size_t>(t) * parts + q];
+    double dcs = 0.0;
+    const auto first = g_sq.begin() + static_cast<std::ptrdiff_t>(t) * parts;
+    s.grad_norm[t] = detail::combine_block_squares({first, first + parts}).norm;
+    if (cell == Cell::Lstm) {
+      for (int q = 0; q < parts; ++q) dcs += dc_sq[static_cast<std::size_t>(t) * parts + q];
+      if (t >= 1) s.cell_grad_norm[t] = std::sqrt(dcs);
     }
-    s.grad_norm[t] = std::sqrt(acc);
-    if (cell == Cell::Lstm && t >= 1) s.cell_grad_norm[t] = std::sqrt(dcs);
-  }
-  // Non-finite or overflowed sums: dL/dh_t is kept only for t = 0, so the other
-  // steps report the sum as it is (Inf or NaN), which is what they are.
-  {
-    const auto gn = detail::slab_norm(g.get(), slab);
-    s.grad_norm[0] = gn.norm;
   }
   for (int t = steps; t >= 0; --t)
     if (!std::isfinite(s.grad_norm[t])) {
@@ -409,12 +405,10 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   for (int j = 0; j < Gn; ++j) db[j] = static_cast<T>(bias[j]);
 
   const std::size_t nW = static_cast<std::size_t>(Gn) * n, nU = static_cast<std::size_t>(Gn) * m;
-  const double sW = sum_squares(dW, nW), sU = m > 0 ? sum_squares(dU, nU) : 0.0,
-               sb = sum_squares(bias.data(), Gn);
-  s.W_grad_norm = std::sqrt(sW);
-  s.U_grad_norm = std::sqrt(sU);
-  s.b_grad_norm = std::sqrt(sb);
-  s.total_grad_norm = std::sqrt(sW + sU + sb);
+  s.W_grad_norm = detail::vector_norm(dW, nW);
+  s.U_grad_norm = m > 0 ? detail::vector_norm(dU, nU) : 0.0;
+  s.b_grad_norm = detail::vector_norm(bias.data(), static_cast<std::size_t>(Gn));
+  s.total_grad_norm = detail::norm_of_norms({s.W_grad_norm, s.U_grad_norm, s.b_grad_norm});
   if (!std::isfinite(s.total_grad_norm)) record_nonfinite(s, 0, 2);
 
   // ---- clipping ----------------------------------------------------------------
@@ -429,15 +423,21 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
       (o.clip.kind == ClipKind::Norm && std::isfinite(total) && total > o.clip.threshold)
           ? o.clip.threshold / total
           : 1.0;
-  double dot = 0.0, after_sq = 0.0;
+  const double g_unit = unit_of(total);
+  const double c_unit =
+      unit_of(o.clip.kind == ClipKind::Value ? std::min(o.clip.threshold, total) : total * scale);
+  double dot = 0.0;
   std::size_t changed = 0;
-  clip_block(o.clip, scale, dW, nW, dot, after_sq, changed);
-  if (m > 0) clip_block(o.clip, scale, dU, nU, dot, after_sq, changed);
-  clip_block(o.clip, scale, db, Gn, dot, after_sq, changed);
-  s.clipped_grad_norm = std::sqrt(after_sq);
+  clip_block(o.clip, scale, dW, nW, g_unit, c_unit, dot, changed);
+  if (m > 0) clip_block(o.clip, scale, dU, nU, g_unit, c_unit, dot, changed);
+  clip_block(o.clip, scale, db, Gn, g_unit, c_unit, dot, changed);
+  s.clipped_grad_norm = detail::norm_of_norms(
+      {detail::vector_norm(dW, nW), m > 0 ? detail::vector_norm(dU, nU) : 0.0,
+       detail::vector_norm(db, static_cast<std::size_t>(Gn))});
   s.clipped_fraction = static_cast<double>(changed) / static_cast<double>(nW + nU + Gn);
-  s.clip_cosine = (total > 0 && s.clipped_grad_norm > 0) ? dot / (total * s.clipped_grad_norm)
-                                                         : 1.0;
+  s.clip_cosine = (total > 0 && s.clipped_grad_norm > 0)
+                      ? dot / ((total * g_unit) * (s.clipped_grad_norm * c_unit))
+                      : 1.0;
   return s;
 }
 

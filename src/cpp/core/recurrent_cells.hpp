@@ -53,7 +53,7 @@ inline NormResult slab_norm(const T* a, std::size_t count) {
     const double v = static_cast<double>(a[i]);
     s += v * v;
   }
-  if (std::isfinite(s)) return {std::sqrt(s), true};
+  if (plain_sum_is_exact<T>(s)) return {std::sqrt(s), true};
   return frobenius_norm(a, 1, count, 1);
 }
 

@@ -171,8 +171,8 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
     }
     bool finite = std::isfinite(hs);
     tape.state_norm[t] = std::sqrt(hs);
-    if (!finite) {
-      // Overflowed squares of finite values are rescaled; NaN/Inf entries are not.
+    if (!detail::plain_sum_is_exact<T>(hs)) {
+      // Over- or underflowed squares of finite values are rescaled; NaN/Inf entries are not.
       const auto hn = slab_norm(tape.h_at(t), slab);
       tape.state_norm[t] = hn.norm;
       finite = hn.finite;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <initializer_list>
 #include <type_traits>
 #include <vector>
 
@@ -86,12 +87,15 @@ int gram_exponent(double norm) {
   return (e > kSafe || e < -kSafe) ? e : 0;
 }
 
-// a (n entries) times 2^-e into out (exact: a power of two), or a itself when e is 0.
+// a (n entries) times 2^-e into out, or a itself when e is 0. Exact (a power of two)
+// for every entry that stays normal; applied as two factors, because 2^-e alone leaves
+// the double range for the |e| > 1023 that subnormal inputs bring.
 template <typename T>
 const T* scaled_copy(const T* a, std::size_t n, int e, T* out) {
   if (e == 0) return a;
-  const double f = std::ldexp(1.0, -e);
-  for (std::size_t k = 0; k < n; ++k) out[k] = static_cast<T>(static_cast<double>(a[k]) * f);
+  const double f1 = std::ldexp(1.0, -e / 2), f2 = std::ldexp(1.0, -e - (-e / 2));
+  for (std::size_t k = 0; k < n; ++k)
+    out[k] = static_cast<T>(static_cast<double>(a[k]) * f1 * f2);
   return out;
 }
 
@@ -113,9 +117,122 @@ struct NormResult {
   bool finite;  // every element finite
 };
 
-// Frobenius norm of a (rows x cols) row-major block, accumulated in double. When the
-// sum of squares overflows although every element is finite (float64 values beyond
-// 1e154), it is recomputed with scaling so the norm stays exact.
+// The one scaled norm of the core. A sum of squares kept as scale^2 * sum, so that no
+// square overflows or underflows: a Frobenius norm is exact over the dtype's whole range.
+// A block's plain sum of squares (scale 1) is used as it is when it is safe, and
+// recomputed relative to the block's largest magnitude when it is not. NaN and Inf
+// entries are flags: the norm of a set that holds one is NaN (any NaN) or Inf.
+struct BlockSquares {
+  double scale = 1.0;  // the block's sum of squares is scale^2 * sum
+  double sum = 0.0;
+  bool nan = false, inf = false;
+
+  double norm() const {
+    if (nan || std::isnan(sum)) return NAN;
+    if (inf || std::isinf(sum)) return INFINITY;
+    return scale * std::sqrt(sum);
+  }
+};
+
+// Accumulates norms of parts (or single values) into the norm of their union, relative
+// to the largest part seen so far (LAPACK's dlassq update): no square leaves the range.
+class ScaledNorm {
+ public:
+  void add(double value) {
+    const double a = std::abs(value);
+    if (std::isnan(a)) {
+      nan_ = true;
+    } else if (std::isinf(a)) {
+      inf_ = true;
+    } else if (a > 0.0) {
+      if (a > scale_) {
+        const double r = scale_ / a;
+        sum_ = 1.0 + sum_ * r * r;
+        scale_ = a;
+      } else {
+        const double r = a / scale_;
+        sum_ += r * r;
+      }
+    }
+  }
+  void add(const BlockSquares& b) {
+    nan_ |= b.nan;
+    inf_ |= b.inf;
+    add(b.norm());
+  }
+  double value() const {
+    if (nan_) return NAN;
+    if (inf_) return INFINITY;
+    return scale_ * std::sqrt(sum_);
+  }
+  bool finite() const { return !nan_ && !inf_; }
+
+ private:
+  double scale_ = 0.0, sum_ = 0.0;
+  bool nan_ = false, inf_ = false;
+};
+
+// A plain sum of squares accumulated in double can be trusted when it is finite and, for
+// float64 data, not so small that squares underflowed.
+template <typename T>
+inline bool plain_sum_is_exact(double sum_sq) {
+  return std::isfinite(sum_sq) && !squares_may_underflow<T>(sum_sq);
+}
+
+// plain_sum: the block's sum of squares as already accumulated by the caller.
+template <typename T>
+BlockSquares block_squares(const T* a, std::size_t rows, std::size_t cols, std::size_t ld,
+                           double plain_sum) {
+  BlockSquares b;
+  b.sum = plain_sum;
+  if (plain_sum_is_exact<T>(plain_sum)) return b;
+  double big = 0.0;
+  for (std::size_t i = 0; i < rows; ++i)
+    for (std::size_t j = 0; j < cols; ++j) {
+      const double v = static_cast<double>(a[i * ld + j]);
+      if (std::isnan(v)) b.nan = true;
+      else if (std::isinf(v)) b.inf = true;
+      else big = std::max(big, std::abs(v));
+    }
+  if (b.nan || b.inf || big == 0.0) {
+    b.sum = b.nan ? NAN : (b.inf ? INFINITY : 0.0);
+    return b;
+  }
+  double scaled = 0.0;
+  for (std::size_t i = 0; i < rows; ++i)
+    for (std::size_t j = 0; j < cols; ++j) {
+      const double v = static_cast<double>(a[i * ld + j]) / big;
+      scaled += v * v;
+    }
+  b.scale = big;
+  b.sum = scaled;
+  return b;
+}
+
+// ||row|| from its plain sum of squares, rescaled by block_squares when that sum
+// overflowed or (float64) its squares may have underflowed.
+template <typename T>
+double row_norm(const T* row, std::size_t n, double sum_sq) {
+  if (plain_sum_is_exact<T>(sum_sq)) return std::sqrt(sum_sq);
+  return block_squares(row, 1, n, n, sum_sq).norm();
+}
+
+// Frobenius norm of a (rows x cols) block with leading dimension ld, serially.
+template <typename T>
+double block_norm(const T* a, std::size_t rows, std::size_t cols, std::size_t ld) {
+  double plain = 0.0;
+  for (std::size_t i = 0; i < rows; ++i) plain += row_sum_squares(a + i * ld, cols);
+  return block_squares(a, rows, cols, ld, plain).norm();
+}
+
+// ||v|| of a contiguous vector, exact over the whole range.
+template <typename T>
+double vector_norm(const T* v, std::size_t n) {
+  return row_norm(v, n, row_sum_squares(v, n));
+}
+
+// Frobenius norm of a (rows x cols) row-major block, accumulated in double, with the
+// plain row sums of squares left in row_sq when given.
 template <typename T>
 NormResult frobenius_norm(const T* a, std::size_t rows, std::size_t cols, int n_threads,
                           double* row_sq = nullptr) {
@@ -130,92 +247,33 @@ NormResult frobenius_norm(const T* a, std::size_t rows, std::size_t cols, int n_
                });
   double total = 0.0;
   for (std::size_t i = 0; i < rows; ++i) total += row_sq[i];
-  if (std::isfinite(total) && !squares_may_underflow<T>(total)) return {std::sqrt(total), true};
-  const std::size_t n = rows * cols;
-  double scale = 0.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    if (!std::isfinite(static_cast<double>(a[i])))
-      return {std::isnan(static_cast<double>(a[i])) ? NAN : INFINITY, false};
-    scale = std::max(scale, std::abs(static_cast<double>(a[i])));
-  }
-  if (scale == 0.0) return {0.0, true};
-  double scaled = 0.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const double v = static_cast<double>(a[i]) / scale;
-    scaled += v * v;
-  }
-  return {scale * std::sqrt(scaled), true};
-}
-
-// Sum of squares of one block of a matrix, exact past the double range: the plain sum of
-// squares when it is finite (and, for float64, not so small that squares underflowed),
-// else (for finite entries) the block's largest magnitude and the squares scaled by it.
-// Blocks are summed later with combine_block_squares, so a norm can be reduced over tiles
-// that different threads formed.
-struct BlockSquares {
-  double scale = 1.0;  // the block's sum of squares is scale^2 * sum
-  double sum = 0.0;
-  bool nan = false, inf = false;
-};
-
-// plain_sum: the block's sum of squares as already accumulated by the caller.
-template <typename T>
-BlockSquares block_squares(const T* a, int rows, int cols, std::size_t ld, double plain_sum) {
-  BlockSquares b;
-  b.sum = plain_sum;
-  if (std::isfinite(plain_sum) && !squares_may_underflow<T>(plain_sum)) return b;
-  double big = 0.0;
-  for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < cols; ++j) {
-      const double v = static_cast<double>(a[i * ld + j]);
-      if (std::isnan(v)) b.nan = true;
-      else if (std::isinf(v)) b.inf = true;
-      else big = std::max(big, std::abs(v));
-    }
-  if (b.nan || b.inf || big == 0.0) return b;
-  double scaled = 0.0;
-  for (int i = 0; i < rows; ++i)
-    for (int j = 0; j < cols; ++j) {
-      const double v = static_cast<double>(a[i * ld + j]) / big;
-      scaled += v * v;
-    }
-  b.scale = big;
-  b.sum = scaled;
-  return b;
-}
-
-// ||row|| from its plain sum of squares: the row as a one-row block, rescaled by
-// block_squares when float64 squares may have underflowed (a NaN sum stays NaN).
-template <typename T>
-double row_norm(const T* row, std::size_t n, double sum_sq) {
-  if (!squares_may_underflow<T>(sum_sq)) return std::sqrt(sum_sq);
-  const BlockSquares b = block_squares(row, 1, static_cast<int>(n), n, sum_sq);
-  return b.scale * std::sqrt(b.sum);
+  if (plain_sum_is_exact<T>(total)) return {std::sqrt(total), true};
+  ScaledNorm acc;
+  for (std::size_t i = 0; i < rows; ++i)
+    acc.add(block_squares(a + i * cols, 1, cols, cols, row_sq[i]));
+  return {acc.value(), acc.finite()};
 }
 
 // The norm of the union of blocks: NaN if any entry was NaN, else inf if any was inf.
 inline NormResult combine_block_squares(const std::vector<BlockSquares>& blocks) {
-  bool nan = false, inf = false, plain = true;
+  bool plain = true;
   double total = 0.0;
   for (const auto& b : blocks) {
-    nan |= b.nan;
-    inf |= b.inf;
-    plain &= b.scale == 1.0;
+    plain &= b.scale == 1.0 && !b.nan && !b.inf;
     total += b.sum;
   }
-  if (nan) return {NAN, false};
-  if (inf) return {INFINITY, false};
   if (plain && std::isfinite(total)) return {std::sqrt(total), true};
-  // Each block's norm, then their norm relative to the largest (no square overflows).
-  double big = 0.0;
-  for (const auto& b : blocks) big = std::max(big, b.scale * std::sqrt(b.sum));
-  if (big == 0.0) return {0.0, true};
-  double acc = 0.0;
-  for (const auto& b : blocks) {
-    const double r = b.scale * std::sqrt(b.sum) / big;
-    acc += r * r;
-  }
-  return {big * std::sqrt(acc), true};
+  ScaledNorm acc;
+  for (const auto& b : blocks) acc.add(b);
+  return {acc.value(), acc.finite()};
+}
+
+// The norm of a few norms (the parameters' parts of one gradient), exact when their
+// squares would leave the range.
+inline double norm_of_norms(std::initializer_list<double> parts) {
+  ScaledNorm acc;
+  for (double p : parts) acc.add(p);
+  return acc.value();
 }
 
 }  // namespace pyjac::detail

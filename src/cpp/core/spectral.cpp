@@ -1,6 +1,7 @@
 // Power iteration for largest singular values, and spectral radii via LAPACK.
 #include "pyjac/spectral.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <exception>
 #include <limits>
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "linearize.hpp"
+#include "reduce.hpp"
 #include "vector_pass.hpp"
 #include "pyjac/blas.hpp"
 #include "pyjac/rng.hpp"
@@ -111,6 +113,25 @@ PowerIterationResult matrix_spectral_norm(const T* a, int rows, int cols,
   // Single-threaded BLAS on fixed tiles: the same numbers for any thread count.
   const int nt = resolve_threads(o.n_threads);
   BlasThreadScope blas_scope(1);
+  // Entries far from 1 make A v overflow (or lose its digits to underflow) though
+  // sigma_max itself is representable: iterate on A 2^-e, an exact scaling, and add
+  // e log 2 back.
+  const std::size_t count = static_cast<std::size_t>(rows) * cols;
+  double biggest = 0.0;
+  for (std::size_t k = 0; k < count; ++k) biggest = std::max(biggest, std::abs(double(a[k])));
+  int e = 0;
+  std::vector<T> scaled;
+  if (biggest > 0.0 && std::isfinite(biggest)) {
+    std::frexp(biggest, &e);
+    constexpr int kSafe = std::numeric_limits<T>::max_exponent / 4;
+    if (e > kSafe || e < -kSafe) {
+      scaled.resize(count);
+      detail::scaled_copy(a, count, e, scaled.data());
+      a = scaled.data();
+    } else {
+      e = 0;
+    }
+  }
   const VectorApply<T> fwd = [&](const T* in, T* out) {
     detail::tiled_gemv(Trans::No, rows, cols, T(1), a, cols, in, T(0), out, nt);
     return 0.0;
@@ -119,7 +140,12 @@ PowerIterationResult matrix_spectral_norm(const T* a, int rows, int cols,
     detail::tiled_gemv(Trans::Yes, rows, cols, T(1), a, cols, in, T(0), out, nt);
     return 0.0;
   };
-  return power_iteration<T>(cols, rows, fwd, bwd, o);
+  PowerIterationResult r = power_iteration<T>(cols, rows, fwd, bwd, o);
+  if (e != 0 && r.value > 0.0) {
+    r.log_value += e * 0.69314718055994530942;
+    r.value = std::exp(r.log_value);
+  }
+  return r;
 }
 
 template <typename T>

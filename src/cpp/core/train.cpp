@@ -58,7 +58,7 @@ double step_block(T* __restrict p, T* __restrict v, T* __restrict g, std::size_t
   return sq;
 }
 
-// g <- clip(g); v <- momentum v + g; p <- p - lr v. Returns ||clip(g)||^2.
+// g <- clip(g); v <- momentum v + g; p <- p - lr v. Returns ||clip(g)||.
 template <typename T>
 double clip_and_step(T* p, T* v, T* g, std::size_t n, const TrainOptions& o, double norm_factor,
                      int nt) {
@@ -72,14 +72,18 @@ double clip_and_step(T* p, T* v, T* g, std::size_t n, const TrainOptions& o, dou
     });
   };
   const bool by_value = o.clip == ClipKind::Value;
+  double sq = 0.0;
   if (by_value)
-    return v ? run(std::true_type{}, std::true_type{}) : run(std::true_type{}, std::false_type{});
-  return v ? run(std::false_type{}, std::true_type{}) : run(std::false_type{}, std::false_type{});
+    sq = v ? run(std::true_type{}, std::true_type{}) : run(std::true_type{}, std::false_type{});
+  else
+    sq = v ? run(std::false_type{}, std::true_type{}) : run(std::false_type{}, std::false_type{});
+  return detail::row_norm(g, n, sq);
 }
 
+// ||w - w0|| / ||w0|| (or ||w - w0|| when w0 is 0), exact over the dtype's range.
 template <typename T>
 double relative_change(const T* w, const T* w0, std::size_t n, int nt) {
-  const double diff = blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
+  const double diff_sq = blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
     double s = 0.0;
     for (std::size_t k = k0; k < k0 + len; ++k) {
       const double d = static_cast<double>(w[k]) - w0[k];
@@ -87,10 +91,17 @@ double relative_change(const T* w, const T* w0, std::size_t n, int nt) {
     }
     return s;
   });
-  const double base = blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
+  double diff = std::sqrt(diff_sq);
+  if (!detail::plain_sum_is_exact<double>(diff_sq)) {
+    detail::ScaledNorm acc;
+    for (std::size_t k = 0; k < n; ++k) acc.add(static_cast<double>(w[k]) - w0[k]);
+    diff = acc.value();
+  }
+  const double base_sq = blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
     return detail::row_sum_squares(w0 + k0, len);
   });
-  return base > 0.0 ? std::sqrt(diff / base) : std::sqrt(diff);
+  const double base = detail::row_norm(w0, n, base_sq);
+  return base > 0.0 ? diff / base : diff;
 }
 
 template <typename T>
@@ -98,6 +109,14 @@ void gather_rows(const T* src, int cols, const std::int64_t* rows, int count, T*
   for (int i = 0; i < count; ++i)
     std::memcpy(dst + static_cast<std::size_t>(i) * cols,
                 src + static_cast<std::size_t>(rows[i]) * cols, sizeof(T) * cols);
+}
+
+// The loss reads exactly one of the two: labels for cross_entropy, values for mse.
+void check_targets(Loss loss, const void* targets, const std::int64_t* labels) {
+  if (loss == Loss::CrossEntropy && (!labels || targets))
+    throw std::invalid_argument("y: cross_entropy needs integer labels (and no target values)");
+  if (loss == Loss::Mse && (!targets || labels))
+    throw std::invalid_argument("y: mse needs target values (and no labels)");
 }
 
 void check_options(const TrainOptions& o) {
@@ -120,6 +139,7 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
                        const std::int64_t* order, int n, const TrainOptions& o) {
   c.validate();
   check_options(o);
+  check_targets(o.loss, targets, labels);
   const int L = c.depth();
   if (n < 1) throw std::invalid_argument("x: at least one example is needed");
   if (static_cast<int>(params.weights.size()) != L || static_cast<int>(params.biases.size()) != L ||
@@ -176,10 +196,12 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
     seen += count;
     correct += count_correct(predictions.data(), count, n_out, targets ? tb.data() : nullptr,
                              labels ? lb.data() : nullptr);
-    double sq = 0.0;
-    for (int l = 0; l < L; ++l)
-      sq += b.weight_grad_norm[l] * b.weight_grad_norm[l] + b.bias_grad_norm[l] * b.bias_grad_norm[l];
-    const double norm = std::sqrt(sq);
+    detail::ScaledNorm total;
+    for (int l = 0; l < L; ++l) {
+      total.add(b.weight_grad_norm[l]);
+      total.add(b.bias_grad_norm[l]);
+    }
+    const double norm = total.value();
     if (o.grad_format != GradFormat::Native && !std::isfinite(norm)) {
       ++s.skipped_steps;
       s.step_loss.push_back(b.loss);
@@ -192,18 +214,18 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
     double factor = 1.0;
     if (o.clip == ClipKind::Norm && std::isfinite(norm))
       factor = std::min(1.0, o.clip_value / (norm + 1e-6));
-    double clipped_sq = 0.0;
+    detail::ScaledNorm clipped;
     for (int l = 0; l < L; ++l) {
-      clipped_sq += clip_and_step(params.weights[l], momentum ? params.weight_velocity[l] : nullptr,
-                                  gw[l].data(), gw[l].size(), o, factor, nt);
-      clipped_sq += clip_and_step(params.biases[l], momentum ? params.bias_velocity[l] : nullptr,
-                                  gb[l].data(), gb[l].size(), o, factor, nt);
+      clipped.add(clip_and_step(params.weights[l], momentum ? params.weight_velocity[l] : nullptr,
+                                gw[l].data(), gw[l].size(), o, factor, nt));
+      clipped.add(clip_and_step(params.biases[l], momentum ? params.bias_velocity[l] : nullptr,
+                                gb[l].data(), gb[l].size(), o, factor, nt));
       s.weight_grad_norm[l] += b.weight_grad_norm[l];
     }
     for (int l = 0; l <= L; ++l) s.grad_norm[l] += b.grad_norm[l];
     s.step_loss.push_back(b.loss);
     s.step_grad_norm.push_back(norm);
-    s.step_clipped_norm.push_back(std::sqrt(clipped_sq));
+    s.step_clipped_norm.push_back(clipped.value());
     if (s.first_nonfinite_step < 0 && !(std::isfinite(b.loss) && std::isfinite(norm)))
       s.first_nonfinite_step = step;
   }
@@ -245,6 +267,7 @@ Evaluation evaluate(const ChainView<T>& c, const T* x, const T* targets,
   if (n < 1) throw std::invalid_argument("x: at least one example is needed");
   if (loss != Loss::CrossEntropy && loss != Loss::Mse)
     throw std::invalid_argument("loss: evaluation needs 'cross_entropy' or 'mse'");
+  check_targets(loss, targets, labels);
   const int nt = resolve_threads(n_threads);
   const int n_in = c.widths[0], n_out = c.widths.back();
   // Balanced chunks of at most kChunk examples: never a lone last example, which

@@ -4,11 +4,15 @@
 namespace pyjac {
 
 // Number of threads a call may use: n_threads > 0 is taken as given, -1 (or 0
-// after validation upstream) means every core the OpenMP runtime offers.
+// after validation upstream) means every core the OpenMP runtime offers. Throws
+// std::invalid_argument above thread_limit().
 int resolve_threads(int n_threads);
 
+// The most threads a call may ask for: 4x the cores, at least 64, at most 1024.
+int thread_limit();
+
 // Sets OpenBLAS's thread count for the lifetime of the scope and restores it
-// afterwards. Sequential-over-layers kernels give BLAS the whole budget; kernels
+// afterwards, safely under concurrent calls (see threads.cpp). Sequential-over-layers kernels give BLAS the whole budget; kernels
 // that parallelise over independent items with OpenMP give BLAS one thread, so the
 // two pools never multiply.
 class BlasThreadScope {
@@ -19,7 +23,7 @@ class BlasThreadScope {
   BlasThreadScope& operator=(const BlasThreadScope&) = delete;
 
  private:
-  int previous_;
+  int requested_;
 };
 
 int blas_num_threads();

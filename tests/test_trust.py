@@ -1,0 +1,296 @@
+"""Regression tests for the trust issue: no crash, no silent wrong number, nothing of the
+caller's overwritten. Each test failed on the code before the fix it guards."""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+
+import numpy as np
+import pytest
+from reference import forward_backward
+
+import pyjac
+from pyjac import _core
+
+# ---- training reads only the targets it was given ------------------------------------
+
+
+def _reference_accuracy(net, x, y, loss):
+    ref = forward_backward(net.weights, net.biases, net.activations, x)
+    pred = ref["output"].argmax(axis=1)
+    truth = y if loss == "cross_entropy" else np.asarray(y).argmax(axis=1)
+    return float(np.mean(pred == truth))
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
+def test_train_reads_only_its_targets_and_reports_the_true_accuracy(loss):
+    # lr so small that no float64 weight moves: every minibatch's accuracy is that of
+    # the initial net, which numpy computes independently.
+    rng = np.random.default_rng(0)
+    n = 6000
+    x = rng.standard_normal((n, 4))
+    labels = rng.integers(0, 10, n)
+    y = labels if loss == "cross_entropy" else np.eye(10)[labels]
+    net = pyjac.Chain(1, [4, 10], activation="linear", dtype="float64", seed=3)
+    expected = _reference_accuracy(net, x, y, loss)
+    for _ in range(2):  # the same numbers every run
+        h = pyjac.train(net, x, y, epochs=1, batch_size=256, lr=1e-300, loss=loss)
+        assert h.accuracy[0] == pytest.approx(expected, abs=1e-12)
+        assert h.accuracy[1] == pytest.approx(expected, abs=1e-12)
+
+
+def test_train_on_sixty_thousand_examples_does_not_crash():
+    rng = np.random.default_rng(1)
+    net = pyjac.Chain(1, [4, 10], dtype="float64")
+    h = pyjac.train(net, rng.standard_normal((60000, 4)), rng.integers(0, 10, 60000), epochs=1,
+                    batch_size=256)
+    assert np.isfinite(h.loss).all()
+
+
+# ---- n_threads -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("call", [
+    lambda n: pyjac.Chain(2, 8).backprop(np.ones((2, 8)), n_threads=n),
+    lambda n: pyjac.Chain(2, 8).spectral_norm(np.ones(8), n_threads=n),
+    lambda n: pyjac.spectral_norm(np.eye(3), n_threads=n),
+    lambda n: pyjac.Recurrent(4).lyapunov_exponents(steps=5, n_threads=n),
+    lambda n: pyjac.Recurrent(4).backprop(steps=3, n_threads=n),
+    lambda n: pyjac.train(pyjac.Chain(1, [2, 2]), np.ones((4, 2)), np.zeros(4, int), n_threads=n),
+])
+@pytest.mark.parametrize("bad", [100000, 2**31 - 1])
+def test_absurd_thread_counts_are_refused(call, bad):
+    with pytest.raises(ValueError, match="n_threads"):
+        call(bad)
+
+
+@pytest.mark.parametrize("bad", [2.0, "2", True])
+def test_thread_counts_must_be_integers(bad):
+    with pytest.raises(TypeError, match="n_threads"):
+        pyjac.Chain(2, 8).backprop(np.ones((2, 8)), n_threads=bad)
+
+
+def test_thread_limit_is_sane():
+    cores = os.cpu_count() or 1
+    assert 64 <= _core.thread_limit() <= 1024
+    assert _core.thread_limit() >= min(1024, 4 * cores)
+
+
+# ---- nothing of the caller's is modified ---------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_from_weights_copies_so_training_leaves_the_callers_arrays(dtype):
+    rng = np.random.default_rng(2)
+    W = [rng.standard_normal((6, 4)).astype(dtype), rng.standard_normal((3, 6)).astype(dtype)]
+    B = [np.zeros(6, dtype), np.zeros(3, dtype)]
+    before = [w.copy() for w in W + B]
+    net = pyjac.Chain.from_weights(W, B, activation="tanh")
+    pyjac.train(net, rng.standard_normal((32, 4)), rng.integers(0, 3, 32), epochs=2, lr=0.5)
+    for a, b in zip(W + B, before):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(net.weights[0], before[0])  # the chain's own copy trained
+
+
+def test_from_weights_copy_false_shares_the_callers_arrays():
+    W = [np.ones((3, 3), np.float32)]
+    net = pyjac.Chain.from_weights(W, copy=False)
+    assert net.weights[0] is W[0]
+    with pytest.raises(TypeError, match="copy"):
+        pyjac.Chain.from_weights(W, copy="no")
+
+
+def test_recurrent_from_weights_copies():
+    W = np.eye(4) * 0.5
+    rnn = pyjac.Recurrent.from_weights(W)
+    assert not np.shares_memory(rnn.W, W)
+    rnn.W[0, 0] = 7.0
+    assert W[0, 0] == 0.5
+    shared = pyjac.Recurrent.from_weights(W, copy=False)
+    assert np.shares_memory(shared.W, W)
+
+
+# ---- files: never through a planted symlink ------------------------------------------
+
+def _plant_symlinks(directory, victim, names):
+    for name in names:
+        os.symlink(victim, directory / name)
+
+
+def test_results_save_never_follows_a_symlink(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    res = pyjac.sweep(depth=3, width=4, batch=2, cache=False, progress=False)
+    out = tmp_path / "r.npz"
+    # the names a predictable temporary file would have had
+    _plant_symlinks(tmp_path, victim, ["r.npz.tmp", ".r.npz.tmp"])
+    res.save(out, format="npz")
+    assert victim.read_text() == "precious"
+    back = pyjac.Results.load(out)
+    np.testing.assert_array_equal(back["grad_norm"], res["grad_norm"])
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
+
+
+def test_save_onto_a_directory_leaves_no_temporary_file(tmp_path):
+    res = pyjac.sweep(depth=3, width=4, batch=2, cache=False, progress=False)
+    target = tmp_path / "out.npz"
+    target.mkdir()
+    with pytest.raises(OSError):
+        res.save(target, format="npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npz"]
+
+
+def test_cache_never_follows_a_symlink_and_detects_damage(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    config = dict(activation="tanh", depth=3, width=4, batch=2)
+    pyjac.sweep(**config, cache=cache, progress=False)
+    keys = [p.stem for p in cache.glob("*.npz")]
+    for p in cache.glob("*.npz"):
+        p.unlink()
+    # the names the cache's temporary files used to have
+    _plant_symlinks(cache, victim, [f".{key}.{os.getpid()}.tmp" for key in keys])
+    first = pyjac.sweep(**config, cache=cache, progress=False)
+    assert victim.read_text() == "precious"
+    entries = sorted(cache.glob("*.npz"))
+    assert entries
+    for entry in entries:  # flip one byte in the middle of each entry
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        entry.write_bytes(bytes(data))
+    with pytest.warns(RuntimeWarning, match="damaged"):
+        again = pyjac.sweep(**config, cache=cache, progress=False)
+    np.testing.assert_array_equal(first["grad_norm"], again["grad_norm"])
+
+
+# ---- float64 norms over the whole range ----------------------------------------------
+
+def _linear_chain():
+    return pyjac.Chain(2, 8, activation="linear", init="orthogonal", dtype="float64", seed=4)
+
+
+@pytest.mark.parametrize("e", [-540, -300, 300, 520])
+def test_gradient_norms_scale_exactly_with_the_gradient(e):
+    # Every gradient norm of a linear chain is homogeneous in grad_output: scaling it by
+    # 2^e scales each norm by exactly 2^e, which numpy's reference gives at e = 0.
+    net = _linear_chain()
+    rng = np.random.default_rng(5)
+    x, g = rng.standard_normal((3, 8)), rng.standard_normal((3, 8))
+    ref = forward_backward(net.weights, net.biases, net.activations, x, loss="grad_output",
+                           grad_output=g)
+    r = net.backprop(x, grad_output=g * 2.0**e)
+    scale = 2.0**e
+    for name in ("grad_norm", "weight_grad_norm", "bias_grad_norm",
+                 "per_example_weight_grad_norm"):
+        np.testing.assert_allclose(getattr(r, name) / scale, ref[name], rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("e", [-540, 520])
+def test_activation_scale_does_not_break_per_example_norms(e):
+    # ||dz_i|| ||h_i|| with h_i of size 2^520: the squares of h overflow, the norm does not.
+    net = _linear_chain()
+    x = np.ones((2, 8)) * 2.0**e
+    r = net.backprop(x, grad_output=np.ones((2, 8)))
+    # orthogonal layers keep ||h_i|| = sqrt(8) 2^e; dz_i = ones, ||dz_i|| = sqrt(8)
+    np.testing.assert_allclose(r.per_example_weight_grad_norm, 8.0 * 2.0**e, rtol=1e-12)
+    assert np.isfinite(r.weight_grad_norm).all()
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu", "tanh"])
+def test_subnormal_inputs_give_finite_norms(activation):
+    net = pyjac.Chain(2, 4, activation=activation, dtype="float64", seed=0)
+    x = np.full((2, 4), 1e-310)
+    r = net.backprop(x)
+    ref = forward_backward(net.weights, net.biases, net.activations, x * 2.0**600)
+    assert r.first_nonfinite_layer is None
+    for name in ("weight_grad_norm", "bias_grad_norm", "grad_norm"):
+        assert np.isfinite(getattr(r, name)).all(), name
+    # The linear chain is homogeneous: dL/dh = h_L-like terms scale as |x| (subnormal
+    # inputs keep ~44 bits, hence the tolerance); compare with the reference at a
+    # representable scale.
+    if activation == "linear":
+        np.testing.assert_allclose(r.grad_norm * 2.0**600, ref["grad_norm"], rtol=1e-9)
+        np.testing.assert_allclose(r.bias_grad_norm * 2.0**600, ref["bias_grad_norm"],
+                                   rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype,bad", [("float64", 1e-320), ("float32", 1e-46),
+                                       ("float32", 1e39), ("float64", 1e308)])
+def test_loss_scale_outside_the_dtypes_range_is_refused(dtype, bad):
+    # 1e308 itself is finite, but its inverse, by which every norm is multiplied, is not
+    # a normal float64.
+    net = pyjac.Chain(2, 4, dtype=dtype)
+    with pytest.raises(ValueError, match="loss_scale"):
+        net.backprop(np.ones((2, 4)), loss_scale=bad)
+    with pytest.raises(ValueError, match="loss_scale"):
+        pyjac.train(net, np.ones((4, 4)), np.zeros(4, int), loss_scale=bad)
+
+
+def test_spectral_norm_of_a_huge_matrix_is_exact_in_log():
+    r = pyjac.spectral_norm(np.full((2, 4), 1e308))
+    # sigma_max of a rank-one constant matrix: 1e308 * sqrt(2 * 4)
+    assert r.log_value == pytest.approx(math.log(1e308) + 0.5 * math.log(8.0), rel=1e-12)
+    tiny = pyjac.spectral_norm(np.full((3, 3), 1e-310))
+    assert tiny.log_value == pytest.approx(math.log(1e-310) + math.log(3.0), rel=1e-10)
+
+
+def test_chi1_of_tanh_at_huge_weight_variance():
+    # q* ~ sigma_w2 (tanh^2 -> 1), and E[sech^4(sqrt(q) z)] -> (4/3) / sqrt(2 pi q)
+    sw = 1e20
+    q = pyjac.theory.q_star("tanh", sw, 0.0)
+    assert q == pytest.approx(sw, rel=1e-8)
+    expected = sw * (4.0 / 3.0) / math.sqrt(2 * math.pi * q)
+    assert pyjac.theory.chi1("tanh", sw, 0.0) == pytest.approx(expected, rel=1e-6)
+
+
+# ---- recurrent norms ---------------------------------------------------------------
+
+def test_chaotic_rnn_norms_stay_finite_and_match_the_kept_gradient():
+    rnn = pyjac.Recurrent(32, spectral_radius=3.0, dtype="float64", seed=1)
+    h0 = np.random.default_rng(0).standard_normal((4, 32)) * 0.5
+    rr = rnn.backprop(steps=2000, h0=h0, keep_grads=True)
+    assert rr.first_nonfinite_step is None
+    assert np.isfinite(rr.grad_norm).all() and rr.grad_norm[0] > 1e200
+    W = rr.weight_grads["W"]
+    expected = np.linalg.norm(W / 2.0**700) * 2.0**700
+    assert rr.weight_grad_norm["W"] == pytest.approx(expected, rel=1e-12)
+    assert rr.grad_norm[0] == pytest.approx(np.linalg.norm(rr.h0_grad / 2.0**700) * 2.0**700,
+                                            rel=1e-12)
+    clipped = rnn.backprop(steps=2000, h0=h0, clip=("norm", 1.0), keep_grads=True)
+    assert clipped.clipped_grad_norm == pytest.approx(1.0, rel=1e-9)
+    got = np.sqrt(sum(np.sum(a.astype(np.float64) ** 2) for a in clipped.weight_grads.values()
+                      if a is not None))
+    assert got == pytest.approx(1.0, rel=1e-9)
+
+
+# ---- concurrency -------------------------------------------------------------------
+
+def test_concurrent_calls_match_serial_and_leave_blas_settings():
+    before = _core.blas_num_threads()
+    rnn = pyjac.Recurrent(48, dtype="float32", seed=3)
+    net = pyjac.Chain(6, 48, activation="tanh", seed=2)
+    x = np.random.default_rng(4).standard_normal((8, 48))
+    calls = [
+        lambda: rnn.jacobian_norms(steps=20).log_spectral_norm,
+        lambda: rnn.backprop(steps=20, h0=np.ones((4, 48))).grad_norm,
+        lambda: net.backprop(x).grad_norm,
+        lambda: net.jacobian_norms(x[0]).log_frobenius_norm,
+    ]
+    serial = [c() for c in calls]
+    mismatches = []
+
+    def worker(k):
+        for i in range(60):
+            j = (i + k) % len(calls)
+            if not np.array_equal(calls[j](), serial[j]):
+                mismatches.append(j)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert mismatches == []
+    assert _core.blas_num_threads() == before
