@@ -294,3 +294,92 @@ def test_concurrent_calls_match_serial_and_leave_blas_settings():
         t.join()
     assert mismatches == []
     assert _core.blas_num_threads() == before
+
+
+# ---- Ctrl-C ------------------------------------------------------------------------
+
+_INTERRUPT_SCRIPT = r"""
+import os, signal, sys, threading, time
+import numpy as np
+import pyjac
+
+def run(call):
+    fired = []
+    def fire():
+        fired.append(time.perf_counter())
+        os.kill(os.getpid(), signal.SIGINT)
+    timer = threading.Timer(0.3, fire)
+    timer.start()
+    start = time.perf_counter()
+    try:
+        call()
+    except KeyboardInterrupt:
+        print(f"interrupted {time.perf_counter() - fired[0]:.3f}", flush=True)
+    else:
+        print(f"finished {time.perf_counter() - start:.3f}", flush=True)
+    timer.cancel()
+
+x = np.random.default_rng(0).standard_normal((128, 512)).astype(np.float32)
+net = pyjac.Chain(2000, 512, activation="tanh")
+before = [w.copy() for w in net.weights[:2]]
+run(lambda: net.backprop(x))
+run(lambda: pyjac.Chain(2000, 512, norm="layernorm").backprop(x))
+run(lambda: pyjac.Chain(20000, 64, activation="tanh", init="orthogonal").jacobian_norms(
+    np.ones(64), singular_values_at=[20000]))
+run(lambda: pyjac.Recurrent(256).backprop(steps=20000, h0=np.ones((64, 256))))
+run(lambda: pyjac.Recurrent(256).backprop(steps=40000, h0=np.ones((8, 256))))
+run(lambda: net.spectral_norm(x[0], iters=10**6, tol=1e-300))
+run(lambda: pyjac.train(pyjac.Chain(20, 256), np.ones((20000, 256)), np.zeros(20000, int),
+                        epochs=100))
+print("unchanged", all(np.array_equal(a, b) for a, b in zip(before, net.weights[:2])))
+"""
+
+
+def test_long_calls_answer_ctrl_c_within_half_a_second(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "interrupt.py"
+    script.write_text(_INTERRUPT_SCRIPT)
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=600, check=True).stdout.split("\n")
+    results = [line.split() for line in out if line.startswith(("interrupted", "finished"))]
+    assert len(results) == 7, out
+    for kind, seconds in results:
+        # a call that ends before the signal is no failure of the interrupt; one that
+        # ran on must have stopped within 0.5 s of it
+        assert kind == "interrupted" or float(seconds) < 0.3, out
+        if kind == "interrupted":
+            assert float(seconds) < 0.5, out
+    assert "unchanged True" in out
+
+
+_SWEEP_SCRIPT = r"""
+import pyjac
+if __name__ == "__main__":
+    print("go", flush=True)
+    pyjac.sweep(activation=["tanh", "relu", "sigmoid", "linear"], sigma_w2=[0.5, 1, 2, 3],
+                depth=400, width=256, batch=64, seeds=3, n_jobs=2, cache=False,
+                progress=False)
+    print("finished", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="needs process groups")
+def test_parallel_sweep_stops_its_workers_on_ctrl_c(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "sweep_interrupt.py"
+    script.write_text(_SWEEP_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout.readline().strip() == "go"
+    time.sleep(2.0)
+    start = time.perf_counter()
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, err = proc.communicate(timeout=60)
+    assert time.perf_counter() - start < 2.0
+    assert err.strip().splitlines()[-1] == "KeyboardInterrupt", err[-2000:]

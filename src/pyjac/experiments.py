@@ -19,12 +19,15 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -663,6 +666,11 @@ def _cpu_count() -> int:
 
 def _worker_init() -> None:  # pragma: no cover - runs in the pool's processes
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # Ctrl-C reaches the whole process group: the parent alone answers it (and stops
+    # the workers), so that workers neither print tracebacks nor half-finish tasks.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _worker(task: tuple[dict[str, Any], int, int]) -> dict[str, np.ndarray]:
@@ -696,13 +704,48 @@ def _execute(tasks: list[tuple[dict[str, Any], int]], n_jobs: int, progress: Pro
     # "spawn": a forked child would inherit the parent's OpenMP thread pool in a broken
     # state (libgomp is not fork-safe once its threads have run).
     ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx,
-                             initializer=_worker_init) as pool:
-        futures = {pool.submit(_worker, (config, seed, threads)): i
-                   for i, (config, seed) in enumerate(tasks)}
+    pool = ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx, initializer=_worker_init)
+    try:
+        # The workers start during the submits: SIGINT stays blocked meanwhile, so that
+        # they inherit the mask (a worker still importing would otherwise die of Ctrl-C
+        # and break the pool); a Ctrl-C then arrives here when it is unblocked.
+        with _sigint_blocked():
+            futures = {pool.submit(_worker, (config, seed, threads)): i
+                       for i, (config, seed) in enumerate(tasks)}
         for fut in as_completed(futures):
             on_result(futures[fut], fut.result())
             progress.update()
+    except BaseException:
+        # Ctrl-C (or any error): drop what is queued and stop the workers now, rather
+        # than wait for every running task as the executor's own exit would.
+        _stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not \
+            threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in processes:
+        proc.join(timeout=1.0)
+        if proc.is_alive():
+            proc.kill()
 
 
 def sweep(

@@ -1,6 +1,7 @@
 #include <pybind11/stl.h>
 
 #include "arrays.hpp"
+#include "release_gil.hpp"
 #include "chain_view.hpp"
 #include "pyjac/chain.hpp"
 #include "pyjac/init.hpp"
@@ -23,10 +24,7 @@ py::list init_weights_typed(const std::vector<int>& widths, const InitOptions& o
     weights.append(w);
     biases.append(b);
   }
-  {
-    py::gil_scoped_release release;
-    init_chain<T>(widths, options, wp, bp);
-  }
+  release_gil([&] { init_chain<T>(widths, options, wp, bp); });
   py::list result;
   result.append(weights);
   result.append(biases);
@@ -114,11 +112,7 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
     }
   }
   BackpropStats s;
-  {
-    py::gil_scoped_release release;
-    s = backprop<T>(chain, x.data(), batch, targets.values_ptr(), targets.labels_ptr(), options,
-                    outputs);
-  }
+  s = release_gil([&] { return backprop<T>(chain, x.data(), batch, targets.values_ptr(), targets.labels_ptr(), options, outputs); });
   py::dict r;
   r["loss"] = s.loss;
   r["grad_norm"] = to_numpy(s.grad_norm);
@@ -169,11 +163,7 @@ py::tuple round_typed(const py::array& values, GradFormat format) {
   py::array_t<T> out(in.request().shape);
   std::copy(in.data(), in.data() + in.size(), out.mutable_data());
   RoundingCounts counts;
-  {
-    py::gil_scoped_release release;
-    counts = round_to_format(out.mutable_data(), static_cast<std::size_t>(out.size()), format,
-                             resolve_threads(-1));
-  }
+  counts = release_gil([&] { return round_to_format(out.mutable_data(), static_cast<std::size_t>(out.size()), format, resolve_threads(-1)); });
   return py::make_tuple(out, counts.underflow, counts.overflow);
 }
 

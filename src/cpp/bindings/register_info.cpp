@@ -1,4 +1,5 @@
 #include "arrays.hpp"
+#include "release_gil.hpp"
 #include "pyjac/calibrate.hpp"
 #include "pyjac/threads.hpp"
 
@@ -11,8 +12,7 @@ void register_info(py::module_& m) {
   m.def(
       "gemm_gflops",
       [](int n, int repeats, int n_threads, bool single) {
-        py::gil_scoped_release release;
-        return gemm_gflops(n, repeats, n_threads, single);
+        return release_gil([&] { return gemm_gflops(n, repeats, n_threads, single); });
       },
       py::arg("n") = 2048, py::arg("repeats") = 3, py::arg("n_threads") = -1,
       py::arg("single") = true,
@@ -20,8 +20,7 @@ void register_info(py::module_& m) {
   m.def(
       "backprop_blas_seconds",
       [](int depth, int width, int batch, int repeats, int n_threads) {
-        py::gil_scoped_release release;
-        return backprop_blas_seconds(depth, width, batch, repeats, n_threads);
+        return release_gil([&] { return backprop_blas_seconds(depth, width, batch, repeats, n_threads); });
       },
       py::arg("depth"), py::arg("width"), py::arg("batch"), py::arg("repeats") = 5,
       py::arg("n_threads") = -1,

@@ -1,6 +1,7 @@
 #include <pybind11/stl.h>
 
 #include "arrays.hpp"
+#include "release_gil.hpp"
 #include "chain_view.hpp"
 #include "pyjac/jacobian.hpp"
 
@@ -26,10 +27,7 @@ py::array jacobian_typed(const py::sequence& weights, const py::sequence& biases
   const int rows = c.view.widths[depth], cols = c.view.widths[0];
   py::array_t<T> out({rows, cols});
   T* dst = out.mutable_data();
-  {
-    py::gil_scoped_release release;
-    chain_jacobian<T>(c.view, x.data(), depth, dst, n_threads);
-  }
+  release_gil([&] { chain_jacobian<T>(c.view, x.data(), depth, dst, n_threads); });
   return out;
 }
 
@@ -47,10 +45,7 @@ py::dict norms_typed(const py::sequence& weights, const py::sequence& biases,
   o.tol = tol;
   o.n_threads = n_threads;
   ChainProductResult res;
-  {
-    py::gil_scoped_release release;
-    res = chain_jacobian_norms<T>(c.view, x.data(), o);
-  }
+  res = release_gil([&] { return chain_jacobian_norms<T>(c.view, x.data(), o); });
   py::dict r;
   r["log_spectral_norm"] = to_numpy(res.product.log_spectral_norm);
   r["log_frobenius_norm"] = to_numpy(res.product.log_frobenius_norm);
@@ -79,10 +74,7 @@ py::dict lyapunov_typed(const py::sequence& weights, const py::sequence& biases,
   auto x = single_input<T>(x_in, c.view.widths[0]);
   std::vector<double> exponents;
   int first = -1;
-  {
-    py::gil_scoped_release release;
-    exponents = chain_lyapunov_exponents<T>(c.view, x.data(), k, seed, n_threads, &first);
-  }
+  exponents = release_gil([&] { return chain_lyapunov_exponents<T>(c.view, x.data(), k, seed, n_threads, &first); });
   py::dict r;
   r["exponents"] = to_numpy(exponents);
   r["first_nonfinite_layer"] = index_or_none(first);

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "arrays.hpp"
+#include "release_gil.hpp"
 #include "pyjac/recurrent.hpp"
 
 namespace pyjac::bindings {
@@ -87,10 +88,7 @@ py::tuple recurrent_init(const std::string& cell_name_in, int width, int input_s
     T* wp = W.mutable_data();
     T* up = U.mutable_data();
     T* bp = b.mutable_data();
-    {
-      py::gil_scoped_release release;
-      init_recurrent<T>(cell, width, input_size, o, wp, up, bp);
-    }
+    release_gil([&] { init_recurrent<T>(cell, width, input_size, o, wp, up, bp); });
     return py::make_tuple(W, U, b);
   };
   if (dtype == "float32") return run(float{});
@@ -194,10 +192,7 @@ py::dict backprop_typed(const std::string& cell, const py::object& W_in, const p
     }
   }
   RecurrentBackpropStats s;
-  {
-    py::gil_scoped_release release;
-    s = recurrent_backprop<T>(p.view, in, go ? go.data() : nullptr, o, out);
-  }
+  s = release_gil([&] { return recurrent_backprop<T>(p.view, in, go ? go.data() : nullptr, o, out); });
   py::dict r;
   r["loss"] = s.loss;
   r["grad_norm"] = to_numpy(s.grad_norm);
@@ -261,10 +256,7 @@ py::dict jacobian_typed(const std::string& cell, const py::object& W_in, const p
   CArray<T> xs, h0, c0;
   RecurrentInputs<T> in = make_inputs(p.view, xs_in, steps, h0_in, c0_in, xs, h0, c0);
   RecurrentJacobianNorms r;
-  {
-    py::gil_scoped_release release;
-    r = recurrent_jacobian_norms<T>(p.view, in, n_threads);
-  }
+  r = release_gil([&] { return recurrent_jacobian_norms<T>(p.view, in, n_threads); });
   py::dict d;
   d["log_spectral_norm"] = to_numpy(r.log_spectral_norm);
   d["log_frobenius_norm"] = to_numpy(r.log_frobenius_norm);
@@ -281,10 +273,7 @@ py::dict lyapunov_typed(const std::string& cell, const py::object& W_in, const p
   CArray<T> xs, h0, c0;
   RecurrentInputs<T> in = make_inputs(p.view, xs_in, steps, h0_in, c0_in, xs, h0, c0);
   RecurrentLyapunov r;
-  {
-    py::gil_scoped_release release;
-    r = recurrent_lyapunov<T>(p.view, in, k, seed, n_threads);
-  }
+  r = release_gil([&] { return recurrent_lyapunov<T>(p.view, in, k, seed, n_threads); });
   py::dict d;
   d["exponents"] = to_numpy(r.exponents);
   d["first_nonfinite_step"] = index_or_none(r.first_nonfinite_step);

@@ -1,6 +1,7 @@
 #include <pybind11/stl.h>
 
 #include "arrays.hpp"
+#include "release_gil.hpp"
 #include "chain_view.hpp"
 #include "pyjac/spectral.hpp"
 
@@ -43,10 +44,7 @@ py::dict matrix_typed(const py::array& a_in, int iters, double tol, std::uint64_
   const int rows = static_cast<int>(a.shape(0)), cols = static_cast<int>(a.shape(1));
   const auto o = options(iters, tol, seed, n_threads);
   PowerIterationResult r;
-  {
-    py::gil_scoped_release release;
-    r = matrix_spectral_norm<T>(a.data(), rows, cols, o);
-  }
+  r = release_gil([&] { return matrix_spectral_norm<T>(a.data(), rows, cols, o); });
   return to_dict({r});
 }
 
@@ -60,10 +58,7 @@ py::dict chain_typed(const py::sequence& weights, const py::sequence& biases,
   const auto o = options(iters, tol, seed, n_threads);
   std::vector<PowerIterationResult> rs;
   int first = -1;
-  {
-    py::gil_scoped_release release;
-    rs = chain_spectral_norm<T>(c.view, x.data(), per_layer, o, &first);
-  }
+  rs = release_gil([&] { return chain_spectral_norm<T>(c.view, x.data(), per_layer, o, &first); });
   py::dict d = to_dict(rs);
   d["first_nonfinite_layer"] = index_or_none(first);
   return d;
@@ -95,8 +90,7 @@ double spectral_radius_py(const py::array& a_in) {
   if (!a || a.ndim() != 2 || a.shape(0) != a.shape(1))
     throw std::invalid_argument("matrix: expected a square 2-D array");
   const int n = static_cast<int>(a.shape(0));
-  py::gil_scoped_release release;
-  return spectral_radius(a.data(), n);
+  return release_gil([&] { return spectral_radius(a.data(), n); });
 }
 
 }  // namespace

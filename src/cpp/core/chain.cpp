@@ -17,6 +17,7 @@
 #include "norm_layers.hpp"
 #include "pyjac/activation.hpp"
 #include "pyjac/blas.hpp"
+#include "pyjac/interrupt.hpp"
 #include "pyjac/precision.hpp"
 #include "pyjac/threads.hpp"
 #include "reduce.hpp"
@@ -395,6 +396,7 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
     s.activation_norm[0] = n0.norm;
   }
   for (int l = 0; l < L; ++l) {
+    check_interrupt();
     const int n = c.widths[l + 1];
     const std::size_t total = static_cast<std::size_t>(batch) * n;
     tape.h[l] = make_buffer<T>(total);
@@ -445,6 +447,7 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
   double* dz_row_sq = ws.row_a.data();
   double* bias_grad = ws.column.data();
   for (int l = L - 1; l >= 0; --l) {
+    check_interrupt();
     const int n_in = c.widths[l], n_out = c.widths[l + 1];
     const T* h_in = tape.layer_input(l);
     T* dzl = dz.get();
@@ -525,6 +528,7 @@ void forward(const ChainView<T>& c, const T* x, int batch, T* out, int n_threads
   Scratch ws(batch, widest);
   const T* h_in = x;
   for (int l = 0; l < c.depth(); ++l) {
+    check_interrupt();
     T* h_out = (l % 2 == 0) ? a.get() : b.get();
     T* pre = needs_preactivations(c, l) ? u.get() : h_out;
     forward_layer(c, l, batch, h_in, pre, h_out, inv_std.get(), row_sq.data(), ws, nt);

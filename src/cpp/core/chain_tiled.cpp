@@ -10,10 +10,13 @@
 #include <cstring>
 #include <vector>
 
+#include <omp.h>
+
 #include "chain_common.hpp"
 #include "chain_tiled_forward.hpp"
 #include "layer_grid.hpp"
 #include "pyjac/blas.hpp"
+#include "pyjac/interrupt.hpp"
 #include "pyjac/precision.hpp"
 #include "pyjac/threads.hpp"
 #include "reduce.hpp"
@@ -398,6 +401,7 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
   {
     BlasThreadScope single(1);
     const BackwardState<T>& cst = st;
+    TeamInterrupt interrupt;
 #pragma omp parallel num_threads(nt)
     {
       const int first = parts[L - 1].dz_grid.count();
@@ -405,11 +409,14 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
       for (int t = 0; t < first; ++t)
         dz_tile(cst, L - 1, parts[L - 1].dz_grid.at(t), t, parts[L - 1]);
       for (int l = L - 1; l >= 0; --l) {
+        if (interrupt.stop(L - 1 - l)) break;  // the whole team, at the same layer
+        if (omp_get_thread_num() == 0) interrupt.decide(L - 1 - l);
         const int count = tasks[l].count();
 #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < count; ++task) run_task(cst, l, tasks[l], task, parts);
       }
     }
+    interrupt.rethrow();
   }
   if (parts[0].ghost)
     parts[0].ghost_sq = lower_gram_contraction(st.gram_dz[0], st.gram_h[0], batch);

@@ -7,6 +7,7 @@
 #include "chain_common.hpp"
 #include "pyjac/activation.hpp"
 #include "pyjac/blas.hpp"
+#include "pyjac/interrupt.hpp"
 #include "pyjac/threads.hpp"
 #include "reduce.hpp"
 
@@ -70,10 +71,13 @@ void forward_region(const ChainView<T>& c, int batch, const std::vector<const T*
                     const std::vector<T*>& pre, const std::vector<T*>& out,
                     std::vector<ForwardParts>& parts, T* scratch, int widest, int nt) {
   const int L = c.depth();
+  TeamInterrupt interrupt;
 #pragma omp parallel num_threads(nt)
   {
     T* d = scratch + static_cast<std::size_t>(omp_get_thread_num()) * widest;
     for (int l = 0; l < L; ++l) {
+      if (interrupt.stop(l)) break;  // the whole team, at the same layer
+      if (omp_get_thread_num() == 0) interrupt.decide(l);
       const int tiles = parts[l].grid.count();
 #pragma omp for schedule(dynamic, 1)
       for (int t = 0; t < tiles; ++t) {
@@ -82,6 +86,7 @@ void forward_region(const ChainView<T>& c, int batch, const std::vector<const T*
       }
     }
   }
+  interrupt.rethrow();
 }
 
 void reset_forward_parts(const std::vector<int>& widths, int batch,

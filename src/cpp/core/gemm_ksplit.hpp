@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "pyjac/blas.hpp"
+#include "pyjac/interrupt.hpp"
 #include "tiled_blas.hpp"
 
 namespace pyjac::detail {
@@ -29,13 +30,16 @@ void gemm_tn_ksplit(int n_threads, int m, int n, int k, const T* a, int lda, con
   }
   const std::size_t mn = static_cast<std::size_t>(m) * n;
   std::vector<T> partial(mn * chunks);
+  TeamInterrupt interrupt;  // a long k takes seconds: stop between chunks
 #pragma omp parallel for num_threads(std::min(n_threads, chunks)) schedule(static)
   for (int i = 0; i < chunks; ++i) {
+    if (interrupt.requested()) continue;
     const int k0 = i * chunk, len = std::min(chunk, k - k0);
     blas::gemm(blas::Trans::Yes, blas::Trans::No, m, n, len, T(1),
                a + static_cast<std::size_t>(k0) * lda, lda, b + static_cast<std::size_t>(k0) * ldb,
                ldb, T(0), partial.data() + i * mn, n);
   }
+  interrupt.rethrow();
 #pragma omp parallel for num_threads(n_threads) schedule(static)
   for (int r = 0; r < m; ++r) {
     T* cr = c + static_cast<std::size_t>(r) * ldc;

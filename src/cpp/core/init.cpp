@@ -9,6 +9,7 @@
 
 #include "haar.hpp"
 #include "pyjac/rng.hpp"
+#include "pyjac/interrupt.hpp"
 #include "pyjac/threads.hpp"
 
 namespace pyjac {
@@ -85,8 +86,10 @@ void init_chain(const std::vector<int>& widths, const InitOptions& options,
   // single-threaded LAPACK inside gives the same numbers at any thread count.
   BlasThreadScope blas_scope(1);
   std::exception_ptr error;
+  TeamInterrupt interrupt;  // no barriers: every thread skips the layers left
 #pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
   for (int l = 0; l < depth; ++l) {
+    if (interrupt.requested()) continue;
     try {
       init_layer(l, widths[l], widths[l + 1], options, weights[l], biases[l]);
     } catch (...) {
@@ -95,6 +98,7 @@ void init_chain(const std::vector<int>& widths, const InitOptions& options,
     }
   }
   if (error) std::rethrow_exception(error);
+  interrupt.rethrow();
 }
 
 template void init_chain<float>(const std::vector<int>&, const InitOptions&,

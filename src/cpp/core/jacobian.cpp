@@ -1,5 +1,6 @@
 // Feed-forward chains at one input: the explicit input-output Jacobian, the norms
 // of the Jacobian product at every depth, and Lyapunov exponents.
+#include "pyjac/interrupt.hpp"
 #include "pyjac/jacobian.hpp"
 
 #include <algorithm>
@@ -43,12 +44,14 @@ void chain_jacobian(const ChainView<T>& c, const T* x, int depth, T* out, int n_
   for (int i = 0; i < k; ++i) cur[static_cast<std::size_t>(i) * k + i] = T(1);
   if (reverse) {
     for (int l = depth - 1; l >= 0; --l) {
+      check_interrupt();
       detail::apply_layer_transpose(lin, l, cur.data(), k, next.data(), nt);
       cur.swap(next);
     }
     std::memcpy(out, cur.data(), sizeof(T) * static_cast<std::size_t>(nd) * n0);
   } else {
     for (int l = 0; l < depth; ++l) {
+      check_interrupt();
       detail::apply_layer(lin, l, cur.data(), k, next.data(), nt);
       cur.swap(next);
     }

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "norm_layers.hpp"
+#include "pyjac/interrupt.hpp"
 #include "pyjac/activation.hpp"
 #include "pyjac/blas.hpp"
 #include "reduce.hpp"
@@ -69,6 +70,7 @@ Linearization<T> linearize(const ChainView<T>& c, const T* x, int layers, int nt
   std::vector<T> h(x, x + c.widths[0]), z(widest);
   const T branch = c.residual ? static_cast<T>(c.residual_scale) : T(1);
   for (int l = 0; l < layers; ++l) {
+    check_interrupt();
     const int n_in = c.widths[l], n_out = c.widths[l + 1];
     std::memcpy(z.data(), c.biases[l], sizeof(T) * n_out);
     tiled_gemv(Trans::No, n_out, n_in, T(1), c.weights[l], n_in, h.data(), T(1), z.data(), nt);

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "linearize.hpp"
+#include "pyjac/interrupt.hpp"
 #include "pyjac/blas.hpp"
 #include "pyjac/jacobian.hpp"
 #include "pyjac/threads.hpp"
@@ -140,6 +141,7 @@ void run_product(const std::vector<int>& widths, const BlockApply<T>& apply,
   double log_scale = 0.0;
   const bool measuring = o.norms || !o.singular_values_at.empty();
   for (int t = 0; t < steps; ++t) {
+    check_interrupt();
     const int n = widths[t + 1];
     const std::size_t size = static_cast<std::size_t>(n0) * n;
     apply(t, cur.data(), n0, next.data());
@@ -193,6 +195,7 @@ void run_qr(const std::vector<int>& widths, const BlockApply<T>& apply, const Pr
   bool zero = false;
   int kq = k;
   for (int t = 0; t < steps; ++t) {
+    check_interrupt();
     const int m = widths[t + 1];
     apply(t, q.data(), kq, a.data());
     const int kn = std::min(m, kq);

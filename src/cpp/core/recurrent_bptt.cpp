@@ -9,6 +9,7 @@
 
 #include <omp.h>
 
+#include "pyjac/interrupt.hpp"
 #include "pyjac/blas.hpp"
 #include "pyjac/recurrent.hpp"
 #include "pyjac/threads.hpp"
@@ -265,13 +266,14 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   T* const buf0 = g.get();
   T* const buf1 = g_prev.get();
   const bool par = nt > 1 && worth_parallel(static_cast<std::size_t>(B) * Gn * 16);
-  if (by_rows) {
-    parallel_for(groups, nt, par, [&](int grp) {
+  TeamInterrupt interrupt;
+  if (by_rows) {  // no barriers: each group stops at its next step
+    detail::parallel_for_interruptible(groups, nt, par, interrupt, [&](int grp) {
       const int i0 = grp * detail::kRowGroup, rows = std::min(detail::kRowGroup, B - i0);
       g_sq[static_cast<std::size_t>(steps) * parts + grp] = sum_part(buf0, i0, rows, 0, nb);
       T* g_t = buf0;
       T* g_p = buf1;
-      for (int t = steps; t >= 1; --t) {
+      for (int t = steps; t >= 1 && !interrupt.requested(); --t) {
         phase_a(t, g_t, g_p, i0, rows, 0, nb, grp);
         phase_b(t, g_p, i0, rows, 0, nb, grp);
         std::swap(g_t, g_p);
@@ -285,6 +287,8 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
       T* g_t = buf0;  // every thread swaps its own copies in step
       T* g_p = buf1;
       for (int t = steps; t >= 1; --t) {
+        if (interrupt.stop(steps - t)) break;  // the whole team, at the same step
+        if (omp_get_thread_num() == 0) interrupt.decide(steps - t);
 #pragma omp for schedule(static)
         for (int blk = 0; blk < nb; ++blk) phase_a(t, g_t, g_p, 0, B, blk, blk + 1, blk);
         // (implicit barrier: every unit's pre-activation gradients are in place)
@@ -294,6 +298,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
       }
     }
   }
+  interrupt.rethrow();
   if (steps % 2 == 1) std::swap(g, g_prev);  // where the last step left dL/dh_0
 
   for (int t = steps; t >= 0; --t) {
@@ -320,6 +325,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
       ghost ? 2 * static_cast<std::size_t>(B) * B + static_cast<std::size_t>(B) * (Gn + 2 * n)
             : static_cast<std::size_t>(Gn) * n;
   RBuffer<T> scratch_all = make_rbuffer<T>(scratch * nt_steps);
+  TeamInterrupt step_interrupt;
 #pragma omp parallel num_threads(nt_steps) if (nt_steps > 1)
   {
     T* mine = scratch_all.get() + scratch * omp_get_thread_num();
@@ -329,6 +335,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
     T* dw_step = mine;
 #pragma omp for schedule(static)
     for (int t = 1; t <= steps; ++t) {
+      if (step_interrupt.requested()) continue;  // no barriers here: skip what is left
       const T* hp = tape.h_at(t - 1);
       const T* dz = dz_of(t);
       if (ghost) {
@@ -346,6 +353,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
       }
     }
   }
+  step_interrupt.rethrow();
   if (out.dh0) std::memcpy(out.dh0, g.get(), sizeof(T) * slab);
   if (out.dc0 && cell == Cell::Lstm) std::memcpy(out.dc0, gc.get(), sizeof(T) * slab);
 

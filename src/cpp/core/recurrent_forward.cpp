@@ -1,9 +1,11 @@
 // The recurrence itself: input projections for all steps in one GEMM, then one
 // GEMM with W and one elementwise pass per step.
 #include <cmath>
+#include <omp.h>
 #include <cstring>
 #include <string>
 
+#include "pyjac/interrupt.hpp"
 #include "pyjac/blas.hpp"
 #include "gemm_ksplit.hpp"
 #include "tiled_blas.hpp"
@@ -62,9 +64,18 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
   T* pre = is_plain(cell) ? tape.h_at(1) : tape.gate.get();
   const long long pre_rows = static_cast<long long>(steps) * B;
   const std::size_t pre_total = static_cast<std::size_t>(pre_rows) * Gn;
-  parallel_for(pre_rows, nt, worth_parallel(pre_total), [&](long long r) {
-    std::memcpy(pre + static_cast<std::size_t>(r) * Gn, cv.b, sizeof(T) * Gn);
-  });
+  // This first touch of the tape takes seconds for long sequences: interruptible, in
+  // blocks of rows.
+  constexpr long long kRows = 256;
+  TeamInterrupt fill_interrupt;
+  parallel_for_interruptible((pre_rows + kRows - 1) / kRows, nt, worth_parallel(pre_total),
+                             fill_interrupt, [&](long long blk) {
+                               const long long r1 = std::min(pre_rows, (blk + 1) * kRows);
+                               for (long long r = blk * kRows; r < r1; ++r)
+                                 std::memcpy(pre + static_cast<std::size_t>(r) * Gn, cv.b,
+                                             sizeof(T) * Gn);
+                             });
+  fill_interrupt.rethrow();
   if (in.xs && m > 0)
     tiled_gemm(Trans::No, Trans::Yes, static_cast<int>(pre_rows), Gn, m, T(1), in.xs, m, cv.U, m,
                T(1), pre, Gn, nt);
@@ -150,18 +161,23 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
   };
 
   const bool par = nt > 1 && worth_parallel(static_cast<std::size_t>(B) * Gn * 16);
-  if (by_rows) {
-    parallel_for(groups, nt, par, [&](int grp) {
+  TeamInterrupt interrupt;
+  if (by_rows) {  // no barriers: each group stops at its next step
+    parallel_for_interruptible(groups, nt, par, interrupt, [&](int grp) {
       const int i0 = grp * kRowGroup, rows = std::min(kRowGroup, B - i0);
-      for (int t = 1; t <= steps; ++t) step_part(t, i0, rows, 0, nb, grp);
+      for (int t = 1; t <= steps && !interrupt.requested(); ++t)
+        step_part(t, i0, rows, 0, nb, grp);
     });
   } else {
 #pragma omp parallel num_threads(nt) if (par)
     for (int t = 1; t <= steps; ++t) {
+      if (interrupt.stop(t)) break;  // the whole team, at the same step
+      if (omp_get_thread_num() == 0) interrupt.decide(t);
 #pragma omp for schedule(static)
       for (int blk = 0; blk < nb; ++blk) step_part(t, 0, B, blk, blk + 1, blk);
     }
   }
+  interrupt.rethrow();
 
   for (int t = 1; t <= steps; ++t) {
     double hs = 0.0, cs = 0.0;

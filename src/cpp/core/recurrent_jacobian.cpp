@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "haar.hpp"
+#include "pyjac/interrupt.hpp"
 #include "pyjac/blas.hpp"
 #include "pyjac/recurrent.hpp"
 #include "pyjac/rng.hpp"
@@ -203,6 +204,7 @@ RecurrentJacobianNorms recurrent_jacobian_norms(const RecurrentView<T>& cv,
   const double tol = std::is_same_v<T, float> ? 1e-6 : 1e-12;
   double log_scale = 0.0;
   for (int t = steps; t >= 1; --t) {
+    check_interrupt();
     maps.vjp(t, S, m.get());
     const auto fn = detail::slab_norm(m.get(), SS);
     if (!fn.finite || !(fn.norm > 0)) {
@@ -259,6 +261,7 @@ RecurrentLyapunov recurrent_lyapunov(const RecurrentView<T>& cv, const Recurrent
   std::vector<T> tau(k);
   bool ok = true;
   for (int t = 1; t <= steps && ok; ++t) {
+    check_interrupt();
     maps.jvp(t, k, v.get(), next.get());
     for (int j = 0; j < k; ++j)
       for (int i = 0; i < S; ++i)

@@ -3,11 +3,18 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <initializer_list>
 #include <type_traits>
+#include <thread>
 #include <vector>
+
+#include <omp.h>
+
+#include "pyjac/interrupt.hpp"
 
 namespace pyjac::detail {
 
@@ -27,6 +34,31 @@ inline void parallel_for(Index n, int n_threads, bool parallel, Body&& body) {
     for (Index i = 0; i < n; ++i) body(i);
   } else {
     for (Index i = 0; i < n; ++i) body(i);
+  }
+}
+
+// parallel_for for long items that run without barriers (a group of examples through
+// every step): each item's body stops early once `interrupt` is requested. Thread 0,
+// the only one that may poll the caller's check, keeps polling after its own items
+// until every item is done, so an interrupt is seen while the other threads finish.
+template <typename Index, typename Body>
+inline void parallel_for_interruptible(Index n, int n_threads, bool parallel,
+                                       TeamInterrupt& interrupt, Body&& body) {
+  if (!(parallel && n_threads > 1 && n > 1)) {
+    for (Index i = 0; i < n && !interrupt.requested(); ++i) body(i);
+    return;
+  }
+  std::atomic<Index> done{0};
+#pragma omp parallel num_threads(n_threads)
+  {
+#pragma omp for schedule(static) nowait
+    for (Index i = 0; i < n; ++i) {
+      if (!interrupt.requested()) body(i);
+      done.fetch_add(1, std::memory_order_release);
+    }
+    if (omp_get_thread_num() == 0)
+      while (done.load(std::memory_order_acquire) < n && !interrupt.requested())
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
 }
 

@@ -12,6 +12,7 @@
 #include "reduce.hpp"
 #include "vector_pass.hpp"
 #include "pyjac/blas.hpp"
+#include "pyjac/interrupt.hpp"
 #include "pyjac/rng.hpp"
 #include "pyjac/threads.hpp"
 #include "tiled_blas.hpp"
@@ -53,6 +54,7 @@ PowerIterationResult power_iteration(int n_in, int n_out, const VectorApply<T>& 
   scale(v.data(), n_in, 1.0 / norm2(v.data(), n_in));
   double prev = std::numeric_limits<double>::quiet_NaN(), prev_delta = prev;
   for (int it = 1; it <= o.iters; ++it) {
+    check_interrupt();
     r.iterations = it;
     // Rescale by exact powers of two before taking norms: sums of squares of tiny or
     // huge entries would under/overflow though the vectors are representable.

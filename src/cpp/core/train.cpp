@@ -13,6 +13,7 @@
 
 #include "loss.hpp"
 #include "reduce.hpp"
+#include "pyjac/interrupt.hpp"
 #include "pyjac/threads.hpp"
 
 namespace pyjac {
@@ -180,6 +181,7 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
   double loss_sum = 0.0;
   std::int64_t seen = 0, correct = 0;
   for (int step = 0; step < steps; ++step) {
+    check_interrupt();  // between steps: the parameters hold whole updates only
     const int first = step * bs;
     const int count = std::min(bs, n - first);
     if (c.norm == Norm::BatchNorm && count < 2) break;  // a lone last example has no statistics

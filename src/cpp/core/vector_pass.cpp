@@ -12,6 +12,7 @@
 #include <omp.h>
 #include <vector>
 
+#include "pyjac/interrupt.hpp"
 #include "pyjac/blas.hpp"
 
 namespace pyjac::detail {
@@ -60,6 +61,7 @@ double apply_chain_to_vector(const Linearization<T>& lin, bool transpose, const 
   std::vector<double> tile_max(static_cast<std::size_t>(L) * max_tiles, 0.0);
   std::vector<T> scaled_in(transpose ? static_cast<std::size_t>(n_threads) * widest : 0);
 
+  TeamInterrupt interrupt;
 #pragma omp parallel num_threads(n_threads)
   {
     T* private_g = transpose ? scaled_in.data() + static_cast<std::size_t>(omp_get_thread_num()) * widest
@@ -67,6 +69,8 @@ double apply_chain_to_vector(const Linearization<T>& lin, bool transpose, const 
     const T* src = in;
     int e_src = 0;  // src is to be read as src * 2^-e_src
     for (int step = 0; step < L; ++step) {
+      if (interrupt.stop(step)) break;  // the whole team, at the same layer
+      if (omp_get_thread_num() == 0) interrupt.decide(step);
       const int l = transpose ? L - 1 - step : step;
       const int n_in = c.widths[l], n_out = c.widths[l + 1];
       const int n_src = transpose ? n_out : n_in, n_dst = transpose ? n_in : n_out;
@@ -105,6 +109,7 @@ double apply_chain_to_vector(const Linearization<T>& lin, bool transpose, const 
       src = dst;
     }
   }
+  interrupt.rethrow();
   // The per-layer exponents again, serially, for the log-scale; the last one is applied
   // to the output here.
   double log2_scale = 0.0;
