@@ -383,3 +383,137 @@ def test_parallel_sweep_stops_its_workers_on_ctrl_c(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert time.perf_counter() - start < 2.0
     assert err.strip().splitlines()[-1] == "KeyboardInterrupt", err[-2000:]
+
+
+# ---- memory checked before it is used ----------------------------------------------
+
+@pytest.mark.parametrize("depth,width", [(10**9, 8), (10**8, 1), (10, 10**6)])
+def test_impossible_chains_are_refused_before_any_allocation(depth, width):
+    import time
+    import tracemalloc
+
+    tracemalloc.start()
+    start = time.perf_counter()
+    with pytest.raises(MemoryError, match="depth, width"):
+        pyjac.Chain(depth, width)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 10 * 2**20  # nothing depth-long was built
+    assert time.perf_counter() - start < 1.0
+
+
+def test_workspace_estimates_saturate_instead_of_wrapping():
+    # Recurrent(1, cell="lstm").backprop(steps=2**29) read a negative estimate (int overflow)
+    big = _core.recurrent_workspace_bytes("lstm", 1, 0, 2**29, 1, 4)
+    assert big >= 4 * 7 * 2**29  # the tape: h, c, tanh(c) and 4 gates per step, 4 bytes each
+    huge = _core.recurrent_workspace_bytes("lstm", 2**31 - 1, 0, 2**31 - 1, 2**31 - 1, 8)
+    assert huge == 2**63 - 1
+    assert _core.backprop_workspace_bytes([2**31 - 1] * 4, 2**31 - 1, 8, True) == 2**63 - 1
+    with pytest.raises(MemoryError):
+        pyjac.Recurrent(64, cell="lstm").backprop(steps=2**29)
+
+
+def _write(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def _bomb(path):
+    import io
+    import zipfile
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": (10**6, 10**6)})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("W0.npy", header.getvalue() + b"\0" * 2**20)
+    return path
+
+
+def _cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "pyjac.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_damaged_and_hostile_npz_files_give_one_line(tmp_path):
+    ok = tmp_path / "ok.npz"
+    np.savez(ok, W0=np.eye(4), b0=np.zeros(4), activations=np.array(["relu"]))
+    raw = ok.read_bytes()
+    flipped = bytearray(raw)
+    flipped[len(raw) // 2] ^= 0xFF
+    cases = {
+        "truncated": _write(tmp_path / "t.npz", raw[: len(raw) // 2]),
+        "corrupted": _write(tmp_path / "c.npz", bytes(flipped)),
+        "bomb": _bomb(tmp_path / "bomb.npz"),
+    }
+    bad_norm = tmp_path / "norm.npz"
+    np.savez(bad_norm, W0=np.eye(4), b0=np.zeros(4), activations=np.array(["relu"]),
+             norm=np.array(["layernorm", "none"]))
+    cases["norm of size 2"] = bad_norm
+    for what, path in cases.items():
+        for run in (lambda p: _cli("diagnose", p),
+                    lambda p: _cli("plot", p, "--kind", "gradient_vs_depth")):
+            r = run(path)
+            assert r.returncode == 2, (what, r.stderr)
+            lines = r.stderr.strip().splitlines()
+            assert len(lines) == 1 and "Traceback" not in r.stderr, (what, r.stderr)
+        with pytest.raises((ValueError, MemoryError)):
+            pyjac.diagnose(str(path), np.ones((2, 4)))
+    assert "norm" in _cli("diagnose", bad_norm).stderr
+
+
+def test_cli_refuses_absurd_sizes_before_allocating():
+    r = _cli("sweep", "--depth", "1:2000000000:1", "--out", "never.npz")
+    assert r.returncode == 2 and "--depth" in r.stderr and "values" in r.stderr
+    assert not os.path.exists("never.npz")
+
+
+def test_cli_diagnose_batch_is_checked(tmp_path):
+    ok = tmp_path / "ok.npz"
+    np.savez(ok, W0=np.eye(4), b0=np.zeros(4), activations=np.array(["relu"]))
+    r = _cli("diagnose", ok, "--batch", 10**10)
+    assert r.returncode == 2 and "--batch" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_out_naming_a_directory_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "out.npz"
+    target.mkdir()
+    r = _cli("sweep", "--depth", "3", "--width", "4", "--out", target, "--no-cache")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npz"]
+    assert list(target.iterdir()) == []
+
+
+# ---- errors name the argument --------------------------------------------------------
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: pyjac.Chain(3, 4, gain=10**400), "gain"),
+    (lambda: pyjac.Chain(3, 4, bias_std=1e308, dtype="float64"), "bias_std"),
+    (lambda: pyjac.Chain(3, 4, gain=1e39), "gain"),
+    (lambda: pyjac.Chain(3, 4, activation=3), "activation"),
+    (lambda: pyjac.Chain.from_weights([[[1.0, 2.0], [3.0]]]), "weights"),
+    (lambda: pyjac.Chain.from_weights([np.eye(2)], 3), "biases"),
+    (lambda: pyjac.Chain(3, 4).backprop(np.ones((2, 4)), keep_grads="no"), "keep_grads"),
+    (lambda: pyjac.train(pyjac.Chain(1, [2, 2]), np.ones((4, 2)), np.zeros(4, int),
+                         shuffle="no"), "shuffle"),
+    (lambda: pyjac.Recurrent(8, spectral_radius=1e308), "spectral_radius"),
+    (lambda: pyjac.Recurrent(8, gain=1e39), "gain"),
+    (lambda: pyjac.theory.chi1("tanh", 10**400, 0.0), "sigma_w2"),
+    (lambda: pyjac.spectral_norm(np.eye(3), tol=10**400), "tol"),
+])
+def test_errors_name_the_argument(call, name):
+    with pytest.raises((ValueError, TypeError)) as info:
+        call()
+    assert str(info.value).startswith(name), str(info.value)
+
+
+def test_bias_std_is_refused_before_building():
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="bias_std"):
+        pyjac.Chain(2000, 512, bias_std=1e39)
+    assert time.perf_counter() - start < 0.5

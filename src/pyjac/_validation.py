@@ -48,7 +48,12 @@ def check_real(value: Any, name: str, *, positive: bool = False, nonneg: bool = 
     """A finite real number, optionally > 0 or >= 0."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name}: expected a real number, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int such as 10**400
+        raise ValueError(
+            f"{name}: an integer of {len(str(abs(int(value))))} digits is beyond the float64 "
+            "range") from None
     if not np.isfinite(value):
         raise ValueError(f"{name}: must be finite, got {value}")
     if positive and value <= 0:
@@ -133,3 +138,23 @@ def check_allocation(nbytes: int, what: str) -> None:
             f"{what} needs {nbytes / 2**30:.1f} GiB, more than this machine's "
             f"{limit / 2**30:.1f} GiB of memory"
         )
+
+
+# Bytes of Python and numpy bookkeeping per layer of a chain (two array objects, their
+# list slots and the activation name), on top of the parameters themselves.
+LAYER_OVERHEAD_BYTES = 256
+
+# |z| of a standard normal draw by the core's generator never exceeds this
+# (Box-Muller from 53-bit uniforms: sqrt(-2 ln 2^-53) = 8.57).
+MAX_NORMAL_DRAW = 9.0
+
+
+def check_scale_fits(value: float, name: str, dtype: np.dtype, factor: float = 1.0) -> float:
+    """Refuse a scale (gain, bias_std) that would make drawn weights overflow ``dtype``."""
+    limit = float(np.finfo(dtype).max) / (MAX_NORMAL_DRAW * factor)
+    if abs(value) > limit:
+        raise ValueError(
+            f"{name}: {value:.3g} would give weights beyond {dtype.name}'s range "
+            f"(at most {limit:.3g} here)"
+        )
+    return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,7 @@ import numpy as np
 from . import _core
 from ._results import BackpropResult
 from ._validation import (
+    LAYER_OVERHEAD_BYTES,
     as_float_array,
     check_allocation,
     check_bool,
@@ -17,6 +19,7 @@ from ._validation import (
     check_dtype,
     check_int,
     check_real,
+    check_scale_fits,
     check_threads,
     raw_array,
 )
@@ -58,6 +61,10 @@ def _grad_dtype(grad_dtype: Any, chain_dtype: np.dtype) -> str:
 def _activations(activation: str | Sequence[str], depth: int) -> list[str]:
     if isinstance(activation, str):
         return [check_choice(activation, ACTIVATIONS, "activation")] * depth
+    if not isinstance(activation, (list, tuple)):
+        raise TypeError(
+            f"activation: expected a name or a list of names, got {type(activation).__name__}"
+        )
     names = list(activation)
     if len(names) != depth:
         raise ValueError(
@@ -79,6 +86,13 @@ def _widths(depth: int, width: int | Sequence[int]) -> list[int]:
             )
         return widths
     return [check_int(width, "width", minimum=1)] * (depth + 1)
+
+
+def _init_factor(init: str) -> float:
+    # The largest multiple of `gain` an initial weight can reach before the draw itself:
+    # he's sqrt(2), xavier_uniform's sqrt(6) bound, 1 for the others (orthogonal and
+    # identity entries are at most 1 in magnitude).
+    return {"he": math.sqrt(2.0), "xavier_uniform": math.sqrt(6.0)}.get(init, 1.0)
 
 
 class Chain:
@@ -140,16 +154,26 @@ class Chain:
         dtype: Any = "float32",
     ) -> None:
         depth = check_int(depth, "depth", minimum=1)
+        np_dtype = check_dtype(dtype)
+        if not isinstance(width, (list, tuple, np.ndarray)):
+            # Before any depth-long list is built: Chain(10**9, 8) must fail here.
+            w = check_int(width, "width", minimum=1)
+            check_allocation(
+                depth * ((w * w + w) * np_dtype.itemsize + LAYER_OVERHEAD_BYTES),
+                f"depth, width: a chain of depth {depth} and width {w}",
+            )
         widths = _widths(depth, width)
         activations = _activations(activation, depth)
         init = check_choice(init, INITS, "init")
         gain_value = 1.0 if gain is None else check_real(gain, "gain")
+        check_scale_fits(gain_value, "gain", np_dtype, factor=_init_factor(init))
         bias_std = check_real(bias_std, "bias_std", nonneg=True)
+        check_scale_fits(bias_std, "bias_std", np_dtype)
         seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
-        np_dtype = check_dtype(dtype)
         n_params = sum(widths[i] * widths[i + 1] + widths[i + 1] for i in range(depth))
         check_allocation(
-            n_params * np_dtype.itemsize, f"a chain of depth {depth} and width {width}"
+            n_params * np_dtype.itemsize + depth * LAYER_OVERHEAD_BYTES,
+            f"depth, width: a chain of depth {depth} and widths {widths[0]}..{widths[-1]}",
         )
         weights, biases = _core.init_weights(
             widths, init, gain_value, bias_std, seed, np_dtype.name, -1

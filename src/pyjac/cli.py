@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ._atomic import save_figure
+from ._validation import check_allocation
 
 PLOT_KINDS = ("gradient_vs_depth", "gradient_flow", "per_layer", "phase_diagram",
               "rnn_gradient_vs_time", "singular_value_spectra")
@@ -29,6 +30,11 @@ class _CLIError(Exception):
 # --------------------------------------------------------------------------------------
 # Argument parsing helpers
 # --------------------------------------------------------------------------------------
+# A range option expands to at most this many values: a sweep of more configurations
+# than this is a typo (1:2000000000:1), not a plan.
+_MAX_VALUES = 10_000
+
+
 def _floats(text: str) -> list[float]:
     """"1.5", or "a:b:n" for n evenly spaced values from a to b inclusive."""
     try:
@@ -37,6 +43,9 @@ def _floats(text: str) -> list[float]:
             count = int(n)
             if count < 1:
                 raise ValueError
+            if count > _MAX_VALUES:
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} asks for {count} values; at most {_MAX_VALUES} per option")
             return [float(v) for v in np.linspace(float(a), float(b), count)]
         return [float(text)]
     except ValueError:
@@ -51,6 +60,10 @@ def _ints(text: str) -> list[int]:
             a, b, step = (int(v) for v in text.split(":"))
             if step < 1:
                 raise ValueError
+            count = len(range(a, b + 1, step))  # computed, not built
+            if count > _MAX_VALUES:
+                raise argparse.ArgumentTypeError(
+                    f"{text!r} asks for {count} values; at most {_MAX_VALUES} per option")
             return list(range(a, b + 1, step))
         return [int(text)]
     except ValueError:
@@ -306,12 +319,16 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         activation = args.activation[0] if len(args.activation) == 1 else args.activation
     try:
         net = as_chain(args.file, activation)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, MemoryError) as exc:
         msg = str(exc)
         for api, flag in (("model_or_weights", "FILE"), ("activation", "--activation")):
             if msg.startswith(api):
                 msg = flag + msg[len(api):]
         raise _CLIError(msg) from None
+    try:
+        check_allocation(8 * args.batch * net.widths[0], f"--batch: {args.batch} inputs")
+    except MemoryError as exc:
+        raise _CLIError(str(exc)) from None
     x = np.random.default_rng(args.seed).standard_normal((args.batch, net.widths[0]))
     print(diagnose(net, x, suggest=not args.no_suggest))
     return 0
@@ -440,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _CLIError as exc:
         print(f"pyjac {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, ImportError, KeyError) as exc:
+    except (ValueError, TypeError, ImportError, KeyError, MemoryError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"pyjac {args.command}: error: {msg}", file=sys.stderr)
         return 2

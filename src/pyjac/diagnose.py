@@ -69,6 +69,7 @@ from typing import Any
 
 import numpy as np
 
+from ._npz import load_npz
 from ._validation import check_choice, check_threads
 from .chain import ACTIVATIONS, Chain
 
@@ -429,25 +430,35 @@ def _from_mapping(data: Mapping[str, Any], activation: Any) -> Chain:
         raise ValueError("activation: the npz has no 'activations' array; pass activation=")
     norm = None
     if "norm" in keys:
-        value = str(np.asarray(data["norm"]).item()).lower()
+        value = str(_scalar(data["norm"], "norm")).lower()
         norm = None if value in ("none", "") else check_choice(value, ("layernorm",), "norm")
-    residual = bool(np.asarray(data["residual"]).item()) if "residual" in keys else False
+    residual = False
+    if "residual" in keys:
+        flag = _scalar(data["residual"], "residual")
+        if not isinstance(flag, (bool, np.bool_)) and flag not in (0, 1):
+            raise ValueError(f"residual: the npz's 'residual' must be true or false, got {flag!r}")
+        residual = bool(flag)
     return _chain_from_arrays(weights, biases, names, norm, residual)
+
+
+def _scalar(value: Any, name: str) -> Any:
+    arr = np.asarray(value)
+    if arr.size != 1:
+        raise ValueError(f"{name}: the npz's {name!r} must hold one value, got shape {arr.shape}")
+    return arr.item()
 
 
 def _load_npz(path: Any, activation: Any) -> Chain:
     name = os.fspath(path)
-    try:
-        data = np.load(name, allow_pickle=False)
-    except FileNotFoundError:
-        raise ValueError(f"model_or_weights: no such file {name!r}") from None
-    except (OSError, EOFError, ValueError) as exc:  # not a zip, or pickled data
-        raise ValueError(f"model_or_weights: cannot read {name!r} as .npz ({exc})") from None
-    if not hasattr(data, "files"):
-        raise ValueError(f"model_or_weights: {name!r} is a single array (.npy), not an .npz "
-                         "of W0, b0, W1, b1, ...")
-    with data:
-        return _from_mapping(data, activation)
+    with open(name, "rb") if os.path.isfile(name) else _no_file(name) as fh:
+        if fh.read(6) == b"\x93NUMPY":
+            raise ValueError(f"model_or_weights: {name!r} is a single array (.npy), not an "
+                             ".npz of W0, b0, W1, b1, ...")
+    return _from_mapping(load_npz(name, "model_or_weights"), activation)
+
+
+def _no_file(name: str) -> Any:
+    raise ValueError(f"model_or_weights: no such file {name!r}")
 
 
 def _is_torch_module(obj: Any) -> bool:

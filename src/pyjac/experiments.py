@@ -40,6 +40,7 @@ import numpy as np
 
 from . import _core
 from ._atomic import atomic_write
+from ._npz import CheckedNpz
 from ._progress import Progress
 from ._validation import check_choice, check_int, check_real
 
@@ -378,12 +379,21 @@ def _save_npz(results: Results, path: Path) -> None:
 
 
 def _load_npz(path: Path) -> Results:
-    with np.load(path, allow_pickle=False) as data:
-        if "__header__" not in data:
-            raise ValueError(f"path: {str(path)!r} is an npz file but not a pyjac Results file")
+    data = CheckedNpz(path, "path")
+    if "__header__" not in data:
+        raise ValueError(f"path: {str(path)!r} is an npz file but not a pyjac Results file")
+    try:
         header = json.loads(str(data["__header__"]))
         cols = {c: data[f"col_{i}"] for i, c in enumerate(header["columns"])}
-    return Results(cols, header.get("meta"))
+        meta = header.get("meta")
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"path: {str(path)!r} is a damaged pyjac Results file "
+                         f"({type(exc).__name__}: {exc})") from None
+    lengths = {len(np.atleast_1d(v)) for v in cols.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"path: {str(path)!r} is a damaged pyjac Results file (columns of "
+                         f"lengths {sorted(lengths)})")
+    return Results(cols, meta)
 
 
 def _save_parquet(results: Results, path: Path) -> None:
@@ -402,13 +412,18 @@ def _load_parquet(path: Path) -> Results:
                           "(pip install pyarrow)")
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    raw = (table.schema.metadata or {}).get(b"pyjac.meta", b"{}")
-    cols = {}
-    for name in table.column_names:
-        arr = table.column(name).to_numpy()
-        cols[name] = arr.astype(str) if arr.dtype == object else arr
-    return Results(cols, json.loads(raw.decode()))
+    try:
+        table = pq.read_table(path)
+        raw = (table.schema.metadata or {}).get(b"pyjac.meta", b"{}")
+        cols = {}
+        for name in table.column_names:
+            arr = table.column(name).to_numpy()
+            cols[name] = arr.astype(str) if arr.dtype == object else arr
+        meta = json.loads(raw.decode())
+    except Exception as exc:  # pyarrow's ArrowInvalid, OSError, bad metadata
+        raise ValueError(f"path: {str(path)!r} is a damaged Parquet file "
+                         f"({type(exc).__name__}: {exc})") from None
+    return Results(cols, meta)
 
 
 # --------------------------------------------------------------------------------------

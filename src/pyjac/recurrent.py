@@ -242,6 +242,12 @@ class Recurrent:
         W, U, b = _core.recurrent_init(
             cell, width, input_size, init, gain_value, forget_bias, radius, seed, np_dtype.name
         )
+        if not np.isfinite(W).all():
+            culprit = "spectral_radius" if spectral_radius is not None else "gain"
+            raise ValueError(
+                f"{culprit}: {radius if spectral_radius is not None else gain_value:.3g} "
+                f"gives recurrent weights beyond {np_dtype.name}'s range"
+            )
         self._setup(cell, W, U, b)
         self.init: str | None = init
         self.gain: float | None = gain_value

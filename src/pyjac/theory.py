@@ -146,7 +146,10 @@ def _real(value: Any, name: str, *, nonneg: bool = False, positive: bool = False
           allow_inf: bool = False) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name}: expected a real number, got {value!r}")
-    x = float(value)
+    try:
+        x = float(value)
+    except OverflowError:  # an int such as 10**400
+        raise ValueError(f"{name}: {type(value).__name__} beyond the float64 range") from None
     if math.isnan(x) or (math.isinf(x) and not allow_inf):
         raise ValueError(f"{name}: must be finite, got {x}")
     if positive and not x > 0:

@@ -21,6 +21,7 @@
 #include "pyjac/precision.hpp"
 #include "pyjac/threads.hpp"
 #include "reduce.hpp"
+#include "sizes.hpp"
 #include "tiled_blas.hpp"
 
 namespace pyjac {
@@ -269,9 +270,11 @@ void ChainView<T>::validate() const {
 
 std::int64_t backprop_workspace_bytes(const std::vector<int>& widths, int batch, int dtype_size,
                                       bool store_preactivations) {
+  using detail::sat_add;
+  using detail::sat_mul;
   std::int64_t per_example = 0, widest = 0;
   for (std::size_t l = 1; l < widths.size(); ++l) {
-    per_example += widths[l] * (store_preactivations ? 2 : 1);
+    per_example = sat_add(per_example, sat_mul(widths[l], store_preactivations ? 2 : 1));
     widest = std::max<std::int64_t>(widest, widths[l]);
   }
   widest = std::max<std::int64_t>(widest, widths[0]);
@@ -283,8 +286,9 @@ std::int64_t backprop_workspace_bytes(const std::vector<int>& widths, int batch,
   for (std::size_t l = 1; l < widths.size(); ++l)
     ghost |= detail::ghost_norm_preferred(batch, widths[l - 1], widths[l]);
   const std::int64_t slabs = ghost ? 6 : 4;
-  const std::int64_t grams = ghost ? 4 * static_cast<std::int64_t>(batch) * batch : 0;
-  return static_cast<std::int64_t>(dtype_size) * (batch * (per_example + slabs * widest) + grams);
+  const std::int64_t grams = ghost ? sat_mul(4, batch, batch) : 0;
+  return sat_mul(dtype_size,
+                 sat_add(sat_mul(batch, sat_add(per_example, sat_mul(slabs, widest))), grams));
 }
 
 namespace detail {

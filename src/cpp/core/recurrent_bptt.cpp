@@ -17,6 +17,7 @@
 #include "recurrent_cells.hpp"
 #include "recurrent_tape.hpp"
 #include "reduce.hpp"
+#include "sizes.hpp"
 
 namespace pyjac {
 namespace {
@@ -105,14 +106,18 @@ void clip_block(const ClipSpec& clip, double scale, T* g, std::size_t n, double 
 
 std::int64_t recurrent_workspace_bytes(Cell cell, int width, int input_size, int steps,
                                        int batch, int dtype_size) {
-  const std::int64_t slab = static_cast<std::int64_t>(batch) * width;
+  using detail::sat_add;
+  using detail::sat_mul;
+  const std::int64_t slab = sat_mul(batch, width);
   const std::int64_t G = cell_gates(cell);
-  std::int64_t extra = 4 * slab * G;                                 // g, g_prev, gc, scratch
-  if (detail::is_plain(cell)) extra += static_cast<std::int64_t>(steps) * slab;  // dz
-  extra += G * width * (static_cast<std::int64_t>(width) + input_size + 1);  // dW, dU, db
-  extra += 2 * static_cast<std::int64_t>(batch) * batch * max_threads();     // Gram matrices
-  extra += 16 * G * width * (static_cast<std::int64_t>(width) + input_size);  // k-chunk partials
-  return detail::recurrent_tape_bytes(cell, width, steps, batch, dtype_size) + extra * dtype_size;
+  std::int64_t extra = sat_mul(4, slab, G);                            // g, g_prev, gc, scratch
+  if (detail::is_plain(cell)) extra = sat_add(extra, sat_mul(steps, slab));  // dz
+  const std::int64_t params = sat_mul(G, width, std::int64_t(width) + input_size + 1);
+  extra = sat_add(extra, params);                                      // dW, dU, db
+  extra = sat_add(extra, sat_mul(2, batch, batch, max_threads()));     // Gram matrices
+  extra = sat_add(extra, sat_mul(16, params));                         // k-chunk partials
+  return sat_add(detail::recurrent_tape_bytes(cell, width, steps, batch, dtype_size),
+                 sat_mul(extra, dtype_size));
 }
 
 template <typename T>

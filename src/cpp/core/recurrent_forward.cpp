@@ -12,17 +12,20 @@
 #include "recurrent_cells.hpp"
 #include "recurrent_tape.hpp"
 #include "reduce.hpp"
+#include "sizes.hpp"
 
 namespace pyjac::detail {
 
 using blas::Trans;
 
 std::int64_t recurrent_tape_bytes(Cell cell, int width, int steps, int batch, int dtype_size) {
-  const std::int64_t slab = static_cast<std::int64_t>(batch) * width;
-  std::int64_t n = (steps + 1) * slab;  // h
-  if (cell == Cell::Lstm) n += (steps + 1) * slab + steps * slab + 4 * steps * slab;
-  if (cell == Cell::Gru) n += 3 * steps * slab + steps * slab + 3 * slab;
-  return n * dtype_size;
+  const std::int64_t slab = sat_mul(batch, width), T = steps;
+  // h for T + 1 states; the LSTM adds c (T + 1), tanh(c) (T) and 4 gates (T); the GRU
+  // 3 gates and hn (T) and 3 rows of scratch.
+  std::int64_t slabs = T + 1;
+  if (cell == Cell::Lstm) slabs = sat_add(slabs, sat_add(T + 1, sat_mul(5, T)));
+  if (cell == Cell::Gru) slabs = sat_add(slabs, sat_add(sat_mul(4, T), 3));
+  return sat_mul(slabs, slab, dtype_size);
 }
 
 template <typename T>
