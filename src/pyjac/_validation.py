@@ -112,12 +112,16 @@ def as_float_array(value: Any, name: str, dtype: np.dtype, *, copy: bool = False
         or arr.dtype == np.bool_
     ):
         raise TypeError(f"{name}: expected real numbers, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name}: contains NaN or Inf")
     try:
-        arr = np.ascontiguousarray(arr, dtype=dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = np.ascontiguousarray(arr, dtype=dtype)
     except MemoryError:
         raise MemoryError(f"{name}: too large to convert to {dtype}") from None
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name}: contains NaN or Inf")
+    if not np.isfinite(arr).all():  # finite values beyond the dtype's range
+        raise ValueError(f"{name}: holds values beyond {np.dtype(dtype).name}'s range "
+                         f"(+-{np.finfo(dtype).max:.3g})")
     if copy and isinstance(value, np.ndarray) and np.may_share_memory(arr, value):
         arr = arr.copy()
     return arr

@@ -1,14 +1,19 @@
 // C++ unit tests of the core, independent of Python: closed forms the core must meet.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <string>
+#include <thread>
 #include <cstdlib>
 #include <stdexcept>
 #include <vector>
 
 #include "pyjac/chain.hpp"
 #include "pyjac/init.hpp"
+#include "pyjac/interrupt.hpp"
 #include "pyjac/precision.hpp"
 #include "pyjac/train.hpp"
+#include "reduce.hpp"
 
 namespace {
 
@@ -116,6 +121,97 @@ void test_train_epoch_fits_a_line() {
   check(std::abs(w[0] - 2.0) < 1e-9 && std::abs(b[0]) < 1e-9, "SGD fits y = 2x");
 }
 
+// A tanh chain deep enough to run many layers in the tiled OpenMP region.
+struct DeepChain {
+  int depth, width, batch = 32;
+  std::vector<std::vector<float>> w, b;
+  pyjac::ChainView<float> view;
+  std::vector<float> x;
+  explicit DeepChain(int depth_ = 400, int width_ = 64)
+      : depth(depth_), width(width_), w(depth, std::vector<float>(width * width)),
+        b(depth, std::vector<float>(width)) {
+    std::vector<int> widths(depth + 1, width);
+    std::vector<float*> wp, bp;
+    for (int l = 0; l < depth; ++l) {
+      wp.push_back(w[l].data());
+      bp.push_back(b[l].data());
+    }
+    pyjac::InitOptions o;
+    o.init = pyjac::Init::Gaussian;
+    pyjac::init_chain<float>(widths, o, wp, bp);
+    view.widths = widths;
+    for (int l = 0; l < depth; ++l) {
+      view.weights.push_back(w[l].data());
+      view.biases.push_back(b[l].data());
+      view.activations.push_back(pyjac::Activation::Tanh);
+    }
+    x.assign(static_cast<std::size_t>(batch) * width, 0.5f);
+  }
+  pyjac::BackpropStats run(int n_threads) const {
+    pyjac::BackpropOptions options;
+    options.n_threads = n_threads;
+    return pyjac::backprop<float>(view, x.data(), batch, nullptr, nullptr, options, {});
+  }
+};
+
+// An exception thrown by the interrupt check, which thread 0 calls inside the tiled
+// pass's OpenMP region, reaches the caller intact (and the process survives).
+void test_exception_in_parallel_region_reaches_the_caller() {
+  static const DeepChain chain(3000, 128);  // long enough (> 20 ms) to be polled
+  for (int threads : {1, 2, 4}) {
+    bool caught = false;
+    try {
+      pyjac::ScopedInterruptCheck check([]() -> bool { throw std::runtime_error("boom"); });
+      (void)chain.run(threads);
+    } catch (const std::runtime_error& e) {
+      caught = std::string(e.what()) == "boom";
+    }
+    check(caught, "an exception from inside an OpenMP region reaches the caller");
+  }
+}
+
+// A check that says stop makes backprop throw Interrupted; without a check it finishes.
+void test_interrupt_stops_backprop() {
+  static const DeepChain chain(3000, 128);  // long enough (> 20 ms) to be polled
+  int calls = 0;
+  bool interrupted = false;
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    pyjac::ScopedInterruptCheck check([&calls] { return ++calls >= 2; });
+    (void)chain.run(2);
+  } catch (const pyjac::Interrupted&) {
+    interrupted = true;
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  check(interrupted && calls == 2, "a check that says stop interrupts backprop");
+  check(seconds < 0.5, "the interrupted pass stops within 0.5 s");
+  const auto s = chain.run(2);
+  check(s.first_nonfinite_layer == -1 && std::isfinite(s.grad_norm[0]),
+        "without a check the pass runs to the end");
+}
+
+// The scaled norm helper against closed forms across the double range.
+void test_scaled_norm_extremes() {
+  for (double scale : {1e-310, 1e-300, 1e-160, 1.0, 1e160, 1e300}) {
+    pyjac::detail::ScaledNorm acc;
+    for (int i = 0; i < 16; ++i) acc.add(scale);  // norm = 4 * scale
+    check(std::abs(acc.value() / (4 * scale) - 1.0) < 1e-14, "ScaledNorm: 16 equal values");
+    std::vector<double> v(9, scale);
+    check(std::abs(pyjac::detail::vector_norm(v.data(), v.size()) / (3 * scale) - 1.0) < 1e-14,
+          "vector_norm: 9 equal values");
+  }
+  pyjac::detail::ScaledNorm with_inf;
+  with_inf.add(1.0);
+  with_inf.add(INFINITY);
+  check(std::isinf(with_inf.value()) && !with_inf.finite(), "ScaledNorm: inf is inf");
+  with_inf.add(NAN);
+  check(std::isnan(with_inf.value()), "ScaledNorm: NaN wins");
+  std::vector<double> huge{1e307, 1e307, -1e307, 1e307};
+  const auto f = pyjac::detail::frobenius_norm(huge.data(), 2, 2, 1);
+  check(f.finite && std::abs(f.norm / 2e307 - 1.0) < 1e-15, "frobenius_norm past overflow");
+}
+
 }  // namespace
 
 int main() {
@@ -123,6 +219,9 @@ int main() {
   test_bad_input_throws();
   test_float16_rounding();
   test_train_epoch_fits_a_line();
+  test_exception_in_parallel_region_reaches_the_caller();
+  test_interrupt_stops_backprop();
+  test_scaled_norm_extremes();
   std::printf("%d passed, %d failed\n", checks - failures, failures);
   return failures == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

@@ -192,7 +192,7 @@ int gram_blocks(int batch) { return batch >= 128 ? 4 : 1; }
 bool prefer_ghost_norm(int batch, int n_in, int n_out) {
   const int kb = gram_blocks(batch);
   const double fraction = (kb + 1.0) / (2.0 * kb);  // of each square actually formed
-  return fraction * batch * static_cast<double>(batch) * (n_in + n_out) <
+  return fraction * batch * static_cast<double>(batch) * (static_cast<double>(n_in) + n_out) <
          static_cast<double>(batch) * n_in * n_out;
 }
 

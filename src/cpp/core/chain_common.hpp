@@ -129,7 +129,7 @@ int activate_row(const T* u, T* h, const T* h_in, int n, T scale, T sat_level, T
 // batch^2 (n_in + n_out) / 2 multiply-adds as two SYRKs, against batch n_in n_out for
 // forming dW.
 inline bool ghost_norm_preferred(int batch, int n_in, int n_out) {
-  return 0.5 * batch * static_cast<double>(batch) * (n_in + n_out) <
+  return 0.5 * batch * static_cast<double>(batch) * (static_cast<double>(n_in) + n_out) <
          static_cast<double>(batch) * n_in * n_out;
 }
 

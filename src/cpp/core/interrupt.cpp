@@ -34,7 +34,12 @@ bool TeamInterrupt::poll() {
   // Thread 0 of a team is the thread that constructed this object (and installed the
   // check); the other threads never call into the caller's check.
   if (!check_ || omp_get_thread_num() != 0 || !due(last_)) return false;
-  return (*check_)();
+  try {
+    return (*check_)();
+  } catch (...) {  // inside a parallel region: keep it for rethrow() and stop the team
+    error_ = std::current_exception();
+    return true;
+  }
 }
 
 void TeamInterrupt::decide(int k) {

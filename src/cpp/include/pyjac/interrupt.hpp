@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <exception>
 #include <functional>
 #include <stdexcept>
 
@@ -52,13 +53,17 @@ class TeamInterrupt {
   // For loops without barriers (each thread on its own items): any thread may ask;
   // only thread 0 polls. The answer may differ between threads by one item.
   bool requested();
+  // After the region: rethrows what the check threw, or throws Interrupted when it
+  // asked to stop.
   void rethrow() const {
+    if (error_) std::rethrow_exception(error_);
     if (decided_[0].load() || decided_[1].load() || raised_.load()) throw Interrupted();
   }
 
  private:
   bool poll();
   const InterruptCheck* check_;
+  std::exception_ptr error_;  // what the check threw, kept: nothing leaves a region
   std::chrono::steady_clock::time_point last_;
   std::atomic<bool> decided_[2] = {false, false};
   std::atomic<bool> raised_{false};

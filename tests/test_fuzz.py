@@ -1,0 +1,217 @@
+"""Property-based fuzzing of the public API (hypothesis).
+
+Random valid and invalid arguments: shapes, dtypes (int, bool, complex, object,
+float16, float32, float64), Fortran-order, non-contiguous and read-only arrays, lists,
+NaN/inf scalars, extreme values and sizes. Whatever comes in:
+- nothing crashes; an error is a ValueError, TypeError or MemoryError whose message
+  starts with the name of an argument;
+- the caller's arrays are never modified;
+- a result equals the one computed from C-contiguous copies of the same inputs.
+The number of calls tried is printed at the end of the run (conftest.py).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pyjac
+
+FUZZ_CALLS = {"n": 0}
+
+FUZZ = settings(max_examples=250, deadline=None, derandomize=True,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+ARGUMENT_NAMES = (
+    "x", "xs", "h0", "c0", "y", "target", "grad_output", "matrix", "weights", "biases",
+    "W", "U", "b", "k", "depth", "width", "steps", "iters", "tol", "n_threads", "loss",
+    "loss_scale", "keep_grads", "activation", "per_layer", "singular_values_at", "gain",
+    "bias_std", "sigma_w2", "sigma_b2", "q", "q0", "lr", "epochs", "batch_size", "seed",
+    "clip", "model_or_weights", "method", "input_size", "cell", "spectral_radius", "dtype",
+    "norm", "init", "residual", "residual_scale", "grad_dtype", "momentum", "shuffle",
+    "copy", "validation", "chain",
+)
+
+DTYPES = [np.float64, np.float32, np.float16, np.int64, np.int8, np.bool_, np.complex128,
+          object]
+
+
+@st.composite
+def arrays(draw, shape_options):
+    """An array whose shape is one of ``shape_options`` (or a random wrong one), of any
+    dtype and memory layout, or the same data as a nested list or a scalar."""
+    shape = draw(st.one_of(st.sampled_from(shape_options),
+                           st.lists(st.integers(0, 5), min_size=0, max_size=3).map(tuple)))
+    dtype = draw(st.sampled_from(DTYPES))
+    special = draw(st.sampled_from([None, None, None, np.nan, np.inf, 1e300, 1e-310, 0.0]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    base = rng.standard_normal(shape) if shape else np.asarray(rng.standard_normal())
+    if special is not None and base.size:
+        base.flat[draw(st.integers(0, base.size - 1))] = special
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        arr = base.astype(dtype) if dtype is not object else base.astype(object)
+    layout = draw(st.sampled_from(["c", "f", "strided", "readonly", "list", "scalar"]))
+    if layout == "f":
+        arr = np.asfortranarray(arr)
+    elif layout == "strided" and arr.ndim >= 1:
+        arr = np.repeat(arr, 2, axis=-1)[..., ::2]
+    elif layout == "readonly":
+        arr = arr.copy()
+        arr.flags.writeable = False
+    elif layout == "list":
+        return arr.tolist()
+    elif layout == "scalar":
+        return arr.flat[0] if arr.size else 0.0
+    return arr
+
+
+def _snapshot(values):
+    return [np.array(v, copy=True) if isinstance(v, np.ndarray) else v for v in values]
+
+
+def _unchanged(before, after):
+    for a, b in zip(before, after):
+        if isinstance(a, np.ndarray):
+            assert a.dtype == b.dtype and a.shape == b.shape
+            if a.dtype != object:
+                assert np.array_equal(a, b, equal_nan=True), "an input was modified"
+
+
+def _contiguous(v):
+    if isinstance(v, np.ndarray):
+        out = np.ascontiguousarray(v).copy()
+        return out
+    return v
+
+
+def _values(result):
+    """The numbers of a result object, for comparing two calls."""
+    if isinstance(result, np.ndarray):
+        return [result]
+    out = []
+    for name in sorted(vars(result)) if hasattr(result, "__dict__") else []:
+        value = getattr(result, name)
+        if isinstance(value, np.ndarray) and value.dtype != object:
+            out.append(value)
+        elif isinstance(value, float):
+            out.append(np.asarray(value))
+    return out
+
+
+def call_checked(fn, *args, **kwargs):
+    """fn(*args, **kwargs) under the fuzz contract; returns the result or None."""
+    FUZZ_CALLS["n"] += 1
+    before = _snapshot(list(args) + list(kwargs.values()))
+    try:
+        result = fn(*args, **kwargs)
+    except (ValueError, TypeError, MemoryError) as exc:
+        message = str(exc)
+        assert message.startswith(ARGUMENT_NAMES), f"{type(exc).__name__}: {message}"
+        _unchanged(before, list(args) + list(kwargs.values()))
+        return None
+    _unchanged(before, list(args) + list(kwargs.values()))
+    again = fn(*[_contiguous(a) for a in args], **{k: _contiguous(v) for k, v in kwargs.items()})
+    for a, b in zip(_values(result), _values(again)):
+        np.testing.assert_array_equal(a, b)
+    return result
+
+
+NET = pyjac.Chain(3, [4, 5, 5, 3], activation="tanh", seed=1)
+NET64 = pyjac.Chain(2, 4, activation="relu", dtype="float64", seed=2)
+RNN = pyjac.Recurrent(4, 2, cell="lstm", seed=3)
+
+
+@FUZZ
+@given(x=arrays([(4,), (2, 4), (0, 4), (3, 4)]),
+       loss=st.sampled_from(["sum_squares", "mse", "cross_entropy", "nope", 3]),
+       target=st.one_of(st.none(), arrays([(2, 3), (3, 3), (2,), (3,)])),
+       keep=st.sampled_from([True, False, "no", 1]),
+       threads=st.sampled_from([None, 1, 2, -1, 0, 10**6, 2.5]))
+def test_fuzz_backprop(x, loss, target, keep, threads):
+    call_checked(NET.backprop, x, loss=loss, target=target, keep_grads=keep, n_threads=threads)
+
+
+@FUZZ
+@given(x=arrays([(4,), (2, 4)]), at=st.sampled_from([None, [1], [0], [5], ["a"], 2]))
+def test_fuzz_jacobian_norms(x, at):
+    call_checked(NET64.jacobian_norms, x, singular_values_at=at)
+
+
+@FUZZ
+@given(x=arrays([(4,), (1, 4)]), iters=st.sampled_from([1, 10, 0, -3, 2.0]),
+       tol=st.sampled_from([1e-6, 0.0, -1.0, float("nan"), 1e300]))
+def test_fuzz_chain_spectral_norm(x, iters, tol):
+    call_checked(NET64.spectral_norm, x, iters=iters, tol=tol)
+
+
+@FUZZ
+@given(m=arrays([(3, 3), (2, 5), (1, 1), (0, 3)]))
+def test_fuzz_matrix_spectral_norm(m):
+    call_checked(pyjac.spectral_norm, m, iters=50)
+
+
+@FUZZ
+@given(w0=arrays([(3, 4), (4, 4)]), w1=arrays([(2, 3), (2, 4)]),
+       b=st.sampled_from([None, "zeros", 3, "ragged"]))
+def test_fuzz_from_weights(w0, w1, b):
+    biases = {None: None, 3: 3, "ragged": [np.zeros(3), [0.0, [1.0]]],
+              "zeros": [np.zeros(3), np.zeros(2)]}[b]
+    net = call_checked(pyjac.Chain.from_weights, [w0, w1], biases, activation="tanh")
+    if net is not None:
+        call_checked(net.backprop, np.ones((2, net.widths[0])))
+
+
+@FUZZ
+@given(xs=st.one_of(st.none(), arrays([(3, 2, 2), (3, 1, 2), (0, 2, 2)])),
+       h0=st.one_of(st.none(), arrays([(2, 4), (1, 4)])),
+       steps=st.sampled_from([None, 3, 0, -1, 2**40]),
+       clip=st.sampled_from([None, ("norm", 1.0), ("value", 0.1), ("norm", -1.0), "x"]))
+def test_fuzz_recurrent_backprop(xs, h0, steps, clip):
+    call_checked(RNN.backprop, xs, steps=steps, h0=h0, clip=clip)
+
+
+@FUZZ
+@given(x=arrays([(6, 4), (5, 4)]), y=arrays([(6,), (5,), (6, 3)]),
+       loss=st.sampled_from(["cross_entropy", "mse"]),
+       lr=st.sampled_from([0.1, 0.0, float("inf"), 10**400]),
+       shuffle=st.sampled_from([True, "no"]))
+def test_fuzz_train(x, y, loss, lr, shuffle):
+    if isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iub":
+        y = np.abs(y.astype(np.int64)) % 3
+
+    def train_fresh(*args, **kwargs):  # training changes the chain: a new one per call
+        return pyjac.train(pyjac.Chain(1, [4, 3], dtype="float64", seed=4), *args, **kwargs)
+
+    call_checked(train_fresh, x, y, epochs=1, lr=lr, loss=loss, batch_size=2, shuffle=shuffle)
+
+
+@FUZZ
+@given(act=st.sampled_from(["tanh", "relu", "sigmoid", "erf", 3]),
+       sw=st.sampled_from([1.0, 0.0, -1.0, 1e300, float("nan"), 10**400, "1"]),
+       sb=st.sampled_from([0.0, 0.05, -1.0, 1e300, float("inf")]))
+def test_fuzz_theory(act, sw, sb):
+    call_checked(pyjac.theory.chi1, act, sw, sb)
+    call_checked(pyjac.theory.q_star, act, sw, sb)
+
+
+@FUZZ
+@given(x=arrays([(2, 4), (4,), (3, 5)]))
+def test_fuzz_diagnose(x):
+    call_checked(pyjac.diagnose, NET64, x)
+    call_checked(pyjac.diagnose, [(np.eye(4), np.zeros(4), "tanh"), (x, np.zeros(4), "relu")],
+                 np.ones((2, 4)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_count(request):
+    yield
+    request.config.stash.setdefault(_COUNT_KEY, 0)
+    request.config.stash[_COUNT_KEY] += FUZZ_CALLS["n"]
+
+
+_COUNT_KEY = pytest.StashKey[int]()
