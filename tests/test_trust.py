@@ -268,6 +268,8 @@ def test_chaotic_rnn_norms_stay_finite_and_match_the_kept_gradient():
 # ---- concurrency -------------------------------------------------------------------
 
 def test_concurrent_calls_match_serial_and_leave_blas_settings():
+    # 8 threads x 500 calls of each function (the recurrent ones used to differ from the
+    # serial numbers when another call reset OpenBLAS's thread count under them).
     before = _core.blas_num_threads()
     rnn = pyjac.Recurrent(48, dtype="float32", seed=3)
     net = pyjac.Chain(6, 48, activation="tanh", seed=2)
@@ -275,19 +277,21 @@ def test_concurrent_calls_match_serial_and_leave_blas_settings():
     calls = [
         lambda: rnn.jacobian_norms(steps=20).log_spectral_norm,
         lambda: rnn.backprop(steps=20, h0=np.ones((4, 48))).grad_norm,
+        lambda: rnn.lyapunov_exponents(steps=5),
         lambda: net.backprop(x).grad_norm,
         lambda: net.jacobian_norms(x[0]).log_frobenius_norm,
+        lambda: np.array([net.spectral_norm(x[0], iters=20).value]),
     ]
     serial = [c() for c in calls]
     mismatches = []
 
-    def worker(k):
-        for i in range(60):
-            j = (i + k) % len(calls)
-            if not np.array_equal(calls[j](), serial[j]):
-                mismatches.append(j)
+    def worker():
+        for _ in range(500):
+            for j, call in enumerate(calls):
+                if not np.array_equal(call(), serial[j]):
+                    mismatches.append(j)
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    threads = [threading.Thread(target=worker) for _ in range(8)]
     for t in threads:
         t.start()
     for t in threads:
@@ -517,3 +521,33 @@ def test_bias_std_is_refused_before_building():
     with pytest.raises(ValueError, match="bias_std"):
         pyjac.Chain(2000, 512, bias_std=1e39)
     assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
+@pytest.mark.parametrize("e", [-1000, -600, 600, 1000])
+def test_recurrent_norms_scale_exactly_with_the_gradient(cell, e):
+    # Every gradient of a given dL/dh_T is linear in it: scaling it by 2^e scales every
+    # reported norm by exactly 2^e (the reference is the call at e = 0, whose numbers
+    # test_recurrent.py checks against finite differences and torch).
+    rnn = pyjac.Recurrent(8, 3, cell=cell, dtype="float64", seed=1)
+    rng = np.random.default_rng(0)
+    xs, h0, g = rng.standard_normal((6, 3, 3)), rng.standard_normal((3, 8)), \
+        rng.standard_normal((3, 8))
+    base = rnn.backprop(xs, h0=h0, grad_output=g)
+    r = rnn.backprop(xs, h0=h0, grad_output=g * 2.0**e)
+    scale = 2.0**e
+    assert r.first_nonfinite_step is None
+    np.testing.assert_allclose(r.grad_norm / scale, base.grad_norm, rtol=1e-13)
+    np.testing.assert_allclose(r.step_weight_grad_norm / scale, base.step_weight_grad_norm,
+                               rtol=1e-12)
+    for name in ("W", "U", "b"):
+        assert r.weight_grad_norm[name] / scale == pytest.approx(base.weight_grad_norm[name],
+                                                                 rel=1e-13)
+    assert r.total_grad_norm / scale == pytest.approx(base.total_grad_norm, rel=1e-13)
+    if cell == "lstm":
+        np.testing.assert_allclose(r.cell_grad_norm[1:] / scale, base.cell_grad_norm[1:],
+                                   rtol=1e-13)
+    clipped = rnn.backprop(xs, h0=h0, grad_output=g * 2.0**e, clip=("norm", 3.0 * scale))
+    assert clipped.clipped_grad_norm / scale == pytest.approx(
+        min(3.0, base.total_grad_norm), rel=1e-9)
+    assert clipped.clip_cosine == pytest.approx(1.0, abs=1e-12)

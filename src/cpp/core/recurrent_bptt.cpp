@@ -203,7 +203,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   const int groups = (B + detail::kRowGroup - 1) / detail::kRowGroup;
   const int parts = by_rows ? groups : nb;
   std::vector<detail::BlockSquares> g_sq(static_cast<std::size_t>(steps + 1) * parts);
-  std::vector<double> dc_sq(cell == Cell::Lstm ? g_sq.size() : 0, 0.0);
+  std::vector<detail::CellSquares> dc_sq(cell == Cell::Lstm ? g_sq.size() : 0);
 
   // Part q covers rows [i0, i0 + rows) and unit blocks [b0, b1).
   // dL/dh_t is not kept past its step, so a part whose squares leave the range is
@@ -222,14 +222,14 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
     const int j0 = b0 * ub, j1 = std::min(n, b1 * ub);
     const T* hp = tape.h_at(t - 1);
     T* dz = dz_of(t);
-    double dcs = 0.0;
+    detail::CellSquares dcs;
     for (int i = i0; i < i0 + rows; ++i) {
       const std::size_t r = static_cast<std::size_t>(i) * n;
       switch (cell) {
         case Cell::Lstm:
-          dcs += detail::lstm_vjp_row(tape.gate_of(t) + r * G, tape.c_at(t - 1) + r,
+          detail::lstm_vjp_row(tape.gate_of(t) + r * G, tape.c_at(t - 1) + r,
                                       tape.tc_of(t) + r, g_t + r, gc.get() + r, dz + r * G, n,
-                                      j0, j1);
+                                      j0, j1, dcs);
           break;
         case Cell::Gru:
           // z * g, the path around W, goes straight to dL/dh_{t-1}.
@@ -307,12 +307,13 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   if (steps % 2 == 1) std::swap(g, g_prev);  // where the last step left dL/dh_0
 
   for (int t = steps; t >= 0; --t) {
-    double dcs = 0.0;
     const auto first = g_sq.begin() + static_cast<std::ptrdiff_t>(t) * parts;
     s.grad_norm[t] = detail::combine_block_squares({first, first + parts}).norm;
-    if (cell == Cell::Lstm) {
-      for (int q = 0; q < parts; ++q) dcs += dc_sq[static_cast<std::size_t>(t) * parts + q];
-      if (t >= 1) s.cell_grad_norm[t] = std::sqrt(dcs);
+    if (cell == Cell::Lstm && t >= 1) {
+      std::vector<detail::BlockSquares> dc_parts;
+      for (int q = 0; q < parts; ++q)
+        dc_parts.push_back(dc_sq[static_cast<std::size_t>(t) * parts + q].block<T>());
+      s.cell_grad_norm[t] = detail::combine_block_squares(dc_parts).norm;
     }
   }
   for (int t = steps; t >= 0; --t)

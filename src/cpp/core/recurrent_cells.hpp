@@ -57,6 +57,37 @@ inline NormResult slab_norm(const T* a, std::size_t count) {
   return frobenius_norm(a, 1, count, 1);
 }
 
+// A sum of squares taken at three scales at once (1, 2^-600, 2^600), for values that
+// are gone by the time a rescaled sum could be taken: float64 squares past 1e308 or
+// below 1e-308 are then read from the scaled sums.
+struct CellSquares {
+  static constexpr double kDown = 0x1p-600, kUp = 0x1p600;
+  double plain = 0.0, big = 0.0, small = 0.0;
+
+  template <typename T>
+  BlockSquares block() const {
+    BlockSquares b;
+    b.sum = plain;
+    // float32 squares stay in double's range: only a non-finite entry makes `plain`
+    // non-finite, and it stands as it is (the scaled sums are not taken).
+    if (sizeof(T) != sizeof(double) || plain_sum_is_exact<T>(plain) || std::isnan(plain) ||
+        std::isnan(big))
+      return b;
+    if (std::isinf(big)) {  // an infinite entry: the norm is inf
+      b.inf = true;
+      return b;
+    }
+    if (std::isinf(plain)) {
+      b.scale = kUp;  // sum of (dc 2^-600)^2 = ||dc||^2 / 2^1200
+      b.sum = big;
+    } else {
+      b.scale = kDown;
+      b.sum = small;
+    }
+    return b;
+  }
+};
+
 // ---- plain cells -------------------------------------------------------------------
 
 // h = phi(z) in place over n entries of one row.
@@ -124,17 +155,26 @@ inline void lstm_forward_row(T* gates, const T* c_prev, T* c, T* tc, T* h, int n
 // Backprop through one LSTM step for one row.
 //   gh: dL/dh_t (total); gc: dL/dc_t through c_{t+1} only (in), then dL/dc_{t-1} (out).
 //   dz: the 4n pre-activation gradients; may alias `gates` (each entry is read first).
-// Returns ||dL/dc_t||^2 for this row, dL/dc_t being the total derivative.
+// Adds ||dL/dc_t||^2 of this row to `dc_squares`, dL/dc_t being the total derivative.
 template <typename T>
-inline double lstm_vjp_row(const T* gates, const T* c_prev, const T* tc, const T* gh, T* gc,
-                           T* dz, int n, int j0, int j1) {
-  double dc_sq = 0.0;
-  _Pragma("omp simd reduction(+ : dc_sq)")
+inline void lstm_vjp_row(const T* gates, const T* c_prev, const T* tc, const T* gh, T* gc,
+                         T* dz, int n, int j0, int j1, CellSquares& dc_squares) {
+  // dL/dc_t is not kept (gc becomes dL/dc_{t-1}), so float64 squares that may leave the
+  // range are also summed at two fixed power-of-two scales, in the same pass.
+  constexpr bool kScaled = sizeof(T) == sizeof(double);
+  double plain = 0.0, big = 0.0, small = 0.0;
+  _Pragma("omp simd reduction(+ : plain, big, small)")
   for (int j = j0; j < j1; ++j) {
     const T i = gates[j], f = gates[n + j], g = gates[2 * n + j], o = gates[3 * n + j];
     const T t = tc[j];
     const T dc = gc[j] + gh[j] * o * (T(1) - t * t);
-    dc_sq += static_cast<double>(dc) * dc;
+    plain += static_cast<double>(dc) * dc;
+    if constexpr (kScaled) {
+      const double down = static_cast<double>(dc) * CellSquares::kDown;
+      const double up = static_cast<double>(dc) * CellSquares::kUp;
+      big += down * down;
+      small += up * up;
+    }
     const T cp = c_prev[j];
     dz[j] = dc * g * i * (T(1) - i);
     dz[n + j] = dc * cp * f * (T(1) - f);
@@ -142,7 +182,9 @@ inline double lstm_vjp_row(const T* gates, const T* c_prev, const T* tc, const T
     dz[3 * n + j] = gh[j] * t * o * (T(1) - o);
     gc[j] = dc * f;
   }
-  return dc_sq;
+  dc_squares.plain += plain;
+  dc_squares.big += big;
+  dc_squares.small += small;
 }
 
 // Tangent of one LSTM step: given A = W v_h (4n entries, [A_i A_f A_g A_o]) and v_c,

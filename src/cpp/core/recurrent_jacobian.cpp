@@ -64,8 +64,9 @@ struct StepMaps {
         const T* tct = tape.tc_of(t);
         parallel_for(rows, nt, par, [&](int r) {
           T* mr = m + static_cast<std::size_t>(r) * S;
+          detail::CellSquares unused;  // the Jacobian rows need no norm of dL/dc
           detail::lstm_vjp_row(gt, cp, tct, mr, mr + n, dz.get() + static_cast<std::size_t>(r) * Gn,
-                               n, 0, n);
+                               n, 0, n, unused);
         });
         wp.times_w(rows, dz.get(), Gn, 0, Gn, T(0), m, S);
         break;
