@@ -503,6 +503,8 @@ def test_out_naming_a_directory_leaves_no_temporary_file(tmp_path):
     (lambda: pyjac.Chain(3, 4).backprop(np.ones((2, 4)), keep_grads="no"), "keep_grads"),
     (lambda: pyjac.train(pyjac.Chain(1, [2, 2]), np.ones((4, 2)), np.zeros(4, int),
                          shuffle="no"), "shuffle"),
+    (lambda: pyjac.Recurrent(4).backprop(steps=2, keep_grads="no"), "keep_grads"),
+    (lambda: pyjac.Chain(2, 4).spectral_norm(np.ones(4), per_layer="yes"), "per_layer"),
     (lambda: pyjac.Recurrent(8, spectral_radius=1e308), "spectral_radius"),
     (lambda: pyjac.Recurrent(8, gain=1e39), "gain"),
     (lambda: pyjac.theory.chi1("tanh", 10**400, 0.0), "sigma_w2"),

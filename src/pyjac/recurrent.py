@@ -466,6 +466,7 @@ class Recurrent:
         all steps come from one large product each at the end. Results are bit-identical
         for every ``n_threads``: work is split into blocks fixed by the shapes alone.
         """
+        keep_grads = check_bool(keep_grads, "keep_grads")
         n_threads = check_threads(n_threads)
         xs_arr, steps, h0_arr, c0_arr, single = self._inputs(xs, steps, h0, c0)
         loss = check_choice(loss, ("last", "all"), "loss")
@@ -497,7 +498,7 @@ class Recurrent:
         check_allocation(nbytes, f"backprop through {steps} steps on a batch of {batch}")
         raw = _core.recurrent_backprop(
             self.cell, self.W, self.U if self.input_size else None, self.b, xs_arr, steps,
-            h0_arr, c0_arr, loss_name, go, clip_kind, clip_threshold, bool(keep_grads), n_threads,
+            h0_arr, c0_arr, loss_name, go, clip_kind, clip_threshold, keep_grads, n_threads,
         )
 
         def squeeze(a):

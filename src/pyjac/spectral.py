@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _core
-from ._validation import as_float_array, check_int, check_real, check_threads
+from ._validation import as_float_array, check_bool, check_int, check_real, check_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     from .chain import Chain
@@ -153,6 +153,7 @@ def chain_spectral_norm(net: Chain, x: Any, per_layer: bool = False, iters: int 
     if not isinstance(per_layer, (bool, np.bool_)):
         raise TypeError(f"per_layer: expected a bool, got {type(per_layer).__name__}")
     x1 = _single_input(net, x)
-    raw = _core.chain_spectral_norm(*_chain_args(net), x1, bool(per_layer), iters, tol, seed,
+    per_layer = check_bool(per_layer, "per_layer")
+    raw = _core.chain_spectral_norm(*_chain_args(net), x1, per_layer, iters, tol, seed,
                                     n_threads)
     return _result(raw, not per_layer, raw["first_nonfinite_layer"])

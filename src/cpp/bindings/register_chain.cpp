@@ -112,7 +112,10 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
     }
   }
   BackpropStats s;
-  s = release_gil([&] { return backprop<T>(chain, x.data(), batch, targets.values_ptr(), targets.labels_ptr(), options, outputs); });
+  s = release_gil([&] {
+    return backprop<T>(chain, x.data(), batch, targets.values_ptr(), targets.labels_ptr(), options,
+        outputs);
+  });
   py::dict r;
   r["loss"] = s.loss;
   r["grad_norm"] = to_numpy(s.grad_norm);
@@ -163,7 +166,10 @@ py::tuple round_typed(const py::array& values, GradFormat format) {
   py::array_t<T> out(in.request().shape);
   std::copy(in.data(), in.data() + in.size(), out.mutable_data());
   RoundingCounts counts;
-  counts = release_gil([&] { return round_to_format(out.mutable_data(), static_cast<std::size_t>(out.size()), format, resolve_threads(-1)); });
+  counts = release_gil([&] {
+    return round_to_format(out.mutable_data(), static_cast<std::size_t>(out.size()), format,
+        resolve_threads(-1));
+  });
   return py::make_tuple(out, counts.underflow, counts.overflow);
 }
 

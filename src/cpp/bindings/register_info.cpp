@@ -20,7 +20,9 @@ void register_info(py::module_& m) {
   m.def(
       "backprop_blas_seconds",
       [](int depth, int width, int batch, int repeats, int n_threads) {
-        return release_gil([&] { return backprop_blas_seconds(depth, width, batch, repeats, n_threads); });
+        return release_gil([&] {
+          return backprop_blas_seconds(depth, width, batch, repeats, n_threads);
+        });
       },
       py::arg("depth"), py::arg("width"), py::arg("batch"), py::arg("repeats") = 5,
       py::arg("n_threads") = -1,

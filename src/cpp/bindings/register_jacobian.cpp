@@ -74,7 +74,9 @@ py::dict lyapunov_typed(const py::sequence& weights, const py::sequence& biases,
   auto x = single_input<T>(x_in, c.view.widths[0]);
   std::vector<double> exponents;
   int first = -1;
-  exponents = release_gil([&] { return chain_lyapunov_exponents<T>(c.view, x.data(), k, seed, n_threads, &first); });
+  exponents = release_gil([&] {
+    return chain_lyapunov_exponents<T>(c.view, x.data(), k, seed, n_threads, &first);
+  });
   py::dict r;
   r["exponents"] = to_numpy(exponents);
   r["first_nonfinite_layer"] = index_or_none(first);

@@ -192,7 +192,9 @@ py::dict backprop_typed(const std::string& cell, const py::object& W_in, const p
     }
   }
   RecurrentBackpropStats s;
-  s = release_gil([&] { return recurrent_backprop<T>(p.view, in, go ? go.data() : nullptr, o, out); });
+  s = release_gil([&] {
+    return recurrent_backprop<T>(p.view, in, go ? go.data() : nullptr, o, out);
+  });
   py::dict r;
   r["loss"] = s.loss;
   r["grad_norm"] = to_numpy(s.grad_norm);

@@ -62,7 +62,10 @@ py::dict train_epoch_typed(const py::sequence& weights, const py::sequence& bias
       throw std::invalid_argument("order: index out of range");
   const auto data = Targets<T>::convert(target_in, options.loss, n, chain.widths.back(), "y");
   EpochStats s;
-  s = release_gil([&] { return train_epoch<T>(chain, params, x.data(), data.values_ptr(), data.labels_ptr(), order.data(), n, options); });
+  s = release_gil([&] {
+    return train_epoch<T>(chain, params, x.data(), data.values_ptr(), data.labels_ptr(),
+        order.data(), n, options);
+  });
   py::dict r;
   r["step_loss"] = to_numpy(s.step_loss);
   r["step_grad_norm"] = to_numpy(s.step_grad_norm);
@@ -88,7 +91,9 @@ py::tuple evaluate_typed(const py::sequence& weights, const py::sequence& biases
   const auto n = static_cast<int>(x.shape(0));
   const auto data = Targets<T>::convert(target_in, loss, n, chain.widths.back(), "y");
   Evaluation e;
-  e = release_gil([&] { return evaluate<T>(chain, x.data(), data.values_ptr(), data.labels_ptr(), n, loss, n_threads); });
+  e = release_gil([&] {
+    return evaluate<T>(chain, x.data(), data.values_ptr(), data.labels_ptr(), n, loss, n_threads);
+  });
   return py::make_tuple(e.loss, e.accuracy);
 }
 

@@ -12,9 +12,9 @@ int resolve_threads(int n_threads);
 int thread_limit();
 
 // Sets OpenBLAS's thread count for the lifetime of the scope and restores it
-// afterwards, safely under concurrent calls (see threads.cpp). Sequential-over-layers kernels give BLAS the whole budget; kernels
-// that parallelise over independent items with OpenMP give BLAS one thread, so the
-// two pools never multiply.
+// afterwards, safely under concurrent calls (see threads.cpp). Kernels that parallelise
+// over independent items with OpenMP give BLAS one thread, so the two pools never
+// multiply.
 class BlasThreadScope {
  public:
   explicit BlasThreadScope(int n_threads);
