@@ -553,3 +553,15 @@ def test_recurrent_norms_scale_exactly_with_the_gradient(cell, e):
     assert clipped.clipped_grad_norm / scale == pytest.approx(
         min(3.0, base.total_grad_norm), rel=1e-9)
     assert clipped.clip_cosine == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("call,name", [
+    (lambda: pyjac.Chain(2, 4).backprop(np.ones((0, 4))), "x"),
+    (lambda: pyjac.Chain(2, 4).jacobian_norms(np.ones((0, 4))), "x"),
+    (lambda: pyjac.Recurrent(4, 2).backprop(np.ones((3, 0, 2))), "xs"),
+    (lambda: pyjac.Recurrent(4, 2).backprop(np.ones((0, 2, 2))), "xs"),
+    (lambda: pyjac.Recurrent(4).backprop(steps=3, h0=np.ones((0, 4))), "h0"),
+])
+def test_empty_batches_are_named_as_such(call, name):
+    with pytest.raises(ValueError, match=rf"^{name}: .*(empty|no steps)"):
+        call()

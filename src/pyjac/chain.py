@@ -308,6 +308,9 @@ class Chain:
         single = arr.ndim == 1
         if single:
             arr = arr[None, :]
+        if arr.ndim == 2 and arr.shape[1] == self.widths[0] and arr.shape[0] == 0:
+            raise ValueError(f"{name}: the batch is empty (shape {arr.shape}): give at least "
+                             "one input")
         if arr.ndim != 2 or arr.shape[1] != self.widths[0] or arr.shape[0] < 1:
             raise ValueError(
                 f"{name}: expected shape (batch, {self.widths[0]}) or ({self.widths[0]},), "

@@ -361,6 +361,9 @@ class Recurrent:
             if xs_arr.ndim == 2:
                 xs_arr = xs_arr[:, None, :]
                 single = True
+            if xs_arr.ndim == 3 and xs_arr.shape[2] == m and 0 in xs_arr.shape[:2]:
+                what = "no steps" if xs_arr.shape[0] == 0 else "an empty batch"
+                raise ValueError(f"xs: {what} (shape {xs_arr.shape})")
             if xs_arr.ndim != 3 or xs_arr.shape[2] != m or xs_arr.shape[0] < 1 or (
                 xs_arr.shape[1] < 1
             ):
@@ -382,6 +385,8 @@ class Recurrent:
             if h0_arr.ndim == 1:
                 h0_arr = h0_arr[None, :]
                 single = batch is None or single
+            if h0_arr.ndim == 2 and h0_arr.shape == (0, n):
+                raise ValueError(f"h0: the batch is empty (shape {h0_arr.shape})")
             if h0_arr.ndim != 2 or h0_arr.shape[1] != n or (
                 batch is not None and h0_arr.shape[0] != batch
             ):
