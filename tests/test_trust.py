@@ -565,3 +565,17 @@ def test_recurrent_norms_scale_exactly_with_the_gradient(cell, e):
 def test_empty_batches_are_named_as_such(call, name):
     with pytest.raises(ValueError, match=rf"^{name}: .*(empty|no steps)"):
         call()
+
+
+def test_names_are_case_insensitive_and_seeds_are_taken_as_numpy_takes_them():
+    net = pyjac.Chain(2, 4, activation="ReLU", init="He", norm="LayerNorm", seed=3)
+    assert net.activations == ["relu", "relu"] and net.norm == "layernorm"
+    assert pyjac.Recurrent(4, cell="LSTM").cell == "lstm"
+    a = pyjac.Chain(2, 4, seed=np.random.default_rng(7))
+    b = pyjac.Chain(2, 4, seed=np.random.default_rng(7))
+    np.testing.assert_array_equal(a.weights[0], b.weights[0])
+    c = pyjac.Chain(2, 4, seed=a.seed)  # the integer used is kept, and reproduces
+    np.testing.assert_array_equal(a.weights[0], c.weights[0])
+    assert isinstance(pyjac.Chain(2, 4, seed=None).seed, int)
+    with pytest.raises(TypeError, match="^seed"):
+        pyjac.Chain(2, 4, seed=1.5)

@@ -44,6 +44,20 @@ def check_bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
+def check_seed(value: Any, name: str = "seed", maximum: int = 2**64 - 1) -> int:
+    """A seed as numpy takes one: a non-negative integer, None (fresh entropy) or a
+    ``numpy.random.Generator`` (one integer drawn from it). The integer is returned, so
+    that a result can say which seed made it."""
+    if value is None:
+        return int(np.random.SeedSequence().entropy) % (maximum + 1)
+    if isinstance(value, np.random.Generator):
+        return int(value.integers(0, maximum, endpoint=True, dtype=np.uint64))
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name}: expected an integer, None or a numpy Generator, got "
+                        f"{type(value).__name__}")
+    return check_int(value, name, minimum=0, maximum=maximum)
+
+
 def check_real(value: Any, name: str, *, positive: bool = False, nonneg: bool = False) -> float:
     """A finite real number, optionally > 0 or >= 0."""
     if isinstance(value, bool) or not isinstance(value, Real):
@@ -64,12 +78,15 @@ def check_real(value: Any, name: str, *, positive: bool = False, nonneg: bool = 
 
 
 def check_choice(value: Any, allowed: Sequence[str], name: str) -> str:
+    """One of ``allowed`` (all lower case), matched case-insensitively as the CLI does
+    ("ReLU" is "relu"); the canonical spelling is returned."""
     if not isinstance(value, str):
         raise TypeError(f"{name}: expected a string, got {type(value).__name__}")
-    if value not in allowed:
+    folded = value.lower()
+    if folded not in allowed:
         options = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"{name}: unknown value {value!r}; expected one of {options}")
-    return value
+    return folded
 
 
 def check_threads(n_threads: Any) -> int:

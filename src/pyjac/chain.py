@@ -20,6 +20,7 @@ from ._validation import (
     check_int,
     check_real,
     check_scale_fits,
+    check_seed,
     check_threads,
     raw_array,
 )
@@ -110,7 +111,8 @@ class Chain:
         Units per layer: one int for all, or ``depth + 1`` ints (input first).
     activation : str or sequence of str, default "relu"
         "linear", "sigmoid", "tanh", "relu", "leaky_relu" (slope 0.01), "gelu" (exact),
-        "silu"; or one name per layer.
+        "silu"; or one name per layer. Names (here and for ``init`` and ``norm``) are
+        case-insensitive: "ReLU" is "relu".
     init : str, default "he"
         "gaussian" (std gain/sqrt(fan_in)), "xavier" (var 2/(fan_in+fan_out)),
         "xavier_uniform", "he" (var 2/fan_in), "orthogonal" (Haar), "identity".
@@ -124,8 +126,9 @@ class Chain:
         Scale of the residual branch.
     norm : {None, "layernorm", "batchnorm"}
         Normalisation before the activation, without affine parameters.
-    seed : int, default 0
-        Same seed, same weights, whatever the thread count.
+    seed : int, None or numpy.random.Generator, default 0
+        Same seed, same weights, whatever the thread count. None draws fresh entropy and
+        a Generator one integer; the integer used is kept as ``.seed``.
     dtype : {"float32", "float64"}
         Compute dtype. Results are float64 whatever it is.
 
@@ -169,7 +172,7 @@ class Chain:
         check_scale_fits(gain_value, "gain", np_dtype, factor=_init_factor(init))
         bias_std = check_real(bias_std, "bias_std", nonneg=True)
         check_scale_fits(bias_std, "bias_std", np_dtype)
-        seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
+        seed = check_seed(seed)
         n_params = sum(widths[i] * widths[i + 1] + widths[i + 1] for i in range(depth))
         check_allocation(
             n_params * np_dtype.itemsize + depth * LAYER_OVERHEAD_BYTES,

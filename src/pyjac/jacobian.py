@@ -48,7 +48,7 @@ import numpy as np
 
 from . import _core
 from ._results import _fmt
-from ._validation import check_allocation, check_choice, check_int, check_threads
+from ._validation import check_allocation, check_choice, check_int, check_seed, check_threads
 
 if TYPE_CHECKING:  # pragma: no cover
     from .chain import Chain
@@ -223,7 +223,7 @@ def chain_lyapunov_exponents(net: Chain, x: Any, k: int | None = None, seed: int
     k = check_int(k, "k", minimum=1)
     if k > narrowest:
         raise ValueError(f"k: at most the narrowest width {narrowest}, got {k}")
-    seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
+    seed = check_seed(seed)
     x1 = _single_input(net, x)
     raw = _core.chain_lyapunov_exponents(*_chain_args(net), x1, k, seed, n_threads)
     return raw["exponents"]

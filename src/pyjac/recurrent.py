@@ -35,6 +35,7 @@ from ._validation import (
     check_dtype,
     check_int,
     check_real,
+    check_seed,
     check_threads,
     raw_array,
 )
@@ -197,8 +198,9 @@ class Recurrent:
     forget_bias : float, default 1
         The LSTM's forget-gate bias entries (``b[width:2*width]``); the other biases
         start at zero.
-    seed : int, default 0
-        Same seed, same weights, whatever the thread count.
+    seed : int, None or numpy.random.Generator, default 0
+        Same seed, same weights, whatever the thread count. None draws fresh entropy and
+        a Generator one integer; the integer used is kept as ``.seed``.
     dtype : {"float32", "float64"}
 
     Examples
@@ -232,7 +234,7 @@ class Recurrent:
             radius = check_real(spectral_radius, "spectral_radius", nonneg=True)
         gain_value = 1.0 if gain is None else check_real(gain, "gain")
         forget_bias = check_real(forget_bias, "forget_bias")
-        seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
+        seed = check_seed(seed)
         np_dtype = check_dtype(dtype)
         G = _GATES.get(cell, 1)
         check_allocation(

@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _core
-from ._validation import as_float_array, check_bool, check_int, check_real, check_threads
+from ._validation import (
+    as_float_array,
+    check_bool,
+    check_int,
+    check_real,
+    check_seed,
+    check_threads,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .chain import Chain
@@ -57,7 +64,7 @@ class SpectralNormResult:
 def _options(iters: Any, tol: Any, seed: Any) -> tuple[int, float, int]:
     iters = check_int(iters, "iters", minimum=1)
     tol = check_real(tol, "tol", positive=True)
-    seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
+    seed = check_seed(seed)
     return iters, tol, seed
 
 

@@ -16,6 +16,7 @@ from ._validation import (
     check_choice,
     check_int,
     check_real,
+    check_seed,
     check_threads,
 )
 from .chain import Chain, _grad_dtype
@@ -179,7 +180,7 @@ def train(
         Evaluated before training and after every epoch.
     shuffle : bool, default True
         A fresh seeded permutation of the examples every epoch.
-    seed : int, default 0
+    seed : int, None or numpy.random.Generator, default 0
         Seeds the shuffling: same seed, same run, whatever the thread count.
     grad_dtype, loss_scale
         Mixed-precision emulation of every backward pass, as in :meth:`Chain.backprop`.
@@ -214,7 +215,7 @@ def train(
     clip_value = 0.0 if clip is None else check_real(clip, "clip", positive=True)
     clip_mode = "none" if clip is None else check_choice(clip_mode, CLIP_MODES, "clip_mode")
     loss = check_choice(loss, TRAIN_LOSSES, "loss")
-    seed = check_int(seed, "seed", minimum=0, maximum=2**63 - 1)
+    seed = check_seed(seed, maximum=2**63 - 1)
     grad_format = _grad_dtype(grad_dtype, chain.dtype)
     loss_scale = check_real(loss_scale, "loss_scale", positive=True)
     shuffle = check_bool(shuffle, "shuffle")
