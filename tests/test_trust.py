@@ -579,3 +579,15 @@ def test_names_are_case_insensitive_and_seeds_are_taken_as_numpy_takes_them():
     assert isinstance(pyjac.Chain(2, 4, seed=None).seed, int)
     with pytest.raises(TypeError, match="^seed"):
         pyjac.Chain(2, 4, seed=1.5)
+
+
+@pytest.mark.parametrize("scale,depth,dtype", [(1e300, 2, "float64"), (1e-300, 3, "float64"),
+                                               (1e30, 5, "float32"), (1e-30, 4, "float32")])
+def test_end_to_end_spectral_norm_of_huge_and_tiny_weights(scale, depth, dtype):
+    # sigma_max of (s Q)^depth for an orthogonal Q is s^depth: the log is exact although
+    # the product itself leaves the range.
+    q = np.linalg.qr(np.random.default_rng(0).standard_normal((4, 4)))[0]
+    net = pyjac.Chain.from_weights([(q * scale).astype(dtype)] * depth, activation="linear")
+    r = net.spectral_norm(np.ones(4))
+    expected = depth * math.log(float(np.asarray(scale, dtype=dtype)))
+    assert r.log_value == pytest.approx(expected, rel=1e-6)

@@ -35,10 +35,13 @@ int pass_exponent(const double* tile_max, int tiles) {
   return e;
 }
 
-// alpha = 2^-e must be a normal T to be exact as a GEMV alpha.
+// Whether src * 2^-e may be left to the GEMV's alpha. BLAS forms W src before it
+// multiplies by alpha, so that product must stay in range: a layer that moved the vector
+// by more than 2^30 (float) or 2^250 (double) has weights of that size, and W src would
+// over- or underflow (weights of 1e300 made the end-to-end power iteration NaN).
 template <typename T>
-bool alpha_representable(int e) {
-  return std::abs(e) < (sizeof(T) == sizeof(float) ? 120 : 1000);
+bool alpha_safe(int e) {
+  return std::abs(e) < (sizeof(T) == sizeof(float) ? 30 : 250);
 }
 
 }  // namespace
@@ -78,9 +81,9 @@ double apply_chain_to_vector(const Linearization<T>& lin, bool transpose, const 
       const int tiles = (n_dst + kTile - 1) / kTile;
       double* maxima = tile_max.data() + static_cast<std::size_t>(step) * max_tiles;
       const T* d = lin.d[l].data();
-      if (!alpha_representable<T>(e_src)) {
-        // Rare (a layer moved the vector by more than 2^120): scale src in place first,
-        // which needs a barrier of its own before anyone reads it.
+      if (!alpha_safe<T>(e_src)) {
+        // Rare (a layer moved the vector by more than 2^30 or 2^250): scale src in place
+        // first, which needs a barrier of its own before anyone reads it.
 #pragma omp single
         scale_pow2(const_cast<T*>(src), n_src, e_src);
         e_src = 0;
