@@ -12,6 +12,7 @@ The number of calls tried is printed at the end of the run (conftest.py).
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -23,7 +24,9 @@ import pyjac
 
 FUZZ_CALLS = {"n": 0}
 
-FUZZ = settings(max_examples=250, deadline=None, derandomize=True,
+# PYJAC_FUZZ_EXAMPLES=5000 PYJAC_FUZZ_RANDOM=1 for a longer, non-repeating hunt.
+FUZZ = settings(max_examples=int(os.environ.get("PYJAC_FUZZ_EXAMPLES", "250")), deadline=None,
+                derandomize=not os.environ.get("PYJAC_FUZZ_RANDOM"),
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 ARGUMENT_NAMES = (
@@ -33,7 +36,7 @@ ARGUMENT_NAMES = (
     "bias_std", "sigma_w2", "sigma_b2", "q", "q0", "lr", "epochs", "batch_size", "seed",
     "clip", "model_or_weights", "method", "input_size", "cell", "spectral_radius", "dtype",
     "norm", "init", "residual", "residual_scale", "grad_dtype", "momentum", "shuffle",
-    "copy", "validation", "chain",
+    "copy", "validation", "chain", "forget_bias", "steps",
 )
 
 DTYPES = [np.float64, np.float32, np.float16, np.int64, np.int8, np.bool_, np.complex128,
@@ -215,3 +218,65 @@ def _report_count(request):
 
 
 _COUNT_KEY = pytest.StashKey[int]()
+
+
+SCALARS = st.sampled_from([0, 1, 2, -1, 3.5, 1e300, -1e-300, float("nan"), float("inf"),
+                           10**400, True, None, "2", [1], np.float32(2.0), np.int64(3)])
+
+
+@FUZZ
+@given(depth=SCALARS, width=st.one_of(SCALARS, st.just([4, 5, 3])),
+       activation=st.sampled_from(["tanh", "ReLU", "swish", 3, ["tanh", "relu"], None]),
+       init=st.sampled_from(["he", "orthogonal", "Identity", "bogus", 1]),
+       gain=SCALARS, bias_std=SCALARS, residual=st.sampled_from([False, True, "yes"]),
+       norm=st.sampled_from([None, "layernorm", "batchnorm", "x"]),
+       dtype=st.sampled_from(["float32", "float64", "float16", np.float64, int, "x"]))
+def test_fuzz_chain_constructor(depth, width, activation, init, gain, bias_std, residual,
+                                norm, dtype):
+    net = call_checked(pyjac.Chain, depth, width, activation=activation, init=init, gain=gain,
+                       bias_std=bias_std, residual=residual, norm=norm, dtype=dtype)
+    if net is not None:
+        for w in net.weights:
+            assert np.isfinite(w).all()
+
+
+@FUZZ
+@given(width=SCALARS, input_size=st.sampled_from([0, 2, -1, 1.5]),
+       cell=st.sampled_from(["tanh", "LSTM", "gru", "relu", "rnn", 0]),
+       radius=SCALARS, gain=SCALARS, forget=SCALARS)
+def test_fuzz_recurrent_constructor(width, input_size, cell, radius, gain, forget):
+    rnn = call_checked(pyjac.Recurrent, width, input_size, cell=cell, spectral_radius=radius,
+                       gain=gain, forget_bias=forget)
+    if rnn is not None:
+        assert np.isfinite(rnn.W).all() and np.isfinite(rnn.b).all()
+
+
+@FUZZ
+@given(x=arrays([(4,), (2, 4)]), k=st.sampled_from([None, 1, 4, 5, 0, -1, 2.0]),
+       depth=st.sampled_from([None, 1, 2, 3, 0, 7]))
+def test_fuzz_lyapunov_and_jacobian(x, k, depth):
+    call_checked(NET64.lyapunov_exponents, x, k=k)
+    call_checked(NET64.jacobian, x, depth=depth)
+
+
+@FUZZ
+@given(xs=st.one_of(st.none(), arrays([(5, 2), (5, 1, 2)])),
+       steps=st.sampled_from([None, 5, 0, 3]), k=st.sampled_from([None, 1, 8, 9, 0]))
+def test_fuzz_recurrent_jacobians(xs, steps, k):
+    call_checked(RNN.jacobian_norms, xs, steps=steps)
+    call_checked(RNN.lyapunov_exponents, xs, steps=steps, k=k)
+
+
+@FUZZ
+@given(m=arrays([(3, 3), (2, 2), (2, 3)]))
+def test_fuzz_spectral_radius(m):
+    call_checked(pyjac.spectral_radius, m)
+
+
+@FUZZ
+@given(act=st.sampled_from(["tanh", "relu", "gelu", "linear", "x"]), sw=SCALARS, sb=SCALARS,
+       depth=st.sampled_from([1, 10, 0, -2, 2.5, 10**12]))
+def test_fuzz_theory_more(act, sw, sb, depth):
+    call_checked(pyjac.theory.depth_scale, act, sw, sb)
+    call_checked(pyjac.theory.critical_sigma_w2, act, sb)
+    call_checked(pyjac.theory.jacobian_spectrum_moments, act, "gaussian", sw, sb, depth=depth)
