@@ -591,3 +591,23 @@ def test_end_to_end_spectral_norm_of_huge_and_tiny_weights(scale, depth, dtype):
     r = net.spectral_norm(np.ones(4))
     expected = depth * math.log(float(np.asarray(scale, dtype=dtype)))
     assert r.log_value == pytest.approx(expected, rel=1e-6)
+
+
+def test_reprs_summarise_arrays_and_pandas_shows_finite_runs_as_missing():
+    net = pyjac.Chain(300, 8, seed=0)
+    text = repr(net.spectral_norm(np.ones(8), per_layer=True, iters=5))
+    assert "..." in text and len(text) < 600
+    data = pyjac.load_digits()
+    assert len(repr(data)) < 300 and "x_train" in repr(data)
+    pd = pytest.importorskip("pandas")
+    frame = pyjac.sweep(depth=3, width=4, batch=2, cache=False, progress=False).to_pandas()
+    assert frame["first_nonfinite_layer"].isna().all()
+    assert frame["first_nonfinite_layer"].dtype == pd.Int64Dtype()
+    assert isinstance(pyjac.diagnose.DEFAULT_THRESHOLDS, dict)
+
+
+def test_reproduce_with_a_bad_only_creates_nothing(tmp_path):
+    out = tmp_path / "figs"
+    r = _cli("reproduce", "--out", out, "--only", "fig99")
+    assert r.returncode == 2 and "fig10" in r.stderr
+    assert not out.exists()

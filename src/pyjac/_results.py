@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +14,13 @@ def _fmt(values: np.ndarray) -> str:
     head = np.array2string(values[:3], precision=3)[:-1]
     tail = np.array2string(values[-3:], precision=3)[1:]
     return f"{head} ... {tail}"
+
+
+def summarize(value: Any) -> str:
+    """A short repr: arrays as numpy prints long ones (ends only), everything else as is."""
+    if isinstance(value, np.ndarray):
+        return np.array2string(value, threshold=8, edgeitems=3, precision=4, separator=", ")
+    return repr(value)
 
 
 class LogGradNormMixin:

@@ -132,6 +132,22 @@ class Chain:
     dtype : {"float32", "float64"}
         Compute dtype. Results are float64 whatever it is.
 
+    Attributes
+    ----------
+    depth : int
+        Number of layers.
+    widths : list of int
+        ``depth + 1`` widths, the input's first.
+    weights, biases : list of ndarray
+        ``W_l`` of shape ``(widths[l], widths[l-1])`` and ``b_l``, in the chain's dtype.
+        These are the live parameters, not copies: :func:`pyjac.train` updates them in
+        place, and changing them changes every later measurement.
+    activations : list of str
+        One canonical name per layer.
+    residual, residual_scale, norm, dtype, init, gain, seed
+        As given (``seed`` as the integer used; ``init``, ``gain`` and ``seed`` are None
+        for :meth:`from_weights`).
+
     Examples
     --------
     >>> import numpy as np, pyjac

@@ -146,7 +146,6 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     _matplotlib_agg()
     import matplotlib.pyplot as plt
 
-    out = _writable_dir(args.out)
     formats = [f.strip().lower() for f in args.formats.split(",") if f.strip()]
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
@@ -159,7 +158,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         for n in only:
             if not any(n == s.name or s.name.startswith(n + "_") for s in figures.FIGURES):
                 raise _CLIError(f"--only: unknown figure {n!r}; choose from "
-                                f"{', '.join(names)} (or fig1 ... fig8)")
+                                f"{', '.join(names)} (or fig1 ... fig{len(names)})")
+    out = _writable_dir(args.out)  # created only once the arguments are known to be good
     cache = _cache_arg(args)
     progress = False if args.no_progress else None
     start = time.perf_counter()

@@ -24,6 +24,11 @@ class Dataset(NamedTuple):
     y_test: np.ndarray
     source: str  # "sklearn.datasets.load_digits" or "synthetic"
 
+    def __repr__(self) -> str:
+        return (f"Dataset(x_train: {self.x_train.shape}, y_train: {self.y_train.shape}, "
+                f"x_test: {self.x_test.shape}, y_test: {self.y_test.shape}, "
+                f"source={self.source!r})")
+
     @property
     def n_classes(self) -> int:
         return int(max(self.y_train.max(), self.y_test.max())) + 1

@@ -823,3 +823,8 @@ def diagnose(
         thresholds=th,
         fixes=fixes,
     )
+
+
+# The function shadows this module in the package namespace (pyjac.diagnose is the
+# function): what the module documents is reachable from it too.
+diagnose.DEFAULT_THRESHOLDS = DEFAULT_THRESHOLDS  # type: ignore[attr-defined]

@@ -291,6 +291,11 @@ class Results:
             raise ImportError("Results.to_pandas needs pandas (pip install pandas); "
                               "Results.to_numpy() works without it") from None
         frame = pd.DataFrame(self.to_dict())
+        if "first_nonfinite_layer" in frame:
+            # -1 is the table's code for "stayed finite"; pandas shows it as <NA>, as the
+            # Python API's None.
+            column = frame["first_nonfinite_layer"].astype("Int64")
+            frame["first_nonfinite_layer"] = column.mask(column < 0)
         frame.attrs.update(self.meta)
         return frame
 

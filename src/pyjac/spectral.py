@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _core
+from ._results import summarize
 from ._validation import (
     as_float_array,
     check_bool,
@@ -59,6 +60,11 @@ class SpectralNormResult:
 
     def __float__(self) -> float:
         return float(self.value)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={summarize(getattr(self, name))}" for name in (
+            "value", "log_value", "iterations", "converged", "first_nonfinite_layer"))
+        return f"SpectralNormResult({fields})"
 
 
 def _options(iters: Any, tol: Any, seed: Any) -> tuple[int, float, int]:
