@@ -111,6 +111,12 @@ def test_reproduce_again_redraws_from_the_cache(quick_run, monkeypatch, capsys, 
                         str(cache), "--only", "fig1,fig8", "--formats", "png",
                         "--no-progress"], capsys)
     assert code == 0
+    # not a terminal: a line when each figure starts, and one when it is done
+    lines = out.splitlines()
+    started = lines.index("[1/2] fig1_gradient_vs_depth: drawing ...")
+    assert lines[started + 1].startswith("[1/2] fig1_gradient_vs_depth: ") and " s -> " in (
+        lines[started + 1])
+    assert "[2/2] fig8_dead_and_saturated: drawing ..." in lines
     assert (tmp_path / "fig1_gradient_vs_depth.png").is_file()
     assert not (tmp_path / "fig1_gradient_vs_depth.svg").exists()
     assert not (tmp_path / "fig2_residual_layernorm.png").exists()

@@ -173,6 +173,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             print(f"[{k + 1}/{len(specs)}] {spec.name}: skipped ({reason})", flush=True)
             continue
         t0 = time.perf_counter()
+        if not sys.stdout.isatty():  # a log gets a line when each figure starts, too
+            print(f"[{k + 1}/{len(specs)}] {spec.name}: drawing ...", flush=True)
         try:
             fig, info = spec.build(quick=args.quick, cache=cache, n_jobs=args.jobs,
                                    progress=progress)
