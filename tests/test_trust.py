@@ -611,3 +611,14 @@ def test_reproduce_with_a_bad_only_creates_nothing(tmp_path):
     r = _cli("reproduce", "--out", out, "--only", "fig99")
     assert r.returncode == 2 and "fig10" in r.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("activation,init", [("tanh", "xavier"), ("sigmoid", "xavier"),
+                                             ("linear", "xavier"), ("relu", "he"),
+                                             ("gelu", "he"), (["relu", "linear"], "he")])
+def test_default_init_fits_the_activation(activation, init):
+    net = pyjac.Chain(2, 300, activation=activation, seed=0, dtype="float64")
+    assert net.init == init
+    # the drawn variance is the init's: 1/300 for xavier on square layers, 2/300 for he
+    variance = np.mean([np.var(w) for w in net.weights]) * 300
+    assert variance == pytest.approx(1.0 if init == "xavier" else 2.0, rel=0.02)

@@ -89,6 +89,15 @@ def _widths(depth: int, width: int | Sequence[int]) -> list[int]:
     return [check_int(width, "width", minimum=1)] * (depth + 1)
 
 
+_RELU_LIKE = ("relu", "leaky_relu", "gelu", "silu")
+
+
+def _default_init(activations: Sequence[str]) -> str:
+    # He keeps ReLU-like layers' signal (half the units pass); Xavier keeps tanh's,
+    # sigmoid's and linear layers' (slope 1 at 0) at the same scale.
+    return "he" if any(a in _RELU_LIKE for a in activations) else "xavier"
+
+
 def _init_factor(init: str) -> float:
     # The largest multiple of `gain` an initial weight can reach before the draw itself:
     # he's sqrt(2), xavier_uniform's sqrt(6) bound, 1 for the others (orthogonal and
@@ -113,9 +122,12 @@ class Chain:
         "linear", "sigmoid", "tanh", "relu", "leaky_relu" (slope 0.01), "gelu" (exact),
         "silu"; or one name per layer. Names (here and for ``init`` and ``norm``) are
         case-insensitive: "ReLU" is "relu".
-    init : str, default "he"
+    init : str, optional
         "gaussian" (std gain/sqrt(fan_in)), "xavier" (var 2/(fan_in+fan_out)),
         "xavier_uniform", "he" (var 2/fan_in), "orthogonal" (Haar), "identity".
+        By default the one that fits the activations: "he" when any layer is ReLU-like
+        (relu, leaky_relu, gelu, silu), "xavier" for chains of tanh, sigmoid and linear
+        layers. The choice is kept as ``.init``.
     gain : float, optional
         Multiplies the initial weights (1 when None).
     bias_std : float, default 0
@@ -163,7 +175,7 @@ class Chain:
         width: int | Sequence[int],
         *,
         activation: str | Sequence[str] = "relu",
-        init: str = "he",
+        init: str | None = None,
         gain: float | None = None,
         bias_std: float = 0.0,
         residual: bool = False,
@@ -183,7 +195,7 @@ class Chain:
             )
         widths = _widths(depth, width)
         activations = _activations(activation, depth)
-        init = check_choice(init, INITS, "init")
+        init = _default_init(activations) if init is None else check_choice(init, INITS, "init")
         gain_value = 1.0 if gain is None else check_real(gain, "gain")
         check_scale_fits(gain_value, "gain", np_dtype, factor=_init_factor(init))
         bias_std = check_real(bias_std, "bias_std", nonneg=True)
