@@ -18,8 +18,8 @@ for label, kwargs in [
     ("tanh, orthogonal init", dict(activation="tanh", init="orthogonal")),
     ("relu, he init", dict(activation="relu", init="he")),
     ("relu, gaussian gain 1.5 (exploding)", dict(activation="relu", init="gaussian", gain=1.5)),
-    ("linear, residual (scale 0.1), he init", dict(activation="linear", residual=True,
-                                                    residual_scale=0.1)),
+    ("linear, residual (scale 0.1), he init", dict(activation="linear", init="he",
+                                                    residual=True, residual_scale=0.1)),
 ]:
     net = pyjac.Chain(1000, 64, dtype="float64", **kwargs)
     t0 = time.perf_counter()
