@@ -622,3 +622,14 @@ def test_default_init_fits_the_activation(activation, init):
     # the drawn variance is the init's: 1/300 for xavier on square layers, 2/300 for he
     variance = np.mean([np.var(w) for w in net.weights]) * 300
     assert variance == pytest.approx(1.0 if init == "xavier" else 2.0, rel=0.02)
+
+
+def test_report_cites_texts_by_title_not_by_missing_files(tmp_path):
+    from pyjac import report
+
+    claims = report.seed_claims(quick=True)
+    path = report.write_report(tmp_path / "report.md", [], [], claims, quick=True)
+    text = path.read_text()
+    assert "seeds/" not in text and ".txt" not in text
+    for _, title in report.SEEDS.values():
+        assert title in text

@@ -280,8 +280,11 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def claims_markdown(claims: Sequence[Claim]) -> str:
     """The claims as a markdown table, then the notes on the claims that are not right."""
-    rows = [[i + 1, f"{c.seed}", c.quote, c.text_value, _num(c.exact), _num(c.measured),
-             c.how, c.verdict] for i, c in enumerate(claims)]
+    # Each claim is cited by the title of its text, so that the report stands alone (the
+    # texts themselves are not part of the repository).
+    rows = [[i + 1, SEEDS[c.seed][1] if c.seed in SEEDS else f"{c.seed}", c.quote,
+             c.text_value, _num(c.exact), _num(c.measured), c.how, c.verdict]
+            for i, c in enumerate(claims)]
     out = [_table(["#", "text", "claim", "text says", "exact", "pyjac measures", "how",
                    "verdict"], rows)]
     notes = [f"{i + 1}. ({c.verdict}) {c.note}" for i, c in enumerate(claims) if c.note]
@@ -336,7 +339,7 @@ def write_report(path: str | Path, figures: Sequence[tuple[Any, list[str]]],
         "'exact' is the closed form; 'pyjac measures' is the same quantity measured on a "
         "chain built for it (for a wrong claim: on a counter-example).",
         "",
-        "Texts: " + "; ".join(f"{k} = {title} (`{f}`)" for k, (f, title) in SEEDS.items()) + ".",
+        "Texts: " + "; ".join(f"\"{title}\"" for _, title in SEEDS.values()) + ".",
         "",
         claims_markdown(claims),
         "",
