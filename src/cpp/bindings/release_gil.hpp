@@ -29,7 +29,8 @@ auto release_gil(F&& compute) {
     return compute();
   } catch (const Interrupted&) {
     if (raised) throw std::move(*raised);
-    throw py::error_already_set();  // unreachable in practice: no check, no Interrupted
+    PyErr_SetNone(PyExc_KeyboardInterrupt);  // the core stopped without a Python error
+    throw py::error_already_set();
   }
 }
 

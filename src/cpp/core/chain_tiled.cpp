@@ -10,8 +10,6 @@
 #include <cstring>
 #include <vector>
 
-#include <omp.h>
-
 #include "chain_common.hpp"
 #include "chain_tiled_forward.hpp"
 #include "layer_grid.hpp"
@@ -68,12 +66,9 @@ struct BackwardState {
 // The sum of squares of one tile of a (.. x ld) matrix.
 template <typename T>
 BlockSquares tile_squares(const T* a, std::size_t ld, const Tile& tile) {
-  const T* first = a + static_cast<std::size_t>(tile.i0) * ld + tile.j0;
-  double total = 0.0;
-  for (int i = 0; i < tile.rows(); ++i)
-    total += row_sum_squares(first + static_cast<std::size_t>(i) * ld,
-                             static_cast<std::size_t>(tile.cols()));
-  return block_squares(first, tile.rows(), tile.cols(), ld, total);
+  return block_sum_squares(a + static_cast<std::size_t>(tile.i0) * ld + tile.j0,
+                           static_cast<std::size_t>(tile.rows()),
+                           static_cast<std::size_t>(tile.cols()), ld);
 }
 
 // Rounds a tile's rows to the gradient format and adds the counts.
@@ -409,8 +404,7 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
       for (int t = 0; t < first; ++t)
         dz_tile(cst, L - 1, parts[L - 1].dz_grid.at(t), t, parts[L - 1]);
       for (int l = L - 1; l >= 0; --l) {
-        if (interrupt.stop(L - 1 - l)) break;  // the whole team, at the same layer
-        if (omp_get_thread_num() == 0) interrupt.decide(L - 1 - l);
+        if (interrupt.stop_at(L - 1 - l)) break;  // the whole team, at the same layer
         const int count = tasks[l].count();
 #pragma omp for schedule(dynamic, 1)
         for (int task = 0; task < count; ++task) run_task(cst, l, tasks[l], task, parts);

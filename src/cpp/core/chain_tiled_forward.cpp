@@ -76,8 +76,7 @@ void forward_region(const ChainView<T>& c, int batch, const std::vector<const T*
   {
     T* d = scratch + static_cast<std::size_t>(omp_get_thread_num()) * widest;
     for (int l = 0; l < L; ++l) {
-      if (interrupt.stop(l)) break;  // the whole team, at the same layer
-      if (omp_get_thread_num() == 0) interrupt.decide(l);
+      if (interrupt.stop_at(l)) break;  // the whole team, at the same layer
       const int tiles = parts[l].grid.count();
 #pragma omp for schedule(dynamic, 1)
       for (int t = 0; t < tiles; ++t) {

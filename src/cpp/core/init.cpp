@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "haar.hpp"
-#include "pyjac/rng.hpp"
 #include "pyjac/interrupt.hpp"
+#include "pyjac/rng.hpp"
 #include "pyjac/threads.hpp"
 
 namespace pyjac {

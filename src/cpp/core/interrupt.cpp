@@ -42,10 +42,12 @@ bool TeamInterrupt::poll() {
   }
 }
 
-void TeamInterrupt::decide(int k) {
-  const bool stop_next = decided_[k & 1].load(std::memory_order_relaxed) || raised_.load() ||
-                         poll();
-  decided_[(k + 1) & 1].store(stop_next, std::memory_order_relaxed);
+bool TeamInterrupt::stop_at(int k) {
+  const bool stop = decided_[k & 1].load(std::memory_order_relaxed);
+  if (stop) return true;
+  if (omp_get_thread_num() == 0)
+    decided_[(k + 1) & 1].store(raised_.load() || poll(), std::memory_order_relaxed);
+  return false;
 }
 
 bool TeamInterrupt::requested() {

@@ -1,6 +1,5 @@
 // Feed-forward chains at one input: the explicit input-output Jacobian, the norms
 // of the Jacobian product at every depth, and Lyapunov exponents.
-#include "pyjac/interrupt.hpp"
 #include "pyjac/jacobian.hpp"
 
 #include <algorithm>
@@ -10,6 +9,7 @@
 
 #include "linearize.hpp"
 #include "pyjac/blas.hpp"
+#include "pyjac/interrupt.hpp"
 #include "pyjac/rng.hpp"
 #include "pyjac/threads.hpp"
 

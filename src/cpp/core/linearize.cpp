@@ -5,9 +5,9 @@
 #include <stdexcept>
 
 #include "norm_layers.hpp"
-#include "pyjac/interrupt.hpp"
 #include "pyjac/activation.hpp"
 #include "pyjac/blas.hpp"
+#include "pyjac/interrupt.hpp"
 #include "reduce.hpp"
 #include "tiled_blas.hpp"
 

@@ -9,8 +9,8 @@
 #include <string>
 
 #include "linearize.hpp"
-#include "pyjac/interrupt.hpp"
 #include "pyjac/blas.hpp"
+#include "pyjac/interrupt.hpp"
 #include "pyjac/jacobian.hpp"
 #include "pyjac/threads.hpp"
 #include "top_singular.hpp"

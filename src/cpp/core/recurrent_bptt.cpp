@@ -9,8 +9,8 @@
 
 #include <omp.h>
 
-#include "pyjac/interrupt.hpp"
 #include "pyjac/blas.hpp"
+#include "pyjac/interrupt.hpp"
 #include "pyjac/recurrent.hpp"
 #include "pyjac/threads.hpp"
 #include "gemm_ksplit.hpp"
@@ -292,8 +292,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
       T* g_t = buf0;  // every thread swaps its own copies in step
       T* g_p = buf1;
       for (int t = steps; t >= 1; --t) {
-        if (interrupt.stop(steps - t)) break;  // the whole team, at the same step
-        if (omp_get_thread_num() == 0) interrupt.decide(steps - t);
+        if (interrupt.stop_at(steps - t)) break;  // the whole team, at the same step
 #pragma omp for schedule(static)
         for (int blk = 0; blk < nb; ++blk) phase_a(t, g_t, g_p, 0, B, blk, blk + 1, blk);
         // (implicit barrier: every unit's pre-activation gradients are in place)

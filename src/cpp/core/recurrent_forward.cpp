@@ -1,12 +1,11 @@
 // The recurrence itself: input projections for all steps in one GEMM, then one
 // GEMM with W and one elementwise pass per step.
 #include <cmath>
-#include <omp.h>
 #include <cstring>
 #include <string>
 
-#include "pyjac/interrupt.hpp"
 #include "pyjac/blas.hpp"
+#include "pyjac/interrupt.hpp"
 #include "gemm_ksplit.hpp"
 #include "tiled_blas.hpp"
 #include "recurrent_cells.hpp"
@@ -174,8 +173,7 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
   } else {
 #pragma omp parallel num_threads(nt) if (par)
     for (int t = 1; t <= steps; ++t) {
-      if (interrupt.stop(t)) break;  // the whole team, at the same step
-      if (omp_get_thread_num() == 0) interrupt.decide(t);
+      if (interrupt.stop_at(t)) break;  // the whole team, at the same step
 #pragma omp for schedule(static)
       for (int blk = 0; blk < nb; ++blk) step_part(t, 0, B, blk, blk + 1, blk);
     }

@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "haar.hpp"
-#include "pyjac/interrupt.hpp"
 #include "pyjac/blas.hpp"
+#include "pyjac/interrupt.hpp"
 #include "pyjac/recurrent.hpp"
 #include "pyjac/rng.hpp"
 #include "pyjac/threads.hpp"

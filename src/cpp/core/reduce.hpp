@@ -187,11 +187,7 @@ class ScaledNorm {
       }
     }
   }
-  void add(const BlockSquares& b) {
-    nan_ |= b.nan;
-    inf_ |= b.inf;
-    add(b.norm());
-  }
+  void add(const BlockSquares& b) { add(b.norm()); }  // NaN or inf for flagged blocks
   double value() const {
     if (nan_) return NAN;
     if (inf_) return INFINITY;
@@ -249,12 +245,19 @@ double row_norm(const T* row, std::size_t n, double sum_sq) {
   return block_squares(row, 1, n, n, sum_sq).norm();
 }
 
-// Frobenius norm of a (rows x cols) block with leading dimension ld, serially.
+// The sum of squares of a (rows x cols) block with leading dimension ld, serially.
 template <typename T>
-double block_norm(const T* a, std::size_t rows, std::size_t cols, std::size_t ld) {
+BlockSquares block_sum_squares(const T* a, std::size_t rows, std::size_t cols,
+                               std::size_t ld) {
   double plain = 0.0;
   for (std::size_t i = 0; i < rows; ++i) plain += row_sum_squares(a + i * ld, cols);
-  return block_squares(a, rows, cols, ld, plain).norm();
+  return block_squares(a, rows, cols, ld, plain);
+}
+
+// Frobenius norm of such a block.
+template <typename T>
+double block_norm(const T* a, std::size_t rows, std::size_t cols, std::size_t ld) {
+  return block_sum_squares(a, rows, cols, ld).norm();
 }
 
 // ||v|| of a contiguous vector, exact over the whole range.

@@ -119,8 +119,7 @@ PowerIterationResult matrix_spectral_norm(const T* a, int rows, int cols,
   // sigma_max itself is representable: iterate on A 2^-e, an exact scaling, and add
   // e log 2 back.
   const std::size_t count = static_cast<std::size_t>(rows) * cols;
-  double biggest = 0.0;
-  for (std::size_t k = 0; k < count; ++k) biggest = std::max(biggest, std::abs(double(a[k])));
+  const double biggest = detail::max_abs(a, count);
   int e = 0;
   std::vector<T> scaled;
   if (biggest > 0.0 && std::isfinite(biggest)) {

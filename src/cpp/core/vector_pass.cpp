@@ -12,8 +12,8 @@
 #include <omp.h>
 #include <vector>
 
-#include "pyjac/interrupt.hpp"
 #include "pyjac/blas.hpp"
+#include "pyjac/interrupt.hpp"
 
 namespace pyjac::detail {
 namespace {
@@ -72,8 +72,7 @@ double apply_chain_to_vector(const Linearization<T>& lin, bool transpose, const 
     const T* src = in;
     int e_src = 0;  // src is to be read as src * 2^-e_src
     for (int step = 0; step < L; ++step) {
-      if (interrupt.stop(step)) break;  // the whole team, at the same layer
-      if (omp_get_thread_num() == 0) interrupt.decide(step);
+      if (interrupt.stop_at(step)) break;  // the whole team, at the same layer
       const int l = transpose ? L - 1 - step : step;
       const int n_in = c.widths[l], n_out = c.widths[l + 1];
       const int n_src = transpose ? n_out : n_in, n_dst = transpose ? n_in : n_out;

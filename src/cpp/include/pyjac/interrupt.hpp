@@ -42,14 +42,14 @@ void check_interrupt();
 
 // For parallel regions that synchronise once per step: construct it in the calling
 // thread before the region. At the start of step k every thread of the team calls
-// stop(k), and they all get the same answer; thread 0 then calls decide(k), which polls
-// for step k + 1. This needs at least one barrier between consecutive steps, so that
-// nobody reads a decision while it is written. After the region, rethrow().
+// stop_at(k), and they all get the same answer: the decision thread 0 took at step
+// k - 1; thread 0 then polls for step k + 1. This needs at least one barrier between
+// consecutive steps, so that nobody reads a decision while it is written. After the
+// region, rethrow().
 class TeamInterrupt {
  public:
   TeamInterrupt();
-  bool stop(int k) const { return decided_[k & 1].load(std::memory_order_relaxed); }
-  void decide(int k);
+  bool stop_at(int k);
   // For loops without barriers (each thread on its own items): any thread may ask;
   // only thread 0 polls. The answer may differ between threads by one item.
   bool requested();
