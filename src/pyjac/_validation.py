@@ -40,7 +40,7 @@ def check_int(
 def check_bool(value: Any, name: str) -> bool:
     """A bool (numpy's included); strings such as "no" and integers are refused."""
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected True or False, got {value!r}")
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__}")
     return bool(value)
 
 

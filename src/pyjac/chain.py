@@ -186,14 +186,20 @@ class Chain:
     ) -> None:
         depth = check_int(depth, "depth", minimum=1)
         np_dtype = check_dtype(dtype)
-        if not isinstance(width, (list, tuple, np.ndarray)):
-            # Before any depth-long list is built: Chain(10**9, 8) must fail here.
+        # Sizes first, before any depth-long list is built: Chain(10**9, 8) fails here.
+        if isinstance(width, (list, tuple, np.ndarray)):
+            widths = _widths(depth, width)
+            n_params = sum(widths[i] * widths[i + 1] + widths[i + 1] for i in range(depth))
+            shape = f"widths {widths[0]}..{widths[-1]}"
+        else:
             w = check_int(width, "width", minimum=1)
-            check_allocation(
-                depth * ((w * w + w) * np_dtype.itemsize + LAYER_OVERHEAD_BYTES),
-                f"depth, width: a chain of depth {depth} and width {w}",
-            )
-        widths = _widths(depth, width)
+            n_params, shape, widths = depth * (w * w + w), f"width {w}", None
+        check_allocation(
+            n_params * np_dtype.itemsize + depth * LAYER_OVERHEAD_BYTES,
+            f"depth, width: a chain of depth {depth} and {shape}",
+        )
+        if widths is None:
+            widths = _widths(depth, width)
         activations = _activations(activation, depth)
         init = _default_init(activations) if init is None else check_choice(init, INITS, "init")
         gain_value = 1.0 if gain is None else check_real(gain, "gain")
@@ -201,11 +207,6 @@ class Chain:
         bias_std = check_real(bias_std, "bias_std", nonneg=True)
         check_scale_fits(bias_std, "bias_std", np_dtype)
         seed = check_seed(seed)
-        n_params = sum(widths[i] * widths[i + 1] + widths[i + 1] for i in range(depth))
-        check_allocation(
-            n_params * np_dtype.itemsize + depth * LAYER_OVERHEAD_BYTES,
-            f"depth, width: a chain of depth {depth} and widths {widths[0]}..{widths[-1]}",
-        )
         weights, biases = _core.init_weights(
             widths, init, gain_value, bias_std, seed, np_dtype.name, -1
         )
@@ -290,8 +291,7 @@ class Chain:
         return net
 
     def _setup(self, weights, biases, activations, residual, residual_scale, norm) -> None:
-        if not isinstance(residual, (bool, np.bool_)):
-            raise TypeError(f"residual: expected a bool, got {type(residual).__name__}")
+        check_bool(residual, "residual")
         self.weights: list[np.ndarray] = list(weights)
         self.biases: list[np.ndarray] = list(biases)
         self.widths: list[int] = [int(self.weights[0].shape[1])] + [
@@ -434,7 +434,7 @@ class Chain:
         self._check_workspace(batch, keep_grads)
         raw = _core.chain_backprop(
             self.weights, self.biases, self.activations, self.residual, self.residual_scale,
-            self.norm or "none", xb, loss_name, tgt, bool(keep_grads), n_threads,
+            self.norm or "none", xb, loss_name, tgt, keep_grads, n_threads,
             grad_format, loss_scale,
         )
         loss_value = None if loss_name == "grad_output" else float(raw["loss"])

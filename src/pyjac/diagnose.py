@@ -70,7 +70,7 @@ from typing import Any
 import numpy as np
 
 from ._npz import load_npz
-from ._validation import check_choice, check_threads
+from ._validation import check_bool, check_choice, check_threads
 from .chain import ACTIVATIONS, Chain
 
 VERDICTS = ("vanishing", "exploding", "healthy")
@@ -450,15 +450,12 @@ def _scalar(value: Any, name: str) -> Any:
 
 def _load_npz(path: Any, activation: Any) -> Chain:
     name = os.fspath(path)
-    with open(name, "rb") if os.path.isfile(name) else _no_file(name) as fh:
-        if fh.read(6) == b"\x93NUMPY":
-            raise ValueError(f"model_or_weights: {name!r} is a single array (.npy), not an "
-                             ".npz of W0, b0, W1, b1, ...")
+    if os.path.isfile(name):  # a missing file is load_npz's to report
+        with open(name, "rb") as fh:
+            if fh.read(6) == b"\x93NUMPY":
+                raise ValueError(f"model_or_weights: {name!r} is a single array (.npy), not "
+                                 "an .npz of W0, b0, W1, b1, ...")
     return _from_mapping(load_npz(name, "model_or_weights"), activation)
-
-
-def _no_file(name: str) -> Any:
-    raise ValueError(f"model_or_weights: no such file {name!r}")
 
 
 def _is_torch_module(obj: Any) -> bool:
@@ -764,8 +761,7 @@ def diagnose(
     """
     net = as_chain(model_or_weights, activation)
     th = _thresholds(thresholds)
-    if not isinstance(suggest, (bool, np.bool_)):
-        raise TypeError(f"suggest: expected a bool, got {type(suggest).__name__}")
+    suggest = check_bool(suggest, "suggest")
     check_threads(n_threads)
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
         x = x.detach().cpu().numpy()

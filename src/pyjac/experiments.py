@@ -40,9 +40,9 @@ import numpy as np
 
 from . import _core
 from ._atomic import atomic_write
-from ._npz import CheckedNpz
+from ._npz import load_npz
 from ._progress import Progress
-from ._validation import check_choice, check_int, check_real
+from ._validation import check_bool, check_choice, check_int, check_real
 
 __all__ = [
     "CONFIG_COLUMNS",
@@ -384,7 +384,7 @@ def _save_npz(results: Results, path: Path) -> None:
 
 
 def _load_npz(path: Path) -> Results:
-    data = CheckedNpz(path, "path")
+    data = load_npz(path, "path")
     if "__header__" not in data:
         raise ValueError(f"path: {str(path)!r} is an npz file but not a pyjac Results file")
     try:
@@ -457,12 +457,6 @@ def _norm_name(v: Any, name: str) -> str:
     return "none" if v is None else check_choice(v, SWEEP_NORMS, name)
 
 
-def _bool(v: Any, name: str) -> bool:
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool, got {type(v).__name__}")
-    return bool(v)
-
-
 def _dtype_name(v: Any, name: str) -> str:
     if not isinstance(v, str):
         try:
@@ -497,7 +491,7 @@ def _configs(activation, init, gain, sigma_w2, sigma_b2, depth, width, residual,
         "sigma_b2": _grid_values("sigma_b2", sigma_b2, lambda v, n: check_real(v, n, nonneg=True)),
         "depth": _grid_values("depth", depth, lambda v, n: check_int(v, n, minimum=1)),
         "width": _grid_values("width", width, lambda v, n: check_int(v, n, minimum=1)),
-        "residual": _grid_values("residual", residual, _bool),
+        "residual": _grid_values("residual", residual, check_bool),
         "residual_scale": _grid_values("residual_scale", residual_scale, check_real),
         "norm": _grid_values("norm", norm, _norm_name),
         "batch": _grid_values("batch", batch, lambda v, n: check_int(v, n, minimum=1)),
@@ -862,8 +856,7 @@ def sweep(
     configs = _configs(activation, init, gain, sigma_w2, sigma_b2, depth, width, residual,
                        residual_scale, norm, batch, input_scale, loss, dtype)
     seed_list = _seeds(seeds)
-    if not isinstance(theory, (bool, np.bool_)):
-        raise TypeError(f"theory: expected a bool, got {type(theory).__name__}")
+    theory = check_bool(theory, "theory")
     directory = _cache_dir(cache)
     start = time.perf_counter()
 

@@ -163,10 +163,8 @@ def chain_spectral_norm(net: Chain, x: Any, per_layer: bool = False, iters: int 
 
     iters, tol, seed = _options(iters, tol, seed)
     n_threads = check_threads(n_threads)
-    if not isinstance(per_layer, (bool, np.bool_)):
-        raise TypeError(f"per_layer: expected a bool, got {type(per_layer).__name__}")
-    x1 = _single_input(net, x)
     per_layer = check_bool(per_layer, "per_layer")
+    x1 = _single_input(net, x)
     raw = _core.chain_spectral_norm(*_chain_args(net), x1, per_layer, iters, tol, seed,
                                     n_threads)
     return _result(raw, not per_layer, raw["first_nonfinite_layer"])
