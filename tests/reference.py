@@ -72,8 +72,15 @@ def _norm_jacobian(u_vec, sd):
 
 
 def forward_backward(weights, biases, activations, x, *, residual=False, scale=1.0, norm=None,
-                     loss="sum_squares", target=None, grad_output=None):
-    """Returns a dict with the same names as BackpropResult (float64)."""
+                     loss="sum_squares", target=None, grad_output=None,
+                     backward_dtype=np.float64):
+    """Returns a dict with the same names as BackpropResult.
+
+    The forward pass runs in float64; the backward pass in ``backward_dtype``
+    (``np.longdouble``, whose exponent reaches 1e-4951 on x86, gives gradients that
+    float64 cannot hold).
+    """
+    bd = backward_dtype
     x = np.asarray(x, dtype=np.float64)
     hs, us, sds = [x], [], []
     for W, b, act in zip(weights, biases, activations):
@@ -103,24 +110,28 @@ def forward_backward(weights, biases, activations, x, *, residual=False, scale=1
         p = np.exp(out - lse)
         onehot = np.eye(n_out)[target]
         g, value = (p - onehot) / B, float(np.mean(lse[:, 0] - out[np.arange(B), target]))
+    g = np.asarray(g, dtype=bd)
     grad_norm = [np.linalg.norm(g)]
     wg, bg, per_ex = [], [], []
     for l in range(len(weights) - 1, -1, -1):
-        W, act, u, sd = weights[l], activations[l], us[l], sds[l]
-        du = (scale if residual else 1.0) * g * dphi(act, u)
+        W, act, u, sd = np.asarray(weights[l], dtype=bd), activations[l], us[l], sds[l]
+        h = hs[l].astype(bd)
+        du = bd(scale if residual else 1.0) * g * dphi(act, u).astype(bd)
         if norm == "layernorm":
-            dz = np.stack([_norm_jacobian(u[i], sd[i, 0]).T @ du[i] for i in range(B)])
+            dz = np.stack([_norm_jacobian(u[i], sd[i, 0]).astype(bd).T @ du[i]
+                           for i in range(B)])
         elif norm == "batchnorm":
             dz = np.stack(
-                [_norm_jacobian(u[:, j], sd[0, j]).T @ du[:, j] for j in range(u.shape[1])], axis=1
+                [_norm_jacobian(u[:, j], sd[0, j]).astype(bd).T @ du[:, j]
+                 for j in range(u.shape[1])], axis=1
             )
         else:
             dz = du
-        dW = dz.T @ hs[l]
+        dW = dz.T @ h
         wg.append(dW)
         bg.append(dz.sum(axis=0))
-        per_ex.append([np.linalg.norm(np.outer(dz[i], hs[l][i])) for i in range(B)])
-        g = dz @ W + (g if residual else 0.0)
+        per_ex.append([np.linalg.norm(np.outer(dz[i], h[i])) for i in range(B)])
+        g = dz @ W + (g if residual else bd(0))
         grad_norm.append(np.linalg.norm(g))
     all_d = [dphi(a, u) for a, u in zip(activations, us)]
     return {

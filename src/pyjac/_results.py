@@ -36,7 +36,7 @@ class LogGradNormMixin:
 
 
 @dataclass(frozen=True)
-class BackpropResult(LogGradNormMixin):
+class BackpropResult:
     """What one forward and backward pass through a :class:`Chain` measured.
 
     Per-layer arrays follow the depth convention: index ``l`` of a ``(depth+1,)``
@@ -53,6 +53,18 @@ class BackpropResult(LogGradNormMixin):
         ``||h_l||``, the forward signal.
     weight_grad_norm, bias_grad_norm : ndarray, shape (depth,)
         ``||dL/dW_l||`` and ``||dL/db_l||``.
+    log_grad_norm : ndarray, shape (depth+1,)
+        Natural log of ``||dL/dh_l||``, finite at any depth: the backward pass carries a
+        power-of-two scale (exact in binary floating point) where the gradient would
+        leave the dtype's range, so this holds the true value where ``grad_norm``, a
+        float64, underflows to zero. ``-inf`` only for a gradient that is exactly zero
+        (dead ReLU units), NaN/inf where the pass produced them.
+    log_weight_grad_norm, log_bias_grad_norm : ndarray, shape (depth,)
+        The same for ``||dL/dW_l||`` and ``||dL/db_l||``.
+    first_underflow_layer : int or None
+        The first layer, in the order the backward pass reaches them (``depth`` down to
+        0), where ``grad_norm`` is below float64's normal range (zero or subnormal) while
+        ``log_grad_norm`` keeps the value; None when every plain value is normal.
     per_example_weight_grad_norm : ndarray, shape (depth, batch)
         ``||dL_i/dW_l||`` for each example's contribution to the batch gradient.
     derivative_mean : ndarray, shape (depth,)
@@ -98,6 +110,10 @@ class BackpropResult(LogGradNormMixin):
     derivative_mean: np.ndarray
     saturated_fraction: np.ndarray
     dead_fraction: np.ndarray
+    log_grad_norm: np.ndarray
+    log_weight_grad_norm: np.ndarray
+    log_bias_grad_norm: np.ndarray
+    first_underflow_layer: int | None
     first_nonfinite_layer: int | None
     first_nonfinite_stage: str | None
     grad_dtype: str | None
@@ -121,5 +137,7 @@ class BackpropResult(LogGradNormMixin):
         return (
             f"BackpropResult(depth={self.depth}, loss={loss}, "
             f"grad_norm={_fmt(self.grad_norm)}, "
+            f"log_grad_norm={_fmt(self.log_grad_norm)}, "
+            f"first_underflow_layer={self.first_underflow_layer}, "
             f"first_nonfinite_layer={self.first_nonfinite_layer})"
         )

@@ -122,6 +122,10 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
   r["activation_norm"] = to_numpy(s.activation_norm);
   r["weight_grad_norm"] = to_numpy(s.weight_grad_norm);
   r["bias_grad_norm"] = to_numpy(s.bias_grad_norm);
+  r["log_grad_norm"] = to_numpy(s.log_grad_norm);
+  r["log_weight_grad_norm"] = to_numpy(s.log_weight_grad_norm);
+  r["log_bias_grad_norm"] = to_numpy(s.log_bias_grad_norm);
+  r["first_underflow_layer"] = index_or_none(s.first_underflow_layer);
   r["per_example_weight_grad_norm"] =
       to_numpy_2d(s.per_example_weight_grad_norm, depth, batch);
   r["derivative_mean"] = to_numpy(s.derivative_mean);

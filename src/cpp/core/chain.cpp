@@ -333,6 +333,9 @@ BackpropStats empty_stats(int L, int batch) {
   s.activation_norm.assign(L + 1, 0.0);
   s.weight_grad_norm.assign(L, 0.0);
   s.bias_grad_norm.assign(L, 0.0);
+  s.log_grad_norm.assign(L + 1, -std::numeric_limits<double>::infinity());
+  s.log_weight_grad_norm.assign(L, -std::numeric_limits<double>::infinity());
+  s.log_bias_grad_norm.assign(L, -std::numeric_limits<double>::infinity());
   s.per_example_weight_grad_norm.assign(static_cast<std::size_t>(L) * batch, 0.0);
   s.derivative_mean.assign(L, 0.0);
   s.saturated_fraction.assign(L, 0.0);
@@ -364,8 +367,9 @@ void start_backward(const BackpropOptions& o, const T* h_last, int batch, int n_
     s.zero_count[L] = counts.zeros;
   }
   const auto gn = frobenius_norm(g, batch, n_last, nt);
-  s.grad_norm[L] = gn.norm / o.loss_scale;
+  store_norm(gn.norm, 0, 1.0 / o.loss_scale, s.grad_norm[L], s.log_grad_norm[L]);
   if (!gn.finite) record_nonfinite(s, L, 2);
+  record_underflow(s, L);
 }
 
 }  // namespace detail
@@ -450,6 +454,8 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
   Buffer<T> gram_dz, gram_h, gram_scaled, dw_scratch;
   double* dz_row_sq = ws.row_a.data();
   double* bias_grad = ws.column.data();
+  int exponent = 0;  // g (and dz) are stored at 2^exponent times their value
+  double g_norm = s.grad_norm[L] * o.loss_scale;  // as stored
   for (int l = L - 1; l >= 0; --l) {
     check_interrupt();
     const int n_in = c.widths[l], n_out = c.widths[l + 1];
@@ -462,17 +468,22 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
                         s.dz_overflow_count[l], nullptr);
 
     column_sums(dzl, batch, n_out, bias_grad, nt);
-    s.bias_grad_norm[l] = detail::vector_norm(bias_grad, static_cast<std::size_t>(n_out)) * unscale;
+    detail::store_norm(detail::vector_norm(bias_grad, static_cast<std::size_t>(n_out)), exponent,
+                       unscale, s.bias_grad_norm[l], s.log_bias_grad_norm[l]);
     if (o.keep_grads)
-      for (int j = 0; j < n_out; ++j) out.bias_grads[l][j] = static_cast<T>(bias_grad[j] * unscale);
+      for (int j = 0; j < n_out; ++j)
+        out.bias_grads[l][j] =
+            static_cast<T>(detail::unscaled_value(bias_grad[j], exponent, unscale));
 
     // Weight gradient dW = dz^T h_{l-1}: its norm, per-example norms, optionally itself.
     const auto dzn = frobenius_norm(dzl, batch, n_out, nt, dz_row_sq);
     for (int i = 0; i < batch; ++i)
       s.per_example_weight_grad_norm[static_cast<std::size_t>(l) * batch + i] =
-          detail::row_norm(dzl + static_cast<std::size_t>(i) * n_out, n_out, dz_row_sq[i]) *
-          detail::row_norm(h_in + static_cast<std::size_t>(i) * n_in, n_in, tape.row_sq[l][i]) *
-          unscale;
+          detail::unscaled_value(
+              detail::row_norm(dzl + static_cast<std::size_t>(i) * n_out, n_out, dz_row_sq[i]) *
+                  detail::row_norm(h_in + static_cast<std::size_t>(i) * n_in, n_in,
+                                   tape.row_sq[l][i]),
+              exponent, unscale);
     if (o.keep_grads || !prefer_ghost_norm(batch, n_in, n_out)) {
       T* dw = o.keep_grads ? out.weight_grads[l] : nullptr;
       if (!dw) {
@@ -485,7 +496,10 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
       }
       detail::tiled_gemm(Trans::Yes, Trans::No, n_out, n_in, batch, static_cast<T>(unscale), dzl,
                          n_out, h_in, n_in, T(0), dw, n_in, nt);
-      s.weight_grad_norm[l] = frobenius_norm(dw, n_out, n_in, nt).norm;
+      detail::store_norm(frobenius_norm(dw, n_out, n_in, nt).norm, exponent, 1.0,
+                         s.weight_grad_norm[l], s.log_weight_grad_norm[l]);
+      if (o.keep_grads)
+        detail::unscale_entries(dw, static_cast<std::size_t>(n_out) * n_in, exponent);
     } else {
       if (!gram_dz) {
         gram_dz = make_buffer<T>(static_cast<std::size_t>(batch) * batch);
@@ -493,24 +507,32 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
         gram_scaled = make_buffer<T>(2 * slab);
       }
       s.used_ghost_norm = true;
-      s.weight_grad_norm[l] =
-          unscale *
-          (dzn.finite ? ghost_norm(dzl, n_out, dzn.norm, h_in, n_in, s.activation_norm[l], batch,
-                                   gram_dz.get(), gram_h.get(), gram_scaled.get(), nt)
-                      : dzn.norm);
+      const double stored =
+          dzn.finite ? ghost_norm(dzl, n_out, dzn.norm, h_in, n_in, s.activation_norm[l], batch,
+                                  gram_dz.get(), gram_h.get(), gram_scaled.get(), nt)
+                     : dzn.norm;
+      detail::store_norm(stored, exponent, unscale, s.weight_grad_norm[l],
+                         s.log_weight_grad_norm[l]);
     }
 
-    // dL/dh_{l-1} = dz W_l (+ dL/dh_l through the skip connection).
+    // dL/dh_{l-1} = 2^k (dz W_l (+ dL/dh_l through the skip connection)).
+    const int k = rounding ? 0
+                           : detail::backward_rescale_exponent<T>(
+                                 dzn.norm, c.residual ? g_norm : 0.0);
+    const T factor = std::ldexp(T(1), k);
     if (c.residual)
       std::memcpy(g_prev.get(), g.get(), sizeof(T) * static_cast<std::size_t>(batch) * n_in);
-    detail::tiled_gemm(Trans::No, Trans::No, batch, n_in, n_out, T(1), dzl, n_out,
-                            c.weights[l], n_in, c.residual ? T(1) : T(0), g_prev.get(), n_in, nt);
+    detail::tiled_gemm(Trans::No, Trans::No, batch, n_in, n_out, factor, dzl, n_out,
+                            c.weights[l], n_in, c.residual ? factor : T(0), g_prev.get(), n_in, nt);
+    exponent += k;
     std::swap(g, g_prev);
     store_low_precision(g.get(), static_cast<std::size_t>(batch) * n_in, s.underflow_count[l],
                         s.overflow_count[l], &s.zero_count[l]);
     const auto gn = frobenius_norm(g.get(), batch, n_in, nt, ws.row_b.data());
-    s.grad_norm[l] = gn.norm * unscale;
+    g_norm = gn.norm;
+    detail::store_norm(gn.norm, exponent, unscale, s.grad_norm[l], s.log_grad_norm[l]);
     if (!gn.finite) record_nonfinite(s, l, 2);
+    detail::record_underflow(s, l);
   }
   return s;
 }

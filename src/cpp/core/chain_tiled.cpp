@@ -58,8 +58,10 @@ struct BackwardState {
   const double* activation_norm;
   std::vector<T*> dw;       // explicit dW_l destinations (or a shared scratch), or null
   T unscale;
+  double top_norm;          // ||dL/dh_L|| as stored (times the loss scale)
   GradFormat format;
   bool rounding;
+  bool keep_grads;
   BackpropStats* stats;
 };
 
@@ -147,7 +149,7 @@ void dz_tile(const BackwardState<T>& st, int l, const Tile& tile, int t, Backwar
 // dL/dh_l = dz_l W_l (+ dL/dh_{l+1} through the skip) over one tile, then, for l > 0,
 // dz_{l-1} on the same tile.
 template <typename T>
-void g_tile(const BackwardState<T>& st, int l, int t, std::vector<BackwardParts>& parts) {
+void g_tile(const BackwardState<T>& st, int l, int t, T factor, std::vector<BackwardParts>& parts) {
   const ChainView<T>& c = *st.c;
   BackwardParts& p = parts[l];
   const Tile tile = p.g_grid.at(t);
@@ -160,9 +162,9 @@ void g_tile(const BackwardState<T>& st, int l, int t, std::vector<BackwardParts>
       std::memcpy(g + static_cast<std::size_t>(i) * n_in + tile.j0,
                   above + static_cast<std::size_t>(i) * n_in + tile.j0, sizeof(T) * tile.cols());
   }
-  blas::gemm(Trans::No, Trans::No, tile.rows(), tile.cols(), n_out, T(1),
+  blas::gemm(Trans::No, Trans::No, tile.rows(), tile.cols(), n_out, factor,
              st.dz[l % 2] + static_cast<std::size_t>(tile.i0) * n_out, n_out,
-             c.weights[l] + tile.j0, n_in, c.residual ? T(1) : T(0), gt, n_in);
+             c.weights[l] + tile.j0, n_in, c.residual ? factor : T(0), gt, n_in);
   if (st.rounding)
     round_rows(g, n_in, tile, st.format, &st.stats->underflow_count[l],
                &st.stats->overflow_count[l], &st.stats->zero_count[l]);
@@ -173,9 +175,10 @@ void g_tile(const BackwardState<T>& st, int l, int t, std::vector<BackwardParts>
   }
 }
 
-// dW_l = unscale * dz_l^T h_l over one tile of (n_out x n_in), and its sum of squares.
+// dW_l = unscale * dz_l^T h_l over one tile of (n_out x n_in), and its sum of squares;
+// a kept dW then loses the pass's scale 2^exponent.
 template <typename T>
-void dw_tile(const BackwardState<T>& st, int l, int t, BackwardParts& p) {
+void dw_tile(const BackwardState<T>& st, int l, int t, int exponent, BackwardParts& p) {
   const ChainView<T>& c = *st.c;
   const Tile tile = p.dw_grid.at(t);
   const int n_in = c.widths[l], n_out = c.widths[l + 1];
@@ -184,6 +187,10 @@ void dw_tile(const BackwardState<T>& st, int l, int t, BackwardParts& p) {
              st.dz[l % 2] + tile.i0, n_out, st.h[l] + tile.j0, n_in, T(0),
              dw + static_cast<std::size_t>(tile.i0) * n_in + tile.j0, n_in);
   p.dw_sq[t] = tile_squares(dw, n_in, tile);
+  if (exponent != 0 && st.keep_grads)
+    for (int i = tile.i0; i < tile.i1; ++i)
+      unscale_entries(dw + static_cast<std::size_t>(i) * n_in + tile.j0,
+                      static_cast<std::size_t>(tile.cols()), exponent);
 }
 
 // ||dz[i]|| over the column tiles it was formed in; float64 rows whose squares underflowed
@@ -219,8 +226,8 @@ struct LayerTasks {
 };
 
 template <typename T>
-void run_task(const BackwardState<T>& st, int l, const LayerTasks& k, int task,
-              std::vector<BackwardParts>& parts) {
+void run_task(const BackwardState<T>& st, int l, const LayerTasks& k, int task, int exponent,
+              int step, std::vector<BackwardParts>& parts) {
   const int batch = st.batch;
   if (task < k.contract) {
     parts[l + 1].ghost_sq =
@@ -245,10 +252,23 @@ void run_task(const BackwardState<T>& st, int l, const LayerTasks& k, int task,
   }
   task -= k.grams;
   if (task < k.dw) {
-    dw_tile(st, l, task, parts[l]);
+    dw_tile(st, l, task, exponent, parts[l]);
     return;
   }
-  g_tile(st, l, task - k.dw, parts);
+  g_tile(st, l, task - k.dw, std::ldexp(T(1), step), parts);
+}
+
+// The power of two that layer l's dL/dh_{l-1} is formed with (see
+// backward_rescale_exponent): a function of norms finished before the layer's step, so
+// every thread of the region computes the same value without waiting for one of them.
+template <typename T>
+int step_exponent(const BackwardState<T>& st, int l, const std::vector<BackwardParts>& parts) {
+  if (st.rounding) return 0;
+  const double dz_norm = combine_block_squares(parts[l].dz_sq).norm;
+  double carried = 0.0;
+  if (st.c->residual)
+    carried = l + 1 < st.c->depth() ? combine_block_squares(parts[l + 1].g_sq).norm : st.top_norm;
+  return backward_rescale_exponent<T>(dz_norm, carried);
 }
 
 }  // namespace
@@ -340,8 +360,10 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
     st.dz[k] = dz_store[k].get();
   }
   st.unscale = static_cast<T>(1.0 / o.loss_scale);
+  st.top_norm = s.grad_norm[L] * o.loss_scale;
   st.format = o.grad_format;
   st.rounding = o.count_rounding || o.grad_format != GradFormat::Native;
+  st.keep_grads = o.keep_grads;
   st.stats = &s;
   st.activation_norm = s.activation_norm.data();
 
@@ -403,11 +425,15 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
 #pragma omp for schedule(dynamic, 1)
       for (int t = 0; t < first; ++t)
         dz_tile(cst, L - 1, parts[L - 1].dz_grid.at(t), t, parts[L - 1]);
+      int exponent = 0;  // of dz_l: the sum of the steps above
       for (int l = L - 1; l >= 0; --l) {
         if (interrupt.stop_at(L - 1 - l)) break;  // the whole team, at the same layer
+        const int step = step_exponent(cst, l, parts);
         const int count = tasks[l].count();
 #pragma omp for schedule(dynamic, 1)
-        for (int task = 0; task < count; ++task) run_task(cst, l, tasks[l], task, parts);
+        for (int task = 0; task < count; ++task)
+          run_task(cst, l, tasks[l], task, exponent, step, parts);
+        exponent += step;
       }
     }
     interrupt.rethrow();
@@ -418,37 +444,45 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
   // ---- reductions, in a fixed order ---------------------------------------
   const double unscale = 1.0 / o.loss_scale;
   std::vector<double> bias_grad;
+  int exponent = 0;  // of dz_l
   for (int l = L - 1; l >= 0; --l) {
     const BackwardParts& p = parts[l];
     const int n_out = c.widths[l + 1];
+    const int g_exponent = exponent + step_exponent(st, l, parts);
     const auto gn = combine_block_squares(p.g_sq);
-    s.grad_norm[l] = gn.norm * unscale;
+    store_norm(gn.norm, g_exponent, unscale, s.grad_norm[l], s.log_grad_norm[l]);
     if (!gn.finite) record_nonfinite(s, l, 2);
+    record_underflow(s, l);
 
     bias_grad.assign(n_out, 0.0);
     for (int r = 0; r < p.dz_grid.rows; ++r)
       for (int j = 0; j < n_out; ++j)
         bias_grad[j] += p.bias_part[static_cast<std::size_t>(r) * n_out + j];
-    s.bias_grad_norm[l] = vector_norm(bias_grad.data(), bias_grad.size()) * unscale;
+    store_norm(vector_norm(bias_grad.data(), bias_grad.size()), exponent, unscale,
+               s.bias_grad_norm[l], s.log_bias_grad_norm[l]);
     if (o.keep_grads)
-      for (int j = 0; j < n_out; ++j) out.bias_grads[l][j] = static_cast<T>(bias_grad[j] * unscale);
+      for (int j = 0; j < n_out; ++j)
+        out.bias_grads[l][j] = static_cast<T>(unscaled_value(bias_grad[j], exponent, unscale));
 
     const ForwardParts* hp = l > 0 ? &fparts[l - 1] : nullptr;
     const int n_in = c.widths[l];
     for (int i = 0; i < batch; ++i) {
       const double hsq = hp ? hp->example_sq(i, batch) : x_row_sq[i];
-      s.per_example_weight_grad_norm[static_cast<std::size_t>(l) * batch + i] =
+      s.per_example_weight_grad_norm[static_cast<std::size_t>(l) * batch + i] = unscaled_value(
           example_dz_norm(p, i, batch) *
-          row_norm(st.h[l] + static_cast<std::size_t>(i) * n_in, n_in, hsq) * unscale;
+              row_norm(st.h[l] + static_cast<std::size_t>(i) * n_in, n_in, hsq),
+          exponent, unscale);
     }
     if (p.ghost) {
       const auto dzn = combine_block_squares(p.dz_sq);
-      s.weight_grad_norm[l] =
-          unscale * (dzn.finite ? ghost_norm_value(p.ghost_sq, p.dz_exponent + p.h_exponent)
-                                : dzn.norm);
+      store_norm(dzn.finite ? ghost_norm_value(p.ghost_sq, p.dz_exponent + p.h_exponent)
+                            : dzn.norm,
+                 exponent, unscale, s.weight_grad_norm[l], s.log_weight_grad_norm[l]);
     } else {
-      s.weight_grad_norm[l] = combine_block_squares(p.dw_sq).norm;
+      store_norm(combine_block_squares(p.dw_sq).norm, exponent, 1.0, s.weight_grad_norm[l],
+                 s.log_weight_grad_norm[l]);
     }
+    exponent = g_exponent;
   }
   return s;
 }

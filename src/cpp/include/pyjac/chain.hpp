@@ -56,6 +56,12 @@ struct BackpropStats {
   std::vector<std::int64_t> zero_count;
   std::vector<std::int64_t> dz_underflow_count;  // in dL/dz_l, l = 1..depth
   std::vector<std::int64_t> dz_overflow_count;
+  // Natural logs of the three norms above, finite at any depth: the backward pass
+  // carries a power-of-two scale where the plain values leave float64's range.
+  std::vector<double> log_grad_norm;
+  std::vector<double> log_weight_grad_norm;
+  std::vector<double> log_bias_grad_norm;
+  int first_underflow_layer = -1;           // grad_norm below float64's normal range
   int first_nonfinite_layer = -1;           // index into the (depth+1,) arrays
   int first_nonfinite_stage = 0;            // 0 none, 1 forward, 2 backward
   bool used_ghost_norm = false;
