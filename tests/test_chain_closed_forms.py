@@ -146,20 +146,35 @@ def test_exploding_forward_pass_is_reported_not_raised(rng):
     assert r.grad_norm.shape == (101,)
 
 
-def test_exploding_backward_pass_reports_its_layer(rng):
-    # Forward stays at zero; the gradient grows by exactly 10 per layer and overflows
-    # float32 (max ~3.4e38) at the first layer where 10**(L-l) * ||g|| passes it.
+def test_exploding_backward_pass_is_exact_past_float32(rng):
+    # Forward stays at zero; the gradient grows by exactly 10 per layer, past float32's
+    # largest value (~3.4e38): the pass carries a power-of-two scale, so the norms stay
+    # exact (float64 holds them) and nothing is reported non-finite.
     depth, n = 60, 8
     weights = [(10.0 * _orthogonal(n, rng)).astype(np.float32) for _ in range(depth)]
     net = pyjac.Chain.from_weights(weights, activation="linear")
     g = np.ones((1, n), dtype=np.float32)
     r = net.backprop(np.zeros((1, n)), grad_output=g)
+    expected = math.sqrt(n) * 10.0 ** (depth - np.arange(depth + 1))
+    assert r.first_nonfinite_layer is None
+    np.testing.assert_allclose(r.grad_norm, expected, rtol=1e-4)
+
+
+def test_backward_pass_past_float64_reports_its_layer(rng):
+    # The same past float64's largest value: the plain norm reads inf from the first
+    # layer where 10**(L-l) sqrt(n) passes ~1.8e308, reported as the backward pass's
+    # first non-finite layer; its log stays exact.
+    depth, n = 330, 8
+    weights = [10.0 * _orthogonal(n, rng) for _ in range(depth)]
+    net = pyjac.Chain.from_weights(weights, activation="linear")
+    r = net.backprop(np.zeros((1, n)), grad_output=np.ones((1, n)))
+    logs = 0.5 * math.log(n) + (depth - np.arange(depth + 1)) * math.log(10.0)
+    np.testing.assert_allclose(r.log_grad_norm, logs, rtol=1e-12)
+    first_bad = max(l for l in range(depth + 1) if logs[l] > math.log(1.7976931348623157e308))
     assert r.first_nonfinite_stage == "backward"
-    # Individual entries overflow once the norm (spread over 8 entries) passes ~3.4e38.
-    first_bad = max(l for l in range(depth + 1)
-                    if 10.0 ** (depth - l) * math.sqrt(n) > 3.4e38 * math.sqrt(n) / 1.0)
-    assert abs(r.first_nonfinite_layer - first_bad) <= 1
-    assert np.isfinite(r.grad_norm[r.first_nonfinite_layer + 1:]).all()
+    assert r.first_nonfinite_layer == first_bad
+    assert np.isfinite(r.grad_norm[first_bad + 1:]).all()
+    assert np.isinf(r.grad_norm[:first_bad + 1]).all()
 
 
 def test_float64_norms_stay_exact_beyond_the_square_overflow(rng):

@@ -110,13 +110,14 @@ def test_exploding_linear_chains_past_the_range(dtype, depth, gain, x_scale, tol
     ref = _reference(net, x, grad_output=g_out)
     ref_log = _log(ref["grad_norm"])
     assert ref_log[0] > np.log(np.finfo(dtype).max) + 10
-    assert r.first_nonfinite_layer is None
     np.testing.assert_allclose(r.log_grad_norm, ref_log, rtol=0, atol=tol * depth)
     np.testing.assert_allclose(r.log_weight_grad_norm, _log(ref["weight_grad_norm"]),
                                rtol=0, atol=tol * depth)
-    if dtype == "float64":
+    if dtype == "float64":  # the plain value reads inf there, reported as such
         assert r.grad_norm[0] == np.inf and np.isfinite(r.log_grad_norm[0])
+        assert r.first_nonfinite_stage == "backward"
     else:  # float64 holds what float32 cannot
+        assert r.first_nonfinite_layer is None
         np.testing.assert_allclose(r.grad_norm, np.asarray(ref["grad_norm"], np.float64),
                                    rtol=tol * depth)
 
@@ -187,3 +188,97 @@ def test_rescaled_pass_is_identical_at_every_thread_count(n_threads):
     np.testing.assert_array_equal(a.log_grad_norm, b.log_grad_norm)
     np.testing.assert_array_equal(a.log_weight_grad_norm, b.log_weight_grad_norm)
     np.testing.assert_array_equal(a.per_example_weight_grad_norm, b.per_example_weight_grad_norm)
+
+
+# ---- recurrent nets over time ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-9), ("float32", 1e-4)])
+@pytest.mark.parametrize("batch", [3, 80])  # the unit-split and the row-split passes
+def test_linear_rnn_keeps_exact_logs_far_below_the_range(dtype, tol, batch):
+    # W = a Q with Q orthogonal: ||dL/dh_t|| = a^(T-t) ||dL/dh_T|| and each step's share
+    # of dL/dW has norm a^(T-1) ||G_T^T H_0||_F, closed forms; a^400 = 1e-400.
+    a, T, n = 0.1, 400, 24
+    rnn = pyjac.Recurrent(n, cell="linear", init="orthogonal", spectral_radius=a, dtype=dtype)
+    rng = np.random.default_rng(8)
+    go = rng.standard_normal((batch, n))
+    h0 = rng.standard_normal((batch, n))
+    r = rnn.backprop(steps=T, h0=h0, grad_output=go)
+    go32, h032 = go.astype(dtype).astype(np.float64), h0.astype(dtype).astype(np.float64)
+    expected = np.log(np.linalg.norm(go32)) + (T - np.arange(T + 1)) * np.log(a)
+    np.testing.assert_allclose(r.log_grad_norm, expected, rtol=0, atol=tol * 10)
+    # The forward states h_t = a^t ... leave the range too (they are stored as they
+    # are): the shares are checked where h_{t-1} is still normal in the dtype.
+    share = np.log(np.linalg.norm(go32.T @ h032)) + (T - 1) * np.log(a)
+    forward_ok = np.arange(T) * -np.log10(a) < (300 if dtype == "float64" else 30)
+    np.testing.assert_allclose(r.log_step_weight_grad_norm[forward_ok], share, rtol=0,
+                               atol=tol * 10)
+    plain = np.exp(expected)
+    normal = plain >= TINY
+    np.testing.assert_allclose(r.grad_norm[normal], plain[normal], rtol=tol * 10)
+    assert r.first_underflow_step == np.flatnonzero(~normal).max()
+    assert "first_underflow_step=" in repr(r)
+
+
+@pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
+@pytest.mark.parametrize("batch", [2, 72])
+@pytest.mark.parametrize("dtype, shift", [("float64", 1000), ("float32", 100)])
+def test_recurrent_logs_scale_exactly_with_the_output_gradient(cell, batch, dtype, shift):
+    # Backprop through time is linear in dL/dh_T: a gradient 2^-shift smaller (still
+    # normal where it starts, past the dtype's range after some steps) gives logs
+    # exactly shift * ln 2 lower.
+    rnn = pyjac.Recurrent(16, 4, cell=cell, seed=2, dtype=dtype)
+    rng = np.random.default_rng(9)
+    xs = rng.standard_normal((200, batch, 4))
+    z = rng.standard_normal((batch, 16))
+    go = (np.sign(z) * (1 + np.abs(z))).astype(dtype)  # |entries| >= 1: still normal scaled
+    big = rnn.backprop(xs, grad_output=go)
+    small = rnn.backprop(xs, grad_output=go * np.asarray(2.0**-shift, dtype=dtype))
+    assert np.all(np.isfinite(small.log_grad_norm))
+    if dtype == "float64":
+        assert small.first_underflow_step is not None
+    else:  # below what float32 holds, so the pass rescaled
+        assert small.log_grad_norm.min() < np.log(np.finfo(np.float32).smallest_normal)
+    step = shift * np.log(2.0)
+    np.testing.assert_allclose(big.log_grad_norm - small.log_grad_norm, step, rtol=1e-12)
+    # Step 1's share is exactly zero: h_0 = 0.
+    zero = big.log_step_weight_grad_norm == -np.inf
+    np.testing.assert_array_equal(zero, small.log_step_weight_grad_norm == -np.inf)
+    # The shares' Gram matrices take float32 products of the smallest entries, which
+    # round differently at the two scales: agreement to float32's precision there.
+    np.testing.assert_allclose(
+        big.log_step_weight_grad_norm[~zero] - small.log_step_weight_grad_norm[~zero], step,
+        rtol=1e-12 if dtype == "float64" else 0, atol=0 if dtype == "float64" else 1e-6)
+    if cell == "lstm":
+        np.testing.assert_allclose(big.log_cell_grad_norm - small.log_cell_grad_norm, step,
+                                   rtol=1e-12)
+
+
+@pytest.mark.parametrize("batch", [2, 72])
+def test_the_losses_own_gradient_joins_a_rescaled_one(batch):
+    # dL/dh_t given at every step: at the last step and at step 1 only. The gradient
+    # from step T has fallen to 1e-400 by step 1, where an O(1) one joins it, so
+    # dL/dh_0 = a * ||its gradient||, to every digit float64 holds.
+    a, T, n = 0.1, 401, 8
+    rnn = pyjac.Recurrent(n, cell="linear", init="orthogonal", spectral_radius=a,
+                          dtype="float64")
+    rng = np.random.default_rng(10)
+    go = np.zeros((T, batch, n))
+    go[-1] = rng.standard_normal((batch, n))
+    go[0] = rng.standard_normal((batch, n))
+    r = rnn.backprop(steps=T, h0=np.ones((batch, n)), grad_output=go, loss="all")
+    np.testing.assert_allclose(r.grad_norm[0], a * np.linalg.norm(go[0]), rtol=1e-12)
+    np.testing.assert_allclose(r.log_grad_norm[2:T + 1],
+                               np.log(np.linalg.norm(go[-1])) + (T - np.arange(2, T + 1))
+                               * np.log(a), rtol=0, atol=1e-9)
+
+
+def test_rescaled_recurrent_pass_is_identical_at_every_thread_count():
+    for batch in (4, 96):
+        rnn = pyjac.Recurrent(64, cell="lstm", seed=1, dtype="float32")
+        go = np.full((batch, 64), 2.0**-120, dtype=np.float32)
+        a = rnn.backprop(steps=80, grad_output=go, h0=np.ones((batch, 64)), n_threads=1)
+        b = rnn.backprop(steps=80, grad_output=go, h0=np.ones((batch, 64)), n_threads=2)
+        np.testing.assert_array_equal(a.log_grad_norm, b.log_grad_norm)
+        np.testing.assert_array_equal(a.log_step_weight_grad_norm, b.log_step_weight_grad_norm)
+        assert a.total_grad_norm == b.total_grad_norm

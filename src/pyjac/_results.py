@@ -23,18 +23,6 @@ def summarize(value: Any) -> str:
     return repr(value)
 
 
-class LogGradNormMixin:
-    """``log_grad_norm`` for results that carry a ``grad_norm`` array."""
-
-    grad_norm: np.ndarray
-
-    @property
-    def log_grad_norm(self) -> np.ndarray:
-        """Natural log of ``grad_norm`` (``-inf`` where the gradient is exactly zero)."""
-        with np.errstate(divide="ignore"):
-            return np.log(self.grad_norm)
-
-
 @dataclass(frozen=True)
 class BackpropResult:
     """What one forward and backward pass through a :class:`Chain` measured.

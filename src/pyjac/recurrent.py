@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._results import LogGradNormMixin, _fmt
+from ._results import _fmt
 from ._validation import (
     as_float_array,
     check_allocation,
@@ -61,7 +61,7 @@ def _parse_clip(clip: Any) -> tuple[str, float]:
 
 
 @dataclass(frozen=True)
-class RecurrentBackpropResult(LogGradNormMixin):
+class RecurrentBackpropResult:
     """What one pass of backprop through time measured.
 
     Arrays indexed by time follow one convention: index ``t`` of a ``(steps+1,)`` array
@@ -85,6 +85,16 @@ class RecurrentBackpropResult(LogGradNormMixin):
         ``||dL/dW|_t||``: the norm of step ``t``'s share of ``dL/dW`` (the gradient
         flowing into ``W`` through its use at step ``t``); these sum, as matrices, to
         ``dL/dW``.
+    log_grad_norm, log_cell_grad_norm, log_step_weight_grad_norm : ndarray
+        Natural logs of the three arrays above (``log_cell_grad_norm`` None unless
+        LSTM), finite over any number of steps: the backward pass carries a power-of-two
+        scale (exact in binary floating point) where the gradient would leave the
+        dtype's range, so these hold the true values where the float64 arrays underflow
+        to zero. ``-inf`` only for an exactly zero gradient.
+    first_underflow_step : int or None
+        The first step, in the order the backward pass reaches them (``steps`` down to
+        0), where ``grad_norm`` is below float64's normal range (zero or subnormal)
+        while ``log_grad_norm`` keeps the value; None when every plain value is normal.
     total_grad_norm, clipped_grad_norm : float
         Global norm of ``(dL/dW, dL/dU, dL/db)`` before and after clipping.
     clip_cosine : float
@@ -111,6 +121,10 @@ class RecurrentBackpropResult(LogGradNormMixin):
     state_norm: np.ndarray
     weight_grad_norm: dict
     step_weight_grad_norm: np.ndarray
+    log_grad_norm: np.ndarray
+    log_cell_grad_norm: np.ndarray | None
+    log_step_weight_grad_norm: np.ndarray
+    first_underflow_step: int | None
     total_grad_norm: float
     clipped_grad_norm: float
     clip_cosine: float
@@ -131,7 +145,9 @@ class RecurrentBackpropResult(LogGradNormMixin):
         loss = "None" if self.loss is None else f"{self.loss:.6g}"
         return (
             f"RecurrentBackpropResult(steps={self.steps}, loss={loss}, "
-            f"grad_norm={_fmt(self.grad_norm)}, total_grad_norm={self.total_grad_norm:.6g}, "
+            f"grad_norm={_fmt(self.grad_norm)}, log_grad_norm={_fmt(self.log_grad_norm)}, "
+            f"total_grad_norm={self.total_grad_norm:.6g}, "
+            f"first_underflow_step={self.first_underflow_step}, "
             f"first_nonfinite_step={self.first_nonfinite_step})"
         )
 
@@ -518,6 +534,10 @@ class Recurrent:
             state_norm=raw["state_norm"],
             weight_grad_norm=dict(raw["weight_grad_norm"]),
             step_weight_grad_norm=raw["step_weight_grad_norm"],
+            log_grad_norm=raw["log_grad_norm"],
+            log_cell_grad_norm=raw["log_cell_grad_norm"],
+            log_step_weight_grad_norm=raw["log_step_weight_grad_norm"],
+            first_underflow_step=raw["first_underflow_step"],
             total_grad_norm=float(raw["total_grad_norm"]),
             clipped_grad_norm=float(raw["clipped_grad_norm"]),
             clip_cosine=float(raw["clip_cosine"]),

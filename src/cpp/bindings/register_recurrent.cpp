@@ -201,6 +201,11 @@ py::dict backprop_typed(const std::string& cell, const py::object& W_in, const p
   r["cell_grad_norm"] = lstm ? py::object(to_numpy(s.cell_grad_norm)) : py::object(py::none());
   r["state_norm"] = to_numpy(s.state_norm);
   r["step_weight_grad_norm"] = to_numpy(s.step_weight_grad_norm);
+  r["log_grad_norm"] = to_numpy(s.log_grad_norm);
+  r["log_cell_grad_norm"] =
+      lstm ? py::object(to_numpy(s.log_cell_grad_norm)) : py::object(py::none());
+  r["log_step_weight_grad_norm"] = to_numpy(s.log_step_weight_grad_norm);
+  r["first_underflow_step"] = index_or_none(s.first_underflow_step);
   py::dict wn;
   wn["W"] = s.W_grad_norm;
   wn["U"] = s.U_grad_norm;

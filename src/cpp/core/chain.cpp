@@ -368,7 +368,7 @@ void start_backward(const BackpropOptions& o, const T* h_last, int batch, int n_
   }
   const auto gn = frobenius_norm(g, batch, n_last, nt);
   store_norm(gn.norm, 0, 1.0 / o.loss_scale, s.grad_norm[L], s.log_grad_norm[L]);
-  if (!gn.finite) record_nonfinite(s, L, 2);
+  if (!std::isfinite(s.grad_norm[L])) record_nonfinite(s, L, 2);
   record_underflow(s, L);
 }
 
@@ -531,7 +531,7 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
     const auto gn = frobenius_norm(g.get(), batch, n_in, nt, ws.row_b.data());
     g_norm = gn.norm;
     detail::store_norm(gn.norm, exponent, unscale, s.grad_norm[l], s.log_grad_norm[l]);
-    if (!gn.finite) record_nonfinite(s, l, 2);
+    if (!std::isfinite(s.grad_norm[l])) record_nonfinite(s, l, 2);
     detail::record_underflow(s, l);
   }
   return s;

@@ -451,7 +451,7 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
     const int g_exponent = exponent + step_exponent(st, l, parts);
     const auto gn = combine_block_squares(p.g_sq);
     store_norm(gn.norm, g_exponent, unscale, s.grad_norm[l], s.log_grad_norm[l]);
-    if (!gn.finite) record_nonfinite(s, l, 2);
+    if (!std::isfinite(s.grad_norm[l])) record_nonfinite(s, l, 2);
     record_underflow(s, l);
 
     bias_grad.assign(n_out, 0.0);

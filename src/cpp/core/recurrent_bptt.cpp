@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <string>
+#include <utility>
 
 #include <omp.h>
 
@@ -178,6 +180,7 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   }
   s.grad_norm.assign(steps + 1, 0.0);
   s.step_weight_grad_norm.assign(steps, 0.0);
+  s.log_step_weight_grad_norm.assign(steps, 0.0);
 
   // ---- backward through time -------------------------------------------------
   // Pre-activation gradients of every step: W-side and input-side are the same for
@@ -204,6 +207,31 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   const int parts = by_rows ? groups : nb;
   std::vector<detail::BlockSquares> g_sq(static_cast<std::size_t>(steps + 1) * parts);
   std::vector<detail::CellSquares> dc_sq(cell == Cell::Lstm ? g_sq.size() : 0);
+  // dL/dh_t (with dL/dc_t and the pre-activation gradients of step t) of part q is stored
+  // at 2^g_exp[t * parts + q] times its value (backward_rescale_exponent). Examples do
+  // not mix going back through time, so each group of rows may carry its own scale.
+  std::vector<int> g_exp(g_sq.size(), 0);
+  // The norm of the loss's own gradient that phase B adds at step t (0 when none): the
+  // scale must leave room for it.
+  std::vector<double> direct_norm(steps + 1, 0.0);
+  if (all_steps)
+    for (int t = 2; t <= steps; ++t)
+      direct_norm[t] = o.loss == RecurrentLoss::All
+                           ? tape.state_norm[t - 1]
+                           : detail::vector_norm(grad_output + (t - 2) * slab, slab);
+  auto step_exponent = [&](int t, double carried, int exponent) {
+    int k = detail::backward_rescale_exponent<T>(carried, 0.0);
+    const double d = direct_norm[t];
+    if (d > 0.0 && std::isfinite(d))
+      k = std::min(k, std::numeric_limits<T>::max_exponent - 4 - std::ilogb(d) - exponent);
+    return k;
+  };
+  auto carried_norm = [&](int t, int q) {
+    double v = g_sq[static_cast<std::size_t>(t) * parts + q].norm();
+    if (cell == Cell::Lstm)
+      v = std::max(v, dc_sq[static_cast<std::size_t>(t) * parts + q].block<T>().norm());
+    return v;
+  };
 
   // Part q covers rows [i0, i0 + rows) and unit blocks [b0, b1).
   // dL/dh_t is not kept past its step, so a part whose squares leave the range is
@@ -243,16 +271,20 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
     }
     if (cell == Cell::Lstm) dc_sq[static_cast<std::size_t>(t) * parts + q] = dcs;
   };
-  // Phase B at step t: dL/dh_{t-1} = (pre-activation gradients) W (+ the loss's own).
-  auto phase_b = [&](int t, T* g_p, int i0, int rows, int b0, int b1, int q) {
+  // Phase B at step t: dL/dh_{t-1} = 2^k ((pre-activation gradients) W) (+ the loss's
+  // own, at the new scale); the LSTM's dL/dc_{t-1} joins the new scale too.
+  auto phase_b = [&](int t, T* g_p, int i0, int rows, int b0, int b1, int q, int k,
+                     int exponent) {
     const std::size_t r0 = static_cast<std::size_t>(i0) * n;
     const T* dz = dz_of(t) + r0 * G;
+    const T factor = std::ldexp(T(1), k);
     for (int blk = b0; blk < b1; ++blk) {
       if (gru) {
-        wp.backward_block(rows, dz, Gn, 0, 2 * n, blk, T(1), g_p + r0, n);
-        wp.backward_block(rows, tape.hn_of(t) + r0, n, 2 * n, Gn, blk, T(1), g_p + r0, n);
+        wp.backward_block(rows, dz, Gn, 0, 2 * n, blk, factor, g_p + r0, n, factor);
+        wp.backward_block(rows, tape.hn_of(t) + r0, n, 2 * n, Gn, blk, T(1), g_p + r0, n,
+                          factor);
       } else {
-        wp.backward_block(rows, dz, Gn, 0, Gn, blk, T(0), g_p + r0, n);
+        wp.backward_block(rows, dz, Gn, 0, Gn, blk, T(0), g_p + r0, n, factor);
       }
     }
     const int j0 = b0 * ub, j1 = std::min(n, b1 * ub);
@@ -261,11 +293,15 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
                                                       : grad_output + (t - 2) * slab;
       for (int i = i0; i < i0 + rows; ++i)
         for (int j = j0; j < j1; ++j) {
-          const std::size_t k = static_cast<std::size_t>(i) * n + j;
-          g_p[k] += direct[k];
+          const std::size_t e = static_cast<std::size_t>(i) * n + j;
+          g_p[e] += exponent == 0 ? direct[e] : std::ldexp(direct[e], exponent);
         }
     }
+    if (k != 0 && cell == Cell::Lstm)
+      for (int i = i0; i < i0 + rows; ++i)
+        for (int j = j0; j < j1; ++j) gc[static_cast<std::size_t>(i) * n + j] *= factor;
     g_sq[static_cast<std::size_t>(t - 1) * parts + q] = sum_part(g_p, i0, rows, b0, b1);
+    g_exp[static_cast<std::size_t>(t - 1) * parts + q] = exponent;
   };
 
   T* const buf0 = g.get();
@@ -278,9 +314,12 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
       g_sq[static_cast<std::size_t>(steps) * parts + grp] = sum_part(buf0, i0, rows, 0, nb);
       T* g_t = buf0;
       T* g_p = buf1;
+      int exponent = 0;
       for (int t = steps; t >= 1 && !interrupt.requested(); --t) {
         phase_a(t, g_t, g_p, i0, rows, 0, nb, grp);
-        phase_b(t, g_p, i0, rows, 0, nb, grp);
+        const int k = step_exponent(t, carried_norm(t, grp), exponent);
+        exponent += k;
+        phase_b(t, g_p, i0, rows, 0, nb, grp, k, exponent);
         std::swap(g_t, g_p);
       }
     });
@@ -291,13 +330,20 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
     {
       T* g_t = buf0;  // every thread swaps its own copies in step
       T* g_p = buf1;
+      int exponent = 0;  // every thread takes the same steps
       for (int t = steps; t >= 1; --t) {
         if (interrupt.stop_at(steps - t)) break;  // the whole team, at the same step
 #pragma omp for schedule(static)
         for (int blk = 0; blk < nb; ++blk) phase_a(t, g_t, g_p, 0, B, blk, blk + 1, blk);
-        // (implicit barrier: every unit's pre-activation gradients are in place)
+        // (implicit barrier: every unit's pre-activation gradients are in place, and
+        // every part's norm of dL/dh_t from the previous step's phase B)
+        double carried = 0.0;
+        for (int q = 0; q < parts; ++q) carried = std::max(carried, carried_norm(t, q));
+        const int k = step_exponent(t, carried, exponent);
+        exponent += k;
 #pragma omp for schedule(static) nowait
-        for (int blk = 0; blk < nb; ++blk) phase_b(t, g_p, 0, B, blk, blk + 1, blk);
+        for (int blk = 0; blk < nb; ++blk)
+          phase_b(t, g_p, 0, B, blk, blk + 1, blk, k, exponent);
         std::swap(g_t, g_p);
       }
     }
@@ -305,14 +351,31 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   interrupt.rethrow();
   if (steps % 2 == 1) std::swap(g, g_prev);  // where the last step left dL/dh_0
 
+  // Part q's rows and unit blocks.
+  auto part_rows = [&](int q) {
+    return by_rows ? std::pair{q * detail::kRowGroup, std::min(detail::kRowGroup, B - q * detail::kRowGroup)}
+                   : std::pair{0, B};
+  };
+  auto part_blocks = [&](int q) { return by_rows ? std::pair{0, nb} : std::pair{q, q + 1}; };
+  s.log_grad_norm.assign(steps + 1, 0.0);
+  if (cell == Cell::Lstm) s.log_cell_grad_norm.assign(steps + 1, 0.0);
   for (int t = steps; t >= 0; --t) {
-    const auto first = g_sq.begin() + static_cast<std::ptrdiff_t>(t) * parts;
-    s.grad_norm[t] = detail::combine_block_squares({first, first + parts}).norm;
-    if (cell == Cell::Lstm && t >= 1) {
+    const std::size_t first = static_cast<std::size_t>(t) * parts;
+    detail::combine_scaled_parts(g_sq.data() + first, g_exp.data() + first, parts,
+                                 s.grad_norm[t], s.log_grad_norm[t]);
+    if (cell == Cell::Lstm) {
       std::vector<detail::BlockSquares> dc_parts;
-      for (int q = 0; q < parts; ++q)
-        dc_parts.push_back(dc_sq[static_cast<std::size_t>(t) * parts + q].block<T>());
-      s.cell_grad_norm[t] = detail::combine_block_squares(dc_parts).norm;
+      for (int q = 0; q < parts; ++q) {
+        if (t >= 1) {
+          dc_parts.push_back(dc_sq[first + q].block<T>());
+        } else {  // dL/dc_0, left in gc
+          const auto [i0, rows] = part_rows(q);
+          const auto [b0, b1] = part_blocks(q);
+          dc_parts.push_back(sum_part(gc.get(), i0, rows, b0, b1));
+        }
+      }
+      detail::combine_scaled_parts(dc_parts.data(), g_exp.data() + first, parts,
+                                   s.cell_grad_norm[t], s.log_cell_grad_norm[t]);
     }
   }
   for (int t = steps; t >= 0; --t)
@@ -320,7 +383,39 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
       record_nonfinite(s, t, 2);
       break;
     }
-  if (cell == Cell::Lstm) s.cell_grad_norm[0] = detail::slab_norm(gc.get(), slab).norm;
+  for (int t = steps; t >= 0; --t)
+    if (std::isfinite(s.log_grad_norm[t]) &&
+        s.grad_norm[t] < std::numeric_limits<double>::min()) {
+      s.first_underflow_step = t;
+      break;
+    }
+
+  // Rows of dL/dh_0 (dL/dc_0) in the caller's units, and the pre-activation gradients of
+  // each step at one scale for all rows: the groups' scales may differ.
+  auto rescale_part = [&](T* v, int width, int q, int shift) {
+    if (shift == 0) return;
+    const auto [i0, rows] = part_rows(q);
+    const auto [b0, b1] = part_blocks(q);
+    const int j0 = width == n ? b0 * ub : 0, j1 = width == n ? std::min(n, b1 * ub) : width;
+    for (int i = i0; i < i0 + rows; ++i)
+      for (int j = j0; j < j1; ++j) {
+        T& e = v[static_cast<std::size_t>(i) * width + j];
+        e = std::ldexp(e, shift);
+      }
+  };
+  std::vector<int> step_exp(steps + 1, 0);
+  bool any_scaled = false;
+  for (int t = 1; t <= steps; ++t) {
+    const std::size_t first = static_cast<std::size_t>(t) * parts;
+    const int base = *std::min_element(g_exp.begin() + first, g_exp.begin() + first + parts);
+    step_exp[t] = base;
+    any_scaled |= base != 0;
+    if (!by_rows) continue;  // one scale per step already
+    for (int q = 0; q < parts; ++q) {
+      rescale_part(dz_of(t), Gn, q, base - g_exp[first + q]);
+      if (gru) rescale_part(tape.hn_of(t), n, q, base - g_exp[first + q]);
+    }
+  }
 
   // ---- each step's share of dL/dW, ||(W-side pre-activation grads)^T h_{t-1}|| ----
   const bool ghost = static_cast<double>(B) * (Gn + n) < 2.0 * Gn * n;
@@ -343,24 +438,41 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
       if (step_interrupt.requested()) continue;  // no barriers here: skip what is left
       const T* hp = tape.h_at(t - 1);
       const T* dz = dz_of(t);
+      double stored = 0.0;
       if (ghost) {
-        s.step_weight_grad_norm[t - 1] =
-            ghost_norm(B, dz, gru ? 2 * n : Gn, Gn, gru ? tape.hn_of(t) : nullptr, n, hp, n,
-                       gram_a, gram_b, scaled);
+        stored = ghost_norm(B, dz, gru ? 2 * n : Gn, Gn, gru ? tape.hn_of(t) : nullptr, n, hp, n,
+                            gram_a, gram_b, scaled);
       } else {
         blas::gemm(Trans::Yes, Trans::No, gru ? 2 * n : Gn, n, B, T(1), dz, Gn, hp, n, T(0),
                    dw_step, n);
         if (gru)
           blas::gemm(Trans::Yes, Trans::No, n, n, B, T(1), tape.hn_of(t), n, hp, n, T(0),
                      dw_step + 2 * static_cast<std::size_t>(n) * n, n);
-        s.step_weight_grad_norm[t - 1] =
-            detail::slab_norm(dw_step, static_cast<std::size_t>(Gn) * n).norm;
+        stored = detail::slab_norm(dw_step, static_cast<std::size_t>(Gn) * n).norm;
       }
+      detail::store_norm(stored, step_exp[t], 1.0, s.step_weight_grad_norm[t - 1],
+                         s.log_step_weight_grad_norm[t - 1]);
     }
   }
   step_interrupt.rethrow();
+  for (int q = 0; q < parts; ++q) {
+    rescale_part(g.get(), n, q, -g_exp[q]);
+    if (cell == Cell::Lstm) rescale_part(gc.get(), n, q, -g_exp[q]);
+  }
   if (out.dh0) std::memcpy(out.dh0, g.get(), sizeof(T) * slab);
   if (out.dc0 && cell == Cell::Lstm) std::memcpy(out.dc0, gc.get(), sizeof(T) * slab);
+  // The weight gradients sum over steps: every step's share in the caller's units.
+  if (any_scaled)
+    for (int t = 1; t <= steps; ++t) {
+      if (step_exp[t] == 0) continue;
+      T* dz = dz_of(t);
+      for (std::size_t e = 0; e < static_cast<std::size_t>(B) * Gn; ++e)
+        dz[e] = std::ldexp(dz[e], -step_exp[t]);
+      if (gru) {
+        T* hn = tape.hn_of(t);
+        for (std::size_t e = 0; e < slab; ++e) hn[e] = std::ldexp(hn[e], -step_exp[t]);
+      }
+    }
 
   // ---- weight gradients: one GEMM over all steps and examples -----------------
   const int rows = steps * B;

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstddef>
 #include <initializer_list>
+#include <limits>
 #include <type_traits>
 #include <thread>
 #include <vector>
@@ -309,6 +310,77 @@ inline double norm_of_norms(std::initializer_list<double> parts) {
   ScaledNorm acc;
   for (double p : parts) acc.add(p);
   return acc.value();
+}
+
+// Backward passes keep dL/dh inside T's range by powers of two, which are exact in
+// binary floating point: when the gradient about to be formed would leave
+// [2^-kBand, 2^kBand] in norm, the GEMM that forms it multiplies by 2^k to bring it back
+// near 1, and the pass carries the sum E of those k (the true gradient is the stored one
+// times 2^-E). Inside the band nothing is scaled, so ordinary runs keep every bit. A pass
+// that emulates low-precision storage never rescales: where float16 loses the gradient is
+// what it measures.
+template <typename T>
+int backward_rescale_exponent(double dz_norm, double carried_norm) {
+  constexpr int kBand = std::is_same_v<T, float> ? 40 : 300;
+  // 2^k stays a normal number of T, with room for the GEMM's sums.
+  constexpr int kLimit = std::numeric_limits<T>::max_exponent - 8;
+  const double norm = std::max(dz_norm, carried_norm);
+  if (!(norm > 0.0) || !std::isfinite(norm)) return 0;
+  const int e = std::ilogb(norm);
+  if (e >= -kBand && e <= kBand) return 0;
+  return std::clamp(-e, -kLimit, kLimit);
+}
+
+// stored * unscale * 2^-exponent in float64, rounded once: zero or subnormal where the
+// true value underflows float64, inf where it overflows.
+inline double unscaled_value(double stored, int exponent, double unscale) {
+  if (!(stored != 0.0) || !std::isfinite(stored)) return stored * unscale;
+  int e1 = 0, e2 = 0;
+  const double m1 = std::frexp(stored, &e1), m2 = std::frexp(unscale, &e2);
+  return std::ldexp(m1 * m2, e1 + e2 - exponent);
+}
+
+// ln(stored * unscale * 2^-exponent), finite wherever the stored norm is positive and
+// finite, whatever the exponent.
+inline double unscaled_log(double stored, int exponent, double unscale) {
+  return std::log(stored) + std::log(unscale) - exponent * 0.69314718055994530942;
+}
+
+// A norm's float64 value and its log (the backprop results keep both).
+inline void store_norm(double stored, int exponent, double unscale, double& value,
+                       double& log_value) {
+  value = unscaled_value(stored, exponent, unscale);
+  log_value = unscaled_log(stored, exponent, unscale);
+}
+
+// A kept gradient entry times 2^-exponent, rounded once in T.
+template <typename T>
+void unscale_entries(T* a, std::size_t n, int exponent) {
+  if (exponent == 0) return;
+  for (std::size_t k = 0; k < n; ++k) a[k] = std::ldexp(a[k], -exponent);
+}
+
+// The norm of parts whose stored norms carry their own exponents (true norm = stored *
+// 2^-exponent, as unscaled_value): its float64 value and its log. Parts are brought to the
+// smallest exponent among the non-zero ones, where the largest parts are; the others
+// shrink by powers of two and may drop out only where they are below its rounding.
+inline void combine_scaled_parts(const BlockSquares* parts, const int* exponents, int count,
+                                 double& value, double& log_value) {
+  int base = 0;
+  bool any = false;
+  for (int q = 0; q < count; ++q) {
+    const double v = parts[q].norm();
+    if (v != 0.0 && (!any || exponents[q] < base)) {
+      base = exponents[q];
+      any = true;
+    }
+  }
+  ScaledNorm acc;
+  for (int q = 0; q < count; ++q) {
+    const double v = parts[q].norm();
+    acc.add(std::isfinite(v) ? std::ldexp(v, base - exponents[q]) : v);
+  }
+  store_norm(acc.value(), base, 1.0, value, log_value);
 }
 
 }  // namespace pyjac::detail

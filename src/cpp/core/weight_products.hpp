@@ -38,11 +38,11 @@ class WeightProducts {
                W_ + (static_cast<std::size_t>(g) * n_ + j0) * n_, n_, beta, c + g * n_ + j0, ldc);
   }
 
-  // Columns of block b of C = beta C + A W[k0:k1, :].
+  // Columns of block b of C = beta C + alpha A W[k0:k1, :].
   void backward_block(int rows, const T* a, int lda, int k0, int k1, int b, T beta, T* c,
-                      int ldc) const {
+                      int ldc, T alpha = T(1)) const {
     const int j0 = b * unit_block(), w = std::min(unit_block(), n_ - j0);
-    blas::gemm(blas::Trans::No, blas::Trans::No, rows, w, k1 - k0, T(1), a, lda,
+    blas::gemm(blas::Trans::No, blas::Trans::No, rows, w, k1 - k0, alpha, a, lda,
                W_ + static_cast<std::size_t>(k0) * n_ + j0, n_, beta, c + j0, ldc);
   }
 

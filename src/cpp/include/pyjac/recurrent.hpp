@@ -83,6 +83,10 @@ struct RecurrentBackpropStats {
   double clipped_grad_norm = 0.0;  // the same after clipping
   double clip_cosine = 1.0;        // cos angle between the gradient before and after
   double clipped_fraction = 0.0;   // entries changed by value clipping
+  // Natural logs of grad_norm, cell_grad_norm and step_weight_grad_norm, finite over any
+  // number of steps: the backward pass carries a power-of-two scale per group of rows.
+  std::vector<double> log_grad_norm, log_cell_grad_norm, log_step_weight_grad_norm;
+  int first_underflow_step = -1;   // grad_norm below float64's normal range
   int first_nonfinite_step = -1;   // index into the (T+1,) arrays
   int first_nonfinite_stage = 0;   // 0 none, 1 forward, 2 backward
 };
