@@ -92,7 +92,9 @@ def forward_backward(weights, biases, activations, x, *, residual=False, scale=1
         else:
             u, sd = z, None
         branch = phi(act, u)
-        hs.append(hs[-1] + scale * branch if residual else branch)
+        # A residual chain skips the layers whose input and output widths match.
+        skip = residual and W.shape[0] == W.shape[1]
+        hs.append(hs[-1] + scale * branch if skip else branch)
         us.append(u)
         sds.append(sd)
     out = hs[-1]
@@ -116,7 +118,8 @@ def forward_backward(weights, biases, activations, x, *, residual=False, scale=1
     for l in range(len(weights) - 1, -1, -1):
         W, act, u, sd = np.asarray(weights[l], dtype=bd), activations[l], us[l], sds[l]
         h = hs[l].astype(bd)
-        du = bd(scale if residual else 1.0) * g * dphi(act, u).astype(bd)
+        skip = residual and W.shape[0] == W.shape[1]
+        du = bd(scale if skip else 1.0) * g * dphi(act, u).astype(bd)
         if norm == "layernorm":
             dz = np.stack([_norm_jacobian(u[i], sd[i, 0]).astype(bd).T @ du[i]
                            for i in range(B)])
@@ -131,7 +134,7 @@ def forward_backward(weights, biases, activations, x, *, residual=False, scale=1
         wg.append(dW)
         bg.append(dz.sum(axis=0))
         per_ex.append([np.linalg.norm(np.outer(dz[i], h[i])) for i in range(B)])
-        g = dz @ W + (g if residual else bd(0))
+        g = dz @ W + (g if skip else bd(0))
         grad_norm.append(np.linalg.norm(g))
     all_d = [dphi(a, u) for a, u in zip(activations, us)]
     return {

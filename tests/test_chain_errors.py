@@ -22,7 +22,6 @@ import pyjac
         (dict(depth=2, width=4, gain=float("nan")), ValueError, "gain"),
         (dict(depth=2, width=4, bias_std=-1.0), ValueError, "bias_std"),
         (dict(depth=2, width=4, seed=-1), ValueError, "seed"),
-        (dict(depth=2, width=[4, 5, 4], residual=True), ValueError, "residual"),
         (dict(depth=2, width=4, residual="yes"), TypeError, "residual"),
         (dict(depth=10**6, width=10**5), MemoryError, "depth"),
     ],

@@ -217,3 +217,33 @@ def test_float32_activations_within_a_few_ulp(activation):
     ref = np.tanh(x) if activation == "tanh" else np.where(x >= 0, 1.0, e) / (1.0 + e)
     ulp = np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
     assert np.all(np.abs(out - ref) <= 4 * ulp)
+
+
+@pytest.mark.parametrize("norm", [None, "layernorm"])
+@pytest.mark.parametrize("widths", [[12, 12, 12, 12, 5], [7, 12, 12, 12, 12], [300, 200, 200, 10]])
+def test_residual_chain_skips_only_the_layers_that_keep_their_width(norm, widths, rng):
+    # A readout (or an embedding) that changes the width has no skip connection; every
+    # other layer of a residual chain does. Backprop, the Jacobian and J^T u all follow.
+    depth = len(widths) - 1
+    net = pyjac.Chain(depth, widths, activation="tanh", init="gaussian", gain=1.1,
+                      bias_std=0.2, residual=True, residual_scale=0.7, norm=norm, seed=5,
+                      dtype="float64")
+    x = rng.standard_normal((6, widths[0]))
+    target = rng.standard_normal((6, widths[-1]))
+    r = net.backprop(x, loss="mse", target=target, keep_grads=True)
+    ref = _reference(net, x, loss="mse", target=target)
+    np.testing.assert_allclose(r.output, ref["output"], rtol=1e-12, atol=1e-12)
+    for name in ("grad_norm", "weight_grad_norm", "bias_grad_norm"):
+        np.testing.assert_allclose(getattr(r, name), ref[name], rtol=1e-10, err_msg=name)
+    if max(widths) <= 12:
+        loss = lambda: net.backprop(x, loss="mse", target=target).loss  # noqa: E731
+        for l in (0, depth - 1):
+            fd = _fd_grad(loss, net.weights[l])
+            assert _rel_err(r.weight_grads[l], fd) < 1e-7
+        J = net.jacobian(x[0])
+        def out(v):
+            return net.backprop(v, grad_output=np.zeros(widths[-1])).output
+
+        fd_j = np.stack([(out(x[0] + 1e-6 * e) - out(x[0] - 1e-6 * e)) / 2e-6
+                         for e in np.eye(widths[0])], axis=1)
+        np.testing.assert_allclose(J, fd_j, rtol=1e-6, atol=1e-8)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference import forward_backward
 
 import pyjac
-from reference import forward_backward
 
 LONG = np.longdouble
 pytestmark = pytest.mark.skipif(

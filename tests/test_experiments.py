@@ -389,7 +389,11 @@ def test_rnn_gradient_vs_time_from_synthetic_results():
     assert ax.get_yscale() == "log"
     assert ax.get_xlabel().startswith("time steps")
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert texts == [r"$\rho$ = 0.5", r"$\rho$ = 1", r"$\rho$ = 1.5", "tanh", "lstm"]
+    # The radii are on the colour bar; the legend names the cells and the reference.
+    assert texts == ["tanh", "lstm", r"$\rho^{T-t}$"]
+    bar = ax.figure.axes[1]
+    assert "spectral radius" in bar.get_ylabel()
+    assert list(bar.get_yticks()) == [0.5, 1.0, 1.5]
     y = ax.get_lines()[0].get_ydata()  # tanh, rho 0.5: 0.5**(T - t) against T - t
     assert y[-1] == pytest.approx(0.5**steps, rel=1e-9)
 

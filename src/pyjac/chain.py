@@ -109,7 +109,9 @@ class Chain:
     """A deep feed-forward chain whose gradients pyjac measures exactly.
 
     ``h_0 = x``, ``z_l = W_l h_{l-1} + b_l``, ``h_l = phi(norm(z_l))``; with
-    ``residual=True``, ``h_l = h_{l-1} + residual_scale * phi(norm(z_l))``.
+    ``residual=True``, ``h_l = h_{l-1} + residual_scale * phi(norm(z_l))`` on every layer
+    whose input and output widths match (a layer that changes the width, such as a
+    readout, stays ``h_l = phi(norm(z_l))``).
     ``W_l`` has shape ``(widths[l], widths[l-1])``; a batch is rows.
 
     Parameters
@@ -133,7 +135,7 @@ class Chain:
     bias_std : float, default 0
         Standard deviation of the Gaussian biases.
     residual : bool, default False
-        Skip connections; every width must then be the same.
+        Skip connections, on every layer whose input and output widths match.
     residual_scale : float, default 1
         Scale of the residual branch.
     norm : {None, "layernorm", "batchnorm"}
@@ -297,11 +299,6 @@ class Chain:
         self.widths: list[int] = [int(self.weights[0].shape[1])] + [
             int(w.shape[0]) for w in self.weights
         ]
-        if residual and len(set(self.widths)) != 1:
-            raise ValueError(
-                f"residual: residual=True needs every layer to have the same width, "
-                f"got widths {sorted(set(self.widths))}"
-            )
         self.activations: list[str] = list(activations)
         self.residual = bool(residual)
         self.residual_scale = check_real(residual_scale, "residual_scale")

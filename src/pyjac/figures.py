@@ -18,7 +18,7 @@ import numpy as np
 from . import plot as jplot
 from . import theory
 from ._atomic import save_figure
-from ._figure_common import FigureInfo, Spec, _e, _plt
+from ._figure_common import FigureInfo, Spec, _e, _plt, join_words, theory_gap, trend
 from .experiments import Results, growth_rate, jacobian_spectra, rnn_sweep, sweep
 from .figures_training import fig9_training, fig10_mixed_precision
 
@@ -39,6 +39,8 @@ def _ratio(part: Results, lo: int = 0) -> float:
 # --------------------------------------------------------------------------------------
 ACTS = ("linear", "sigmoid", "tanh", "relu")
 INITS = ("gaussian", "xavier", "he", "orthogonal")
+INIT_COLORS = {"gaussian": "tab:blue", "xavier": "navy", "he": "tab:red",
+               "orthogonal": "tab:green"}
 
 
 def fig1_gradient_vs_depth(quick: bool = False, cache: Any = True, n_jobs: Any = None,
@@ -61,19 +63,35 @@ def fig1_gradient_vs_depth(quick: bool = False, cache: Any = True, n_jobs: Any =
                 batch=batch, seeds=seeds, cache=cache, n_jobs=n_jobs, progress=progress)
     plt = _plt()
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.2), layout="constrained")
-    rows = []
+    rows, sentences, pairs = [], [], []
     for ax, act in zip(axes.flat, ACTS):
         part = res.select(activation=act)
-        jplot.gradient_vs_depth(part, ax=ax, by=["init"], theory=True, labels=[
-            rf"{i} ($\sigma_w^2$ = {part.select(init=i)['sigma_w2'][0]:g})" for i in INITS],
-            linestyles=["-", (0, (5, 2)), "-", "-."])
+        # On square layers xavier draws exactly gaussian's weights (variance 1/n, same
+        # seed): its line would hide under gaussian's, so it is drawn as markers alone.
+        labels = []
+        for i in INITS:
+            sw2 = part.select(init=i)["sigma_w2"][0]
+            labels.append(rf"{i} ($\sigma_w^2$ = {sw2:g})" if i != "xavier" else
+                          rf"xavier ($\sigma_w^2$ = {sw2:g}: gaussian's draws)")
+        order = list(dict.fromkeys(part["init"].tolist()))  # the lines' order
+        jplot.gradient_vs_depth(part, ax=ax, by=["init"], theory=True,
+                                labels=[labels[INITS.index(i)] for i in order],
+                                colors=[INIT_COLORS[i] for i in order],
+                                linestyles=["none" if i == "xavier" else "-" for i in order],
+                                markers=["o" if i == "xavier" else None for i in order])
         ax.set_title(f"{act}")
-        cells = [act]
+        cells, fates = [act], {}
         for init in INITS:
             sub = part.select(init=init)
-            pred = sub["theory_log_ratio"][sub["layer"] == 0][0]
-            cells.append(f"{_e(_ratio(sub))} ({_e(math.exp(pred))})")
+            pred = math.exp(sub["theory_log_ratio"][sub["layer"] == 0][0])
+            measured = _ratio(sub)
+            cells.append(f"{_e(measured)} ({_e(pred)})")
+            pairs.append((f"{act}, {init}", measured, pred))
+            fates.setdefault(trend(measured).split(" (")[0], []).append(
+                f"{init} {_e(measured)}")
         rows.append(cells)
+        sentences.append(f"{act}: " + "; ".join(f"{fate} under {join_words(inits)}"
+                                                 for fate, inits in fates.items()))
     fig.suptitle(f"Exact per-layer gradient norms: depth {depth}, width {width}, {seeds} seeds "
                  "(line: geometric mean, band: min-max; dotted: mean-field theory)",
                  fontsize="medium")
@@ -82,10 +100,10 @@ def fig1_gradient_vs_depth(quick: bool = False, cache: Any = True, n_jobs: Any =
         f"Gradient norm at layer l relative to the output layer, for linear, sigmoid, tanh "
         f"and ReLU chains (depth {depth}, width {width}, batch {batch}, random Gaussian "
         f"dL/dh_L) under four inits. On square layers gaussian (gain 1), xavier and "
-        f"orthogonal share the weight variance 1/n and he doubles it: sigmoid vanishes "
-        f"under every init, ReLU is flat only under he, linear is flat at variance 1/n and "
-        f"explodes at 2/n, tanh decays slowly at 1/n and grows at 2/n. Dotted: mean-field "
-        f"prediction.",
+        f"orthogonal share the weight variance 1/n (xavier and gaussian even draw the "
+        f"same weights: markers) and he doubles it. Measured ||dL/dh_0|| / ||dL/dh_L|| "
+        f"over {depth} layers (vanishes: below 1/10, explodes: above 10): "
+        f"{'. '.join(sentences)}. Dotted: mean-field prediction. {theory_gap(pairs)}",
         ["activation", *[f"{i}: measured (theory)" for i in INITS]], rows,
         [r"Entries: $\|\partial L/\partial h_0\| / \|\partial L/\partial h_L\|$, geometric "
          "mean over seeds; theory: `pyjac.theory.predicted_log_grad_norm`."])
@@ -122,6 +140,7 @@ def fig2_residual_layernorm(quick: bool = False, cache: Any = True, n_jobs: Any 
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
     rows = []
+    measured: dict[str, dict[str, float]] = {}
     for ax, (act, init) in zip(axes, panels):
         parts = [sweep(activation=act, init=init, depth=depth, width=width, batch=batch,
                        seeds=seeds, cache=cache, n_jobs=n_jobs, progress=progress, **kw)
@@ -131,21 +150,48 @@ def fig2_residual_layernorm(quick: bool = False, cache: Any = True, n_jobs: Any 
                                 "residual_scale"], labels=labels, theory=False,
                                 linestyles=["-", "-", "-", (0, (5, 2))])
         ax.set_title(f"{act} ({init} init)")
-        rows.append([f"{act} ({init})", *[_e(_ratio(p)) for p in parts]])
+        gains = [_ratio(p) for p in parts]
+        rows.append([f"{act} ({init})", *[_e(g) for g in gains]])
+        measured[act] = dict(zip([v for v, _ in variants], gains))
     fig.suptitle(f"Plain vs residual vs layernorm chains at depth {depth} (width {width}, "
                  f"{seeds} seeds)", fontsize="medium")
     info = FigureInfo(
         "fig2_residual_layernorm", "Plain vs residual vs layernorm at depth 100",
-        f"Gradient norm relative to the output layer through {depth}-layer chains. A "
-        f"residual path stops the sigmoid's vanishing gradient, but an unscaled ReLU "
-        f"residual chain explodes (each block multiplies the squared gradient by about "
-        f"1 + sigma_w2/2 = 2); scaling the branch by 1/sqrt(L) tames it. LayerNorm "
-        f"(before the activation, no affine) keeps ReLU and tanh gradients within a "
-        f"decade or two but does not rescue the sigmoid.",
+        f"Gradient norm relative to the output layer through {depth}-layer chains "
+        f"(layernorm before the activation, no affine). Measured ||dL/dh_0|| / ||dL/dh_L|| "
+        f"(vanishes: below 1/10, explodes: above 10): "
+        + ". ".join(f"{act}: " + ", ".join(f"{v} {trend(g)}" for v, g in m.items())
+                    for act, m in measured.items())
+        + ". " + _fig2_mechanism(measured, variants[3][0], depth),
         ["chain", *[v for v, _ in variants]], rows,
         [r"Entries: $\|\partial L/\partial h_0\| / \|\partial L/\partial h_L\|$ (geometric "
          "mean over seeds)."])
     return fig, info
+
+
+def _fig2_mechanism(measured: dict[str, dict[str, float]], scaled: str, depth: int) -> str:
+    """The explanations of figure 2, each only where the measurement shows it."""
+    out = []
+    relu = measured.get("relu", {})
+    gain = relu.get("residual", float("nan"))
+    if "explodes" in trend(gain):
+        per_block = gain ** (1 / depth)
+        naive = math.sqrt(2.0)  # sqrt(1 + sigma_w2 E[phi'^2]) with sigma_w2 = 2
+        out.append(f"The unscaled ReLU residual chain's gradient grows by a factor "
+                   f"{per_block:.3g} per block, "
+                   + ("more than" if per_block > naive * 1.02 else "about")
+                   + f" the {naive:.3g} of the per-layer factor sqrt(1 + sigma_w2 "
+                   f"E[phi'^2]) (see `pyjac.theory.predicted_log_grad_norm` for residual "
+                   f"chains)")
+        scaled_gain = relu.get(scaled, float("nan"))
+        if scaled_gain < gain:
+            out[-1] += (f"; scaling the branch by 1/sqrt(L) brings the gain from {_e(gain)} "
+                        f"to {_e(scaled_gain)}")
+    sig = measured.get("sigmoid", {})
+    if "vanishes" in trend(sig.get("plain", float("nan"))) and \
+            "vanishes" not in trend(sig.get("residual", float("nan"))):
+        out.append("A residual path stops the sigmoid's vanishing gradient")
+    return ". ".join(out) + ("." if out else "")
 
 
 # --------------------------------------------------------------------------------------
@@ -214,12 +260,16 @@ def fig3_sigmoid_vs_relu(quick: bool = False, cache: Any = True, n_jobs: Any = N
     mrelu = jplot._geomean(curves["measured: ReLU chain (he)"])
     rows = [[str(k), _e(0.25**k), _e(s1**k), _e(msig[k]), "1", _e(mrelu[k])]
             for k in (10, 20, 30)]
+    per_layer_sig = float(msig[depth]) ** (1 / depth)
     info = FigureInfo(
         "fig3_sigmoid_vs_relu", "Sigmoid vs ReLU derivative products",
         f"Left: the derivatives. Right: the gain of a gradient after n layers: the sigmoid's "
         f"best case 0.25^n, sigmoid'(1)^n, and measured {depth}-layer chains (width "
-        f"{width}): a xavier sigmoid chain loses even more than 0.25 per layer (its "
-        f"weights have variance 1/n), a he ReLU chain keeps the gradient's size.",
+        f"{width}). The xavier sigmoid chain keeps a factor {per_layer_sig:.3g} per layer, "
+        + ("less than the derivative's best case 0.25 (its weights, of variance 1/n, "
+           "shrink the gradient too)" if per_layer_sig < 0.25 else
+           "more than the derivative's best case 0.25 alone would allow")
+        + f"; over {depth} layers the he ReLU chain's gradient {trend(float(mrelu[depth]))}.",
         ["n", "0.25^n", "sigmoid'(1)^n", "measured sigmoid chain", "relu'^n",
          "measured ReLU chain"], rows,
         ["The texts: 0.25^10 'about a million times smaller' (right: 9.54e-7), 0.25^20 "
@@ -252,27 +302,62 @@ def fig4_rnn_gradient_vs_time(quick: bool = False, cache: Any = True, n_jobs: An
     res = rnn_sweep(cell=["tanh", "lstm"], spectral_radius=list(RADII), width=width,
                     steps=steps, seeds=seeds, cache=cache, progress=progress)
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained", sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
     rows = []
+    gains: dict[str, dict[float, float]] = {}
     for ax, cell in zip(axes, ("tanh", "lstm")):
         part = res.select(cell=cell)
-        jplot.rnn_gradient_vs_time(part, ax=ax)
+        jplot.rnn_gradient_vs_time(part, ax=ax, colorbar=cell == "lstm")
         ax.set_title(f"{'vanilla tanh RNN' if cell == 'tanh' else 'LSTM'} (width {width})")
         for radius in RADII:
             sub = part.select(spectral_radius=radius)
             _, Y = sub.curves("grad_norm", x="step")
             with np.errstate(divide="ignore", invalid="ignore"):
                 r = float(np.exp(np.nanmean(np.log(Y[:, 0] / Y[:, -1]))))
+            gains.setdefault(cell, {})[radius] = r
             rows.append([cell, f"{radius:g}", _e(r), _e(radius**steps)])
-    axes[1].set_ylabel("")
     info = FigureInfo(
         "fig4_rnn_gradient_vs_time", "RNN gradient vs time",
         f"Gradient norm through {steps} time steps for spectral radii {RADII[0]} to "
-        f"{RADII[-1]}: the vanilla tanh RNN vanishes like rho^t below 1 and grows above "
-        f"1, though far less than rho^t since tanh saturates; the LSTM's gradient decays "
-        f"far more slowly than the vanilla RNN's at every radius below 1.",
+        f"{RADII[-1]} (orthogonal W scaled to radius rho; dotted: rho^(T-t), a linear "
+        f"recurrence's gain). " + _fig4_claims(gains, steps),
         ["cell", "spectral radius", f"measured ratio over {steps} steps", "rho^T"], rows)
     return fig, info
+
+
+def _fig4_claims(gains: dict[str, dict[float, float]], steps: int) -> str:
+    """What the measured gains of figure 4 show, in words."""
+    tanh, lstm = gains.get("tanh", {}), gains.get("lstm", {})
+    out = []
+    for cell, name in ((tanh, "the vanilla tanh RNN's gradient"), (lstm, "the LSTM's")):
+        if not cell:
+            continue
+        down = [f"{r:g}" for r, g in cell.items() if g < 1]
+        up = [f"{r:g}" for r, g in cell.items() if g >= 1]
+        parts = []
+        if down:
+            parts.append(f"shrinks over the {steps} steps at rho = {join_words(down)}")
+        if up:
+            parts.append(f"grows at rho = {join_words(up)}")
+        out.append(f"{name} {' and '.join(parts)}")
+    below = [r for r in tanh if r < 1 and r in lstm]
+    if below:
+        slower = [r for r in below if lstm[r] > tanh[r]]
+        if len(slower) == len(below):
+            out.append("at every radius below 1 the LSTM keeps more of it than the tanh RNN "
+                       f"(at rho = {below[0]:g}: {_e(lstm[below[0]])} against "
+                       f"{_e(tanh[below[0]])})")
+        else:
+            out.append("the LSTM keeps more of it than the tanh RNN at rho = "
+                       f"{join_words([f'{r:g}' for r in slower]) or 'none of the radii'}")
+    above = [r for r in tanh if r > 1]
+    if above:
+        less = [r for r in above if tanh[r] < r**steps]
+        if less:
+            out.append(f"tanh's saturation keeps the gain below rho^{steps} at rho = "
+                       f"{join_words([f'{r:g}' for r in less])}")
+    text = "; ".join(out) + "."
+    return text[:1].upper() + text[1:]
 
 
 # --------------------------------------------------------------------------------------
@@ -304,6 +389,7 @@ def fig5_jacobian_spectra(quick: bool = False, cache: Any = True, n_jobs: Any = 
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6), layout="constrained")
     rows = []
+    deepest: dict[str, tuple[float, float, float]] = {}
     for ax, (act, init, sw, sb, title) in zip(axes, cases):
         res = jacobian_spectra(activation=act, init=init, sigma_w2=sw, sigma_b2=sb,
                                depth=max(at), width=width, at=at, cache=cache)
@@ -313,19 +399,49 @@ def fig5_jacobian_spectra(quick: bool = False, cache: Any = True, n_jobs: Any = 
             moments = theory.jacobian_spectrum_moments(act, init, sw, sb, d)
             rows.append([title, str(d), _e(sv.max()), _e(float(np.mean(sv**2))),
                          _e(moments.mean), _e(float(np.var(sv**2))), _e(moments.variance)])
+            # How widely the middle 80% of the singular values spread.
+            p10, p90 = np.percentile(sv, [10, 90])
+            span = float(p90 / p10) if p10 > 0 else float("inf")
+            deepest[title] = (float(np.mean(sv**2)), span, moments.mean)
     info = FigureInfo(
         "fig5_jacobian_spectra", "Jacobian singular value spectra vs depth",
         f"Singular values of the input-output Jacobian at depths {', '.join(map(str, at))} "
-        f"(width {width}). At criticality all three keep the mean squared singular value "
-        f"near 1, but only the orthogonal tanh chain keeps the whole spectrum near 1 "
-        f"(dynamical isometry); Gaussian weights spread it, and the Gaussian ReLU "
-        f"spectrum spreads over decades with many numerically zero singular values.",
+        f"(width {width}), all three chains at the mean-field critical point. At depth "
+        f"{max(at)}: " + "; ".join(
+            f"{title}: mean s^2 = {_e(m)} (infinite-width theory {_e(t)}), "
+            + (f"the middle 80% of the singular values within a factor {_e(span)}"
+               if np.isfinite(span) else "a tenth or more of the singular values "
+               "numerically zero")
+            for title, (m, span, t) in deepest.items())
+        + ". " + _fig5_claims(deepest, max(at), width),
         ["chain", "depth", "largest s", "mean of s^2", "theory", "variance of s^2",
          "theory"], rows,
         ["Theory: `pyjac.theory.jacobian_spectrum_moments` (free probability, infinite "
          "width). Its corrections grow like depth/width, so the Gaussian chains part from "
          "it at depth 64 and beyond; the orthogonal tanh chain follows it."])
     return fig, info
+
+
+def _fig5_claims(deepest: dict[str, tuple[float, float, float]], depth: int,
+                 width: int) -> str:
+    """Which chain keeps its spectrum together, and where the theory's mean holds."""
+    spans = {t: span for t, (_, span, _) in deepest.items()}
+    best = min(spans, key=spans.get)
+    others = [t for t in spans if t != best]
+    out = []
+    if others and all(spans[t] > 3 * spans[best] for t in others):
+        out.append(f"{best} keeps its spectrum the most concentrated (dynamical isometry); "
+                   f"{join_words(others)} spread it "
+                   + (f" {_e(min(spans[t] for t in others) / spans[best])}x or more wider"
+                      if all(np.isfinite(spans[t]) for t in others) else
+                      " over many decades, down to numerically zero"))
+    off = [t for t, (m, _, th) in deepest.items() if abs(math.log(m / th)) > math.log(1.5)]
+    if off:
+        out.append(f"the mean of s^2 has left the infinite-width theory by more than 1.5x "
+                   f"for {join_words(off)}: its finite-width corrections grow like "
+                   f"depth/width = {depth / width:.2g}")
+    text = "; ".join(out) + ("." if out else "")
+    return text[:1].upper() + text[1:]
 
 
 # --------------------------------------------------------------------------------------
@@ -378,7 +494,7 @@ def fig6_phase_diagram(quick: bool = False, cache: Any = True, n_jobs: Any = Non
             fontsize="small", color="darkred", ha="right", va="bottom", bbox=box)
     rates = growth_rate(res)
     rows = []
-    measured, predicted, bias = [], [], []
+    measured, predicted, bias, weights = [], [], [], []
     for b in sb:
         part = rates.select(sigma_b2=float(b))
         xs = np.array(part.unique("sigma_w2"), dtype=float)
@@ -389,6 +505,7 @@ def fig6_phase_diagram(quick: bool = False, cache: Any = True, n_jobs: Any = Non
         # Toward the input ||dL/dh_l|| changes by sqrt(chi1) per layer.
         predicted.extend(0.5 * np.log(theory.chi1("tanh", float(v), float(b))) for v in xs)
         bias.extend([float(b)] * len(xs))
+        weights.extend(float(v) for v in xs)
     points = ax_scatter.scatter(predicted, measured, c=bias, cmap="viridis", s=22)
     lo = float(min(np.nanmin(predicted), np.nanmin(measured)))
     hi = float(max(np.nanmax(predicted), np.nanmax(measured)))
@@ -406,9 +523,24 @@ def fig6_phase_diagram(quick: bool = False, cache: Any = True, n_jobs: Any = Non
         f"variances. Black: the mean-field critical line chi1 = 1 "
         f"(`pyjac.theory.critical_sigma_w2`); dashed: where the measured growth crosses "
         f"zero. Right: the measured growth at every grid point against the mean-field "
-        f"prediction ln(chi1)/2.",
+        f"prediction ln(chi1)/2. " + _fig6_gap(measured, predicted, bias, weights),
         ["sigma_b2", "critical sigma_w2 (theory)", "measured zero crossing"], rows)
     return fig, info
+
+
+def _fig6_gap(measured: list[float], predicted: list[float], bias: list[float],
+              weights: list[float]) -> str:
+    """The remaining gap between the measured and predicted growth per layer."""
+    m, p = np.asarray(measured, dtype=float), np.asarray(predicted, dtype=float)
+    ok = np.isfinite(m) & np.isfinite(p)
+    if not ok.any():
+        return "No grid point has both a measurement and a prediction."
+    gap = np.abs(m - p)
+    worst = int(np.nanargmax(np.where(ok, gap, -np.inf)))
+    where = f" (sigma_w2 = {weights[worst]:.3g}, sigma_b2 = {bias[worst]:.2g})"
+    return (f"Gap between measured and predicted growth per layer: median "
+            f"{float(np.median(gap[ok])):.2g}, largest {float(gap[worst]):.2g} nats"
+            f"{where}.")
 
 
 # --------------------------------------------------------------------------------------
@@ -508,6 +640,33 @@ def fig7_gradient_clipping(quick: bool = False, cache: Any = True, n_jobs: Any =
 
 # --------------------------------------------------------------------------------------
 # Figure 8: dead ReLU and saturated sigmoid/tanh fractions vs depth
+def _fig8_claims(dead_cases: list, dead_at: dict, sat_at: dict, depth: int) -> str:
+    """Figure 8's statements, each from the measured fractions (runs x layers)."""
+    def mean_at(Y: np.ndarray, layer: int) -> float:
+        return float(np.nanmean(Y[:, layer]))
+
+    out = []
+    for w, b, label in dead_cases:
+        Y = next(v for (kw, kb), v in dead_at.items()
+                 if math.isclose(kw, w, rel_tol=1e-9) and math.isclose(kb, b, abs_tol=1e-12))
+        first, last = mean_at(Y, 1), mean_at(Y, depth)
+        text = label.replace(r"$\sigma_w^2$", "sigma_w2").replace(r"$\sigma_b^2$",
+                                                                   "sigma_b2")
+        out.append(f"ReLU, {text}: {100 * first:.0f}% dead at layer 1, {100 * last:.0f}% "
+                   f"at layer {depth}")
+    zero = [f"{a} at sigma_w2 = {w:g}" for (a, w), Y in sat_at.items()
+            if not np.nanmax(Y) > 0]
+    busy = [f"{a} at sigma_w2 = {w:g} ({100 * mean_at(Y, depth):.2g}% at layer {depth})"
+            for (a, w), Y in sat_at.items() if np.nanmax(Y) > 0]
+    if busy:
+        out.append(f"saturated: {join_words(busy)}")
+    if zero:
+        out.append(f"no unit saturates at any layer for {join_words(zero)}")
+    text = "; ".join(out) + "."
+    return text[:1].upper() + text[1:]
+
+
+
 # --------------------------------------------------------------------------------------
 def fig8_dead_and_saturated(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                             progress: Any = None) -> tuple[Any, FigureInfo]:
@@ -542,9 +701,20 @@ def fig8_dead_and_saturated(quick: bool = False, cache: Any = True, n_jobs: Any 
     ax1.set_ylabel(f"dead ReLU units (zero for all {batch} examples)")
     ax1.set_title("dead ReLUs accumulate with depth as inputs align")
     ax1.set_ylim(bottom=0)
-    colors = ["tab:blue", "tab:orange", "tab:red"]
+    colors = {1.0: "tab:blue", 4.0: "tab:orange", 16.0: "tab:red"}
+    # Lines that are zero at every layer lie on top of each other: they are named in the
+    # legend, and drawn with markers so that each one shows.
+    groups = list(sat.groupby("activation", "sigma_w2"))
+    zero = {key: not np.nanmax(part.curves("saturated_fraction")[1]) > 0
+            for key, part in groups}
+    marks = iter("os^v")
     jplot.per_layer(sat, "saturated_fraction", ax=ax2, by=["activation", "sigma_w2"],
-                    log=False, colors=colors * 2, linestyles=["-"] * 3 + ["--"] * 3)
+                    log=False, colors=[colors[w] for (_, w), _ in groups],
+                    linestyles=["-" if a == "tanh" else "--" for (a, _), _ in groups],
+                    markers=[next(marks) if zero[key] else None for key, _ in groups],
+                    labels=[rf"{a}, $\sigma_w^2$ = {w:g}" + (" (0 at every layer)"
+                                                             if zero[(a, w)] else "")
+                            for (a, w), _ in groups])
     ax2.set_ylabel(r"saturated units ($|\phi'|$ < 5% of its maximum)")
     ax2.set_title("saturation grows with the weight variance")
     ax2.set_ylim(bottom=0)
@@ -557,15 +727,15 @@ def fig8_dead_and_saturated(quick: bool = False, cache: Any = True, n_jobs: Any 
         _, Y = part.curves("saturated_fraction")
         rows.append([f"{a}, sigma_w2 = {s:g}", "saturated", *[_e(np.nanmean(Y[:, k]))
                      for k in (10, depth // 2, depth)]])
+    dead_at = {(w, b): part.curves("dead_fraction")[1]
+               for (w, b), part in dead.groupby("sigma_w2", "sigma_b2")}
+    sat_at = {key: part.curves("saturated_fraction")[1] for key, part in groups}
     info = FigureInfo(
         "fig8_dead_and_saturated", "Dead ReLUs and saturated sigmoid/tanh units vs depth",
         f"Left: fraction of ReLU units whose derivative is zero for every example of a batch "
-        f"of {batch}, at initialisation (depth {depth}, width {width}): deep ReLU chains "
-        f"map different inputs onto ever more similar directions, so whole units switch "
-        f"off together; biases that dominate small weights kill units from the first "
-        f"layers on (a bad init). Right: fraction of "
-        f"sigmoid/tanh units with a derivative below 5% of its maximum; with large weights "
-        f"tanh saturates at every depth.",
+        f"of {batch}, at initialisation (depth {depth}, width {width}). Right: fraction of "
+        f"sigmoid/tanh units with a derivative below 5% of its maximum. "
+        + _fig8_claims(dead_cases, dead_at, sat_at, depth),
         ["chain", "fraction", "layer 10", f"layer {depth // 2}", f"layer {depth}"], rows)
     return fig, info
 

@@ -13,6 +13,7 @@ on log scales because they span decades.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,66 @@ _NAMES = {
     "dead_fraction": "dead units (fraction)",
     "saturated_fraction": "saturated units (fraction)",
 }
+
+
+#: Configuration columns whose values are ordered: lines that differ in one of them get
+#: a sequential colour map and a colour bar instead of unrelated colours.
+ORDERED = ("sigma_w2", "sigma_b2", "gain", "depth", "width", "residual_scale", "batch",
+           "input_scale", "spectral_radius")
+LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (8, 2)))
+
+
+@dataclass
+class _Styles:
+    colors: list[Any]
+    linestyles: list[Any]
+    labels: list[str | None]
+    colorbar: tuple[str, Any, Any, list[float]] | None  # column, norm, colormap, ticks
+
+
+def _auto_styles(by: Sequence[str], keys: list[tuple[Any, ...]]) -> _Styles:
+    """Colours, line styles and legend labels for lines keyed by the ``by`` columns.
+
+    The first ordered column that varies gets the colour (a sequential map, shown by a
+    colour bar); the other columns' combinations get line styles, named in the legend.
+    Without an ordered column the combinations get distinct colours, and line styles
+    once the colours run out.
+    """
+    # A column that another one determines (gain, from sigma_w2 and the init) would only
+    # repeat it: it is left out of the styles.
+    used: list[str] = []
+    for c in sorted(by, key=lambda c: ORDERED.index(c) if c in ORDERED else -1):
+        pairs = {(tuple(k[by.index(u)] for u in used), k[by.index(c)]) for k in keys}
+        others = {p[0] for p in pairs}
+        if used and len(pairs) == len(others):
+            continue
+        used.append(c)
+    by_all, by = list(by), [c for c in by if c in used]
+    keys = [tuple(k[by_all.index(c)] for c in by) for k in keys]
+    ordered = [c for c in by if c in ORDERED and len({k[by.index(c)] for k in keys}) > 1]
+    if ordered:
+        col = ordered[0]
+        i = by.index(col)
+        values = sorted({float(k[i]) for k in keys})
+        from matplotlib.colors import ListedColormap, Normalize
+
+        base = _pyplot().get_cmap("viridis")
+        cmap = ListedColormap([base(v) for v in np.linspace(0, 0.9, 256)])
+        norm = Normalize(vmin=values[0], vmax=values[-1])
+        rest = [c for c in by if c != col]
+        combos = list(dict.fromkeys(tuple(k[by.index(c)] for c in rest) for k in keys))
+        return _Styles(
+            colors=[cmap(norm(float(k[i]))) for k in keys],
+            linestyles=[LINESTYLES[combos.index(tuple(k[by.index(c)] for c in rest))
+                                   % len(LINESTYLES)] for k in keys],
+            labels=[label_of(dict(zip(rest, combo)), rest) if rest else None
+                    for combo in (tuple(k[by.index(c)] for c in rest) for k in keys)],
+            colorbar=(col, norm, cmap, values))
+    n = len(COLORS)
+    return _Styles(colors=[COLORS[j % n] for j in range(len(keys))],
+                   linestyles=[LINESTYLES[(j // n) % len(LINESTYLES)] for j in range(len(keys))],
+                   labels=[label_of(dict(zip(by, k)), by) if by else None for k in keys],
+                   colorbar=None)
 
 
 def _pyplot():
@@ -128,7 +189,8 @@ def per_layer(results: Results, value: str = "grad_norm", *, ax: Any = None,
               by: Sequence[str] | None = None, normalize: bool = False, log: bool = True,
               theory: bool = False, band: bool = True, labels: Sequence[str] | None = None,
               colors: Sequence[str] | None = None, linestyles: Sequence[str] | None = None,
-              legend: bool = True, x: str = "layer") -> Any:
+              markers: Sequence[str | None] | None = None, legend: bool = True,
+              x: str = "layer") -> Any:
     """One line per configuration of a per-layer measurement against the layer index.
 
     The line is the geometric mean over seeds (arithmetic when ``log=False``) and the
@@ -152,8 +214,9 @@ def per_layer(results: Results, value: str = "grad_norm", *, ax: Any = None,
         Draw ``exp(theory_log_ratio)`` (mean field), dashed, where it is defined.
     band : bool, default True
         Shade min-max over seeds.
-    labels, colors, linestyles : sequence, optional
-        One per line, in order.
+    labels, colors, linestyles, markers : sequence, optional
+        One per line, in order (a marker is drawn at about ten points of its line; with
+        the line style "none", markers alone show a line that another one hides).
     legend : bool, default True
 
     Returns
@@ -166,6 +229,8 @@ def per_layer(results: Results, value: str = "grad_norm", *, ax: Any = None,
     for c in by:
         results[c]  # noqa: B018  (KeyError naming a missing column)
     groups = list(results.groupby(*by))
+    auto = _auto_styles(by, [key for key, _ in groups]) if colors is None and labels is None \
+        else None
     theory_drawn = False
     for i, (key, part) in enumerate(groups):
         xs, Y = part.curves(value, x=x)
@@ -176,12 +241,19 @@ def per_layer(results: Results, value: str = "grad_norm", *, ax: Any = None,
         xs, Y = xs[keep], Y[:, keep]
         if xs.size == 0:
             continue
-        color = (colors[i] if colors is not None else COLORS[i % len(COLORS)])
-        style = linestyles[i] if linestyles is not None else "-"
-        label = labels[i] if labels is not None else (
-            label_of(dict(zip(by, key)), by) if by else None)
+        if auto is not None:
+            color, style, label = auto.colors[i], auto.linestyles[i], auto.labels[i]
+            if linestyles is not None:
+                style = linestyles[i]
+        else:
+            color = colors[i] if colors is not None else COLORS[i % len(COLORS)]
+            style = linestyles[i] if linestyles is not None else "-"
+            label = labels[i] if labels is not None else (
+                label_of(dict(zip(by, key)), by) if by else None)
         center = _geomean(Y) if log else np.nanmean(Y, axis=0)
-        ax.plot(xs, center, color=color, ls=style, lw=1.8, label=label)
+        marker = markers[i] if markers is not None else None
+        ax.plot(xs, center, color=color, ls=style, lw=1.8, label=label, marker=marker,
+                markevery=max(1, xs.size // 10), ms=5, mfc="none" if marker else None)
         if band and Y.shape[0] > 1:
             lo, hi = _band(Y) if log else (np.nanmin(Y, axis=0), np.nanmax(Y, axis=0))
             ax.fill_between(xs, lo, hi, color=color, alpha=0.18, lw=0)
@@ -190,9 +262,14 @@ def per_layer(results: Results, value: str = "grad_norm", *, ax: Any = None,
             pred = T[0]
             if np.isfinite(pred).all():
                 scale = 1.0 if normalize else _geomean(Y[:, -1:])[0]
+                # On top of the measured line it follows, with a white halo, so that it
+                # stays visible where the two coincide.
+                from matplotlib import patheffects
+
                 with np.errstate(over="ignore"):
-                    ax.plot(xs, np.exp(pred) * scale, color=color, ls=":", lw=1.3,
-                            alpha=0.9)
+                    ax.plot(xs, np.exp(pred) * scale, color=color, ls=(0, (1.2, 1.6)),
+                            lw=1.8, zorder=4, path_effects=[
+                                patheffects.withStroke(linewidth=3.2, foreground="white")])
                 theory_drawn = True
     if log:
         ax.set_yscale("log")
@@ -202,14 +279,36 @@ def per_layer(results: Results, value: str = "grad_norm", *, ax: Any = None,
         name = f"{name} / {_NAMES.get(value, value).replace('_l', '_L')}"
     ax.set_ylabel(name)
     ax.grid(alpha=0.3, which="major")
+    if auto is not None and auto.colorbar is not None:
+        from matplotlib.cm import ScalarMappable
+
+        col, norm, cmap, ticks = auto.colorbar
+        bar = ax.figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax)
+        bar.set_label(label_of({col: ticks[0]}, [col]).split("=")[0].strip() or col)
+        if len(ticks) <= 12:
+            bar.set_ticks(ticks)
     if legend and (by or theory_drawn):
         handles, texts = ax.get_legend_handles_labels()
+        if auto is not None and auto.colorbar is not None:
+            # One entry per line style: the colours are on the colour bar.
+            from matplotlib.lines import Line2D
+
+            seen: dict[str, Any] = {}
+            for style, text in zip(auto.linestyles, auto.labels):
+                if text is not None and text not in seen:
+                    seen[text] = Line2D([], [], color="0.3", ls=style, lw=1.8)
+            handles, texts = list(seen.values()), list(seen)
         if theory_drawn:
             from matplotlib.lines import Line2D
 
-            handles.append(Line2D([], [], color="0.3", ls=":", lw=1.3))
+            handles.append(Line2D([], [], color="0.3", ls=(0, (1.2, 1.6)), lw=1.8))
             texts.append("mean-field theory")
-        ax.legend(handles, texts, fontsize="small", framealpha=0.85)
+        if handles:
+            if auto is not None:  # outside the axes, where it hides no data
+                ax.legend(handles, texts, fontsize="small", loc="upper left",
+                          bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+            else:
+                ax.legend(handles, texts, fontsize="small", framealpha=0.85)
     return ax
 
 
@@ -370,11 +469,13 @@ def singular_value_spectra(spectra: Results | Mapping[int, Any], *, ax: Any = No
 
 
 def rnn_gradient_vs_time(results: Results, *, ax: Any = None, normalize: bool = True,
-                         band: bool = True, cmap: str = "coolwarm") -> Any:
+                         band: bool = True, cmap: str = "viridis", reference: bool = True,
+                         colorbar: bool = True) -> Any:
     """Gradient norm ``||dL/dh_t||`` against the number of steps back-propagated.
 
-    One line per spectral radius (coloured from blue, ``rho < 1``, to red, ``rho > 1``)
-    and cell (line style), geometric mean over seeds with a min-max band.
+    One line per spectral radius (a sequential colour map, with a colour bar) and cell
+    (line style), geometric mean over seeds with a min-max band; dotted, in the same
+    colour, the reference ``rho^(T-t)`` of a linear recurrence with that spectral radius.
 
     Parameters
     ----------
@@ -385,7 +486,10 @@ def rnn_gradient_vs_time(results: Results, *, ax: Any = None, normalize: bool = 
     normalize : bool, default True
         Divide by ``||dL/dh_T||``.
     band : bool, default True
-    cmap : str, default "coolwarm"
+    cmap : str, default "viridis"
+    reference : bool, default True
+        Draw ``rho^(T-t)`` (normalised plots only).
+    colorbar : bool, default True
 
     Returns
     -------
@@ -393,15 +497,21 @@ def rnn_gradient_vs_time(results: Results, *, ax: Any = None, normalize: bool = 
     """
     results = _check_results(results, needs=("step", "grad_norm", "spectral_radius"))
     ax = _axes(ax)
-    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.lines import Line2D
 
     radii = sorted(results.unique("spectral_radius"))
     cells = results.unique("cell") if "cell" in results else [None]
     lo_r, hi_r = min(radii), max(radii)
-    norm = TwoSlopeNorm(vcenter=1.0, vmin=min(lo_r, 0.999), vmax=max(hi_r, 1.001))
-    colormap = _pyplot().get_cmap(cmap)
+    norm = Normalize(vmin=lo_r, vmax=hi_r if hi_r > lo_r else lo_r + 1)
+    # The colour map's brightest end is pale: keep to the part that reads on white.
+    base = _pyplot().get_cmap(cmap)
+
+    def colormap(v: float) -> Any:
+        return base(0.9 * float(v))
     styles = ["-", "--", ":", "-."]
+    shown_values: list[np.ndarray] = []
     for j, cell in enumerate(cells):
         for radius in radii:
             part = results.select(spectral_radius=radius)
@@ -417,22 +527,39 @@ def rnn_gradient_vs_time(results: Results, *, ax: Any = None, normalize: bool = 
             back = (steps.max() - steps)[order]
             Y = Y[:, order]
             color = colormap(norm(radius))
-            ax.plot(back, _geomean(Y), color=color, ls=styles[j % len(styles)], lw=1.6)
+            center = _geomean(Y)
+            shown_values.append(center[np.isfinite(center) & (center > 0)])
+            ax.plot(back, center, color=color, ls=styles[j % len(styles)], lw=1.6)
             if band and Y.shape[0] > 1:
                 lo, hi = _band(Y)
                 ax.fill_between(back, lo, hi, color=color, alpha=0.15, lw=0)
+            if reference and normalize and j == 0:
+                with np.errstate(over="ignore", under="ignore"):
+                    ax.plot(back, float(radius) ** back.astype(float), color=color,
+                            ls=(0, (1, 2)), lw=1.1)
     ax.set_yscale("log")
+    data = np.concatenate(shown_values) if shown_values else np.array([])
+    if data.size:  # the references follow the data, not the other way round
+        ax.set_ylim(data.min() / 3, data.max() * 3)
     ax.set_xlabel("time steps back-propagated, $T - t$")
     ax.set_ylabel(r"$\|\partial L/\partial h_t\| / \|\partial L/\partial h_T\|$" if normalize
                   else r"$\|\partial L/\partial h_t\|$")
     ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=colormap(norm(r)), lw=2) for r in radii]
-    texts = [rf"$\rho$ = {r:g}" for r in radii]
-    if len(cells) > 1:
-        handles += [Line2D([], [], color="0.3", ls=styles[j % len(styles)])
-                    for j in range(len(cells))]
-        texts += [str(c) for c in cells]
-    ax.legend(handles, texts, fontsize="small", ncol=2, framealpha=0.85)
+    handles = [Line2D([], [], color="0.3", ls=styles[j % len(styles)])
+               for j in range(len(cells))] if cells != [None] else []
+    texts = [str(c) for c in cells] if cells != [None] else []
+    if reference and normalize:
+        handles.append(Line2D([], [], color="0.3", ls=(0, (1, 2)), lw=1.1))
+        texts.append(r"$\rho^{T-t}$")
+    if handles:
+        ax.legend(handles, texts, fontsize="small", framealpha=0.85)
+    if colorbar:
+        from matplotlib.colors import ListedColormap
+
+        shown = ListedColormap([base(v) for v in np.linspace(0, 0.9, 256)])
+        bar = ax.figure.colorbar(ScalarMappable(norm=norm, cmap=shown), ax=ax)
+        bar.set_label(r"spectral radius $\rho$")
+        bar.set_ticks(radii)
     return ax
 
 

@@ -87,7 +87,7 @@ LayerForwardStats forward_layer(const ChainView<T>& c, int l, int batch, const T
 
   const Activation act = c.activations[l];
   const T scale = static_cast<T>(c.residual_scale);
-  const bool residual = c.residual;
+  const bool residual = c.residual_at(l);
   const double saturation = kSaturationFraction * max_derivative(act);
   const bool saturating = is_saturating(act);
   double* row_dsum = ws.row_a.data();
@@ -149,7 +149,7 @@ template <typename T>
 void times_derivative(const ChainView<T>& c, int l, int batch, const T* g, const Tape<T>& tape,
                       T* du, int nt) {
   const int n = c.widths[l + 1];
-  const T branch = c.residual ? static_cast<T>(c.residual_scale) : T(1);
+  const T branch = static_cast<T>(c.branch_scale(l));
   const std::size_t total = static_cast<std::size_t>(batch) * n;
   constexpr std::size_t kRun = 8192;
   const long long runs = static_cast<long long>((total + kRun - 1) / kRun);
@@ -262,10 +262,6 @@ void ChainView<T>::validate() const {
     if (w < 1) throw std::invalid_argument("every width must be at least 1");
   for (int l = 0; l < d; ++l)
     if (!weights[l] || !biases[l]) throw std::invalid_argument("weights: missing layer");
-  if (residual)
-    for (int w : widths)
-      if (w != widths[0])
-        throw std::invalid_argument("residual=True needs every layer to have the same width");
 }
 
 std::int64_t backprop_workspace_bytes(const std::vector<int>& widths, int batch, int dtype_size,
@@ -518,12 +514,12 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
     // dL/dh_{l-1} = 2^k (dz W_l (+ dL/dh_l through the skip connection)).
     const int k = rounding ? 0
                            : detail::backward_rescale_exponent<T>(
-                                 dzn.norm, c.residual ? g_norm : 0.0);
+                                 dzn.norm, c.residual_at(l) ? g_norm : 0.0);
     const T factor = std::ldexp(T(1), k);
-    if (c.residual)
+    if (c.residual_at(l))
       std::memcpy(g_prev.get(), g.get(), sizeof(T) * static_cast<std::size_t>(batch) * n_in);
     detail::tiled_gemm(Trans::No, Trans::No, batch, n_in, n_out, factor, dzl, n_out,
-                            c.weights[l], n_in, c.residual ? factor : T(0), g_prev.get(), n_in, nt);
+                            c.weights[l], n_in, c.residual_at(l) ? factor : T(0), g_prev.get(), n_in, nt);
     exponent += k;
     std::swap(g, g_prev);
     store_low_precision(g.get(), static_cast<std::size_t>(batch) * n_in, s.underflow_count[l],

@@ -28,7 +28,7 @@ Buffer<T> make_buffer(std::size_t n) {
 
 template <typename T>
 bool needs_preactivations(const ChainView<T>& c, int layer) {
-  return c.residual || c.norm != Norm::None || !derivative_from_output(c.activations[layer]);
+  return c.residual_at(layer) || c.norm != Norm::None || !derivative_from_output(c.activations[layer]);
 }
 
 // derivative_from_output(A) as a compile-time constant, for `if constexpr`.

@@ -101,7 +101,7 @@ template <typename T>
 void dz_tile(const BackwardState<T>& st, int l, const Tile& tile, int t, BackwardParts& p) {
   const ChainView<T>& c = *st.c;
   const int n = c.widths[l + 1];
-  const T branch = c.residual ? static_cast<T>(c.residual_scale) : T(1);
+  const T branch = static_cast<T>(c.branch_scale(l));
   const T* g = st.g[(l + 1) % 2];
   T* dz = st.dz[l % 2];
   const T* u = st.u[l];
@@ -156,7 +156,7 @@ void g_tile(const BackwardState<T>& st, int l, int t, T factor, std::vector<Back
   const int n_in = c.widths[l], n_out = c.widths[l + 1];
   T* g = st.g[l % 2];
   T* gt = g + static_cast<std::size_t>(tile.i0) * n_in + tile.j0;
-  if (c.residual) {
+  if (c.residual_at(l)) {
     const T* above = st.g[(l + 1) % 2];
     for (int i = tile.i0; i < tile.i1; ++i)
       std::memcpy(g + static_cast<std::size_t>(i) * n_in + tile.j0,
@@ -164,7 +164,7 @@ void g_tile(const BackwardState<T>& st, int l, int t, T factor, std::vector<Back
   }
   blas::gemm(Trans::No, Trans::No, tile.rows(), tile.cols(), n_out, factor,
              st.dz[l % 2] + static_cast<std::size_t>(tile.i0) * n_out, n_out,
-             c.weights[l] + tile.j0, n_in, c.residual ? factor : T(0), gt, n_in);
+             c.weights[l] + tile.j0, n_in, c.residual_at(l) ? factor : T(0), gt, n_in);
   if (st.rounding)
     round_rows(g, n_in, tile, st.format, &st.stats->underflow_count[l],
                &st.stats->overflow_count[l], &st.stats->zero_count[l]);
@@ -266,7 +266,7 @@ int step_exponent(const BackwardState<T>& st, int l, const std::vector<BackwardP
   if (st.rounding) return 0;
   const double dz_norm = combine_block_squares(parts[l].dz_sq).norm;
   double carried = 0.0;
-  if (st.c->residual)
+  if (st.c->residual_at(l))
     carried = l + 1 < st.c->depth() ? combine_block_squares(parts[l + 1].g_sq).norm : st.top_norm;
   return backward_rescale_exponent<T>(dz_norm, carried);
 }

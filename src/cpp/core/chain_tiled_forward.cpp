@@ -53,7 +53,7 @@ void forward_tile(const ChainView<T>& c, int l, int batch, int t, const T* h_in,
   std::int64_t sat = 0;
   dispatch_activation(act, [&](auto tag) {
     constexpr Activation A = decltype(tag)::value;
-    if (c.residual)
+    if (c.residual_at(l))
       activate_tile<A, true>(u, h_out, h_in, n_out, tile, scale, sat_level, d, alive, row_sq,
                              dsum, sat);
     else

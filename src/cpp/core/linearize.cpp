@@ -68,9 +68,10 @@ Linearization<T> linearize(const ChainView<T>& c, const T* x, int layers, int nt
   int widest = 0;
   for (int w : c.widths) widest = std::max(widest, w);
   std::vector<T> h(x, x + c.widths[0]), z(widest);
-  const T branch = c.residual ? static_cast<T>(c.residual_scale) : T(1);
   for (int l = 0; l < layers; ++l) {
     check_interrupt();
+    const T branch = static_cast<T>(c.branch_scale(l));
+    const bool skip = c.residual_at(l);
     const int n_in = c.widths[l], n_out = c.widths[l + 1];
     std::memcpy(z.data(), c.biases[l], sizeof(T) * n_out);
     tiled_gemv(Trans::No, n_out, n_in, T(1), c.weights[l], n_in, h.data(), T(1), z.data(), nt);
@@ -83,7 +84,7 @@ Linearization<T> linearize(const ChainView<T>& c, const T* x, int layers, int nt
     bool finite = true;
     for (int j = 0; j < n_out; ++j) {
       const auto a = activate(c.activations[l], z[j]);
-      h_next[j] = c.residual ? h[j] + branch * a.value : a.value;
+      h_next[j] = skip ? h[j] + branch * a.value : a.value;
       lin.d[l][j] = branch * a.derivative;
       finite = finite && std::isfinite(static_cast<double>(h_next[j]));
     }
@@ -105,7 +106,7 @@ void apply_layer(const Linearization<T>& lin, int l, const T* in, int k, T* out,
   if (c.norm == Norm::LayerNorm)
     layernorm_jacobian_rows(out, k, n_out, lin.u[l].data(), lin.inv_std[l], nt);
   scale_columns(out, k, n_out, lin.d[l].data(), nt);
-  if (c.residual) add_into(out, in, static_cast<std::size_t>(k) * n_out, nt);
+  if (c.residual_at(l)) add_into(out, in, static_cast<std::size_t>(k) * n_out, nt);
 }
 
 template <typename T>
@@ -117,8 +118,8 @@ void apply_layer_transpose(const Linearization<T>& lin, int l, const T* in, int 
   scale_columns(g.data(), k, n_out, lin.d[l].data(), nt);
   if (c.norm == Norm::LayerNorm)
     layernorm_jacobian_rows(g.data(), k, n_out, lin.u[l].data(), lin.inv_std[l], nt);
-  if (c.residual) std::memcpy(out, in, sizeof(T) * static_cast<std::size_t>(k) * n_in);
-  const T beta = c.residual ? T(1) : T(0);
+  if (c.residual_at(l)) std::memcpy(out, in, sizeof(T) * static_cast<std::size_t>(k) * n_in);
+  const T beta = c.residual_at(l) ? T(1) : T(0);
   if (k == 1)
     tiled_gemv(Trans::Yes, n_out, n_in, T(1), c.weights[l], n_in, g.data(), beta, out, nt);
   else

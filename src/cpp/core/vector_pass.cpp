@@ -102,7 +102,7 @@ double apply_chain_to_vector(const Linearization<T>& lin, bool transpose, const 
                      n_in, src, T(0), dst + r0);
           for (int i = r0; i < r1; ++i) dst[i] *= d[i];  // d carries residual_scale
         }
-        if (c.residual)
+        if (c.residual_at(l))
           for (int i = r0; i < r1; ++i) dst[i] += alpha * src[i];
         maxima[t] = max_abs(dst + r0, r1 - r0);
       }

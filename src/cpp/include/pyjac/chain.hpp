@@ -22,6 +22,12 @@ struct ChainView {
   Norm norm = Norm::None;
 
   int depth() const { return static_cast<int>(weights.size()); }
+  // Whether layer l (0-based) has a skip connection: a residual chain skips every layer
+  // whose input and output widths match; a layer that changes the width (a readout or
+  // an embedding) is plain.
+  bool residual_at(int l) const { return residual && widths[l] == widths[l + 1]; }
+  // The factor on layer l's branch: residual_scale where it is skipped, else 1.
+  double branch_scale(int l) const { return residual_at(l) ? residual_scale : 1.0; }
   // Throws std::invalid_argument when the pieces do not fit together.
   void validate() const;
 };
