@@ -25,12 +25,11 @@ for label, kwargs in [
     t0 = time.perf_counter()
     r = net.backprop(x)
     ms = (time.perf_counter() - t0) * 1e3
-    with np.errstate(divide="ignore"):
-        log_ratio = np.log10(r.grad_norm[0] / r.grad_norm[-1])
+    # log_grad_norm stays exact where the float64 value underflows.
+    log_ratio = (r.log_grad_norm[0] - r.log_grad_norm[-1]) / np.log(10)
     note = ""
-    if r.grad_norm[0] == 0:
-        first_zero = int(np.argmax(r.grad_norm > 0))
-        note = f"  (underflows float64 below layer {first_zero})"
+    if r.first_underflow_layer is not None:
+        note = f"  (||dL/dh_l|| first below float64's range at layer {r.first_underflow_layer})"
     if r.first_nonfinite_layer is not None:
         note = f"  (first non-finite at layer {r.first_nonfinite_layer}, {r.first_nonfinite_stage})"
     print(f"{label:<44} {log_ratio:30.2f} {ms:7.1f}{note}")

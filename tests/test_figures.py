@@ -71,12 +71,13 @@ def test_figure5_claims_follow_the_spectra():
 def test_figure2_mechanism_only_where_measured():
     exploding = {"relu": {"residual": 2.35e22, "scaled": 29.5},
                  "sigmoid": {"plain": 1e-60, "residual": 1.4}}
-    text = F._fig2_mechanism(exploding, "scaled", 100)
-    assert "1.67 per block" in text and "from 2.350e+22 to 29.5" in text
+    text = F._fig2_mechanism(exploding, "scaled", 100, 1024)
+    assert "1.67 per block, not the 1.41" in text and "from 2.350e+22 to 29.5" in text
+    assert "predicts 1.65" in text  # exp(50.06 / 100): the residual theory at width 1024
     assert "residual path stops the sigmoid's vanishing" in text
     tame = {"relu": {"residual": 3.0, "scaled": 1.0},
             "sigmoid": {"plain": 1e-60, "residual": 1e-3}}
-    assert F._fig2_mechanism(tame, "scaled", 100) == ""
+    assert F._fig2_mechanism(tame, "scaled", 100, 1024) == ""
 
 
 def test_figure9_says_near_chance_only_when_the_loss_is():

@@ -461,8 +461,14 @@ def test_predicted_grad_norm_from_chain_like_object():
 def test_predicted_grad_norm_residual_closed_forms():
     r = theory.predicted_grad_norm("linear", 2.0, 0.3, 5, residual=True, residual_scale=0.3)
     np.testing.assert_allclose(r, (1 + 0.09 * 2.0) ** (5 - np.arange(6)), rtol=1e-14)
-    r = theory.predicted_grad_norm("relu", 2.0, 0.3, 5, residual=True, residual_scale=0.3)
-    np.testing.assert_allclose(r, (1 + 0.09 * 1.0) ** (5 - np.arange(6)), rtol=1e-14)
+    # ReLU: the independent factor 1 + s^2 sigma_w2 / 2 is the infinite-width limit; the
+    # component along the stream starts from a seed of size 1/sqrt(width).
+    r = theory.predicted_grad_norm("relu", 2.0, 0.3, 5, residual=True, residual_scale=0.3,
+                                   width=10**16)
+    np.testing.assert_allclose(r, (1 + 0.09 * 1.0) ** (5 - np.arange(6)), rtol=1e-9)
+    narrow = theory.predicted_grad_norm("relu", 2.0, 0.3, 5, residual=True,
+                                        residual_scale=0.3, width=64)
+    assert np.all(narrow[:-1] > r[:-1])
 
 
 def test_predicted_grad_norm_transient_and_per_layer_activations():
@@ -539,7 +545,8 @@ def test_predicted_grad_norm_residual_vs_simulated_chain(name, sw, sb, s):
             norms.append(np.sum(g * g))
         ratios.append(np.array(norms[::-1]) / norms[0])
     mc = np.mean(ratios, axis=0)
-    pred = theory.predicted_grad_norm(name, sw, sb, depth, residual=True, residual_scale=s)
+    pred = theory.predicted_grad_norm(name, sw, sb, depth, residual=True, residual_scale=s,
+                                      width=n)
     np.testing.assert_allclose(mc, pred, rtol=0.12)
 
 

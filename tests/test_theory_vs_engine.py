@@ -77,3 +77,44 @@ def test_jacobian_singular_value_moments_match_free_probability(activation, init
         assert np.mean(variances) < 1e-10
     else:
         assert np.mean(variances) == pytest.approx(pred.variance, rel=0.10)
+
+
+# The residual chains of the issue: depth 100, width 1024, He (ReLU) or Xavier init, a
+# dL/dh_L independent of the network (the mean-field setting) or the sum-of-squares loss.
+RESIDUAL = [(act, sw2, scale, loss)
+            for act, sw2 in (("relu", 2.0), ("tanh", 1.0), ("linear", 1.0))
+            for scale in (1.0, 0.5, 0.25)
+            for loss in ("random", "sum_squares")]
+
+
+@pytest.mark.parametrize("activation,sigma_w2,scale,loss", RESIDUAL)
+def test_residual_theory_fits_the_engine_within_three_percent(activation, sigma_w2, scale,
+                                                               loss):
+    depth, width, batch, seeds = 100, 1024, 8, 3
+    measured = []
+    for seed in range(seeds):
+        net = pyjac.Chain(depth, width, activation=activation, init="gaussian",
+                          gain=math.sqrt(sigma_w2), residual=True, residual_scale=scale,
+                          seed=seed, dtype="float64")
+        data = np.random.default_rng(2000 + seed)
+        x = data.standard_normal((batch, width))
+        if loss == "random":
+            r = net.backprop(x, grad_output=data.standard_normal((batch, width)))
+        else:
+            r = net.backprop(x)
+        measured.append(r.log_grad_norm[0] - r.log_grad_norm[-1])
+    predicted = theory.predicted_log_grad_norm(activation, sigma_w2, 0.0, depth, True, scale,
+                                               input_second_moment=1.0, width=width,
+                                               loss=loss)[0]
+    assert predicted == pytest.approx(np.mean(measured), rel=0.03)
+
+
+def test_residual_relu_theory_without_a_width_gives_no_line():
+    with pytest.warns(RuntimeWarning, match="give width="):
+        pred = theory.predicted_log_grad_norm("relu", 2.0, 0.0, 50, True, 1.0)
+    assert np.isnan(pred).all()
+    # tanh and linear branches have nothing to seed: no width needed.
+    assert np.isfinite(theory.predicted_log_grad_norm("tanh", 1.0, 0.0, 50, True, 1.0)).all()
+    # A chain knows its width.
+    net = pyjac.Chain(20, 64, activation="relu", residual=True, seed=0)
+    assert np.isfinite(theory.predicted_log_grad_norm(net)).all()

@@ -62,16 +62,18 @@ CONFIG_COLUMNS = (
 )
 #: Per-layer measurements of a sweep, from :class:`pyjac.BackpropResult`.
 LAYER_COLUMNS = (
-    "grad_norm", "activation_norm", "weight_grad_norm", "bias_grad_norm",
+    "grad_norm", "log_grad_norm", "activation_norm", "weight_grad_norm", "bias_grad_norm",
     "derivative_mean", "saturated_fraction", "dead_fraction",
 )
+# The per-layer columns that exist for layers 1..L only (NaN at layer 0).
+_WEIGHT_COLUMNS = LAYER_COLUMNS[3:]
 SWEEP_LOSSES = ("random", "sum_squares")
 SWEEP_ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "gelu", "silu")
 SWEEP_INITS = ("gaussian", "xavier", "xavier_uniform", "he", "orthogonal", "identity")
 SWEEP_NORMS = ("none", "layernorm", "batchnorm")
 RNN_CELLS = ("tanh", "linear", "relu", "sigmoid", "lstm", "gru")
 # Bump when the stored measurements or the way inputs are drawn change.
-_CACHE_VERSION = 2  # 2: entries carry a checksum
+_CACHE_VERSION = 3  # 2: entries carry a checksum; 3: residual theory, log_grad_norm
 
 
 # --------------------------------------------------------------------------------------
@@ -114,7 +116,8 @@ class Results:
     Columns are 1-D numpy arrays of equal length (numbers, bools or strings). A sweep's
     table holds the configuration columns (:data:`CONFIG_COLUMNS`), ``config`` (the
     index of the configuration in its sweep), ``seed``, ``layer`` and the measurements:
-    ``grad_norm`` (``||dL/dh_l||``), ``activation_norm``, ``weight_grad_norm`` and
+    ``grad_norm`` (``||dL/dh_l||``), ``log_grad_norm`` (its natural log, exact where
+    the float64 value underflows), ``activation_norm``, ``weight_grad_norm`` and
     ``bias_grad_norm`` (NaN at layer 0), ``derivative_mean``, ``saturated_fraction``,
     ``dead_fraction`` (NaN at layer 0), ``theory_log_ratio`` (mean-field prediction of
     ``ln(||dL/dh_l|| / ||dL/dh_L||)`` where defined, NaN otherwise),
@@ -561,8 +564,9 @@ def _run_one(config: Mapping[str, Any], seed: int, n_threads: int) -> dict[str, 
     else:
         r = net.backprop(x, grad_output=grad_output, n_threads=n_threads)
     nan = np.array([np.nan])
-    out = {"grad_norm": r.grad_norm, "activation_norm": r.activation_norm}
-    for name in LAYER_COLUMNS[2:]:
+    out = {"grad_norm": r.grad_norm, "log_grad_norm": r.log_grad_norm,
+           "activation_norm": r.activation_norm}
+    for name in _WEIGHT_COLUMNS:
         out[name] = np.concatenate([nan, getattr(r, name)])
     out["first_nonfinite_layer"] = np.array(
         -1 if r.first_nonfinite_layer is None else r.first_nonfinite_layer)
@@ -584,7 +588,8 @@ def _theory(config: Mapping[str, Any]) -> np.ndarray:
             pred = theory.predicted_log_grad_norm(
                 config["activation"], float(config["sigma_w2"]), float(config["sigma_b2"]),
                 depth, bool(config["residual"]), float(config["residual_scale"]),
-                input_second_moment=float(config["input_scale"]) ** 2)
+                input_second_moment=float(config["input_scale"]) ** 2,
+                width=int(config["width"]), loss=str(config["loss"]))
     except (ValueError, ArithmeticError):
         return nan
     return np.asarray(pred, dtype=np.float64)
@@ -955,8 +960,12 @@ def growth_rate(results: Results, value: str = "grad_norm", skip: int = 0) -> Re
     for _, part in results.groupby(*[c for c in ("config", "seed") if c in results]):
         keep = part["layer"] >= skip
         x = part["layer"][keep].astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            y = np.log(part[value][keep])
+        log_column = f"log_{value}"
+        if log_column in part:  # exact where the plain value underflows
+            y = np.asarray(part[log_column][keep], dtype=np.float64)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                y = np.log(part[value][keep])
         if x.size < 2 or not np.isfinite(y).all():
             rate = np.nan
         else:

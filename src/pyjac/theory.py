@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -1094,7 +1095,16 @@ def _from_chain(obj: Any) -> dict[str, Any]:
         "residual": bool(getattr(obj, "residual", False)),
         "residual_scale": getattr(obj, "residual_scale", 1.0),
         "init": getattr(obj, "init", None),
+        "width": _uniform_width(getattr(obj, "widths", None)),
     }
+
+
+def _uniform_width(widths: Any) -> int | None:
+    """The width of a chain whose layers all have it; None otherwise or when unknown."""
+    if widths is None:
+        return None
+    values = {int(w) for w in widths}
+    return values.pop() if len(values) == 1 else None
 
 
 def _is_chain(obj: Any) -> bool:
@@ -1112,7 +1122,8 @@ def _layer_names(activation: Any, depth: int) -> list[str]:
 
 def _log_layer_factors(activation: Any, sigma_w2: Any, sigma_b2: Any, depth: Any,
                        residual: Any, residual_scale: Any, input_second_moment: Any,
-                       input_mean: Any) -> tuple[np.ndarray, list[str]]:
+                       input_mean: Any, width: Any = None,
+                       loss: str = "random") -> tuple[np.ndarray, list[str]]:
     """ln of the per-layer factors E||g_{l-1}||^2 / E||g_l||^2 for l = 1..depth."""
     if _is_chain(activation):
         if any(v is not None for v in (sigma_w2, sigma_b2, depth)):
@@ -1122,6 +1133,8 @@ def _log_layer_factors(activation: Any, sigma_w2: Any, sigma_b2: Any, depth: Any
         activation, depth = p["activation"], p["depth"]
         sigma_w2, sigma_b2 = p["sigma_w2"], p["sigma_b2"]
         residual, residual_scale = p["residual"], p["residual_scale"]
+        if width is None:
+            width = p["width"]
     if sigma_w2 is None or sigma_b2 is None or depth is None:
         raise ValueError("sigma_w2, sigma_b2, depth: required when activation is a name")
     L = _depth(depth)
@@ -1129,6 +1142,10 @@ def _log_layer_factors(activation: Any, sigma_w2: Any, sigma_b2: Any, depth: Any
     names = _layer_names(activation, L)
     if not isinstance(residual, (bool, np.bool_)):
         raise ValueError(f"residual: expected a bool, got {residual!r}")
+    if loss not in ("random", "sum_squares"):
+        raise ValueError(f"loss: expected 'random' or 'sum_squares', got {loss!r}")
+    if width is not None:
+        width = _depth(width, "width")
     s = _real(residual_scale, "residual_scale")
     mean0 = _real(input_mean, "input_mean")
     p0 = None if input_second_moment is None else _real(
@@ -1149,30 +1166,125 @@ def _log_layer_factors(activation: Any, sigma_w2: Any, sigma_b2: Any, depth: Any
                 out[i] = np.log(chi1(name, sw, sb, q=q))
                 q = length_map(name, q, sw, sb) if i + 1 < L else q
             return out, names
-        # Residual: h_l = h_{l-1} + s phi(z_l). Per unit, track the second moment p and
-        # the mean m of h (the cross term E[h phi(z)] = m E[phi(z)] since z_l is
-        # independent of each coordinate of h_{l-1} at infinite width).
-        p = 1.0 if p0 is None else p0
-        m = mean0
-        out = np.empty(L)
-        for i, name in enumerate(names):
-            q = sw * p + sb
-            out[i] = np.log1p(s * s * chi1(name, sw, sb, q=q))
-            if i + 1 < L and math.isfinite(p):
-                e1 = _moment(name, "phi", q)
-                e2 = _moment(name, "phi2", q)
-                p_next = p + s * s * e2 + 2.0 * s * m * e1
-                m = m + s * e1
-                # Past overflow the chain is saturated/exploded: q = inf from here on.
-                p = p_next if math.isfinite(p_next) and p_next <= 1e300 else math.inf
-        return out, names
+        return _residual_log_factors(names, sw, sb, s, 1.0 if p0 is None else p0, mean0,
+                                     width, loss), names
+
+
+# --------------------------------------------------------------------------------------
+# Residual chains: the gradient's component along the stream
+# --------------------------------------------------------------------------------------
+def _residual_moments(name: str, q: float) -> dict[str, float]:
+    """The Gaussian moments over ``z ~ N(0, q)`` that the residual recursion needs."""
+    out = {"mu": _moment(name, "phi", q), "phi2": _moment(name, "phi2", q),
+           "dphi2": _moment(name, "dphi2", q)}
+    if name in _PIECEWISE_LINEAR:
+        a = {"linear": 1.0, "relu": 0.0, "leaky_relu": LEAKY_RELU_SLOPE}[name]
+        r = math.sqrt(q / (2.0 * math.pi))
+        out.update(z_dphi=(1.0 - a) * r, z_dphi_phi=0.5 * (1.0 + a * a) * q,
+                   dphi2_phi=(1.0 - a**3) * r, dphi2_phi2=0.5 * (1.0 + a**4) * q)
+        return out
+    f, d = activation_fn(name), activation_derivative(name)
+    out.update(
+        z_dphi=gaussian_expectation(lambda u: u * d(u), q),
+        z_dphi_phi=gaussian_expectation(lambda u: u * d(u) * f(u), q),
+        dphi2_phi=gaussian_expectation(lambda u: d(u) ** 2 * f(u), q),
+        dphi2_phi2=gaussian_expectation(lambda u: (d(u) * f(u)) ** 2, q))
+    return out
+
+
+def _residual_log_factors(names: list[str], sw: float, sb: float, s: float, p0: float,
+                          m0: float, width: int | None, loss: str) -> np.ndarray:
+    """ln E||g_{l-1}||^2 / E||g_l||^2 of ``h_l = h_{l-1} + s phi(W_l h_{l-1} + b_l)``.
+
+    The gradient-independence assumption drops the cross term of
+    ``g_{l-1} = g_l + s W_l^T D_l g_l``, but ``D_l`` depends on ``W_l`` through
+    ``y = W_l h_{l-1}``. Conditioning the Gaussian ``W_l`` on ``y`` splits it exactly into
+    ``y h^T / ||h||^2`` and a part ``W_perp`` independent of ``y`` (and of ``g_l``,
+    which sees ``W_l`` only through ``y``)::
+
+        W_l^T D_l g_l = alpha_l h_{l-1} + nu_l,
+        alpha_l = E[y phi'(z) g_l] / E[h^2],   nu_l ~ N(0, sigma_w2 E[phi'(z)^2 g_l^2]).
+
+    So the gradient picks up components along the stream, ``g_l = g_L + s sum_{k>l}
+    (alpha_k h_{k-1} + nu_k)``, and through ``h_{k-1} = h_{l-1} + s sum phi(z_m)`` a
+    component ``c_l phi(z_l)`` with ``c_l = s^2 sum_{k>l} alpha_k``. Per unit, every
+    expectation the recursion needs follows from the forward moments (mean ``m`` and
+    second moment ``p`` of the stream) and the one-dimensional Gaussian moments of
+    ``phi`` at ``q_l = sigma_w2 p_{l-1} + sigma_b2``; it tracks ``E[g^2]``, the mean
+    ``gamma = E[g]``, the sums ``U = sum alpha_k`` and ``V = sum alpha_k S(.)`` that
+    give ``E[g_l h_{l-1}]``. With ``alpha = 0`` (odd activations, linear branches: then
+    ``E[y phi'(z)] = 0`` and nothing seeds it) it is the classic factor
+    ``1 + s^2 sigma_w2 E[phi'^2]``.
+
+    For ReLU-like branches ``(gamma, alpha)`` grow exponentially from their seed: the
+    mean of ``dL/dh_L`` over the ``width`` units, of size ``sqrt(E[g^2] / width)`` for
+    a gradient independent of the network (``loss="random"``), or the stream's own mean
+    for ``loss="sum_squares"`` (``g_L = h_L``). Without a width the random case has no
+    prediction (NaN, with a warning).
+    """
+    L = len(names)
+    nan = np.full(L, np.nan)
+    # ---- forward: the stream's per-unit mean and second moment ----------------------
+    p, m = p0, m0
+    stream_p, stream_m, moments = [], [], []
+    for i, name in enumerate(names):
+        if not (math.isfinite(p) and p <= 1e300):
+            warnings.warn(f"residual chain: the stream's second moment leaves float64's "
+                          f"range at layer {i}; no prediction", RuntimeWarning, stacklevel=4)
+            return nan
+        q = sw * p + sb
+        mom = _residual_moments(name, q)
+        mom["q"] = q
+        stream_p.append(p)
+        stream_m.append(m)
+        moments.append(mom)
+        p, m = p + 2.0 * s * m * mom["mu"] + s * s * mom["phi2"], m + s * mom["mu"]
+    seeded = any(abs(mom["z_dphi"]) > 1e-12 * math.sqrt(mom["q"]) for mom in moments)
+    # ---- the gradient at the output ---------------------------------------------------
+    if loss == "sum_squares" and s != 0.0:
+        # g_L = h_L = s * (1/s) h_L: a virtual alpha_{L+1} = 1/s.
+        G, gamma = p, m
+        U, V = 1.0 / s, moments[-1]["mu"] / s
+    else:
+        if seeded and width is None:
+            warnings.warn(
+                f"residual {'/'.join(sorted(set(names)))} chain: the gradient's component "
+                f"along the stream grows from its finite-width seed and dominates at any "
+                f"practical width; give width= for a prediction", RuntimeWarning,
+                stacklevel=4)
+            return nan
+        G, U, V = 1.0, 0.0, 0.0
+        gamma = math.sqrt(1.0 / width) if width is not None else 0.0
+    # ---- backward ----------------------------------------------------------------------
+    out = np.empty(L)
+    for k in range(L - 1, -1, -1):  # layer k+1 maps h_k to h_{k+1}
+        mom, pk, mk = moments[k], stream_p[k], stream_m[k]
+        c = s * s * U
+        overlap = s * (U * pk + s * mk * V)  # E[g h_k]
+        mean_a = gamma - c * mom["mu"]       # the part of g independent of z
+        sq_a = G - 2.0 * c * mean_a * mom["mu"] - c * c * mom["phi2"]
+        alpha = (sw / mom["q"]) * (mean_a * mom["z_dphi"] + c * mom["z_dphi_phi"])
+        d2g2 = mom["dphi2"] * sq_a + 2.0 * c * mean_a * mom["dphi2_phi"] + \
+            c * c * mom["dphi2_phi2"]
+        G_next = G + s * s * (alpha * alpha * pk + sw * d2g2) + 2.0 * s * alpha * overlap
+        if not (G_next > 0.0 and math.isfinite(G_next)):
+            return nan
+        out[k] = math.log(G_next / G)
+        gamma += s * alpha * mk
+        U += alpha
+        V += (moments[k - 1]["mu"] if k >= 1 else 0.0) * U
+        # The recursion is homogeneous: E[g^2] back to 1, the linear quantities with it.
+        r = 1.0 / math.sqrt(G_next)
+        G, gamma, U, V = 1.0, gamma * r, U * r, V * r
+    return out
 
 
 def predicted_log_grad_norm(activation: Any, sigma_w2: float | None = None,
                             sigma_b2: float | None = None, depth: int | None = None,
                             residual: bool = False, residual_scale: float = 1.0, *,
                             input_second_moment: float | None = None,
-                            input_mean: float = 0.0) -> np.ndarray:
+                            input_mean: float = 0.0, width: int | None = None,
+                            loss: str = "random") -> np.ndarray:
     """Predicted ``ln(||dL/dh_l|| / ||dL/dh_L||)`` for ``l = 0..depth`` (mean field).
 
     This is ``0.5 * ln`` of :func:`predicted_grad_norm` (natural log of the norm ratio,
@@ -1195,6 +1307,12 @@ def predicted_log_grad_norm(activation: Any, sigma_w2: float | None = None,
         ``||x||^2 / n`` of the input; see :func:`predicted_grad_norm`.
     input_mean : float, default 0
         Mean over units of the input (residual chains only).
+    width : int, optional
+        Units per layer: residual chains with a ReLU-like branch need it (see
+        :func:`predicted_grad_norm`); taken from a chain-like object.
+    loss : {"random", "sum_squares"}, default "random"
+        ``dL/dh_L``: independent of the network (the mean-field setting), or ``h_L``
+        itself (loss ``0.5 ||h_L||^2``). Only residual chains distinguish them.
 
     Returns
     -------
@@ -1202,7 +1320,9 @@ def predicted_log_grad_norm(activation: Any, sigma_w2: float | None = None,
         Entry ``l`` refers to ``h_l``; the last entry is 0.
     """
     logs, _ = _log_layer_factors(activation, sigma_w2, sigma_b2, depth, residual,
-                                 residual_scale, input_second_moment, input_mean)
+                                 residual_scale, input_second_moment, input_mean, width, loss)
+    if np.isnan(logs).all():  # no prediction: no line at all
+        return np.full(logs.size + 1, np.nan)
     # ratio[l] = prod_{k = l+1}^{L} factor_k: a reversed cumulative sum of the logs.
     tail = np.concatenate([np.cumsum(logs[::-1])[::-1], [0.0]])
     return 0.5 * tail
@@ -1212,7 +1332,8 @@ def predicted_grad_norm(activation: Any, sigma_w2: float | None = None,
                         sigma_b2: float | None = None, depth: int | None = None,
                         residual: bool = False, residual_scale: float = 1.0, *,
                         input_second_moment: float | None = None,
-                        input_mean: float = 0.0) -> np.ndarray:
+                        input_mean: float = 0.0, width: int | None = None,
+                        loss: str = "random") -> np.ndarray:
     """Predicted squared gradient-norm ratios ``E||dL/dh_l||^2 / E||dL/dh_L||^2``.
 
     Parameters
@@ -1239,6 +1360,15 @@ def predicted_grad_norm(activation: Any, sigma_w2: float | None = None,
     input_mean : float, default 0
         Mean over units of ``h_0``; used by residual chains only (the skip path carries
         it forward).
+    width : int, optional
+        Units per layer. Residual chains whose branch has ``E[z phi'(z)] != 0``
+        (ReLU-like activations) need it: their gradient grows a component along the
+        stream from the finite-width mean of ``dL/dh_L``, and that component sets the
+        growth rate at any practical width. Without it they get NaN and a warning.
+        Taken from a chain-like object (when all its widths agree).
+    loss : {"random", "sum_squares"}, default "random"
+        ``dL/dh_L`` independent of the network (the mean-field setting), or ``h_L``
+        itself (loss ``0.5 ||h_L||^2``). Only residual chains distinguish them.
 
     Returns
     -------
@@ -1251,13 +1381,19 @@ def predicted_grad_norm(activation: Any, sigma_w2: float | None = None,
     multiplies ``E||g||^2`` by ``chi1 = sigma_w2 E[phi'(sqrt(q_l) z)^2]``, so at the fixed
     point the ratio is ``chi1**(L - l)``.
 
-    Residual chains: ``g_{l-1} = g_l + s W_l^T D_l g_l``, whose cross term vanishes in
-    expectation over ``W_l``, giving the factor ``1 + s^2 sigma_w2 E[phi'(sqrt(q_l) z)^2]``
-    per layer. This is exact in expectation for a linear branch
-    (``(1 + s^2 sigma_w2)**(L - l)``) and for relu (``1 + s^2 sigma_w2 / 2``); for other
-    activations it is the mean-field approximation with ``q_l = sigma_w2 p_{l-1} +
-    sigma_b2`` where ``p`` is the per-unit second moment of ``h``, which grows along the
-    chain: ``p_l = p_{l-1} + s^2 E[phi^2] + 2 s m_{l-1} E[phi]``, ``m_l = m_{l-1} + s E[phi]``.
+    Residual chains: ``g_{l-1} = g_l + s W_l^T D_l g_l``. With the gradient-independence
+    assumption the cross term vanishes and each layer multiplies by
+    ``1 + s^2 sigma_w2 E[phi'(sqrt(q_l) z)^2]``, where ``q_l = sigma_w2 p_{l-1} +
+    sigma_b2`` follows the stream's per-unit second moment ``p_l = p_{l-1} + s^2
+    E[phi^2] + 2 s m_{l-1} E[phi]`` and mean ``m_l = m_{l-1} + s E[phi]``. That is right
+    for linear and odd (tanh) branches. For ReLU-like branches ``D_l`` depends on
+    ``W_l``, and conditioning ``W_l`` on ``W_l h_{l-1}`` gives the gradient a component
+    along the stream (its mean, and the units that are on) that grows from the
+    finite-width mean of ``dL/dh_L`` and then sets the rate: at depth 100 and width
+    1024 a He-initialised residual ReLU chain grows by ln 50 in the norm, not by the
+    34.7 of the independent factor. The recursion that tracks it is in
+    ``_residual_log_factors`` (its docstring derives it); it matches the engine within
+    about 1% at widths 256 to 1024 (``tests/test_theory_vs_engine.py``).
 
     Raises
     ------
@@ -1265,7 +1401,9 @@ def predicted_grad_norm(activation: Any, sigma_w2: float | None = None,
         For bad arguments (unknown activation, negative variances, depth < 1, ...).
     """
     logs, _ = _log_layer_factors(activation, sigma_w2, sigma_b2, depth, residual,
-                                 residual_scale, input_second_moment, input_mean)
+                                 residual_scale, input_second_moment, input_mean, width, loss)
+    if np.isnan(logs).all():
+        return np.full(logs.size + 1, np.nan)
     tail = np.concatenate([np.cumsum(logs[::-1])[::-1], [0.0]])
     with np.errstate(over="ignore"):
         return np.exp(tail)
