@@ -663,7 +663,8 @@ def _fig8_claims(dead_cases: list, dead_at: dict, sat_at: dict, depth: int) -> s
                    f"at layer {depth}")
     zero = [f"{a} at sigma_w2 = {w:g}" for (a, w), Y in sat_at.items()
             if not np.nanmax(Y) > 0]
-    busy = [f"{a} at sigma_w2 = {w:g} ({100 * mean_at(Y, depth):.2g}% at layer {depth})"
+    busy = [f"{a} at sigma_w2 = {w:g} (at most {100 * np.nanmax(np.nanmean(Y, axis=0)):.2g}%, "
+            f"{100 * mean_at(Y, depth):.2g}% at layer {depth})"
             for (a, w), Y in sat_at.items() if np.nanmax(Y) > 0]
     if busy:
         out.append(f"saturated: {join_words(busy)}")
