@@ -5,10 +5,10 @@
 
 #include <vector>
 
-#include "pyjac/calibrate.hpp"
-#include "pyjac/chain.hpp"
-#include "pyjac/init.hpp"
-#include "pyjac/rng.hpp"
+#include "pyjac/chain/calibrate.hpp"
+#include "pyjac/chain/chain.hpp"
+#include "pyjac/chain/init.hpp"
+#include "pyjac/common/rng.hpp"
 
 namespace {
 

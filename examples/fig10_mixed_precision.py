@@ -3,7 +3,7 @@ scaling and bfloat16 storage of the backward pass.
 
 Recipe: net.backprop(x, loss="cross_entropy", target=y, grad_dtype="float16",
 loss_scale=2**16) and the result's zero_fraction / grad_norm.
-The code is ``pyjac.figures_training.fig10_mixed_precision``; ``pyjac reproduce`` draws the same
+The code is ``pyjac.figures.fig10_mixed_precision``; ``pyjac reproduce`` draws the same
 figure.
 
 Run: python examples/fig10_mixed_precision.py [--quick] [--out FILE.png]

@@ -3,7 +3,7 @@ layernorm, trained by SGD on the handwritten digits.
 
 Recipe: pyjac.load_digits, pyjac.Chain, pyjac.train(net, x, y, validation=...) and the
 history's weight_change / loss arrays.
-The code is ``pyjac.figures_training.fig9_training``; ``pyjac reproduce`` draws the same
+The code is ``pyjac.figures.fig9_training``; ``pyjac reproduce`` draws the same
 figure.
 
 Run: python examples/fig9_training.py [--quick] [--out FILE.png]

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 import pyjac
-from pyjac import cli, figures, report
+from pyjac import cli, figures
 from pyjac.experiments import Results
+from pyjac.figures import report
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")

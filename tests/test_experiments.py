@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 import pyjac
-from pyjac import experiments, report, theory
+from pyjac import experiments, theory
 from pyjac.experiments import Results
+from pyjac.figures import report
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
@@ -228,7 +229,7 @@ def test_results_round_trip_through_npz(tmp_path):
 def test_results_save_picks_a_format_and_suffix(tmp_path):
     res = _table()
     path = res.save(tmp_path / "plain")
-    expected = "parquet" if experiments._have_pyarrow() else "npz"
+    expected = "parquet" if experiments.results._have_pyarrow() else "npz"
     assert path.name == f"plain.{expected}"
     assert Results.load(path) == res
     with pytest.raises(ValueError, match="format: unknown value 'csv'"):

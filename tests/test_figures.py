@@ -13,8 +13,13 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 
 from pyjac import figures as F  # noqa: E402
-from pyjac import figures_training as FT  # noqa: E402
-from pyjac._figure_common import join_words, theory_gap, trend  # noqa: E402
+from pyjac.figures import (  # noqa: E402  # noqa: E402,I001
+    residual_layernorm,
+    rnn_gradient_vs_time,
+    singular_values,
+    training,
+)
+from pyjac.figures.common import join_words, theory_gap, trend  # noqa: E402
 
 CLAIM = re.compile(r"(vanishes|explodes|stays within a decade) \(([-+0-9.e]+)\)")
 
@@ -48,36 +53,36 @@ def test_figure4_claims_name_the_radii_where_the_gradient_grows():
     # The issue's case: rho = 1.1 measured 0.927 must not be said to grow.
     gains = {"tanh": {0.5: 1e-30, 1.0: 0.08, 1.1: 0.927, 1.5: 481.0},
              "lstm": {0.5: 1e-8, 1.0: 0.007, 1.1: 0.06, 1.5: 0.8}}
-    text = F._fig4_claims(gains, 100)
+    text = rnn_gradient_vs_time._fig4_claims(gains, 100)
     assert "shrinks over the 100 steps at rho = 0.5, 1 and 1.1 and grows at rho = 1.5" in text
     assert "at every radius below 1 the LSTM keeps more" in text
     gains["lstm"][0.5] = 1e-40
-    assert "every radius" not in F._fig4_claims(gains, 100)
+    assert "every radius" not in rnn_gradient_vs_time._fig4_claims(gains, 100)
 
 
 def test_figure5_claims_follow_the_spectra():
     # (mean s^2, spread of the middle 80%, theory's mean), as measured in the issue.
     deepest = {"orthogonal tanh": (1.01, 3.9, 1.0), "Gaussian tanh": (0.158, 6e30, 1.0),
                "Gaussian ReLU": (0.365, float("inf"), 1.0)}
-    text = F._fig5_claims(deepest, 128, 256)
+    text = singular_values._fig5_claims(deepest, 128, 256)
     assert text.startswith("Orthogonal tanh keeps its spectrum the most concentrated")
     assert "left the infinite-width theory by more than 1.5x for Gaussian tanh and " \
            "Gaussian ReLU" in text
     # No chain is singled out when none is clearly more concentrated.
     same = {"a": (1.0, 4.0, 1.0), "b": (1.0, 5.0, 1.0)}
-    assert "concentrated" not in F._fig5_claims(same, 8, 256)
+    assert "concentrated" not in singular_values._fig5_claims(same, 8, 256)
 
 
 def test_figure2_mechanism_only_where_measured():
     exploding = {"relu": {"residual": 2.35e22, "scaled": 29.5},
                  "sigmoid": {"plain": 1e-60, "residual": 1.4}}
-    text = F._fig2_mechanism(exploding, "scaled", 100, 1024)
+    text = residual_layernorm._fig2_mechanism(exploding, "scaled", 100, 1024)
     assert "1.67 per block, not the 1.41" in text and "from 2.350e+22 to 29.5" in text
     assert "predicts 1.65" in text  # exp(50.06 / 100): the residual theory at width 1024
     assert "residual path stops the sigmoid's vanishing" in text
     tame = {"relu": {"residual": 3.0, "scaled": 1.0},
             "sigmoid": {"plain": 1e-60, "residual": 1e-3}}
-    assert F._fig2_mechanism(tame, "scaled", 100, 1024) == ""
+    assert residual_layernorm._fig2_mechanism(tame, "scaled", 100, 1024) == ""
 
 
 def test_figure9_says_near_chance_only_when_the_loss_is():
@@ -90,9 +95,9 @@ def test_figure9_says_near_chance_only_when_the_loss_is():
             self.val_accuracy = np.array([0.1, 0.1, 0.5])
 
     chance = float(np.log(10))
-    stuck = FT._fig9_claims(["a"], [H(2.29)], 10, chance)
+    stuck = training._fig9_claims(["a"], [H(2.29)], 10, chance)
     assert "stays near chance" in stuck and "first layers barely move" in stuck
-    learned = FT._fig9_claims(["a"], [H(0.3)], 10, chance)
+    learned = training._fig9_claims(["a"], [H(0.3)], 10, chance)
     assert "near chance" not in learned and "2.3 -> 0.3" in learned
 
 
@@ -139,7 +144,7 @@ def test_figure4_caption_matches_its_table(cache):
 
 
 def test_figure10_explains_the_loss_scaled_norm():
-    fig, info = FT.fig10_mixed_precision(quick=False)
+    fig, info = F.fig10_mixed_precision(quick=False)
     matplotlib.pyplot.close(fig)
     scaled = next(r for r in info.rows if "loss scale" in r[0])
     if abs(np.log(float(scaled[-1]))) > np.log(1.1):

@@ -625,7 +625,7 @@ def test_default_init_fits_the_activation(activation, init):
 
 
 def test_report_cites_texts_by_title_not_by_missing_files(tmp_path):
-    from pyjac import report
+    from pyjac.figures import report
 
     claims = report.seed_claims(quick=True)
     path = report.write_report(tmp_path / "report.md", [], [], claims, quick=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -24,10 +24,13 @@ from ._validation import (
     check_threads,
     raw_array,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .jacobian import JacobianNorms
-    from .spectral import SpectralNormResult
+from .jacobian import (
+    JacobianNorms,
+    chain_jacobian,
+    chain_jacobian_norms,
+    chain_lyapunov_exponents,
+)
+from .spectral import SpectralNormResult, chain_spectral_norm
 
 ACTIVATIONS = ("linear", "sigmoid", "tanh", "relu", "leaky_relu", "gelu", "silu")
 INITS = ("gaussian", "xavier", "xavier_uniform", "he", "orthogonal", "identity")
@@ -524,7 +527,6 @@ class Chain:
             In the chain's dtype. Entries overflow to inf for exploding chains: use
             :meth:`jacobian_norms` for their logs. Batchnorm chains are refused.
         """
-        from .jacobian import chain_jacobian
 
         return chain_jacobian(self, x, depth, n_threads)
 
@@ -554,7 +556,6 @@ class Chain:
             Never overflows: a linear chain of ``1.1 * Q`` gives ``l * ln 1.1`` at any
             depth, in float32 too.
         """
-        from .jacobian import chain_jacobian_norms
 
         return chain_jacobian_norms(self, x, singular_values_at, method, n_threads)
 
@@ -583,7 +584,6 @@ class Chain:
             leading volumes; for long chains the order is descending. ``-inf`` where a
             direction is annihilated (dead ReLUs).
         """
-        from .jacobian import chain_lyapunov_exponents
 
         return chain_lyapunov_exponents(self, x, k, seed, n_threads)
 
@@ -616,6 +616,5 @@ class Chain:
         SpectralNormResult
             value (and log_value), iterations, converged; arrays with per_layer=True.
         """
-        from .spectral import chain_spectral_norm
 
         return chain_spectral_norm(self, x, per_layer, iters, tol, seed, n_threads)

@@ -141,7 +141,8 @@ def _matplotlib_agg() -> None:
 # pyjac reproduce
 # --------------------------------------------------------------------------------------
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from . import figures, report
+    from . import figures
+    from .figures import report
 
     _matplotlib_agg()
     import matplotlib.pyplot as plt

@@ -42,16 +42,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from . import _core
+from ._chain_like import ChainLike
 from ._results import _fmt
 from ._validation import check_allocation, check_choice, check_int, check_seed, check_threads
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .chain import Chain
 
 METHODS = ("auto", "product", "qr")
 # Relative residual at which the sigma_max solver stops (on sigma^2): the reported
@@ -129,12 +127,12 @@ class JacobianNorms:
         )
 
 
-def _chain_args(net: Chain) -> tuple[Any, ...]:
+def _chain_args(net: ChainLike) -> tuple[Any, ...]:
     return (net.weights, net.biases, net.activations, net.residual, net.residual_scale,
             net.norm or "none")
 
 
-def _single_input(net: Chain, x: Any) -> np.ndarray:
+def _single_input(net: ChainLike, x: Any) -> np.ndarray:
     """One input of the chain as a 1-D array of its dtype; refuse batchnorm."""
     if net.norm == "batchnorm":
         raise ValueError(
@@ -150,7 +148,7 @@ def _single_input(net: Chain, x: Any) -> np.ndarray:
     return arr[0]
 
 
-def _check_memory(net: Chain, what: str, float64_copies: int) -> None:
+def _check_memory(net: ChainLike, what: str, float64_copies: int) -> None:
     """Refuse before allocating: the carried block is widths[0] x (widest width)."""
     block = net.widths[0] * max(net.widths)
     nbytes = block * (3 * net.dtype.itemsize + 8 * float64_copies)
@@ -172,7 +170,7 @@ def _depths(value: Any, depth: int, name: str) -> list[int]:
     return sorted(set(out))
 
 
-def chain_jacobian(net: Chain, x: Any, depth: int | None = None,
+def chain_jacobian(net: ChainLike, x: Any, depth: int | None = None,
                    n_threads: int | None = None) -> np.ndarray:
     """See :meth:`pyjac.Chain.jacobian`."""
     n_threads = check_threads(n_threads)
@@ -184,7 +182,7 @@ def chain_jacobian(net: Chain, x: Any, depth: int | None = None,
     return _core.chain_jacobian(*_chain_args(net), x1, depth, n_threads)
 
 
-def chain_jacobian_norms(net: Chain, x: Any, singular_values_at: Any = None,
+def chain_jacobian_norms(net: ChainLike, x: Any, singular_values_at: Any = None,
                          method: str = "auto", n_threads: int | None = None) -> JacobianNorms:
     """See :meth:`pyjac.Chain.jacobian_norms`."""
     n_threads = check_threads(n_threads)
@@ -213,7 +211,7 @@ def chain_jacobian_norms(net: Chain, x: Any, singular_values_at: Any = None,
     )
 
 
-def chain_lyapunov_exponents(net: Chain, x: Any, k: int | None = None, seed: int = 0,
+def chain_lyapunov_exponents(net: ChainLike, x: Any, k: int | None = None, seed: int = 0,
                              n_threads: int | None = None) -> np.ndarray:
     """See :meth:`pyjac.Chain.lyapunov_exponents`."""
     n_threads = check_threads(n_threads)

@@ -8,11 +8,12 @@ They coincide for normal matrices and can differ by any factor otherwise.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from . import _core
+from ._chain_like import ChainLike
 from ._results import summarize
 from ._validation import (
     as_float_array,
@@ -22,9 +23,6 @@ from ._validation import (
     check_seed,
     check_threads,
 )
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .chain import Chain
 
 
 @dataclass(frozen=True)
@@ -155,7 +153,7 @@ def spectral_radius(matrix: Any) -> float:
     return float(_core.spectral_radius(arr))
 
 
-def chain_spectral_norm(net: Chain, x: Any, per_layer: bool = False, iters: int = 1000,
+def chain_spectral_norm(net: ChainLike, x: Any, per_layer: bool = False, iters: int = 1000,
                         tol: float = 1e-6, seed: int = 0,
                         n_threads: int | None = None) -> SpectralNormResult:
     """See :meth:`pyjac.Chain.spectral_norm`."""

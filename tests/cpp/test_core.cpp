@@ -8,12 +8,12 @@
 #include <stdexcept>
 #include <vector>
 
-#include "pyjac/chain.hpp"
-#include "pyjac/init.hpp"
-#include "pyjac/interrupt.hpp"
-#include "pyjac/precision.hpp"
-#include "pyjac/train.hpp"
-#include "reduce.hpp"
+#include "pyjac/chain/chain.hpp"
+#include "pyjac/chain/init.hpp"
+#include "pyjac/common/interrupt.hpp"
+#include "pyjac/chain/precision.hpp"
+#include "pyjac/train/train.hpp"
+#include "common/reduce.hpp"
 
 namespace {
 

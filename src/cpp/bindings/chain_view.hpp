@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "arrays.hpp"
-#include "pyjac/chain.hpp"
+#include "pyjac/chain/chain.hpp"
 
 namespace pyjac::bindings {
 

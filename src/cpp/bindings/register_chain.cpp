@@ -3,10 +3,10 @@
 #include "arrays.hpp"
 #include "release_gil.hpp"
 #include "chain_view.hpp"
-#include "pyjac/chain.hpp"
-#include "pyjac/init.hpp"
-#include "pyjac/precision.hpp"
-#include "pyjac/threads.hpp"
+#include "pyjac/chain/chain.hpp"
+#include "pyjac/chain/init.hpp"
+#include "pyjac/chain/precision.hpp"
+#include "pyjac/common/threads.hpp"
 
 namespace pyjac::bindings {
 namespace {

@@ -1,7 +1,7 @@
 #include "arrays.hpp"
 #include "release_gil.hpp"
-#include "pyjac/calibrate.hpp"
-#include "pyjac/threads.hpp"
+#include "pyjac/chain/calibrate.hpp"
+#include "pyjac/common/threads.hpp"
 
 namespace pyjac::bindings {
 

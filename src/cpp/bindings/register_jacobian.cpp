@@ -3,7 +3,7 @@
 #include "arrays.hpp"
 #include "release_gil.hpp"
 #include "chain_view.hpp"
-#include "pyjac/jacobian.hpp"
+#include "pyjac/jacobian/jacobian.hpp"
 
 namespace pyjac::bindings {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "arrays.hpp"
 #include "release_gil.hpp"
-#include "pyjac/recurrent.hpp"
+#include "pyjac/recurrent/recurrent.hpp"
 
 namespace pyjac::bindings {
 namespace {

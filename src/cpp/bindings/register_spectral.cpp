@@ -3,7 +3,7 @@
 #include "arrays.hpp"
 #include "release_gil.hpp"
 #include "chain_view.hpp"
-#include "pyjac/spectral.hpp"
+#include "pyjac/spectral/spectral.hpp"
 
 namespace pyjac::bindings {
 namespace {

@@ -3,7 +3,7 @@
 #include "arrays.hpp"
 #include "release_gil.hpp"
 #include "chain_view.hpp"
-#include "pyjac/train.hpp"
+#include "pyjac/train/train.hpp"
 
 namespace pyjac::bindings {
 namespace {

@@ -9,7 +9,7 @@
 #include <optional>
 #include <utility>
 
-#include "pyjac/interrupt.hpp"
+#include "pyjac/common/interrupt.hpp"
 
 namespace pyjac::bindings {
 

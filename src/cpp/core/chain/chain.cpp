@@ -1,0 +1,586 @@
+// Forward and backward pass through a feed-forward chain in one call: the entry points,
+// and the layer-at-a-time pass that the norm layers need (they normalise over whole rows
+// or whole columns); chains without norm layers go through chain_tiled.cpp.
+#include "pyjac/chain/chain.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <omp.h>
+#include <string>
+
+#include "chain/chain_common.hpp"
+#include "chain/loss.hpp"
+#include "chain/norm_layers.hpp"
+#include "pyjac/common/activation.hpp"
+#include "pyjac/common/blas.hpp"
+#include "pyjac/common/interrupt.hpp"
+#include "pyjac/chain/precision.hpp"
+#include "pyjac/common/threads.hpp"
+#include "common/reduce.hpp"
+#include "common/sizes.hpp"
+#include "common/tiled_blas.hpp"
+
+namespace pyjac {
+namespace {
+
+using blas::Trans;
+using detail::Buffer;
+using detail::frobenius_norm;
+using detail::make_buffer;
+using detail::needs_preactivations;
+using detail::parallel_for;
+using detail::record_nonfinite;
+using detail::worth_parallel;
+
+// Everything the forward pass keeps for the backward pass.
+template <typename T>
+struct Tape {
+  std::vector<Buffer<T>> h;         // h_1..h_L (h_0 is the caller's x)
+  std::vector<Buffer<T>> u;         // normalised pre-activations, where needed
+  std::vector<Buffer<T>> inv_std;   // per row (layernorm) or per unit (batchnorm)
+  std::vector<std::vector<double>> row_sq;  // ||h_l[i]||^2, l = 0..L
+  const T* x = nullptr;
+  const T* layer_input(int l) const { return l == 0 ? x : h[l - 1].get(); }  // h_l
+};
+
+struct LayerForwardStats {
+  double derivative_sum = 0.0;
+  std::size_t saturated = 0;
+  std::size_t dead_units = 0;
+};
+
+// Per-call scratch, sized once for the widest layer so the layer loop never allocates.
+struct Scratch {
+  std::vector<double> row_a, row_b;       // per-example partial sums
+  std::vector<std::size_t> row_count;     // per-example counts
+  std::vector<unsigned char> alive;       // per-unit "phi' was ever non-zero"
+  std::vector<double> column;             // per-unit sums (bias gradient)
+  std::vector<double> values;             // one row of T (derivatives), as raw storage
+  Scratch(int batch, int widest)
+      : row_a(batch), row_b(batch), row_count(batch), alive(widest), column(widest),
+        values(widest) {}
+  template <typename T>
+  T* row_values(int n) {
+    static_assert(sizeof(T) <= sizeof(double));
+    if (values.size() < static_cast<std::size_t>(n)) values.resize(n);
+    return reinterpret_cast<T*>(values.data());
+  }
+};
+
+// u = norm(W h + b); h_out = phi(u) or h_in + s * phi(u); statistics of phi'(u); and
+// ||h_out[i]||^2 per example into row_sq, fused into the same pass over the layer.
+template <typename T>
+LayerForwardStats forward_layer(const ChainView<T>& c, int l, int batch, const T* h_in, T* u,
+                                T* h_out, T* inv_std, double* row_sq, Scratch& ws, int nt) {
+  const int n_in = c.widths[l], n_out = c.widths[l + 1];
+  const std::size_t total = static_cast<std::size_t>(batch) * n_out;
+  // Bias rows first, then one GEMM accumulating onto them (beta = 1).
+  for (int i = 0; i < batch; ++i)
+    std::memcpy(u + static_cast<std::size_t>(i) * n_out, c.biases[l], sizeof(T) * n_out);
+  detail::tiled_gemm(Trans::No, Trans::Yes, batch, n_out, n_in, T(1), h_in, n_in,
+                          c.weights[l], n_in, T(1), u, n_out, nt);
+  detail::norm_forward(c.norm, u, batch, n_out, inv_std, nt);
+
+  const Activation act = c.activations[l];
+  const T scale = static_cast<T>(c.residual_scale);
+  const bool residual = c.residual_at(l);
+  const double saturation = kSaturationFraction * max_derivative(act);
+  const bool saturating = is_saturating(act);
+  double* row_dsum = ws.row_a.data();
+  std::size_t* row_sat = ws.row_count.data();
+  unsigned char* alive = ws.alive.data();
+  std::fill(alive, alive + n_out, 0);
+  // Branch-free inner loops (the activation and the residual flag are compile-time
+  // constants inside) so that the compiler vectorises them.
+  auto run = [&](auto tag, auto residual_tag) {
+    constexpr Activation A = decltype(tag)::value;
+    constexpr bool kResidual = decltype(residual_tag)::value;
+    // One row in three simple passes (values, derivatives, reductions) that each
+    // vectorise; `d` is a row of scratch.
+    auto row = [&](int i, unsigned char* alive_out, T* d) {
+      const int n = n_out;
+      const T s = scale;
+      const T sat_level = static_cast<T>(saturation);
+      const std::size_t off = static_cast<std::size_t>(i) * n;
+      const T* hin = kResidual ? h_in + off : nullptr;
+      const int sat = detail::activate_row<A, kResidual>(u + off, h_out + off, hin, n, s,
+                                                         sat_level, d, alive_out, row_dsum[i],
+                                                         row_sq[i]);
+      row_sat[i] = saturating ? static_cast<std::size_t>(sat) : 0;
+    };
+    if (worth_parallel(total)) {
+      // A unit is dead when phi' vanishes for every example: an OR of per-thread flags,
+      // which does not depend on how the rows were split.
+#pragma omp parallel num_threads(nt)
+      {
+        std::vector<unsigned char> local(n_out, 0);
+        std::vector<T> d(n_out);
+#pragma omp for schedule(static)
+        for (int i = 0; i < batch; ++i) row(i, local.data(), d.data());
+#pragma omp critical(pyjac_alive)
+        for (int j = 0; j < n_out; ++j) alive[j] |= local[j];
+      }
+    } else {
+      T* d = ws.row_values<T>(n_out);
+      for (int i = 0; i < batch; ++i) row(i, alive, d);
+    }
+  };
+  dispatch_activation(act, [&](auto tag) {
+    if (residual)
+      run(tag, std::true_type{});
+    else
+      run(tag, std::false_type{});
+  });
+  LayerForwardStats s;
+  for (int i = 0; i < batch; ++i) {
+    s.derivative_sum += row_dsum[i];
+    s.saturated += row_sat[i];
+  }
+  for (int j = 0; j < n_out; ++j) s.dead_units += alive[j] == 0;
+  return s;
+}
+
+// du = g * branch_scale * phi'(u_l), reading phi' from u or from h_l.
+template <typename T>
+void times_derivative(const ChainView<T>& c, int l, int batch, const T* g, const Tape<T>& tape,
+                      T* du, int nt) {
+  const int n = c.widths[l + 1];
+  const T branch = static_cast<T>(c.branch_scale(l));
+  const std::size_t total = static_cast<std::size_t>(batch) * n;
+  constexpr std::size_t kRun = 8192;
+  const long long runs = static_cast<long long>((total + kRun - 1) / kRun);
+  const T* u = tape.u[l].get();
+  const T* h = tape.h[l].get();
+  dispatch_activation(c.activations[l], [&](auto tag) {
+    constexpr Activation A = decltype(tag)::value;
+    parallel_for(runs, nt, worth_parallel(total), [&](long long r) {
+      const std::size_t k0 = static_cast<std::size_t>(r) * kRun;
+      const std::size_t len = std::min(kRun, total - k0);
+      if (u)
+        detail::derivative_run<A, false>(g + k0, u + k0, du + k0, len, branch);
+      else if constexpr (detail::kOutputForm<A>)
+        detail::derivative_run<A, true>(g + k0, h + k0, du + k0, len, branch);
+    });
+  });
+}
+
+// Column sums of a (rows x cols) block into out (double), each column summed over the rows
+// in order, whatever the thread count; blocks of columns keep the reads contiguous.
+template <typename T>
+void column_sums(const T* a, int rows, int cols, double* out, int nt) {
+  constexpr int kBlock = 256;
+  const int blocks = (cols + kBlock - 1) / kBlock;
+  std::fill(out, out + cols, 0.0);
+  parallel_for(blocks, nt, worth_parallel(std::size_t(rows) * cols), [&](int blk) {
+    const int j0 = blk * kBlock, j1 = std::min(cols, j0 + kBlock);
+    for (int i = 0; i < rows; ++i) {
+      const T* r = a + static_cast<std::size_t>(i) * cols;
+      for (int j = j0; j < j1; ++j) out[j] += r[j];
+    }
+  });
+}
+
+// Row blocks of the lower-triangular Gram products: one block (a full square GEMM) for
+// small batches, where call overhead dominates, four above.
+int gram_blocks(int batch) { return batch >= 128 ? 4 : 1; }
+
+// Multiply-adds of the two Gram matrices against the explicit weight gradient's.
+bool prefer_ghost_norm(int batch, int n_in, int n_out) {
+  const int kb = gram_blocks(batch);
+  const double fraction = (kb + 1.0) / (2.0 * kb);  // of each square actually formed
+  return fraction * batch * static_cast<double>(batch) * (static_cast<double>(n_in) + n_out) <
+         static_cast<double>(batch) * n_in * n_out;
+}
+
+// ||dz^T h||_F from the two batch Gram matrices (the "ghost norm"): with G = dz dz^T
+// and K = h h^T, ||dz^T h||_F^2 = sum_ij G_ij K_ij. Cheaper than forming dW when the
+// batch is smaller than the layer. Only the lower triangles are needed; they are formed
+// as a fixed set of row-block GEMMs, each single-threaded, shared out by OpenMP: a fixed
+// decomposition is what makes the sums identical at every thread count (OpenBLAS's
+// threaded SYRK and thin GEMMs do not reproduce their single-threaded results). dz and h
+// are prescaled by powers of two (into `scaled`, two slabs) when their Grams would leave
+// T's range.
+template <typename T>
+double ghost_norm(const T* dz, int n_out, double dz_norm, const T* h, int n_in, double h_norm,
+                  int batch, T* gram_dz, T* gram_h, T* scaled, int nt) {
+  const int e_dz = detail::gram_exponent<T>(dz_norm), e_h = detail::gram_exponent<T>(h_norm);
+  const std::size_t slab = static_cast<std::size_t>(batch) * std::max(n_in, n_out);
+  dz = detail::scaled_copy(dz, static_cast<std::size_t>(batch) * n_out, e_dz, scaled);
+  h = detail::scaled_copy(h, static_cast<std::size_t>(batch) * n_in, e_h, scaled + slab);
+  const int kBlocks = gram_blocks(batch);
+  const int block = (batch + kBlocks - 1) / kBlocks;
+  const double flops = static_cast<double>(batch) * batch * (n_in + n_out);
+  {
+    BlasThreadScope single(1);
+    auto gram_task = [&](int task) {
+      const bool of_dz = task < kBlocks;
+      const int r0 = (task % kBlocks) * block;
+      const int r1 = std::min(batch, r0 + block);
+      if (r0 >= r1) return;
+      const T* a = of_dz ? dz : h;
+      const int k = of_dz ? n_out : n_in;
+      T* g = of_dz ? gram_dz : gram_h;
+      blas::gemm(Trans::No, Trans::Yes, r1 - r0, r1, k, T(1),
+                 a + static_cast<std::size_t>(r0) * k, k, a, k, T(0),
+                 g + static_cast<std::size_t>(r0) * batch, batch);
+    };
+    if (nt > 1 && flops >= 1 << 21) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+      for (int task = 0; task < 2 * kBlocks; ++task) gram_task(task);
+    } else {
+      for (int task = 0; task < 2 * kBlocks; ++task) gram_task(task);
+    }
+  }
+  return detail::ghost_norm_value(detail::lower_gram_contraction(gram_dz, gram_h, batch),
+                                 e_dz + e_h);
+}
+
+
+template <typename T>
+void check_chain_and_batch(const ChainView<T>& c, int batch) {
+  c.validate();
+  if (batch < 1) throw std::invalid_argument("x: batch must be at least 1");
+  if (c.norm == Norm::BatchNorm && batch < 2)
+    throw std::invalid_argument("x: norm='batchnorm' needs a batch of at least 2 examples");
+}
+
+}  // namespace
+
+template <typename T>
+void ChainView<T>::validate() const {
+  const int d = depth();
+  if (d < 1) throw std::invalid_argument("depth must be at least 1");
+  if (static_cast<int>(widths.size()) != d + 1)
+    throw std::invalid_argument("widths must have depth + 1 entries");
+  if (static_cast<int>(biases.size()) != d || static_cast<int>(activations.size()) != d)
+    throw std::invalid_argument("biases and activations need one entry per layer");
+  for (int w : widths)
+    if (w < 1) throw std::invalid_argument("every width must be at least 1");
+  for (int l = 0; l < d; ++l)
+    if (!weights[l] || !biases[l]) throw std::invalid_argument("weights: missing layer");
+}
+
+std::int64_t backprop_workspace_bytes(const std::vector<int>& widths, int batch, int dtype_size,
+                                      bool store_preactivations) {
+  using detail::sat_add;
+  using detail::sat_mul;
+  std::int64_t per_example = 0, widest = 0;
+  for (std::size_t l = 1; l < widths.size(); ++l) {
+    per_example = sat_add(per_example, sat_mul(widths[l], store_preactivations ? 2 : 1));
+    widest = std::max<std::int64_t>(widest, widths[l]);
+  }
+  widest = std::max<std::int64_t>(widest, widths[0]);
+  // Two slabs each for dL/dh and dL/dz; where some layer takes the ghost norm, two more
+  // for prescaled Gram inputs and four Gram matrices (chain_tiled.cpp; the layer-at-a-time
+  // pass takes it in fewer cases and needs fewer). A big batch through narrow layers
+  // forms dW instead and needs no batch x batch memory.
+  bool ghost = false;
+  for (std::size_t l = 1; l < widths.size(); ++l)
+    ghost |= detail::ghost_norm_preferred(batch, widths[l - 1], widths[l]);
+  const std::int64_t slabs = ghost ? 6 : 4;
+  const std::int64_t grams = ghost ? sat_mul(4, batch, batch) : 0;
+  return sat_mul(dtype_size,
+                 sat_add(sat_mul(batch, sat_add(per_example, sat_mul(slabs, widest))), grams));
+}
+
+namespace detail {
+
+template <typename T>
+void check_backprop_arguments(const ChainView<T>& c, int batch, const T* target,
+                              const std::int64_t* labels, const BackpropOptions& o,
+                              const BackpropOutputs<T>& out) {
+  check_chain_and_batch(c, batch);
+  if ((o.loss == Loss::Mse || o.loss == Loss::GradOutput) && !target)
+    throw std::invalid_argument("target: required by this loss");
+  const int L = c.depth();
+  const int n_last = c.widths[L];
+  if (o.loss == Loss::CrossEntropy) {
+    if (!labels) throw std::invalid_argument("target: cross_entropy needs integer labels");
+    for (int i = 0; i < batch; ++i)
+      if (labels[i] < 0 || labels[i] >= n_last)
+        throw std::invalid_argument("target: label " + std::to_string(labels[i]) +
+                                    " out of range [0, " + std::to_string(n_last) + ")");
+  }
+  // The loss gradient is multiplied by loss_scale in T, and every norm by its inverse:
+  // both must be normal numbers of T, or the scaling itself rounds.
+  constexpr double lo = static_cast<double>(std::numeric_limits<T>::min());
+  constexpr double hi = static_cast<double>(std::numeric_limits<T>::max());
+  if (!(o.loss_scale >= lo && o.loss_scale <= hi && 1.0 / o.loss_scale >= lo &&
+        1.0 / o.loss_scale <= hi)) {
+    char msg[200];
+    std::snprintf(msg, sizeof msg,
+                  "loss_scale: must lie in [%.3g, %.3g] (it and its inverse normal in the "
+                  "chain's dtype), got %.3g",
+                  std::max(lo, 1.0 / hi), std::min(hi, 1.0 / lo), o.loss_scale);
+    throw std::invalid_argument(msg);
+  }
+  if (o.keep_grads && (static_cast<int>(out.weight_grads.size()) != L ||
+                       static_cast<int>(out.bias_grads.size()) != L))
+    throw std::invalid_argument("keep_grads: one destination per layer is required");
+}
+
+BackpropStats empty_stats(int L, int batch) {
+  BackpropStats s;
+  s.grad_norm.assign(L + 1, 0.0);
+  s.activation_norm.assign(L + 1, 0.0);
+  s.weight_grad_norm.assign(L, 0.0);
+  s.bias_grad_norm.assign(L, 0.0);
+  s.log_grad_norm.assign(L + 1, -std::numeric_limits<double>::infinity());
+  s.log_weight_grad_norm.assign(L, -std::numeric_limits<double>::infinity());
+  s.log_bias_grad_norm.assign(L, -std::numeric_limits<double>::infinity());
+  s.per_example_weight_grad_norm.assign(static_cast<std::size_t>(L) * batch, 0.0);
+  s.derivative_mean.assign(L, 0.0);
+  s.saturated_fraction.assign(L, 0.0);
+  s.dead_fraction.assign(L, 0.0);
+  s.underflow_count.assign(L + 1, 0);
+  s.overflow_count.assign(L + 1, 0);
+  s.zero_count.assign(L + 1, 0);
+  s.dz_underflow_count.assign(L, 0);
+  s.dz_overflow_count.assign(L, 0);
+  return s;
+}
+
+template <typename T>
+void start_backward(const BackpropOptions& o, const T* h_last, int batch, int n_last,
+                    const T* target, const std::int64_t* labels, T* g, BackpropStats& s,
+                    int nt) {
+  const int L = static_cast<int>(s.grad_norm.size()) - 1;
+  const std::size_t n = static_cast<std::size_t>(batch) * n_last;
+  s.loss = loss_and_gradient(o.loss, h_last, batch, n_last, target, labels, g, nt);
+  // Everything backwards carries the loss scale; norms are divided by it when stored.
+  if (o.loss_scale != 1.0) {
+    const T factor = static_cast<T>(o.loss_scale);
+    for (std::size_t k = 0; k < n; ++k) g[k] *= factor;
+  }
+  if (o.count_rounding || o.grad_format != GradFormat::Native) {
+    const auto counts = round_to_format(g, n, o.grad_format, nt);
+    s.underflow_count[L] = counts.underflow;
+    s.overflow_count[L] = counts.overflow;
+    s.zero_count[L] = counts.zeros;
+  }
+  const auto gn = frobenius_norm(g, batch, n_last, nt);
+  store_norm(gn.norm, 0, 1.0 / o.loss_scale, s.grad_norm[L], s.log_grad_norm[L]);
+  if (!std::isfinite(s.grad_norm[L])) record_nonfinite(s, L, 2);
+  record_underflow(s, L);
+}
+
+}  // namespace detail
+
+template <typename T>
+BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* target,
+                       const std::int64_t* labels, const BackpropOptions& o,
+                       const BackpropOutputs<T>& out) {
+  detail::check_backprop_arguments(c, batch, target, labels, o, out);
+  const int nt = resolve_threads(o.n_threads);
+  if (c.norm == Norm::None) return detail::backprop_tiled(c, x, batch, target, labels, o, out, nt);
+
+  const int L = c.depth();
+  const int n_last = c.widths[L];
+  // Every GEMM below runs as fixed single-threaded tiles shared out by OpenMP (see
+  // tiled_blas.hpp), so BLAS stays at one thread for the whole pass.
+  BlasThreadScope blas_scope(1);
+  BackpropStats s = detail::empty_stats(L, batch);
+
+  // ---- forward ------------------------------------------------------------
+  Tape<T> tape;
+  tape.x = x;
+  tape.h.resize(L);
+  tape.u.resize(L);
+  tape.inv_std.resize(L);
+  tape.row_sq.assign(L + 1, std::vector<double>(batch));
+  int widest = 0;
+  for (int w : c.widths) widest = std::max(widest, w);
+  Scratch ws(batch, widest);
+  {
+    const auto n0 = frobenius_norm(x, batch, c.widths[0], nt, tape.row_sq[0].data());
+    s.activation_norm[0] = n0.norm;
+  }
+  for (int l = 0; l < L; ++l) {
+    check_interrupt();
+    const int n = c.widths[l + 1];
+    const std::size_t total = static_cast<std::size_t>(batch) * n;
+    tape.h[l] = make_buffer<T>(total);
+    T* pre = tape.h[l].get();
+    if (needs_preactivations(c, l)) {
+      tape.u[l] = make_buffer<T>(total);
+      pre = tape.u[l].get();
+    }
+    if (c.norm != Norm::None)
+      tape.inv_std[l] = make_buffer<T>(c.norm == Norm::LayerNorm ? batch : n);
+    double* row_sq = tape.row_sq[l + 1].data();
+    const auto fs = forward_layer(c, l, batch, tape.layer_input(l), pre, tape.h[l].get(),
+                                  tape.inv_std[l].get(), row_sq, ws, nt);
+    s.derivative_mean[l] = fs.derivative_sum / static_cast<double>(total);
+    s.saturated_fraction[l] = static_cast<double>(fs.saturated) / static_cast<double>(total);
+    s.dead_fraction[l] = static_cast<double>(fs.dead_units) / n;
+    double hsq = 0.0;
+    for (int i = 0; i < batch; ++i) hsq += row_sq[i];
+    if (std::isfinite(hsq) && !detail::squares_may_underflow<T>(hsq)) {
+      s.activation_norm[l + 1] = std::sqrt(hsq);
+    } else {  // a non-finite entry, or float64 squares past over- or underflow: decide exactly
+      const auto hn = frobenius_norm(tape.h[l].get(), batch, n, nt, row_sq);
+      s.activation_norm[l + 1] = hn.norm;
+      if (!hn.finite) record_nonfinite(s, l + 1, 1);
+    }
+  }
+  const T* h_last = tape.layer_input(L);
+  if (out.output)
+    std::memcpy(out.output, h_last, sizeof(T) * static_cast<std::size_t>(batch) * n_last);
+
+  // ---- loss ---------------------------------------------------------------
+  const std::size_t slab = static_cast<std::size_t>(batch) * widest;
+  Buffer<T> g = make_buffer<T>(slab), g_prev = make_buffer<T>(slab), dz = make_buffer<T>(slab);
+  detail::start_backward(o, h_last, batch, n_last, target, labels, g.get(), s, nt);
+  const double unscale = 1.0 / o.loss_scale;
+  const bool rounding = o.count_rounding || o.grad_format != GradFormat::Native;
+  auto store_low_precision = [&](T* a, std::size_t n, std::int64_t& under, std::int64_t& over,
+                                 std::int64_t* zeros) {
+    if (!rounding) return;
+    const auto counts = round_to_format(a, n, o.grad_format, nt);
+    under = counts.underflow;
+    over = counts.overflow;
+    if (zeros) *zeros = counts.zeros;
+  };
+
+  // ---- backward -----------------------------------------------------------
+  Buffer<T> gram_dz, gram_h, gram_scaled, dw_scratch;
+  double* dz_row_sq = ws.row_a.data();
+  double* bias_grad = ws.column.data();
+  int exponent = 0;  // g (and dz) are stored at 2^exponent times their value
+  double g_norm = s.grad_norm[L] * o.loss_scale;  // as stored
+  for (int l = L - 1; l >= 0; --l) {
+    check_interrupt();
+    const int n_in = c.widths[l], n_out = c.widths[l + 1];
+    const T* h_in = tape.layer_input(l);
+    T* dzl = dz.get();
+    times_derivative(c, l, batch, g.get(), tape, dzl, nt);
+    if (c.norm != Norm::None)
+      detail::norm_backward(c.norm, dzl, tape.u[l].get(), batch, n_out, tape.inv_std[l].get(), nt);
+    store_low_precision(dzl, static_cast<std::size_t>(batch) * n_out, s.dz_underflow_count[l],
+                        s.dz_overflow_count[l], nullptr);
+
+    column_sums(dzl, batch, n_out, bias_grad, nt);
+    detail::store_norm(detail::vector_norm(bias_grad, static_cast<std::size_t>(n_out)), exponent,
+                       unscale, s.bias_grad_norm[l], s.log_bias_grad_norm[l]);
+    if (o.keep_grads)
+      for (int j = 0; j < n_out; ++j)
+        out.bias_grads[l][j] =
+            static_cast<T>(detail::unscaled_value(bias_grad[j], exponent, unscale));
+
+    // Weight gradient dW = dz^T h_{l-1}: its norm, per-example norms, optionally itself.
+    const auto dzn = frobenius_norm(dzl, batch, n_out, nt, dz_row_sq);
+    for (int i = 0; i < batch; ++i)
+      s.per_example_weight_grad_norm[static_cast<std::size_t>(l) * batch + i] =
+          detail::unscaled_value(
+              detail::row_norm(dzl + static_cast<std::size_t>(i) * n_out, n_out, dz_row_sq[i]) *
+                  detail::row_norm(h_in + static_cast<std::size_t>(i) * n_in, n_in,
+                                   tape.row_sq[l][i]),
+              exponent, unscale);
+    if (o.keep_grads || !prefer_ghost_norm(batch, n_in, n_out)) {
+      T* dw = o.keep_grads ? out.weight_grads[l] : nullptr;
+      if (!dw) {
+        if (!dw_scratch) {
+          int biggest = 0;
+          for (int k = 0; k < L; ++k) biggest = std::max(biggest, c.widths[k] * c.widths[k + 1]);
+          dw_scratch = make_buffer<T>(static_cast<std::size_t>(biggest));
+        }
+        dw = dw_scratch.get();
+      }
+      detail::tiled_gemm(Trans::Yes, Trans::No, n_out, n_in, batch, static_cast<T>(unscale), dzl,
+                         n_out, h_in, n_in, T(0), dw, n_in, nt);
+      detail::store_norm(frobenius_norm(dw, n_out, n_in, nt).norm, exponent, 1.0,
+                         s.weight_grad_norm[l], s.log_weight_grad_norm[l]);
+      if (o.keep_grads)
+        detail::unscale_entries(dw, static_cast<std::size_t>(n_out) * n_in, exponent);
+    } else {
+      if (!gram_dz) {
+        gram_dz = make_buffer<T>(static_cast<std::size_t>(batch) * batch);
+        gram_h = make_buffer<T>(static_cast<std::size_t>(batch) * batch);
+        gram_scaled = make_buffer<T>(2 * slab);
+      }
+      s.used_ghost_norm = true;
+      const double stored =
+          dzn.finite ? ghost_norm(dzl, n_out, dzn.norm, h_in, n_in, s.activation_norm[l], batch,
+                                  gram_dz.get(), gram_h.get(), gram_scaled.get(), nt)
+                     : dzn.norm;
+      detail::store_norm(stored, exponent, unscale, s.weight_grad_norm[l],
+                         s.log_weight_grad_norm[l]);
+    }
+
+    // dL/dh_{l-1} = 2^k (dz W_l (+ dL/dh_l through the skip connection)).
+    const int k = rounding ? 0
+                           : detail::backward_rescale_exponent<T>(
+                                 dzn.norm, c.residual_at(l) ? g_norm : 0.0);
+    const T factor = std::ldexp(T(1), k);
+    if (c.residual_at(l))
+      std::memcpy(g_prev.get(), g.get(), sizeof(T) * static_cast<std::size_t>(batch) * n_in);
+    detail::tiled_gemm(Trans::No, Trans::No, batch, n_in, n_out, factor, dzl, n_out,
+                            c.weights[l], n_in, c.residual_at(l) ? factor : T(0), g_prev.get(), n_in, nt);
+    exponent += k;
+    std::swap(g, g_prev);
+    store_low_precision(g.get(), static_cast<std::size_t>(batch) * n_in, s.underflow_count[l],
+                        s.overflow_count[l], &s.zero_count[l]);
+    const auto gn = frobenius_norm(g.get(), batch, n_in, nt, ws.row_b.data());
+    g_norm = gn.norm;
+    detail::store_norm(gn.norm, exponent, unscale, s.grad_norm[l], s.log_grad_norm[l]);
+    if (!std::isfinite(s.grad_norm[l])) record_nonfinite(s, l, 2);
+    detail::record_underflow(s, l);
+  }
+  return s;
+}
+
+template <typename T>
+void forward(const ChainView<T>& c, const T* x, int batch, T* out, int n_threads) {
+  check_chain_and_batch(c, batch);
+  const int nt = resolve_threads(n_threads);
+  if (c.norm == Norm::None) return detail::forward_tiled(c, x, batch, out, nt);
+  BlasThreadScope blas_scope(1);
+  int widest = 0;
+  for (int w : c.widths) widest = std::max(widest, w);
+  const std::size_t slab = static_cast<std::size_t>(batch) * widest;
+  // Two slabs alternate as input and output; a third holds pre-activations where the
+  // output cannot overwrite them in place.
+  Buffer<T> a = make_buffer<T>(slab), b = make_buffer<T>(slab), u = make_buffer<T>(slab);
+  Buffer<T> inv_std = make_buffer<T>(static_cast<std::size_t>(std::max(batch, widest)));
+  std::vector<double> row_sq(batch);
+  Scratch ws(batch, widest);
+  const T* h_in = x;
+  for (int l = 0; l < c.depth(); ++l) {
+    check_interrupt();
+    T* h_out = (l % 2 == 0) ? a.get() : b.get();
+    T* pre = needs_preactivations(c, l) ? u.get() : h_out;
+    forward_layer(c, l, batch, h_in, pre, h_out, inv_std.get(), row_sq.data(), ws, nt);
+    h_in = h_out;
+  }
+  std::memcpy(out, h_in, sizeof(T) * static_cast<std::size_t>(batch) * c.widths.back());
+}
+
+template struct ChainView<float>;
+template struct ChainView<double>;
+namespace detail {
+template void check_backprop_arguments<float>(const ChainView<float>&, int, const float*,
+                                              const std::int64_t*, const BackpropOptions&,
+                                              const BackpropOutputs<float>&);
+template void check_backprop_arguments<double>(const ChainView<double>&, int, const double*,
+                                               const std::int64_t*, const BackpropOptions&,
+                                               const BackpropOutputs<double>&);
+template void start_backward<float>(const BackpropOptions&, const float*, int, int, const float*,
+                                    const std::int64_t*, float*, BackpropStats&, int);
+template void start_backward<double>(const BackpropOptions&, const double*, int, int,
+                                     const double*, const std::int64_t*, double*, BackpropStats&,
+                                     int);
+}  // namespace detail
+template BackpropStats backprop<float>(const ChainView<float>&, const float*, int, const float*,
+                                       const std::int64_t*, const BackpropOptions&,
+                                       const BackpropOutputs<float>&);
+template void forward<float>(const ChainView<float>&, const float*, int, float*, int);
+template void forward<double>(const ChainView<double>&, const double*, int, double*, int);
+template BackpropStats backprop<double>(const ChainView<double>&, const double*, int,
+                                        const double*, const std::int64_t*,
+                                        const BackpropOptions&, const BackpropOutputs<double>&);
+
+}  // namespace pyjac

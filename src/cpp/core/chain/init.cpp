@@ -1,0 +1,109 @@
+#include "pyjac/chain/init.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/haar.hpp"
+#include "pyjac/common/interrupt.hpp"
+#include "pyjac/common/rng.hpp"
+#include "pyjac/common/threads.hpp"
+
+namespace pyjac {
+namespace {
+
+// Streams: layer l's weights use 2*l, its biases 2*l + 1.
+constexpr std::uint64_t weight_stream(int layer) { return 2 * static_cast<std::uint64_t>(layer); }
+constexpr std::uint64_t bias_stream(int layer) { return weight_stream(layer) + 1; }
+
+using detail::haar_orthogonal;
+
+template <typename T>
+void init_layer(int layer, int fan_in, int fan_out, const InitOptions& o, T* w, T* b) {
+  const std::size_t n = static_cast<std::size_t>(fan_in) * fan_out;
+  Rng rng(o.seed, weight_stream(layer));
+  switch (o.init) {
+    case Init::Orthogonal: {
+      std::vector<double> q;
+      haar_orthogonal(fan_out, fan_in, rng, q);
+      for (std::size_t i = 0; i < n; ++i) w[i] = static_cast<T>(o.gain * q[i]);
+      break;
+    }
+    case Init::Identity:
+      for (int i = 0; i < fan_out; ++i)
+        for (int j = 0; j < fan_in; ++j)
+          w[static_cast<std::size_t>(i) * fan_in + j] = static_cast<T>(i == j ? o.gain : 0.0);
+      break;
+    case Init::XavierUniform: {
+      const double bound = o.gain * std::sqrt(6.0 / (fan_in + fan_out));
+      for (std::size_t i = 0; i < n; ++i)
+        w[i] = static_cast<T>(bound * (2.0 * rng.uniform() - 1.0));
+      break;
+    }
+    default: {
+      const double stddev = std::sqrt(init_sigma_w2(o.init, o.gain, fan_in, fan_out) / fan_in);
+      for (std::size_t i = 0; i < n; ++i) w[i] = static_cast<T>(stddev * rng.normal());
+    }
+  }
+  Rng bias_rng(o.seed, bias_stream(layer));
+  for (int i = 0; i < fan_out; ++i)
+    b[i] = o.bias_std > 0 ? static_cast<T>(o.bias_std * bias_rng.normal()) : T(0);
+}
+
+}  // namespace
+
+double init_sigma_w2(Init init, double gain, int fan_in, int fan_out) {
+  const double g2 = gain * gain;
+  switch (init) {
+    case Init::Gaussian:
+      return g2;
+    case Init::Xavier:
+    case Init::XavierUniform:
+      return g2 * 2.0 * fan_in / (fan_in + fan_out);
+    case Init::He:
+      return g2 * 2.0;
+    case Init::Orthogonal:
+      // Haar rows/columns have unit norm: Var(W_ij) = 1/max(fan_in, fan_out).
+      return g2 * fan_in / std::max(fan_in, fan_out);
+    case Init::Identity:
+      return g2;
+  }
+  return g2;
+}
+
+template <typename T>
+void init_chain(const std::vector<int>& widths, const InitOptions& options,
+                const std::vector<T*>& weights, const std::vector<T*>& biases) {
+  const int depth = static_cast<int>(widths.size()) - 1;
+  if (depth < 1 || static_cast<int>(weights.size()) != depth ||
+      static_cast<int>(biases.size()) != depth)
+    throw std::invalid_argument("init_chain: widths, weights and biases do not match");
+  const int n_threads = resolve_threads(options.n_threads);
+  // Layers are independent and each has its own stream: parallel over layers with
+  // single-threaded LAPACK inside gives the same numbers at any thread count.
+  BlasThreadScope blas_scope(1);
+  std::exception_ptr error;
+  TeamInterrupt interrupt;  // no barriers: every thread skips the layers left
+#pragma omp parallel for num_threads(n_threads) schedule(dynamic, 1)
+  for (int l = 0; l < depth; ++l) {
+    if (interrupt.requested()) continue;
+    try {
+      init_layer(l, widths[l], widths[l + 1], options, weights[l], biases[l]);
+    } catch (...) {
+#pragma omp critical(pyjac_init_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
+  interrupt.rethrow();
+}
+
+template void init_chain<float>(const std::vector<int>&, const InitOptions&,
+                                const std::vector<float*>&, const std::vector<float*>&);
+template void init_chain<double>(const std::vector<int>&, const InitOptions&,
+                                 const std::vector<double*>&, const std::vector<double*>&);
+
+}  // namespace pyjac

@@ -1,0 +1,92 @@
+#include "common/tiled_blas.hpp"
+
+#include <algorithm>
+#include <cstddef>
+
+#include "common/reduce.hpp"
+
+namespace pyjac::detail {
+namespace {
+
+using blas::Trans;
+
+// Rows of a GEMV per tile, and the least work (multiply-adds) worth a parallel region;
+// neither depends on the thread count. The threshold is high on purpose: on a shared
+// machine every fork-join can wait a scheduler tick for a descheduled thread, so regions
+// must carry tens of microseconds of work (a 256 x 256 GEMV in power iteration stays
+// serial).
+constexpr int kGemvTile = 128;
+constexpr double kParallelWork = 1 << 18;
+
+struct TileGrid {
+  int rows, cols;  // number of row and column tiles of C
+};
+
+// Depends on the shape only, never on the thread count: that is what makes the sums
+// reproducible. About 1M multiply-adds per tile at least, columns at least 128 wide and
+// rows at least 64 tall where the matrix allows, at most 16 tiles.
+TileGrid gemm_grid(int m, int n, int k) {
+  const double macs = static_cast<double>(m) * n * k;
+  const int wanted = static_cast<int>(std::clamp(macs / (1 << 20), 1.0, 16.0));
+  const int cols = std::max(1, std::min(wanted, n / 128));
+  const int rows = std::max(1, std::min((wanted + cols - 1) / cols, m / 64));
+  return {rows, cols};
+}
+
+}  // namespace
+
+template <typename T>
+void tiled_gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, int lda,
+                const T* b, int ldb, T beta, T* c, int ldc, int nt) {
+  const TileGrid grid = gemm_grid(m, n, k);
+  const int tiles = grid.rows * grid.cols;
+  if (tiles == 1) {
+    blas::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  const int tm = (m + grid.rows - 1) / grid.rows, tn = (n + grid.cols - 1) / grid.cols;
+  auto tile = [&](int t) {
+    const int i0 = (t / grid.cols) * tm, j0 = (t % grid.cols) * tn;
+    const int mi = std::min(tm, m - i0), nj = std::min(tn, n - j0);
+    if (mi <= 0 || nj <= 0) return;
+    // Rows i0.. of op(A) and columns j0.. of op(B), wherever they sit in memory.
+    const T* a_tile = ta == Trans::No ? a + std::size_t(i0) * lda : a + i0;
+    const T* b_tile = tb == Trans::No ? b + j0 : b + std::size_t(j0) * ldb;
+    blas::gemm(ta, tb, mi, nj, k, alpha, a_tile, lda, b_tile, ldb, beta,
+               c + std::size_t(i0) * ldc + j0, ldc);
+  };
+  // Not an if-clause: a region with a false one still costs a team start (see
+  // parallel_for in reduce.hpp).
+  if (nt > 1) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int t = 0; t < tiles; ++t) tile(t);
+  } else {
+    for (int t = 0; t < tiles; ++t) tile(t);
+  }
+}
+
+template <typename T>
+void tiled_gemv(Trans ta, int m, int n, T alpha, const T* a, int lda, const T* x, T beta, T* y,
+                int nt) {
+  const int extent = ta == Trans::No ? m : n;
+  const int tiles = (extent + kGemvTile - 1) / kGemvTile;
+  const bool parallel = tiles > 1 && double(m) * n >= kParallelWork;
+  parallel_for(tiles, nt, parallel, [&](int t) {
+    const int lo = t * kGemvTile, len = std::min(kGemvTile, extent - lo);
+    if (ta == Trans::No)
+      blas::gemv(ta, len, n, alpha, a + std::size_t(lo) * lda, lda, x, beta, y + lo);
+    else
+      blas::gemv(ta, m, len, alpha, a + lo, lda, x, beta, y + lo);
+  });
+}
+
+template void tiled_gemm<float>(Trans, Trans, int, int, int, float, const float*, int,
+                                const float*, int, float, float*, int, int);
+template void tiled_gemm<double>(Trans, Trans, int, int, int, double, const double*, int,
+                                 const double*, int, double, double*, int, int);
+template void tiled_gemv<float>(Trans, int, int, float, const float*, int, const float*, float,
+                                float*, int);
+template void tiled_gemv<double>(Trans, int, int, double, const double*, int, const double*,
+                                 double, double*, int);
+
+}  // namespace pyjac::detail

@@ -1,0 +1,108 @@
+// The forward pass of a recurrent chain and what it keeps for the backward passes
+// (backprop through time and the Jacobian products share it).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdlib>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <vector>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
+
+#include "pyjac/recurrent/recurrent.hpp"
+#include "recurrent/weight_products.hpp"
+
+namespace pyjac::detail {
+
+struct FreeDeleter {
+  void operator()(void* p) const { std::free(p); }
+};
+
+template <typename T>
+using RBuffer = std::unique_ptr<T[], FreeDeleter>;
+
+// Uninitialised storage for n values of a trivial T: untouched pages cost nothing, so
+// peak RSS is what is used. The tapes are tens of MB and fresh on every call; asking
+// for transparent huge pages on them cuts the page faults 512-fold.
+template <typename T>
+RBuffer<T> make_rbuffer(std::size_t n) {
+  static_assert(std::is_trivially_default_constructible_v<T>);
+  const std::size_t bytes = std::max<std::size_t>(n, 1) * sizeof(T);
+  constexpr std::size_t kHuge = std::size_t(2) << 20;
+  void* p = nullptr;
+#ifdef __linux__
+  if (bytes >= 4 * kHuge) {
+    const std::size_t rounded = (bytes + kHuge - 1) / kHuge * kHuge;
+    p = std::aligned_alloc(kHuge, rounded);
+    if (p) madvise(p, rounded, MADV_HUGEPAGE);  // a hint: failure changes nothing
+  }
+#endif
+  if (!p) p = std::malloc(bytes);
+  if (!p) throw std::bad_alloc();
+  return RBuffer<T>(static_cast<T*>(p));
+}
+
+// Sum of squares of len values in double; the simd reduction's order is fixed by the
+// code, so the bits do not depend on the thread count.
+template <typename T>
+inline double sum_sq(const T* p, int len) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (int j = 0; j < len; ++j) {
+    const double v = static_cast<double>(p[j]);
+    s += v * v;
+  }
+  return s;
+}
+
+// Batches of at least kRowModeBatch examples are split over threads in fixed groups of
+// kRowGroup examples (see recurrent_forward.cpp); smaller ones by blocks of units. Every
+// GEMM packs its block of W again, so a group of 8 rows pays for packing all of W for an
+// eighth of the work: below 64 examples, one barrier per step (units mode) is cheaper
+// (LSTM n=256, B=32: 25% faster than row groups).
+inline constexpr int kRowModeBatch = 64;
+inline constexpr int kRowGroup = 8;
+
+// Row-major slabs indexed by step; `row` = batch * (entries per example).
+template <typename T>
+struct RecurrentTape {
+  int steps = 0, batch = 0, width = 0, gates = 1;
+  Cell cell = Cell::Tanh;
+  RBuffer<T> h;      // (T+1, B, n): h_0 .. h_T
+  RBuffer<T> c;      // LSTM (T+1, B, n): c_0 .. c_T
+  RBuffer<T> tc;     // LSTM (T, B, n): tanh(c_t)
+  RBuffer<T> gate;   // LSTM/GRU (T, B, G n): gate activations of step t at slot t-1
+  RBuffer<T> hn;     // GRU (T, B, n): W_n h_{t-1}
+  std::vector<double> state_norm;  // ||h_t||, t = 0..T
+  int first_nonfinite_step = -1;
+
+  std::size_t slab() const { return static_cast<std::size_t>(batch) * width; }
+  std::size_t gate_slab() const { return slab() * gates; }
+  T* h_at(int t) const { return h.get() + t * slab(); }
+  T* c_at(int t) const { return c.get() + t * slab(); }
+  T* tc_of(int t) const { return tc.get() + (t - 1) * slab(); }      // step t = 1..T
+  T* gate_of(int t) const { return gate.get() + (t - 1) * gate_slab(); }
+  T* hn_of(int t) const { return hn.get() + (t - 1) * slab(); }
+};
+
+// Runs the recurrence over in.steps steps and fills the tape. Inputs must have been
+// validated. n_threads is the resolved budget; callers hold BlasThreadScope(1).
+// wp must have been built for W with forward products.
+template <typename T>
+void recurrent_forward(const RecurrentView<T>& cell, const RecurrentInputs<T>& in,
+                       const WeightProducts<T>& wp, RecurrentTape<T>& tape, int n_threads);
+
+// Bytes the tape of recurrent_forward takes.
+std::int64_t recurrent_tape_bytes(Cell cell, int width, int steps, int batch, int dtype_size);
+
+// Checks shared by every recurrent entry point (std::invalid_argument naming the
+// argument).
+template <typename T>
+void validate_inputs(const RecurrentView<T>& cell, const RecurrentInputs<T>& in);
+
+}  // namespace pyjac::detail

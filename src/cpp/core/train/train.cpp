@@ -1,0 +1,312 @@
+// Minibatch SGD on a chain: every step is one backprop call (exact gradients), then
+// clipping and the update, fused into one pass over each layer's parameters.
+#include "pyjac/train/train.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <utility>
+
+#include "chain/loss.hpp"
+#include "common/reduce.hpp"
+#include "pyjac/common/interrupt.hpp"
+#include "pyjac/common/threads.hpp"
+
+namespace pyjac {
+namespace {
+
+constexpr std::size_t kBlock = 4096;
+
+// f(first, length) over fixed blocks, summed in block order: the same at every thread
+// count.
+template <typename PerBlock>
+double blocked_sum(std::size_t n, int nt, PerBlock&& f) {
+  const std::size_t blocks = (n + kBlock - 1) / kBlock;
+  std::vector<double> partial(blocks, 0.0);
+  detail::parallel_for(static_cast<long long>(blocks), nt, detail::worth_parallel(n),
+                       [&](long long blk) {
+                         const std::size_t k0 = static_cast<std::size_t>(blk) * kBlock;
+                         partial[blk] = f(k0, std::min(kBlock, n - k0));
+                       });
+  double total = 0.0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+// One block of the update, as plain loops over restrict pointers so that each
+// vectorises: g <- clip(g), then ||g||^2, then v <- momentum v + g, p <- p - lr v.
+template <bool kByValue, bool kMomentum, typename T>
+double step_block(T* __restrict p, T* __restrict v, T* __restrict g, std::size_t n, T lr, T mu,
+                  T factor, T bound) {
+  if constexpr (kByValue) {
+    for (std::size_t k = 0; k < n; ++k) g[k] = std::min(std::max(g[k], -bound), bound);
+  } else {
+    for (std::size_t k = 0; k < n; ++k) g[k] *= factor;
+  }
+  const double sq = detail::row_sum_squares(g, n);
+  if constexpr (kMomentum) {
+    for (std::size_t k = 0; k < n; ++k) {
+      v[k] = mu * v[k] + g[k];
+      p[k] -= lr * v[k];
+    }
+  } else {
+    for (std::size_t k = 0; k < n; ++k) p[k] -= lr * g[k];
+  }
+  return sq;
+}
+
+// g <- clip(g); v <- momentum v + g; p <- p - lr v. Returns ||clip(g)||.
+template <typename T>
+double clip_and_step(T* p, T* v, T* g, std::size_t n, const TrainOptions& o, double norm_factor,
+                     int nt) {
+  const T lr = static_cast<T>(o.lr), mu = static_cast<T>(o.momentum);
+  const T bound = static_cast<T>(o.clip_value), factor = static_cast<T>(norm_factor);
+  auto run = [&](auto by_value, auto momentum) {
+    constexpr bool kByValue = decltype(by_value)::value, kMomentum = decltype(momentum)::value;
+    return blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
+      return step_block<kByValue, kMomentum>(p + k0, v ? v + k0 : nullptr, g + k0, len, lr, mu,
+                                             factor, bound);
+    });
+  };
+  const bool by_value = o.clip == ClipKind::Value;
+  double sq = 0.0;
+  if (by_value)
+    sq = v ? run(std::true_type{}, std::true_type{}) : run(std::true_type{}, std::false_type{});
+  else
+    sq = v ? run(std::false_type{}, std::true_type{}) : run(std::false_type{}, std::false_type{});
+  return detail::row_norm(g, n, sq);
+}
+
+// ||w - w0|| / ||w0|| (or ||w - w0|| when w0 is 0), exact over the dtype's range.
+template <typename T>
+double relative_change(const T* w, const T* w0, std::size_t n, int nt) {
+  const double diff_sq = blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
+    double s = 0.0;
+    for (std::size_t k = k0; k < k0 + len; ++k) {
+      const double d = static_cast<double>(w[k]) - w0[k];
+      s += d * d;
+    }
+    return s;
+  });
+  double diff = std::sqrt(diff_sq);
+  if (!detail::plain_sum_is_exact<double>(diff_sq)) {
+    detail::ScaledNorm acc;
+    for (std::size_t k = 0; k < n; ++k) acc.add(static_cast<double>(w[k]) - w0[k]);
+    diff = acc.value();
+  }
+  const double base_sq = blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
+    return detail::row_sum_squares(w0 + k0, len);
+  });
+  const double base = detail::row_norm(w0, n, base_sq);
+  return base > 0.0 ? diff / base : diff;
+}
+
+template <typename T>
+void gather_rows(const T* src, int cols, const std::int64_t* rows, int count, T* dst) {
+  for (int i = 0; i < count; ++i)
+    std::memcpy(dst + static_cast<std::size_t>(i) * cols,
+                src + static_cast<std::size_t>(rows[i]) * cols, sizeof(T) * cols);
+}
+
+// The loss reads exactly one of the two: labels for cross_entropy, values for mse.
+void check_targets(Loss loss, const void* targets, const std::int64_t* labels) {
+  if (loss == Loss::CrossEntropy && (!labels || targets))
+    throw std::invalid_argument("y: cross_entropy needs integer labels (and no target values)");
+  if (loss == Loss::Mse && (!targets || labels))
+    throw std::invalid_argument("y: mse needs target values (and no labels)");
+}
+
+void check_options(const TrainOptions& o) {
+  if (o.batch_size < 1) throw std::invalid_argument("batch_size: must be at least 1");
+  if (!(o.lr > 0.0) || !std::isfinite(o.lr))
+    throw std::invalid_argument("lr: must be a positive finite number");
+  if (!(o.momentum >= 0.0 && o.momentum < 1.0))
+    throw std::invalid_argument("momentum: must lie in [0, 1)");
+  if (o.clip != ClipKind::None && (!(o.clip_value > 0.0) || !std::isfinite(o.clip_value)))
+    throw std::invalid_argument("clip: must be a positive finite number");
+  if (o.loss != Loss::CrossEntropy && o.loss != Loss::Mse)
+    throw std::invalid_argument("loss: training needs 'cross_entropy' or 'mse'");
+}
+
+}  // namespace
+
+template <typename T>
+EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, const T* x,
+                       const T* targets, const std::int64_t* labels,
+                       const std::int64_t* order, int n, const TrainOptions& o) {
+  c.validate();
+  check_options(o);
+  check_targets(o.loss, targets, labels);
+  const int L = c.depth();
+  if (n < 1) throw std::invalid_argument("x: at least one example is needed");
+  if (static_cast<int>(params.weights.size()) != L || static_cast<int>(params.biases.size()) != L ||
+      static_cast<int>(params.initial_weights.size()) != L)
+    throw std::invalid_argument("weights: one writable array per layer is required");
+  const bool momentum = !params.weight_velocity.empty();
+  const int nt = resolve_threads(o.n_threads);
+  const int n_in = c.widths[0], n_out = c.widths[L];
+  const int bs = std::min(o.batch_size, n);
+  const int steps = (n + bs - 1) / bs;
+
+  std::vector<T> xb(static_cast<std::size_t>(bs) * n_in);
+  std::vector<T> tb(targets ? static_cast<std::size_t>(bs) * n_out : 0);
+  std::vector<std::int64_t> lb(labels ? bs : 0);
+  std::vector<std::vector<T>> gw(L), gb(L);
+  std::vector<T> predictions(static_cast<std::size_t>(bs) * n_out);
+  BackpropOutputs<T> outputs;
+  outputs.output = predictions.data();
+  for (int l = 0; l < L; ++l) {
+    gw[l].resize(static_cast<std::size_t>(c.widths[l + 1]) * c.widths[l]);
+    gb[l].resize(c.widths[l + 1]);
+    outputs.weight_grads.push_back(gw[l].data());
+    outputs.bias_grads.push_back(gb[l].data());
+  }
+  BackpropOptions bo;
+  bo.loss = o.loss;
+  bo.keep_grads = true;
+  bo.n_threads = nt;
+  bo.grad_format = o.grad_format;
+  bo.loss_scale = o.loss_scale;
+
+  EpochStats s;
+  s.step_loss.reserve(steps);
+  s.step_grad_norm.reserve(steps);
+  s.step_clipped_norm.reserve(steps);
+  s.weight_grad_norm.assign(L, 0.0);
+  s.grad_norm.assign(L + 1, 0.0);
+  double loss_sum = 0.0;
+  std::int64_t seen = 0, correct = 0;
+  for (int step = 0; step < steps; ++step) {
+    check_interrupt();  // between steps: the parameters hold whole updates only
+    const int first = step * bs;
+    const int count = std::min(bs, n - first);
+    if (c.norm == Norm::BatchNorm && count < 2) break;  // a lone last example has no statistics
+    const std::int64_t* rows = order + first;
+    gather_rows(x, n_in, rows, count, xb.data());
+    if (targets) gather_rows(targets, n_out, rows, count, tb.data());
+    if (labels)
+      for (int i = 0; i < count; ++i) lb[i] = labels[rows[i]];
+    const BackpropStats b = backprop<T>(c, xb.data(), count, targets ? tb.data() : nullptr,
+                                        labels ? lb.data() : nullptr, bo, outputs);
+    // The minibatch losses are means over their examples (mse: over every entry),
+    // so weighting by the example count gives the epoch's mean.
+    loss_sum += b.loss * count;
+    seen += count;
+    correct += count_correct(predictions.data(), count, n_out, targets ? tb.data() : nullptr,
+                             labels ? lb.data() : nullptr);
+    detail::ScaledNorm total;
+    for (int l = 0; l < L; ++l) {
+      total.add(b.weight_grad_norm[l]);
+      total.add(b.bias_grad_norm[l]);
+    }
+    const double norm = total.value();
+    if (o.grad_format != GradFormat::Native && !std::isfinite(norm)) {
+      ++s.skipped_steps;
+      s.step_loss.push_back(b.loss);
+      s.step_grad_norm.push_back(norm);
+      s.step_clipped_norm.push_back(0.0);
+      if (s.first_nonfinite_step < 0) s.first_nonfinite_step = step;
+      continue;
+    }
+    // PyTorch's clip_grad_norm_: scale by bound / (norm + 1e-6) when that is below 1.
+    double factor = 1.0;
+    if (o.clip == ClipKind::Norm && std::isfinite(norm))
+      factor = std::min(1.0, o.clip_value / (norm + 1e-6));
+    detail::ScaledNorm clipped;
+    for (int l = 0; l < L; ++l) {
+      clipped.add(clip_and_step(params.weights[l], momentum ? params.weight_velocity[l] : nullptr,
+                                gw[l].data(), gw[l].size(), o, factor, nt));
+      clipped.add(clip_and_step(params.biases[l], momentum ? params.bias_velocity[l] : nullptr,
+                                gb[l].data(), gb[l].size(), o, factor, nt));
+      s.weight_grad_norm[l] += b.weight_grad_norm[l];
+    }
+    for (int l = 0; l <= L; ++l) s.grad_norm[l] += b.grad_norm[l];
+    s.step_loss.push_back(b.loss);
+    s.step_grad_norm.push_back(norm);
+    s.step_clipped_norm.push_back(clipped.value());
+    if (s.first_nonfinite_step < 0 && !(std::isfinite(b.loss) && std::isfinite(norm)))
+      s.first_nonfinite_step = step;
+  }
+  s.mean_loss = seen ? loss_sum / static_cast<double>(seen) : std::nan("");
+  s.accuracy = seen ? static_cast<double>(correct) / static_cast<double>(seen) : std::nan("");
+  const double taken = static_cast<double>(std::max<std::size_t>(s.step_loss.size(), 1));
+  for (double& v : s.weight_grad_norm) v /= taken;
+  for (double& v : s.grad_norm) v /= taken;
+  s.weight_change.resize(L);
+  for (int l = 0; l < L; ++l)
+    s.weight_change[l] = relative_change(params.weights[l], params.initial_weights[l],
+                                         static_cast<std::size_t>(c.widths[l + 1]) * c.widths[l], nt);
+  return s;
+}
+
+template <typename T>
+std::int64_t count_correct(const T* out, int count, int n_out, const T* targets,
+                           const std::int64_t* labels) {
+  std::int64_t correct = 0;
+  for (int i = 0; i < count; ++i) {
+    const T* row = out + static_cast<std::size_t>(i) * n_out;
+    const auto predicted = std::max_element(row, row + n_out) - row;
+    std::int64_t truth = 0;
+    if (labels) {
+      truth = labels[i];
+    } else {
+      const T* t = targets + static_cast<std::size_t>(i) * n_out;
+      truth = std::max_element(t, t + n_out) - t;
+    }
+    correct += predicted == truth ? 1 : 0;
+  }
+  return correct;
+}
+
+template <typename T>
+Evaluation evaluate(const ChainView<T>& c, const T* x, const T* targets,
+                    const std::int64_t* labels, int n, Loss loss, int n_threads) {
+  c.validate();
+  if (n < 1) throw std::invalid_argument("x: at least one example is needed");
+  if (loss != Loss::CrossEntropy && loss != Loss::Mse)
+    throw std::invalid_argument("loss: evaluation needs 'cross_entropy' or 'mse'");
+  check_targets(loss, targets, labels);
+  const int nt = resolve_threads(n_threads);
+  const int n_in = c.widths[0], n_out = c.widths.back();
+  // Balanced chunks of at most kChunk examples: never a lone last example, which
+  // batchnorm could not normalise.
+  constexpr int kChunk = 2048;
+  const int n_chunks = (n + kChunk - 1) / kChunk;
+  const int chunk = (n + n_chunks - 1) / n_chunks;
+  std::vector<T> out(static_cast<std::size_t>(chunk) * n_out), grad(out.size());
+  double loss_sum = 0.0;
+  std::int64_t correct = 0;
+  for (int k = 0, first = 0; k < n_chunks; ++k) {
+    const int count = n / n_chunks + (k < n % n_chunks ? 1 : 0);
+    const T* xc = x + static_cast<std::size_t>(first) * n_in;
+    forward<T>(c, xc, count, out.data(), nt);
+    const T* tc = targets ? targets + static_cast<std::size_t>(first) * n_out : nullptr;
+    const std::int64_t* lc = labels ? labels + first : nullptr;
+    const double chunk_loss =
+        detail::loss_and_gradient(loss, out.data(), count, n_out, tc, lc, grad.data(), nt);
+    loss_sum += chunk_loss * count;
+    correct += count_correct(out.data(), count, n_out, tc, lc);
+    first += count;
+  }
+  Evaluation e;
+  e.loss = loss_sum / n;
+  e.accuracy = static_cast<double>(correct) / n;
+  return e;
+}
+
+#define PYJAC_INSTANTIATE(T)                                                                  \
+  template EpochStats train_epoch<T>(const ChainView<T>&, const TrainParameters<T>&, const T*, \
+                                     const T*, const std::int64_t*, const std::int64_t*, int,  \
+                                     const TrainOptions&);                                     \
+  template Evaluation evaluate<T>(const ChainView<T>&, const T*, const T*,                     \
+                                  const std::int64_t*, int, Loss, int);                        \
+  template std::int64_t count_correct<T>(const T*, int, int, const T*, const std::int64_t*);
+PYJAC_INSTANTIATE(float)
+PYJAC_INSTANTIATE(double)
+#undef PYJAC_INSTANTIATE
+
+}  // namespace pyjac

@@ -1,0 +1,28 @@
+// Seeded weight initialisation, reproducible whatever the thread count: every
+// layer draws from its own counter-derived stream.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "pyjac/common/types.hpp"
+
+namespace pyjac {
+
+struct InitOptions {
+  Init init = Init::He;
+  double gain = 1.0;
+  double bias_std = 0.0;
+  std::uint64_t seed = 0;
+  int n_threads = -1;
+};
+
+// Fills weights[l] (widths[l+1] x widths[l]) and biases[l] (widths[l+1]).
+template <typename T>
+void init_chain(const std::vector<int>& widths, const InitOptions& options,
+                const std::vector<T*>& weights, const std::vector<T*>& biases);
+
+// The variance factor sigma_w^2 an init gives: Var(W_ij) * fan_in.
+double init_sigma_w2(Init init, double gain, int fan_in, int fan_out);
+
+}  // namespace pyjac

@@ -1,0 +1,72 @@
+// Minibatch SGD (with momentum) on a feed-forward chain, with the per-layer records
+// that show which layers learn: gradient norms, relative weight change, clipping.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "pyjac/chain/chain.hpp"
+
+namespace pyjac {
+
+struct TrainOptions {
+  Loss loss = Loss::CrossEntropy;
+  int batch_size = 32;
+  double lr = 0.01;
+  double momentum = 0.0;   // PyTorch's SGD: v = momentum v + g; W -= lr v
+  ClipKind clip = ClipKind::None;
+  double clip_value = 0.0;  // the global norm's bound, or each entry's
+  GradFormat grad_format = GradFormat::Native;
+  double loss_scale = 1.0;
+  int n_threads = -1;
+};
+
+// The parameters SGD writes to, and its momentum buffers: each the shape of the
+// chain's matching weight or bias. The chain view reads the same weight memory.
+template <typename T>
+struct TrainParameters {
+  std::vector<T*> weights, biases;
+  std::vector<T*> weight_velocity, bias_velocity;  // empty without momentum
+  std::vector<const T*> initial_weights;             // W_l(0), for the relative change
+};
+
+struct EpochStats {
+  std::vector<double> step_loss;          // minibatch loss before each update
+  std::vector<double> step_grad_norm;     // global gradient norm before clipping
+  std::vector<double> step_clipped_norm;  // ... and after
+  std::vector<double> weight_grad_norm;   // mean over steps of ||dL/dW_l||, per layer
+  std::vector<double> grad_norm;          // mean over steps of ||dL/dh_l||, l = 0..depth
+  std::vector<double> weight_change;      // ||W_l - W_l(0)|| / ||W_l(0)|| after the epoch
+  double mean_loss = 0.0;                 // over the epoch's examples, as each step saw them
+  double accuracy = 0.0;                  // of the minibatch predictions before each update
+  int first_nonfinite_step = -1;          // index into the step arrays
+  int skipped_steps = 0;  // 16-bit gradients that overflowed: the update was skipped
+};
+
+// One pass over the examples in the given order (n_examples indices into x), in
+// minibatches of batch_size (the last one smaller). With a 16-bit grad_format a step
+// whose gradient overflowed is skipped, as mixed-precision loss scalers do; otherwise a
+// non-finite gradient is applied (a diverging run is data). x is (n, widths[0]); the targets
+// are values (mse, (n, widths[L])) or labels (cross_entropy), indexed like x.
+template <typename T>
+EpochStats train_epoch(const ChainView<T>& chain, const TrainParameters<T>& params, const T* x,
+                       const T* targets, const std::int64_t* labels,
+                       const std::int64_t* order, int n_examples, const TrainOptions& options);
+
+struct Evaluation {
+  double loss = 0.0;
+  double accuracy = 0.0;  // argmax of the output against the label (or target's argmax)
+};
+
+// Examples among `count` rows of `out` whose argmax is the label (or the target's argmax).
+template <typename T>
+std::int64_t count_correct(const T* out, int count, int n_out, const T* targets,
+                           const std::int64_t* labels);
+
+// Loss (mean over examples) and accuracy over a data set, forward passes only, in
+// chunks so memory stays bounded. Batchnorm uses each chunk's own statistics.
+template <typename T>
+Evaluation evaluate(const ChainView<T>& chain, const T* x, const T* targets,
+                    const std::int64_t* labels, int n_examples, Loss loss, int n_threads);
+
+}  // namespace pyjac

@@ -1,0 +1,87 @@
+"""Sweeps of recurrent nets: the gradient norm through time per spectral radius."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from .._progress import Progress
+from .._validation import check_choice, check_int, check_real
+from .cache import _cache_dir, _cache_read, _cache_write, config_hash
+from .grid import RNN_CELLS, _grid_values, _seeds
+from .results import Results
+
+
+# --------------------------------------------------------------------------------------
+# Recurrent and Jacobian measurements
+# --------------------------------------------------------------------------------------
+def rnn_sweep(*, cell: Any = "tanh", spectral_radius: Any = 1.0, width: int = 64,
+              steps: int = 100, seeds: Any = 1, batch: int = 8, input_scale: float = 0.0,
+              init: str = "orthogonal", dtype: str = "float64",
+              cache: Any = True, progress: bool | None = None) -> Results:
+    """Gradient norm ``||dL/dh_t||`` through time for recurrent cells (needs
+    ``pyjac.Recurrent``).
+
+    One row per cell, spectral radius, seed and time step ``t = 0..steps``. Each run
+    builds ``Recurrent(width, input_size, cell=..., init=..., spectral_radius=...,
+    seed=seed)``, starts from a standard normal ``h0`` of shape ``(batch, width)``,
+    feeds standard normal inputs times ``input_scale`` (``input_size = width``; none when
+    ``input_scale`` is 0) and back-propagates a standard normal ``dL/dh_T``, all drawn
+    from ``numpy.random.default_rng([seed, 2])``.
+
+    Returns
+    -------
+    Results
+        Columns ``cell``, ``spectral_radius``, ``width``, ``steps``, ``config``,
+        ``seed``, ``step``, ``grad_norm``.
+    """
+    from ..recurrent import Recurrent as recurrent
+    cells = _grid_values("cell", cell, lambda v, n: check_choice(v, RNN_CELLS, n))
+    radii = _grid_values("spectral_radius", spectral_radius,
+                         lambda v, n: check_real(v, n, nonneg=True))
+    width = check_int(width, "width", minimum=1)
+    steps = check_int(steps, "steps", minimum=1)
+    batch = check_int(batch, "batch", minimum=1)
+    input_scale = check_real(input_scale, "input_scale", nonneg=True)
+    seed_list = _seeds(seeds)
+    directory = _cache_dir(cache)
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in (
+        "cell", "spectral_radius", "width", "steps", "config", "seed", "step", "grad_norm")}
+    combos = [(c, r) for c in cells for r in radii]
+    bar = Progress(len(combos) * len(seed_list), "pyjac rnn sweep",
+                    sys.stderr.isatty() if progress is None else bool(progress))
+    try:
+        for c_i, (c, radius) in enumerate(combos):
+            config = {"cell": c, "spectral_radius": radius, "width": width, "steps": steps,
+                      "batch": batch, "input_scale": input_scale, "init": init, "dtype": dtype}
+            for seed in seed_list:
+                key = config_hash(config, seed, kind="rnn")
+                hit = _cache_read(directory, key)
+                if hit is None:
+                    input_size = width if input_scale > 0 else 0
+                    rnn = recurrent(width, input_size, cell=c, init=init,
+                                    spectral_radius=radius, seed=seed, dtype=dtype)
+                    data = np.random.default_rng([seed, 2])
+                    h0 = data.standard_normal((batch, width))
+                    xs = (data.standard_normal((steps, batch, width)) * input_scale
+                          if input_size else None)
+                    go = data.standard_normal((batch, width))
+                    r = rnn.backprop(xs=xs, steps=None if xs is not None else steps, h0=h0,
+                                     grad_output=go)
+                    hit = {"grad_norm": np.asarray(r.grad_norm, dtype=np.float64)}
+                    _cache_write(directory, key, hit)
+                bar.update()
+                n = steps + 1
+                cols["cell"].append(np.full(n, c))
+                cols["spectral_radius"].append(np.full(n, radius))
+                cols["width"].append(np.full(n, width))
+                cols["steps"].append(np.full(n, steps))
+                cols["config"].append(np.full(n, c_i))
+                cols["seed"].append(np.full(n, seed))
+                cols["step"].append(np.arange(n))
+                cols["grad_norm"].append(hit["grad_norm"])
+    finally:
+        bar.close()
+    return Results({k: np.concatenate(v) for k, v in cols.items()}, {"kind": "rnn_sweep"})
