@@ -271,155 +271,183 @@ int step_exponent(const BackwardState<T>& st, int l, const std::vector<BackwardP
   return backward_rescale_exponent<T>(dz_norm, carried);
 }
 
-}  // namespace
-
+// One tiled backprop call as named steps over shared state: the forward region and its
+// per-layer statistics, the loss, the plan of the backward region, the region itself,
+// and the reductions in a fixed order.
 template <typename T>
-BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const T* target,
-                             const std::int64_t* labels, const BackpropOptions& o,
-                             const BackpropOutputs<T>& out, int nt) {
-  const int L = c.depth();
-  const int n_last = c.widths[L];
-  BackpropStats s = empty_stats(L, batch);
-  int widest = 0;
-  for (int w : c.widths) widest = std::max(widest, w);
-  std::vector<T> thread_rows(static_cast<std::size_t>(nt) * widest);
-
-  // ---- forward ------------------------------------------------------------
-  std::vector<Buffer<T>> h_store(L), u_store(L);
-  std::vector<const T*> in(L);
-  std::vector<T*> pre(L), h_out(L);
-  for (int l = 0; l < L; ++l) {
-    const std::size_t total = static_cast<std::size_t>(batch) * c.widths[l + 1];
-    h_store[l] = make_buffer<T>(total);
-    h_out[l] = h_store[l].get();
-    pre[l] = h_out[l];
-    if (needs_preactivations(c, l)) {
-      u_store[l] = make_buffer<T>(total);
-      pre[l] = u_store[l].get();
-    }
-    in[l] = l == 0 ? x : h_out[l - 1];
+class TiledBackprop {
+ public:
+  TiledBackprop(const ChainView<T>& c, const T* x, int batch, const BackpropOptions& o,
+                const BackpropOutputs<T>& out, int nt)
+      : c_(c), x_(x), batch_(batch), o_(o), out_(out), nt_(nt), L_(c.depth()),
+        s_(empty_stats(L_, batch)) {
+    for (int w : c.widths) widest_ = std::max(widest_, w);
   }
-  std::vector<ForwardParts> fparts;
-  reset_forward_parts(c.widths, batch, fparts);
-  std::vector<double> x_row_sq(batch);
-  s.activation_norm[0] = frobenius_norm(x, batch, c.widths[0], nt, x_row_sq.data()).norm;
-  {
+
+  BackpropStats run(const T* target, const std::int64_t* labels) {
+    forward();
+    forward_statistics();
+    start(target, labels);
+    plan_backward();
+    backward_region();
+    reduce_backward();
+    return std::move(s_);
+  }
+
+ private:
+  // ---- forward ------------------------------------------------------------------------
+  void forward() {
+    h_store_.resize(L_);
+    u_store_.resize(L_);
+    std::vector<const T*> in(L_);
+    std::vector<T*> pre(L_);
+    h_out_.resize(L_);
+    for (int l = 0; l < L_; ++l) {
+      const std::size_t total = static_cast<std::size_t>(batch_) * c_.widths[l + 1];
+      h_store_[l] = make_buffer<T>(total);
+      h_out_[l] = h_store_[l].get();
+      pre[l] = h_out_[l];
+      if (needs_preactivations(c_, l)) {
+        u_store_[l] = make_buffer<T>(total);
+        pre[l] = u_store_[l].get();
+      }
+      in[l] = l == 0 ? x_ : h_out_[l - 1];
+    }
+    reset_forward_parts(c_.widths, batch_, fparts_);
+    x_row_sq_.assign(batch_, 0.0);
+    s_.activation_norm[0] = frobenius_norm(x_, batch_, c_.widths[0], nt_, x_row_sq_.data()).norm;
+    std::vector<T> thread_rows(static_cast<std::size_t>(nt_) * widest_);
     BlasThreadScope single(1);
-    forward_region(c, batch, in, pre, h_out, fparts, thread_rows.data(), widest, nt);
+    forward_region(c_, batch_, in, pre, h_out_, fparts_, thread_rows.data(), widest_, nt_);
   }
-  for (int l = 0; l < L; ++l) {
-    const ForwardParts& p = fparts[l];
-    const int n = c.widths[l + 1];
-    const double total = static_cast<double>(batch) * n;
-    double dsum = 0.0, hsq = 0.0;
-    std::int64_t sat = 0;
-    for (int t = 0; t < p.grid.count(); ++t) {
-      dsum += p.derivative_sum[t];
-      sat += p.saturated[t];
-    }
-    int dead = 0;
-    for (int j = 0; j < n; ++j) {
-      unsigned char alive = 0;
-      for (int r = 0; r < p.grid.rows; ++r) alive |= p.alive[static_cast<std::size_t>(r) * n + j];
-      dead += alive == 0;
-    }
-    for (int i = 0; i < batch; ++i) hsq += p.example_sq(i, batch);
-    s.derivative_mean[l] = dsum / total;
-    s.saturated_fraction[l] = static_cast<double>(sat) / total;
-    s.dead_fraction[l] = static_cast<double>(dead) / n;
-    if (std::isfinite(hsq) && !squares_may_underflow<T>(hsq)) {
-      s.activation_norm[l + 1] = std::sqrt(hsq);
-    } else {  // a non-finite entry, or float64 squares past over- or underflow: decide exactly
-      const auto hn = frobenius_norm(h_out[l], batch, n, nt);
-      s.activation_norm[l + 1] = hn.norm;
-      if (!hn.finite) record_nonfinite(s, l + 1, 1);
-    }
-  }
-  if (out.output)
-    std::memcpy(out.output, h_out[L - 1], sizeof(T) * static_cast<std::size_t>(batch) * n_last);
 
-  // ---- loss ---------------------------------------------------------------
-  const std::size_t slab = static_cast<std::size_t>(batch) * widest;
-  Buffer<T> g_store[2] = {make_buffer<T>(slab), make_buffer<T>(slab)};
-  Buffer<T> dz_store[2] = {make_buffer<T>(slab), make_buffer<T>(slab)};
-  start_backward(o, h_out[L - 1], batch, n_last, target, labels, g_store[L % 2].get(), s, nt);
-
-  // ---- backward -----------------------------------------------------------
-  BackwardState<T> st;
-  st.c = &c;
-  st.batch = batch;
-  st.h.assign(L + 1, nullptr);
-  st.u.assign(L, nullptr);
-  st.h[0] = x;
-  for (int l = 0; l < L; ++l) {
-    st.h[l + 1] = h_out[l];
-    st.u[l] = u_store[l].get();
-  }
-  for (int k = 0; k < 2; ++k) {
-    st.g[k] = g_store[k].get();
-    st.dz[k] = dz_store[k].get();
-  }
-  st.unscale = static_cast<T>(1.0 / o.loss_scale);
-  st.top_norm = s.grad_norm[L] * o.loss_scale;
-  st.format = o.grad_format;
-  st.rounding = o.count_rounding || o.grad_format != GradFormat::Native;
-  st.keep_grads = o.keep_grads;
-  st.stats = &s;
-  st.activation_norm = s.activation_norm.data();
-
-  std::vector<BackwardParts> parts(L);
-  std::vector<LayerTasks> tasks(L);
-  Buffer<T> gram_store, scaled_store, dw_scratch;
-  std::size_t biggest = 0;
-  bool any_ghost = false, any_scratch = false;
-  // Top-down: layer l forms dz_l in the tiles of layer l+1's dL/dh_{l+1}.
-  for (int l = L - 1; l >= 0; --l) {
-    const int n_in = c.widths[l], n_out = c.widths[l + 1];
-    BackwardParts& p = parts[l];
-    p.dz_grid = l == L - 1 ? layer_grid(batch, n_out, n_out) : parts[l + 1].g_grid;
-    p.g_grid = layer_grid(batch, n_in, n_out);
-    p.ghost = !o.keep_grads && ghost_norm_preferred(batch, n_in, n_out);
-    p.dz_sq.resize(p.dz_grid.count());
-    p.dz_row_sq.assign(static_cast<std::size_t>(p.dz_grid.cols) * batch, 0.0);
-    if (sizeof(T) == sizeof(double))
-      p.dz_row_scale.assign(static_cast<std::size_t>(p.dz_grid.cols) * batch, 1.0);
-    p.bias_part.assign(static_cast<std::size_t>(p.dz_grid.rows) * n_out, 0.0);
-    p.g_sq.resize(p.g_grid.count());
-    if (!p.ghost) {
-      p.dw_grid = layer_grid(n_out, n_in, batch);
-      p.dw_sq.resize(p.dw_grid.count());
-      any_scratch |= !o.keep_grads;
+  // The per-layer forward measurements from the region's per-tile parts.
+  void forward_statistics() {
+    for (int l = 0; l < L_; ++l) {
+      const ForwardParts& p = fparts_[l];
+      const int n = c_.widths[l + 1];
+      const double total = static_cast<double>(batch_) * n;
+      double dsum = 0.0, hsq = 0.0;
+      std::int64_t sat = 0;
+      for (int t = 0; t < p.grid.count(); ++t) {
+        dsum += p.derivative_sum[t];
+        sat += p.saturated[t];
+      }
+      int dead = 0;
+      for (int j = 0; j < n; ++j) {
+        unsigned char alive = 0;
+        for (int r = 0; r < p.grid.rows; ++r) alive |= p.alive[static_cast<std::size_t>(r) * n + j];
+        dead += alive == 0;
+      }
+      for (int i = 0; i < batch_; ++i) hsq += p.example_sq(i, batch_);
+      s_.derivative_mean[l] = dsum / total;
+      s_.saturated_fraction[l] = static_cast<double>(sat) / total;
+      s_.dead_fraction[l] = static_cast<double>(dead) / n;
+      if (std::isfinite(hsq) && !squares_may_underflow<T>(hsq)) {
+        s_.activation_norm[l + 1] = std::sqrt(hsq);
+      } else {  // a non-finite entry, or float64 squares past over- or underflow: decide exactly
+        const auto hn = frobenius_norm(h_out_[l], batch_, n, nt_);
+        s_.activation_norm[l + 1] = hn.norm;
+        if (!hn.finite) record_nonfinite(s_, l + 1, 1);
+      }
     }
-    any_ghost |= p.ghost;
-    biggest = std::max(biggest, static_cast<std::size_t>(n_in) * n_out);
-    LayerTasks& k = tasks[l];
-    k.contract = l + 1 < L && parts[l + 1].ghost ? 1 : 0;
-    k.grams = p.ghost ? 2 : 0;
-    k.dw = p.ghost ? 0 : p.dw_grid.count();
-    k.g = p.g_grid.count();
+    if (out_.output)
+      std::memcpy(out_.output, h_out_[L_ - 1],
+                  sizeof(T) * static_cast<std::size_t>(batch_) * c_.widths[L_]);
   }
-  const std::size_t gram_size = static_cast<std::size_t>(batch) * batch;
-  if (any_ghost) {
-    gram_store = make_buffer<T>(4 * gram_size);
+
+  // ---- the loss and dL/dh_L --------------------------------------------------------------
+  void start(const T* target, const std::int64_t* labels) {
+    slab_ = static_cast<std::size_t>(batch_) * widest_;
     for (int k = 0; k < 2; ++k) {
-      st.gram_dz[k] = gram_store.get() + k * gram_size;
-      st.gram_h[k] = gram_store.get() + (2 + k) * gram_size;
+      g_store_[k] = make_buffer<T>(slab_);
+      dz_store_[k] = make_buffer<T>(slab_);
     }
-    scaled_store = make_buffer<T>(2 * slab);
-    st.scaled_dz = scaled_store.get();
-    st.scaled_h = scaled_store.get() + slab;
-    s.used_ghost_norm = true;
+    start_backward(o_, h_out_[L_ - 1], batch_, c_.widths[L_], target, labels,
+                   g_store_[L_ % 2].get(), s_, nt_);
   }
-  if (any_scratch) dw_scratch = make_buffer<T>(biggest);
-  st.dw.assign(L, nullptr);
-  for (int l = 0; l < L; ++l)
-    if (!parts[l].ghost) st.dw[l] = o.keep_grads ? out.weight_grads[l] : dw_scratch.get();
 
-  {
+  // ---- what the backward region reads and writes, and its tasks per layer -----------
+  void plan_backward() {
+    BackwardState<T>& st = st_;
+    st.c = &c_;
+    st.batch = batch_;
+    st.h.assign(L_ + 1, nullptr);
+    st.u.assign(L_, nullptr);
+    st.h[0] = x_;
+    for (int l = 0; l < L_; ++l) {
+      st.h[l + 1] = h_out_[l];
+      st.u[l] = u_store_[l].get();
+    }
+    for (int k = 0; k < 2; ++k) {
+      st.g[k] = g_store_[k].get();
+      st.dz[k] = dz_store_[k].get();
+    }
+    st.unscale = static_cast<T>(1.0 / o_.loss_scale);
+    st.top_norm = s_.grad_norm[L_] * o_.loss_scale;
+    st.format = o_.grad_format;
+    st.rounding = o_.count_rounding || o_.grad_format != GradFormat::Native;
+    st.keep_grads = o_.keep_grads;
+    st.stats = &s_;
+    st.activation_norm = s_.activation_norm.data();
+
+    parts_.resize(L_);
+    tasks_.resize(L_);
+    std::size_t biggest = 0;
+    bool any_ghost = false, any_scratch = false;
+    // Top-down: layer l forms dz_l in the tiles of layer l+1's dL/dh_{l+1}.
+    for (int l = L_ - 1; l >= 0; --l) {
+      const int n_in = c_.widths[l], n_out = c_.widths[l + 1];
+      BackwardParts& p = parts_[l];
+      p.dz_grid = l == L_ - 1 ? layer_grid(batch_, n_out, n_out) : parts_[l + 1].g_grid;
+      p.g_grid = layer_grid(batch_, n_in, n_out);
+      p.ghost = !o_.keep_grads && ghost_norm_preferred(batch_, n_in, n_out);
+      p.dz_sq.resize(p.dz_grid.count());
+      p.dz_row_sq.assign(static_cast<std::size_t>(p.dz_grid.cols) * batch_, 0.0);
+      if (sizeof(T) == sizeof(double))
+        p.dz_row_scale.assign(static_cast<std::size_t>(p.dz_grid.cols) * batch_, 1.0);
+      p.bias_part.assign(static_cast<std::size_t>(p.dz_grid.rows) * n_out, 0.0);
+      p.g_sq.resize(p.g_grid.count());
+      if (!p.ghost) {
+        p.dw_grid = layer_grid(n_out, n_in, batch_);
+        p.dw_sq.resize(p.dw_grid.count());
+        any_scratch |= !o_.keep_grads;
+      }
+      any_ghost |= p.ghost;
+      biggest = std::max(biggest, static_cast<std::size_t>(n_in) * n_out);
+      LayerTasks& k = tasks_[l];
+      k.contract = l + 1 < L_ && parts_[l + 1].ghost ? 1 : 0;
+      k.grams = p.ghost ? 2 : 0;
+      k.dw = p.ghost ? 0 : p.dw_grid.count();
+      k.g = p.g_grid.count();
+    }
+    const std::size_t gram_size = static_cast<std::size_t>(batch_) * batch_;
+    if (any_ghost) {
+      gram_store_ = make_buffer<T>(4 * gram_size);
+      for (int k = 0; k < 2; ++k) {
+        st.gram_dz[k] = gram_store_.get() + k * gram_size;
+        st.gram_h[k] = gram_store_.get() + (2 + k) * gram_size;
+      }
+      scaled_store_ = make_buffer<T>(2 * slab_);
+      st.scaled_dz = scaled_store_.get();
+      st.scaled_h = scaled_store_.get() + slab_;
+      s_.used_ghost_norm = true;
+    }
+    if (any_scratch) dw_scratch_ = make_buffer<T>(biggest);
+    st.dw.assign(L_, nullptr);
+    for (int l = 0; l < L_; ++l)
+      if (!parts_[l].ghost) st.dw[l] = o_.keep_grads ? out_.weight_grads[l] : dw_scratch_.get();
+  }
+
+  // ---- the backward region: one barrier per layer ---------------------------------------
+  void backward_region() {
     BlasThreadScope single(1);
-    const BackwardState<T>& cst = st;
+    const BackwardState<T>& cst = st_;
+    std::vector<BackwardParts>& parts = parts_;
+    const std::vector<LayerTasks>& tasks = tasks_;
+    const int L = L_;
     TeamInterrupt interrupt;
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt_)
     {
       const int first = parts[L - 1].dz_grid.count();
 #pragma omp for schedule(dynamic, 1)
@@ -437,54 +465,83 @@ BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const
       }
     }
     interrupt.rethrow();
+    if (parts_[0].ghost)
+      parts_[0].ghost_sq = lower_gram_contraction(st_.gram_dz[0], st_.gram_h[0], batch_);
   }
-  if (parts[0].ghost)
-    parts[0].ghost_sq = lower_gram_contraction(st.gram_dz[0], st.gram_h[0], batch);
 
-  // ---- reductions, in a fixed order ---------------------------------------
-  const double unscale = 1.0 / o.loss_scale;
-  std::vector<double> bias_grad;
-  int exponent = 0;  // of dz_l
-  for (int l = L - 1; l >= 0; --l) {
-    const BackwardParts& p = parts[l];
-    const int n_out = c.widths[l + 1];
-    const int g_exponent = exponent + step_exponent(st, l, parts);
-    const auto gn = combine_block_squares(p.g_sq);
-    store_norm(gn.norm, g_exponent, unscale, s.grad_norm[l], s.log_grad_norm[l]);
-    if (!std::isfinite(s.grad_norm[l])) record_nonfinite(s, l, 2);
-    record_underflow(s, l);
+  // ---- reductions, in a fixed order -----------------------------------------------------
+  void reduce_backward() {
+    const double unscale = 1.0 / o_.loss_scale;
+    std::vector<double> bias_grad;
+    int exponent = 0;  // of dz_l
+    for (int l = L_ - 1; l >= 0; --l) {
+      const BackwardParts& p = parts_[l];
+      const int n_out = c_.widths[l + 1];
+      const int g_exponent = exponent + step_exponent(st_, l, parts_);
+      const auto gn = combine_block_squares(p.g_sq);
+      store_norm(gn.norm, g_exponent, unscale, s_.grad_norm[l], s_.log_grad_norm[l]);
+      if (!std::isfinite(s_.grad_norm[l])) record_nonfinite(s_, l, 2);
+      record_underflow(s_, l);
 
-    bias_grad.assign(n_out, 0.0);
-    for (int r = 0; r < p.dz_grid.rows; ++r)
-      for (int j = 0; j < n_out; ++j)
-        bias_grad[j] += p.bias_part[static_cast<std::size_t>(r) * n_out + j];
-    store_norm(vector_norm(bias_grad.data(), bias_grad.size()), exponent, unscale,
-               s.bias_grad_norm[l], s.log_bias_grad_norm[l]);
-    if (o.keep_grads)
-      for (int j = 0; j < n_out; ++j)
-        out.bias_grads[l][j] = static_cast<T>(unscaled_value(bias_grad[j], exponent, unscale));
+      bias_grad.assign(n_out, 0.0);
+      for (int r = 0; r < p.dz_grid.rows; ++r)
+        for (int j = 0; j < n_out; ++j)
+          bias_grad[j] += p.bias_part[static_cast<std::size_t>(r) * n_out + j];
+      store_norm(vector_norm(bias_grad.data(), bias_grad.size()), exponent, unscale,
+                 s_.bias_grad_norm[l], s_.log_bias_grad_norm[l]);
+      if (o_.keep_grads)
+        for (int j = 0; j < n_out; ++j)
+          out_.bias_grads[l][j] = static_cast<T>(unscaled_value(bias_grad[j], exponent, unscale));
 
-    const ForwardParts* hp = l > 0 ? &fparts[l - 1] : nullptr;
-    const int n_in = c.widths[l];
-    for (int i = 0; i < batch; ++i) {
-      const double hsq = hp ? hp->example_sq(i, batch) : x_row_sq[i];
-      s.per_example_weight_grad_norm[static_cast<std::size_t>(l) * batch + i] = unscaled_value(
-          example_dz_norm(p, i, batch) *
-              row_norm(st.h[l] + static_cast<std::size_t>(i) * n_in, n_in, hsq),
-          exponent, unscale);
+      const ForwardParts* hp = l > 0 ? &fparts_[l - 1] : nullptr;
+      const int n_in = c_.widths[l];
+      for (int i = 0; i < batch_; ++i) {
+        const double hsq = hp ? hp->example_sq(i, batch_) : x_row_sq_[i];
+        s_.per_example_weight_grad_norm[static_cast<std::size_t>(l) * batch_ + i] =
+            unscaled_value(example_dz_norm(p, i, batch_) *
+                               row_norm(st_.h[l] + static_cast<std::size_t>(i) * n_in, n_in, hsq),
+                           exponent, unscale);
+      }
+      if (p.ghost) {
+        const auto dzn = combine_block_squares(p.dz_sq);
+        store_norm(dzn.finite ? ghost_norm_value(p.ghost_sq, p.dz_exponent + p.h_exponent)
+                              : dzn.norm,
+                   exponent, unscale, s_.weight_grad_norm[l], s_.log_weight_grad_norm[l]);
+      } else {
+        store_norm(combine_block_squares(p.dw_sq).norm, exponent, 1.0, s_.weight_grad_norm[l],
+                   s_.log_weight_grad_norm[l]);
+      }
+      exponent = g_exponent;
     }
-    if (p.ghost) {
-      const auto dzn = combine_block_squares(p.dz_sq);
-      store_norm(dzn.finite ? ghost_norm_value(p.ghost_sq, p.dz_exponent + p.h_exponent)
-                            : dzn.norm,
-                 exponent, unscale, s.weight_grad_norm[l], s.log_weight_grad_norm[l]);
-    } else {
-      store_norm(combine_block_squares(p.dw_sq).norm, exponent, 1.0, s.weight_grad_norm[l],
-                 s.log_weight_grad_norm[l]);
-    }
-    exponent = g_exponent;
   }
-  return s;
+
+  const ChainView<T>& c_;
+  const T* x_;
+  const int batch_;
+  const BackpropOptions& o_;
+  const BackpropOutputs<T>& out_;
+  const int nt_, L_;
+  int widest_ = 0;
+  std::size_t slab_ = 0;
+  BackpropStats s_;
+  std::vector<Buffer<T>> h_store_, u_store_;
+  std::vector<T*> h_out_;
+  std::vector<ForwardParts> fparts_;
+  std::vector<double> x_row_sq_;
+  Buffer<T> g_store_[2], dz_store_[2];
+  BackwardState<T> st_;
+  std::vector<BackwardParts> parts_;
+  std::vector<LayerTasks> tasks_;
+  Buffer<T> gram_store_, scaled_store_, dw_scratch_;
+};
+
+}  // namespace
+
+template <typename T>
+BackpropStats backprop_tiled(const ChainView<T>& c, const T* x, int batch, const T* target,
+                             const std::int64_t* labels, const BackpropOptions& o,
+                             const BackpropOutputs<T>& out, int nt) {
+  return TiledBackprop<T>(c, x, batch, o, out, nt).run(target, labels);
 }
 
 template BackpropStats backprop_tiled<float>(const ChainView<float>&, const float*, int,
