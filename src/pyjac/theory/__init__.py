@@ -31,7 +31,7 @@ Conventions
 * Nothing here is Monte Carlo. Gaussian expectations are deterministic quadratures
   (see :func:`gaussian_expectation`); piecewise-linear activations use closed forms.
 
-This package is pure numpy and imports nothing else from pyjac. Its modules: ``_common``
+This package uses numpy and SciPy and imports nothing else from pyjac. Its modules: ``_common``
 (names, argument checks, the activations), ``quadrature`` (Gaussian expectations),
 ``mean_field`` (length map, q*, chi1, depth scales, critical lines, correlation map),
 ``gradients`` (predicted gradient norms), ``residual`` (the residual chains'

@@ -7,6 +7,7 @@ import math
 from typing import Any, Callable
 
 import numpy as np
+from scipy.optimize import brentq
 
 from ._common import (
     _PIECEWISE_LINEAR,
@@ -21,53 +22,26 @@ from ._common import (
 )
 from .quadrature import _moment, _rule
 
+# --------------------------------------------------------------------------------------
+# Scalar root finding (SciPy's Brent method) and fixed points
+# --------------------------------------------------------------------------------------
+# brentq's smallest relative tolerance.
+_RTOL_MIN = 4.0 * np.finfo(np.float64).eps
 
-# --------------------------------------------------------------------------------------
-# Scalar root finding and fixed points (no scipy)
-# --------------------------------------------------------------------------------------
+
 def _bracket_root(g: Callable[[float], float], a: float, ga: float, b: float, gb: float,
-                  xtol: Callable[[float], float]) -> float:
-    """Root of ``g`` in a sign-changing bracket: Illinois steps, bisection as a guard."""
+                  atol: float, rtol: float) -> float:
+    """Root of ``g`` in a sign-changing bracket ``[a, b]`` (SciPy's Brent method), to
+    within ``atol + rtol * |root|``; ``ga``, ``gb`` are ``g(a)``, ``g(b)``."""
     if ga == 0.0:
         return a
     if gb == 0.0:
         return b
     if (ga > 0) == (gb > 0):
         raise RuntimeError("internal error: bracket does not change sign")
-    side = 0
-    width = abs(b - a)
-    stalls = 0
-    c_prev = math.nan
-    for _ in range(2000):
-        if stalls >= 2:
-            c = 0.5 * (a + b)
-            stalls = 0
-        else:
-            c = (a * gb - b * ga) / (gb - ga)
-            if not (min(a, b) < c < max(a, b)):
-                c = 0.5 * (a + b)
-        gc = g(c)
-        if gc == 0.0 or abs(c - c_prev) <= 0.5 * xtol(c):
-            # Illinois converges superlinearly: a negligible step means converged.
-            return c
-        c_prev = c
-        if (gc > 0) == (gb > 0):
-            b, gb = c, gc
-            if side == -1:
-                ga *= 0.5
-            side = -1
-        else:
-            a, ga = c, gc
-            if side == 1:
-                gb *= 0.5
-            side = 1
-        new_width = abs(b - a)
-        if new_width <= xtol(c):
-            return a - ga * (b - a) / (gb - ga)
-        # Regula falsi can leave one end parked; force a bisection if it stalls.
-        stalls = stalls + 1 if new_width > 0.5 * width else 0
-        width = new_width
-    return 0.5 * (a + b)
+    lo, hi = (a, b) if a < b else (b, a)
+    return float(brentq(g, lo, hi, xtol=max(atol, 1e-300), rtol=max(rtol, _RTOL_MIN),
+                        maxiter=2000))
 
 
 def _fixed_point(f: Callable[[float], float], x0: float, *, lo: float, hi: float, tol: float,
@@ -116,7 +90,7 @@ def _fixed_point(f: Callable[[float], float], x0: float, *, lo: float, hi: float
             if not math.isfinite(gb):
                 return math.inf
             if d * gb <= 0:
-                return _bracket_root(g, a, ga, b, gb, xtol)
+                return _bracket_root(g, a, ga, b, gb, tol, tol)
             a, ga = b, gb
         return bound
 
@@ -132,7 +106,7 @@ def _fixed_point(f: Callable[[float], float], x0: float, *, lo: float, hi: float
         if gn == 0.0:
             return xn
         if d * gn < 0:  # only reachable through rounding: polish in the bracket
-            return _bracket_root(g, x, gx, xn, gn, xtol)
+            return _bracket_root(g, x, gx, xn, gn, tol, tol)
         if abs(gn) <= xtol(xn):
             return min(max(fxn, lo), hi)
         if d * gn >= d * gx:
@@ -149,7 +123,7 @@ def _fixed_point(f: Callable[[float], float], x0: float, *, lo: float, hi: float
                     return scan(xn, gn)
                 gc = g(cand)
                 if d * gc <= 0:
-                    return _bracket_root(g, xn, gn, cand, gc, xtol)
+                    return _bracket_root(g, xn, gn, cand, gc, tol, tol)
                 # Not past the fixed point yet: convergence is sub-linear (a marginal or
                 # nearly tangent fixed point, or the bottleneck of a saddle-node ghost).
                 # Jump to the candidate if no sign change shows on a grid in between,
@@ -160,7 +134,7 @@ def _fixed_point(f: Callable[[float], float], x0: float, *, lo: float, hi: float
                 for t in ts:
                     gt = g(float(t))
                     if d * gt <= 0:
-                        return _bracket_root(g, prev_t, prev_g, float(t), gt, xtol)
+                        return _bracket_root(g, prev_t, prev_g, float(t), gt, tol, tol)
                     prev_t, prev_g = float(t), gt
                 x, fx, gx = cand, cand + gc, gc
                 continue
@@ -414,14 +388,14 @@ def critical_sigma_w2(activation: str, sigma_b2: float = 0.0, *, q0: float = 1.0
                 f"sigma_w2={{:.6g}} (q* jumps there, e.g. to infinity); there is no "
                 f"critical point")
             # Coarse solve first: a discontinuity shows without polishing all the way.
-            root = _bracket_root(excess, prev_s, prev_e, s, e, lambda x: 1e-6 * x)
+            root = _bracket_root(excess, prev_s, prev_e, s, e, 0.0, 1e-6)
             if abs(excess(root)) > 1e-3:
                 raise ValueError(str(jump.args[0]).format(root))
             a, b = root * (1.0 - 4e-6), root * (1.0 + 4e-6)
             ea, eb = excess(a), excess(b)
             if not (ea < 0.0 <= eb):
                 a, ea, b, eb = prev_s, prev_e, s, e
-            root = _bracket_root(excess, a, ea, b, eb, lambda x: xtol * x)
+            root = _bracket_root(excess, a, ea, b, eb, 0.0, xtol)
             if abs(excess(root)) > 1e-6:
                 raise ValueError(str(jump.args[0]).format(root))
             return root
