@@ -90,3 +90,29 @@ def _ratio(part: Results, lo: int = 0) -> float:
     r = Y[:, lo] - Y[:, -1]
     r = r[np.isfinite(r)]
     return float(np.exp(r.mean())) if r.size else float("nan")
+
+
+NOT_CACHED = "Accepted for the common signature; nothing here is cached."
+
+_BUILDER_SECTIONS = """
+    Parameters
+    ----------
+    quick : bool, default False
+        {quick}
+    cache, n_jobs, progress
+        {rest}
+
+    Returns
+    -------
+    (matplotlib.figure.Figure, FigureInfo)
+"""
+
+
+def figure_builder(quick: str = "Smaller widths, depths, grids and seeds.",
+                   rest: str = "Passed to :func:`pyjac.sweep`.") -> Callable[[Any], Any]:
+    """Appends the Parameters and Returns that every ``figN_*`` function shares."""
+    def add_sections(fn: Any) -> Any:
+        fn.__doc__ = (fn.__doc__ or "").rstrip() + "\n" + _BUILDER_SECTIONS.format(
+            quick=quick, rest=rest)
+        return fn
+    return add_sections

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import plot as jplot
 from ..experiments import Results, sweep
-from .common import FigureInfo, _e, _plt, join_words
+from .common import FigureInfo, _e, _plt, figure_builder, join_words
 
 
 # --------------------------------------------------------------------------------------
@@ -46,20 +46,10 @@ def _fig8_claims(dead_cases: list, dead_at: dict, sat_at: dict, depth: int) -> s
 
 
 # --------------------------------------------------------------------------------------
+@figure_builder()
 def fig8_dead_and_saturated(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                             progress: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 8: dead ReLU and saturated sigmoid/tanh fractions vs depth.
-
-    Parameters
-    ----------
-    quick : bool, default False
-        Smaller widths, depths, grids and seeds.
-    cache, n_jobs, progress
-        Passed to :func:`pyjac.sweep`.
-
-    Returns
-    -------
-    (matplotlib.figure.Figure, FigureInfo)
     """
     depth, width, batch, seeds = (50, 64, 16, 2) if quick else (100, 256, 32, 3)
     dead_cases = [(2.0, 0.0, r"he ($\sigma_w^2$ = 2), no bias"),

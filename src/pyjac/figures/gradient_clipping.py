@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import plot as jplot
 from ..experiments import sweep
-from .common import FigureInfo, _e, _plt
+from .common import FigureInfo, _e, _plt, figure_builder
 
 
 # --------------------------------------------------------------------------------------
@@ -22,20 +22,10 @@ def _clip(wgn: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
     return total, factor
 
 
+@figure_builder()
 def fig7_gradient_clipping(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                            progress: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 7: global-norm gradient clipping on exploding and vanishing chains.
-
-    Parameters
-    ----------
-    quick : bool, default False
-        Smaller widths, depths, grids and seeds.
-    cache, n_jobs, progress
-        Passed to :func:`pyjac.sweep`.
-
-    Returns
-    -------
-    (matplotlib.figure.Figure, FigureInfo)
     """
     tau = 1.0
     depths = [5, 10, 20, 30, 40, 50] if quick else [5, 10, 20, 30, 40, 50, 60, 80, 100]

@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import plot as jplot
 from ..experiments import sweep
-from .common import FigureInfo, _e, _plt, _ratio, join_words, theory_gap, trend
+from .common import FigureInfo, _e, _plt, _ratio, figure_builder, join_words, theory_gap, trend
 
 # --------------------------------------------------------------------------------------
 # Figure 1: gradient norm vs depth, four activations under four inits
@@ -18,20 +18,10 @@ INIT_COLORS = {"gaussian": "tab:blue", "xavier": "navy", "he": "tab:red",
                "orthogonal": "tab:green"}
 
 
+@figure_builder()
 def fig1_gradient_vs_depth(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                            progress: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 1: gradient norm vs depth, linear/sigmoid/tanh/ReLU under four inits.
-
-    Parameters
-    ----------
-    quick : bool, default False
-        Smaller widths, depths, grids and seeds.
-    cache, n_jobs, progress
-        Passed to :func:`pyjac.sweep`.
-
-    Returns
-    -------
-    (matplotlib.figure.Figure, FigureInfo)
     """
     depth, width, batch, seeds = (50, 64, 16, 2) if quick else (100, 256, 32, 3)
     res = sweep(activation=list(ACTS), init=list(INITS), depth=depth, width=width,

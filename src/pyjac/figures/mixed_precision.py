@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..chain import Chain
-from .common import FigureInfo, _e, _plt
+from .common import NOT_CACHED, FigureInfo, _e, _plt, figure_builder
 
 # The cases of figure 10: label, backprop keyword arguments, colour, line style.
 PRECISION_CASES = (
@@ -22,6 +22,7 @@ PRECISION_CASES = (
 )
 
 
+@figure_builder(quick="A narrower chain and a smaller batch.", rest=NOT_CACHED)
 def fig10_mixed_precision(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                           progress: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 10: gradient entries flushed to zero vs depth in float16 and bfloat16.
@@ -30,17 +31,6 @@ def fig10_mixed_precision(quick: bool = False, cache: Any = True, n_jobs: Any = 
     geometrically with depth, backpropagates a cross-entropy gradient with every
     propagated gradient stored in float32, float16, float16 with loss scaling, and
     bfloat16.
-
-    Parameters
-    ----------
-    quick : bool, default False
-        A narrower chain and a smaller batch.
-    cache, n_jobs, progress
-        Accepted for the common signature; nothing here is cached.
-
-    Returns
-    -------
-    (matplotlib.figure.Figure, FigureInfo)
     """
     depth, width, batch = (60, 128, 32) if quick else (60, 512, 128)
     net = Chain(depth, width, activation="tanh", init="gaussian", gain=np.sqrt(0.5), seed=0)

@@ -9,7 +9,7 @@ import numpy as np
 from .. import plot as jplot
 from .. import theory
 from ..experiments import growth_rate, sweep
-from .common import FigureInfo, _e, _plt
+from .common import FigureInfo, _e, _plt, figure_builder
 
 
 # --------------------------------------------------------------------------------------
@@ -25,20 +25,10 @@ def _zero_crossing(x: np.ndarray, y: np.ndarray) -> float:
     return float(x[i] - y[i] * (x[i + 1] - x[i]) / (y[i + 1] - y[i]))
 
 
+@figure_builder()
 def fig6_phase_diagram(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                        progress: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 6: order/chaos phase diagram of tanh chains with the critical line.
-
-    Parameters
-    ----------
-    quick : bool, default False
-        Smaller widths, depths, grids and seeds.
-    cache, n_jobs, progress
-        Passed to :func:`pyjac.sweep`.
-
-    Returns
-    -------
-    (matplotlib.figure.Figure, FigureInfo)
     """
     if quick:
         sw = np.linspace(0.5, 4.0, 8)

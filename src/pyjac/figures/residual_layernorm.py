@@ -8,26 +8,16 @@ from typing import Any
 from .. import plot as jplot
 from .. import theory
 from ..experiments import Results, sweep
-from .common import FigureInfo, _e, _plt, _ratio, trend
+from .common import FigureInfo, _e, _plt, _ratio, figure_builder, trend
 
 
 # --------------------------------------------------------------------------------------
 # Figure 2: plain vs residual vs layernorm at depth 100
 # --------------------------------------------------------------------------------------
+@figure_builder()
 def fig2_residual_layernorm(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                             progress: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 2: plain vs residual vs layernorm chains at depth 100.
-
-    Parameters
-    ----------
-    quick : bool, default False
-        Smaller widths, depths, grids and seeds.
-    cache, n_jobs, progress
-        Passed to :func:`pyjac.sweep`.
-
-    Returns
-    -------
-    (matplotlib.figure.Figure, FigureInfo)
     """
     depth = 100
     width, batch, seeds = (64, 16, 2) if quick else (256, 32, 3)

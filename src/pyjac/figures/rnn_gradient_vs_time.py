@@ -8,7 +8,7 @@ import numpy as np
 
 from .. import plot as jplot
 from ..experiments import rnn_sweep
-from .common import FigureInfo, _e, _plt, join_words
+from .common import FigureInfo, _e, _plt, figure_builder, join_words
 
 # --------------------------------------------------------------------------------------
 # Figure 4: RNN gradient vs time
@@ -16,20 +16,10 @@ from .common import FigureInfo, _e, _plt, join_words
 RADII = (0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5)
 
 
+@figure_builder()
 def fig4_rnn_gradient_vs_time(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                               progress: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 4: RNN gradient vs time, vanilla tanh vs LSTM.
-
-    Parameters
-    ----------
-    quick : bool, default False
-        Smaller widths, depths, grids and seeds.
-    cache, n_jobs, progress
-        Passed to :func:`pyjac.sweep`.
-
-    Returns
-    -------
-    (matplotlib.figure.Figure, FigureInfo)
     """
     width, steps, seeds = (64, 100, 2) if quick else (128, 200, 3)
     res = rnn_sweep(cell=["tanh", "lstm"], spectral_radius=list(RADII), width=width,

@@ -9,26 +9,16 @@ import numpy as np
 from .. import plot as jplot
 from .. import theory
 from ..experiments import sweep
-from .common import FigureInfo, _e, _plt, trend
+from .common import FigureInfo, _e, _plt, figure_builder, trend
 
 
 # --------------------------------------------------------------------------------------
 # Figure 3: sigmoid vs ReLU derivative products
 # --------------------------------------------------------------------------------------
+@figure_builder()
 def fig3_sigmoid_vs_relu(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                          progress: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 3: sigmoid vs ReLU derivative products, and measured chains.
-
-    Parameters
-    ----------
-    quick : bool, default False
-        Smaller widths, depths, grids and seeds.
-    cache, n_jobs, progress
-        Passed to :func:`pyjac.sweep`.
-
-    Returns
-    -------
-    (matplotlib.figure.Figure, FigureInfo)
     """
     depth = 30
     width, batch, seeds = (64, 16, 2) if quick else (256, 32, 3)

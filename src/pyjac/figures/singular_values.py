@@ -10,26 +10,16 @@ import numpy as np
 from .. import plot as jplot
 from .. import theory
 from ..experiments import jacobian_spectra
-from .common import FigureInfo, _e, _plt, join_words
+from .common import FigureInfo, _e, _plt, figure_builder, join_words
 
 
 # --------------------------------------------------------------------------------------
 # Figure 5: Jacobian singular value spectra vs depth
 # --------------------------------------------------------------------------------------
+@figure_builder()
 def fig5_jacobian_spectra(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                           progress: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 5: Jacobian singular value spectra vs depth.
-
-    Parameters
-    ----------
-    quick : bool, default False
-        Smaller widths, depths, grids and seeds.
-    cache, n_jobs, progress
-        Passed to :func:`pyjac.sweep`.
-
-    Returns
-    -------
-    (matplotlib.figure.Figure, FigureInfo)
     """
     width, at = (128, (1, 4, 16, 64)) if quick else (256, (1, 4, 16, 64, 128))
     # Near sigma_b2 = 0 the critical tanh chain has a small q*, where tanh is nearly

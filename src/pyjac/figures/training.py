@@ -12,7 +12,7 @@ import numpy as np
 from ..chain import Chain
 from ..datasets import load_digits
 from ..train import train
-from .common import FigureInfo, _e, _plt
+from .common import NOT_CACHED, FigureInfo, _e, _plt, figure_builder
 
 # The three nets of the seeds' "how modern nets solve it": the same depth and widths,
 # nine hidden layers and a linear 10-unit readout (the logits of the ten classes; a
@@ -37,6 +37,7 @@ def training_net(depth: int, width: int, kwargs: dict, dtype: str = "float64") -
                  **options)
 
 
+@figure_builder(quick="Fewer epochs.", rest=NOT_CACHED)
 def fig9_training(quick: bool = False, cache: Any = True, n_jobs: Any = None,
                   progress: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 9: which layers learn, for a deep sigmoid net vs ReLU + He vs residual.
@@ -45,17 +46,6 @@ def fig9_training(quick: bool = False, cache: Any = True, n_jobs: Any = None,
     the handwritten digits (synthetic stand-in without scikit-learn) with the same SGD
     settings, in float64 so that the sigmoid net's smallest weight changes are not
     rounded away.
-
-    Parameters
-    ----------
-    quick : bool, default False
-        Fewer epochs.
-    cache, n_jobs, progress
-        Accepted for the common signature; nothing here is cached.
-
-    Returns
-    -------
-    (matplotlib.figure.Figure, FigureInfo)
     """
     depth, width, epochs, lr, batch = 10, 64, (8 if quick else 30), 0.1, 32
     data = load_digits(dtype="float64")
