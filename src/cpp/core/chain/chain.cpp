@@ -240,6 +240,200 @@ double ghost_norm(const T* dz, int n_out, double dz_norm, const T* h, int n_in, 
 }
 
 
+// The layer-at-a-time pass (chains with norm layers) as named steps over shared state:
+// the forward pass with its tape, the loss, then one backward step per layer.
+template <typename T>
+class LayerwiseBackprop {
+ public:
+  LayerwiseBackprop(const ChainView<T>& c, const T* x, int batch, const BackpropOptions& o,
+                    const BackpropOutputs<T>& out, int nt)
+      : c_(c), x_(x), batch_(batch), o_(o), out_(out), nt_(nt), L_(c.depth()),
+        widest_(*std::max_element(c.widths.begin(), c.widths.end())),
+        slab_(static_cast<std::size_t>(batch) * widest_), ws_(batch, widest_),
+        s_(detail::empty_stats(L_, batch)), unscale_(1.0 / o.loss_scale),
+        rounding_(o.count_rounding || o.grad_format != GradFormat::Native) {}
+
+  BackpropStats run(const T* target, const std::int64_t* labels) {
+    forward();
+    start(target, labels);
+    for (int l = L_ - 1; l >= 0; --l) {
+      check_interrupt();
+      backward_layer(l);
+    }
+    return std::move(s_);
+  }
+
+ private:
+  // ---- forward, keeping what the backward pass needs ------------------------------------
+  void forward() {
+    tape_.x = x_;
+    tape_.h.resize(L_);
+    tape_.u.resize(L_);
+    tape_.inv_std.resize(L_);
+    tape_.row_sq.assign(L_ + 1, std::vector<double>(batch_));
+    s_.activation_norm[0] = frobenius_norm(x_, batch_, c_.widths[0], nt_, tape_.row_sq[0].data()).norm;
+    for (int l = 0; l < L_; ++l) {
+      check_interrupt();
+      const int n = c_.widths[l + 1];
+      const std::size_t total = static_cast<std::size_t>(batch_) * n;
+      tape_.h[l] = make_buffer<T>(total);
+      T* pre = tape_.h[l].get();
+      if (needs_preactivations(c_, l)) {
+        tape_.u[l] = make_buffer<T>(total);
+        pre = tape_.u[l].get();
+      }
+      if (c_.norm != Norm::None)
+        tape_.inv_std[l] = make_buffer<T>(c_.norm == Norm::LayerNorm ? batch_ : n);
+      double* row_sq = tape_.row_sq[l + 1].data();
+      const auto fs = forward_layer(c_, l, batch_, tape_.layer_input(l), pre, tape_.h[l].get(),
+                                    tape_.inv_std[l].get(), row_sq, ws_, nt_);
+      s_.derivative_mean[l] = fs.derivative_sum / static_cast<double>(total);
+      s_.saturated_fraction[l] = static_cast<double>(fs.saturated) / static_cast<double>(total);
+      s_.dead_fraction[l] = static_cast<double>(fs.dead_units) / n;
+      double hsq = 0.0;
+      for (int i = 0; i < batch_; ++i) hsq += row_sq[i];
+      if (std::isfinite(hsq) && !detail::squares_may_underflow<T>(hsq)) {
+        s_.activation_norm[l + 1] = std::sqrt(hsq);
+      } else {  // a non-finite entry, or float64 squares past over- or underflow: decide exactly
+        const auto hn = frobenius_norm(tape_.h[l].get(), batch_, n, nt_, row_sq);
+        s_.activation_norm[l + 1] = hn.norm;
+        if (!hn.finite) record_nonfinite(s_, l + 1, 1);
+      }
+    }
+    if (out_.output)
+      std::memcpy(out_.output, tape_.layer_input(L_),
+                  sizeof(T) * static_cast<std::size_t>(batch_) * c_.widths[L_]);
+  }
+
+  // ---- the loss and dL/dh_L ----------------------------------------------------------------
+  void start(const T* target, const std::int64_t* labels) {
+    g_ = make_buffer<T>(slab_);
+    g_prev_ = make_buffer<T>(slab_);
+    dz_ = make_buffer<T>(slab_);
+    detail::start_backward(o_, tape_.layer_input(L_), batch_, c_.widths[L_], target, labels,
+                           g_.get(), s_, nt_);
+    g_norm_ = s_.grad_norm[L_] * o_.loss_scale;  // as stored
+  }
+
+  void store_low_precision(T* a, std::size_t n, std::int64_t& under, std::int64_t& over,
+                           std::int64_t* zeros) {
+    if (!rounding_) return;
+    const auto counts = round_to_format(a, n, o_.grad_format, nt_);
+    under = counts.underflow;
+    over = counts.overflow;
+    if (zeros) *zeros = counts.zeros;
+  }
+
+  // ---- one layer back: dz_l, its bias and weight gradients, then dL/dh_{l-1} ----------
+  void backward_layer(int l) {
+    const int n_in = c_.widths[l], n_out = c_.widths[l + 1];
+    T* dzl = dz_.get();
+    times_derivative(c_, l, batch_, g_.get(), tape_, dzl, nt_);
+    if (c_.norm != Norm::None)
+      detail::norm_backward(c_.norm, dzl, tape_.u[l].get(), batch_, n_out,
+                            tape_.inv_std[l].get(), nt_);
+    store_low_precision(dzl, static_cast<std::size_t>(batch_) * n_out, s_.dz_underflow_count[l],
+                        s_.dz_overflow_count[l], nullptr);
+    bias_gradient(l, dzl, n_out);
+    const auto dzn = frobenius_norm(dzl, batch_, n_out, nt_, ws_.row_a.data());
+    weight_gradient(l, dzl, dzn);
+    propagate(l, dzl, dzn.norm, n_in, n_out);
+  }
+
+  void bias_gradient(int l, const T* dzl, int n_out) {
+    double* bias_grad = ws_.column.data();
+    column_sums(dzl, batch_, n_out, bias_grad, nt_);
+    detail::store_norm(detail::vector_norm(bias_grad, static_cast<std::size_t>(n_out)),
+                       exponent_, unscale_, s_.bias_grad_norm[l], s_.log_bias_grad_norm[l]);
+    if (o_.keep_grads)
+      for (int j = 0; j < n_out; ++j)
+        out_.bias_grads[l][j] =
+            static_cast<T>(detail::unscaled_value(bias_grad[j], exponent_, unscale_));
+  }
+
+  // dW = dz^T h_{l-1}: its norm, the per-example norms, and (kept) itself.
+  void weight_gradient(int l, const T* dzl, const detail::NormResult& dzn) {
+    const int n_in = c_.widths[l], n_out = c_.widths[l + 1];
+    const T* h_in = tape_.layer_input(l);
+    const double* dz_row_sq = ws_.row_a.data();
+    for (int i = 0; i < batch_; ++i)
+      s_.per_example_weight_grad_norm[static_cast<std::size_t>(l) * batch_ + i] =
+          detail::unscaled_value(
+              detail::row_norm(dzl + static_cast<std::size_t>(i) * n_out, n_out, dz_row_sq[i]) *
+                  detail::row_norm(h_in + static_cast<std::size_t>(i) * n_in, n_in,
+                                   tape_.row_sq[l][i]),
+              exponent_, unscale_);
+    if (o_.keep_grads || !prefer_ghost_norm(batch_, n_in, n_out)) {
+      T* dw = o_.keep_grads ? out_.weight_grads[l] : nullptr;
+      if (!dw) {
+        if (!dw_scratch_) {
+          int biggest = 0;
+          for (int k = 0; k < L_; ++k)
+            biggest = std::max(biggest, c_.widths[k] * c_.widths[k + 1]);
+          dw_scratch_ = make_buffer<T>(static_cast<std::size_t>(biggest));
+        }
+        dw = dw_scratch_.get();
+      }
+      detail::tiled_gemm(Trans::Yes, Trans::No, n_out, n_in, batch_, static_cast<T>(unscale_),
+                         dzl, n_out, h_in, n_in, T(0), dw, n_in, nt_);
+      detail::store_norm(frobenius_norm(dw, n_out, n_in, nt_).norm, exponent_, 1.0,
+                         s_.weight_grad_norm[l], s_.log_weight_grad_norm[l]);
+      if (o_.keep_grads)
+        detail::unscale_entries(dw, static_cast<std::size_t>(n_out) * n_in, exponent_);
+      return;
+    }
+    if (!gram_dz_) {
+      gram_dz_ = make_buffer<T>(static_cast<std::size_t>(batch_) * batch_);
+      gram_h_ = make_buffer<T>(static_cast<std::size_t>(batch_) * batch_);
+      gram_scaled_ = make_buffer<T>(2 * slab_);
+    }
+    s_.used_ghost_norm = true;
+    const double stored =
+        dzn.finite ? ghost_norm(dzl, n_out, dzn.norm, h_in, n_in, s_.activation_norm[l], batch_,
+                                gram_dz_.get(), gram_h_.get(), gram_scaled_.get(), nt_)
+                   : dzn.norm;
+    detail::store_norm(stored, exponent_, unscale_, s_.weight_grad_norm[l],
+                       s_.log_weight_grad_norm[l]);
+  }
+
+  // dL/dh_{l-1} = 2^k (dz W_l (+ dL/dh_l through the skip connection)), and its norm.
+  void propagate(int l, const T* dzl, double dz_norm, int n_in, int n_out) {
+    const bool skip = c_.residual_at(l);
+    const int k =
+        rounding_ ? 0 : detail::backward_rescale_exponent<T>(dz_norm, skip ? g_norm_ : 0.0);
+    const T factor = std::ldexp(T(1), k);
+    if (skip)
+      std::memcpy(g_prev_.get(), g_.get(), sizeof(T) * static_cast<std::size_t>(batch_) * n_in);
+    detail::tiled_gemm(Trans::No, Trans::No, batch_, n_in, n_out, factor, dzl, n_out,
+                       c_.weights[l], n_in, skip ? factor : T(0), g_prev_.get(), n_in, nt_);
+    exponent_ += k;
+    std::swap(g_, g_prev_);
+    store_low_precision(g_.get(), static_cast<std::size_t>(batch_) * n_in, s_.underflow_count[l],
+                        s_.overflow_count[l], &s_.zero_count[l]);
+    const auto gn = frobenius_norm(g_.get(), batch_, n_in, nt_, ws_.row_b.data());
+    g_norm_ = gn.norm;
+    detail::store_norm(gn.norm, exponent_, unscale_, s_.grad_norm[l], s_.log_grad_norm[l]);
+    if (!std::isfinite(s_.grad_norm[l])) record_nonfinite(s_, l, 2);
+    detail::record_underflow(s_, l);
+  }
+
+  const ChainView<T>& c_;
+  const T* x_;
+  const int batch_;
+  const BackpropOptions& o_;
+  const BackpropOutputs<T>& out_;
+  const int nt_, L_, widest_;
+  const std::size_t slab_;
+  Scratch ws_;
+  BackpropStats s_;
+  const double unscale_;
+  const bool rounding_;
+  Tape<T> tape_;
+  Buffer<T> g_, g_prev_, dz_, gram_dz_, gram_h_, gram_scaled_, dw_scratch_;
+  int exponent_ = 0;      // g (and dz) are stored at 2^exponent_ times their value
+  double g_norm_ = 0.0;   // ||g|| as stored
+};
+
 template <typename T>
 void check_chain_and_batch(const ChainView<T>& c, int batch) {
   c.validate();
@@ -378,159 +572,10 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
   const int nt = resolve_threads(o.n_threads);
   if (c.norm == Norm::None) return detail::backprop_tiled(c, x, batch, target, labels, o, out, nt);
 
-  const int L = c.depth();
-  const int n_last = c.widths[L];
   // Every GEMM below runs as fixed single-threaded tiles shared out by OpenMP (see
   // tiled_blas.hpp), so BLAS stays at one thread for the whole pass.
   BlasThreadScope blas_scope(1);
-  BackpropStats s = detail::empty_stats(L, batch);
-
-  // ---- forward ------------------------------------------------------------
-  Tape<T> tape;
-  tape.x = x;
-  tape.h.resize(L);
-  tape.u.resize(L);
-  tape.inv_std.resize(L);
-  tape.row_sq.assign(L + 1, std::vector<double>(batch));
-  int widest = 0;
-  for (int w : c.widths) widest = std::max(widest, w);
-  Scratch ws(batch, widest);
-  {
-    const auto n0 = frobenius_norm(x, batch, c.widths[0], nt, tape.row_sq[0].data());
-    s.activation_norm[0] = n0.norm;
-  }
-  for (int l = 0; l < L; ++l) {
-    check_interrupt();
-    const int n = c.widths[l + 1];
-    const std::size_t total = static_cast<std::size_t>(batch) * n;
-    tape.h[l] = make_buffer<T>(total);
-    T* pre = tape.h[l].get();
-    if (needs_preactivations(c, l)) {
-      tape.u[l] = make_buffer<T>(total);
-      pre = tape.u[l].get();
-    }
-    if (c.norm != Norm::None)
-      tape.inv_std[l] = make_buffer<T>(c.norm == Norm::LayerNorm ? batch : n);
-    double* row_sq = tape.row_sq[l + 1].data();
-    const auto fs = forward_layer(c, l, batch, tape.layer_input(l), pre, tape.h[l].get(),
-                                  tape.inv_std[l].get(), row_sq, ws, nt);
-    s.derivative_mean[l] = fs.derivative_sum / static_cast<double>(total);
-    s.saturated_fraction[l] = static_cast<double>(fs.saturated) / static_cast<double>(total);
-    s.dead_fraction[l] = static_cast<double>(fs.dead_units) / n;
-    double hsq = 0.0;
-    for (int i = 0; i < batch; ++i) hsq += row_sq[i];
-    if (std::isfinite(hsq) && !detail::squares_may_underflow<T>(hsq)) {
-      s.activation_norm[l + 1] = std::sqrt(hsq);
-    } else {  // a non-finite entry, or float64 squares past over- or underflow: decide exactly
-      const auto hn = frobenius_norm(tape.h[l].get(), batch, n, nt, row_sq);
-      s.activation_norm[l + 1] = hn.norm;
-      if (!hn.finite) record_nonfinite(s, l + 1, 1);
-    }
-  }
-  const T* h_last = tape.layer_input(L);
-  if (out.output)
-    std::memcpy(out.output, h_last, sizeof(T) * static_cast<std::size_t>(batch) * n_last);
-
-  // ---- loss ---------------------------------------------------------------
-  const std::size_t slab = static_cast<std::size_t>(batch) * widest;
-  Buffer<T> g = make_buffer<T>(slab), g_prev = make_buffer<T>(slab), dz = make_buffer<T>(slab);
-  detail::start_backward(o, h_last, batch, n_last, target, labels, g.get(), s, nt);
-  const double unscale = 1.0 / o.loss_scale;
-  const bool rounding = o.count_rounding || o.grad_format != GradFormat::Native;
-  auto store_low_precision = [&](T* a, std::size_t n, std::int64_t& under, std::int64_t& over,
-                                 std::int64_t* zeros) {
-    if (!rounding) return;
-    const auto counts = round_to_format(a, n, o.grad_format, nt);
-    under = counts.underflow;
-    over = counts.overflow;
-    if (zeros) *zeros = counts.zeros;
-  };
-
-  // ---- backward -----------------------------------------------------------
-  Buffer<T> gram_dz, gram_h, gram_scaled, dw_scratch;
-  double* dz_row_sq = ws.row_a.data();
-  double* bias_grad = ws.column.data();
-  int exponent = 0;  // g (and dz) are stored at 2^exponent times their value
-  double g_norm = s.grad_norm[L] * o.loss_scale;  // as stored
-  for (int l = L - 1; l >= 0; --l) {
-    check_interrupt();
-    const int n_in = c.widths[l], n_out = c.widths[l + 1];
-    const T* h_in = tape.layer_input(l);
-    T* dzl = dz.get();
-    times_derivative(c, l, batch, g.get(), tape, dzl, nt);
-    if (c.norm != Norm::None)
-      detail::norm_backward(c.norm, dzl, tape.u[l].get(), batch, n_out, tape.inv_std[l].get(), nt);
-    store_low_precision(dzl, static_cast<std::size_t>(batch) * n_out, s.dz_underflow_count[l],
-                        s.dz_overflow_count[l], nullptr);
-
-    column_sums(dzl, batch, n_out, bias_grad, nt);
-    detail::store_norm(detail::vector_norm(bias_grad, static_cast<std::size_t>(n_out)), exponent,
-                       unscale, s.bias_grad_norm[l], s.log_bias_grad_norm[l]);
-    if (o.keep_grads)
-      for (int j = 0; j < n_out; ++j)
-        out.bias_grads[l][j] =
-            static_cast<T>(detail::unscaled_value(bias_grad[j], exponent, unscale));
-
-    // Weight gradient dW = dz^T h_{l-1}: its norm, per-example norms, optionally itself.
-    const auto dzn = frobenius_norm(dzl, batch, n_out, nt, dz_row_sq);
-    for (int i = 0; i < batch; ++i)
-      s.per_example_weight_grad_norm[static_cast<std::size_t>(l) * batch + i] =
-          detail::unscaled_value(
-              detail::row_norm(dzl + static_cast<std::size_t>(i) * n_out, n_out, dz_row_sq[i]) *
-                  detail::row_norm(h_in + static_cast<std::size_t>(i) * n_in, n_in,
-                                   tape.row_sq[l][i]),
-              exponent, unscale);
-    if (o.keep_grads || !prefer_ghost_norm(batch, n_in, n_out)) {
-      T* dw = o.keep_grads ? out.weight_grads[l] : nullptr;
-      if (!dw) {
-        if (!dw_scratch) {
-          int biggest = 0;
-          for (int k = 0; k < L; ++k) biggest = std::max(biggest, c.widths[k] * c.widths[k + 1]);
-          dw_scratch = make_buffer<T>(static_cast<std::size_t>(biggest));
-        }
-        dw = dw_scratch.get();
-      }
-      detail::tiled_gemm(Trans::Yes, Trans::No, n_out, n_in, batch, static_cast<T>(unscale), dzl,
-                         n_out, h_in, n_in, T(0), dw, n_in, nt);
-      detail::store_norm(frobenius_norm(dw, n_out, n_in, nt).norm, exponent, 1.0,
-                         s.weight_grad_norm[l], s.log_weight_grad_norm[l]);
-      if (o.keep_grads)
-        detail::unscale_entries(dw, static_cast<std::size_t>(n_out) * n_in, exponent);
-    } else {
-      if (!gram_dz) {
-        gram_dz = make_buffer<T>(static_cast<std::size_t>(batch) * batch);
-        gram_h = make_buffer<T>(static_cast<std::size_t>(batch) * batch);
-        gram_scaled = make_buffer<T>(2 * slab);
-      }
-      s.used_ghost_norm = true;
-      const double stored =
-          dzn.finite ? ghost_norm(dzl, n_out, dzn.norm, h_in, n_in, s.activation_norm[l], batch,
-                                  gram_dz.get(), gram_h.get(), gram_scaled.get(), nt)
-                     : dzn.norm;
-      detail::store_norm(stored, exponent, unscale, s.weight_grad_norm[l],
-                         s.log_weight_grad_norm[l]);
-    }
-
-    // dL/dh_{l-1} = 2^k (dz W_l (+ dL/dh_l through the skip connection)).
-    const int k = rounding ? 0
-                           : detail::backward_rescale_exponent<T>(
-                                 dzn.norm, c.residual_at(l) ? g_norm : 0.0);
-    const T factor = std::ldexp(T(1), k);
-    if (c.residual_at(l))
-      std::memcpy(g_prev.get(), g.get(), sizeof(T) * static_cast<std::size_t>(batch) * n_in);
-    detail::tiled_gemm(Trans::No, Trans::No, batch, n_in, n_out, factor, dzl, n_out,
-                            c.weights[l], n_in, c.residual_at(l) ? factor : T(0), g_prev.get(), n_in, nt);
-    exponent += k;
-    std::swap(g, g_prev);
-    store_low_precision(g.get(), static_cast<std::size_t>(batch) * n_in, s.underflow_count[l],
-                        s.overflow_count[l], &s.zero_count[l]);
-    const auto gn = frobenius_norm(g.get(), batch, n_in, nt, ws.row_b.data());
-    g_norm = gn.norm;
-    detail::store_norm(gn.norm, exponent, unscale, s.grad_norm[l], s.log_grad_norm[l]);
-    if (!std::isfinite(s.grad_norm[l])) record_nonfinite(s, l, 2);
-    detail::record_underflow(s, l);
-  }
-  return s;
+  return LayerwiseBackprop<T>(c, x, batch, o, out, nt).run(target, labels);
 }
 
 template <typename T>
