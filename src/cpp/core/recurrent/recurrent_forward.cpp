@@ -38,16 +38,18 @@ void validate_inputs(const RecurrentView<T>& cell, const RecurrentInputs<T>& in)
     throw std::invalid_argument("c0: only the 'lstm' cell has a cell state");
 }
 
+namespace {
+
+// The tape's slabs for `steps` steps of this cell.
 template <typename T>
-void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
-                       const WeightProducts<T>& wp, RecurrentTape<T>& tape, int nt) {
-  const int n = cv.width, G = cv.gates(), B = in.batch, steps = in.steps, m = cv.input_size;
+void allocate_tape(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
+                   RecurrentTape<T>& tape) {
   const Cell cell = cv.cell;
-  const int Gn = G * n;
+  const int steps = in.steps;
   tape.steps = steps;
-  tape.batch = B;
-  tape.width = n;
-  tape.gates = G;
+  tape.batch = in.batch;
+  tape.width = cv.width;
+  tape.gates = cv.gates();
   tape.cell = cell;
   const std::size_t slab = tape.slab();
   tape.h = make_rbuffer<T>((steps + 1) * slab);
@@ -56,15 +58,17 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
     tape.tc = make_rbuffer<T>(steps * slab);
   }
   if (!is_plain(cell)) tape.gate = make_rbuffer<T>(steps * tape.gate_slab());
-  RBuffer<T> hw;
-  if (cell == Cell::Gru) {
-    tape.hn = make_rbuffer<T>(steps * slab);
-    hw = make_rbuffer<T>(static_cast<std::size_t>(B) * Gn);
-  }
+  if (cell == Cell::Gru) tape.hn = make_rbuffer<T>(steps * slab);
+}
 
-  // U x_t + b for every step at once: row (t-1)*B + i of `pre` is example i at step t.
-  T* pre = is_plain(cell) ? tape.h_at(1) : tape.gate.get();
-  const long long pre_rows = static_cast<long long>(steps) * B;
+// U x_t + b for every step at once: row (t-1)*B + i of the pre-activations is example i
+// at step t (in h for the plain cells, in the gate slab otherwise).
+template <typename T>
+void add_input_terms(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
+                     RecurrentTape<T>& tape, int nt) {
+  const int Gn = cv.gates() * cv.width, m = cv.input_size;
+  T* pre = is_plain(cv.cell) ? tape.h_at(1) : tape.gate.get();
+  const long long pre_rows = static_cast<long long>(in.steps) * in.batch;
   const std::size_t pre_total = static_cast<std::size_t>(pre_rows) * Gn;
   // This first touch of the tape takes seconds for long sequences: interruptible, in
   // blocks of rows.
@@ -81,124 +85,167 @@ void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
   if (in.xs && m > 0)
     tiled_gemm(Trans::No, Trans::Yes, static_cast<int>(pre_rows), Gn, m, T(1), in.xs, m, cv.U, m,
                T(1), pre, Gn, nt);
+}
 
+// h_0 (and the LSTM's c_0): the caller's, or zeros.
+template <typename T>
+void set_initial_state(const RecurrentInputs<T>& in, RecurrentTape<T>& tape) {
+  const std::size_t slab = tape.slab();
   if (in.h0)
     std::memcpy(tape.h_at(0), in.h0, sizeof(T) * slab);
   else
     std::fill(tape.h_at(0), tape.h_at(0) + slab, T(0));
-  if (cell == Cell::Lstm) {
+  if (tape.cell == Cell::Lstm) {
     if (in.c0)
       std::memcpy(tape.c_at(0), in.c0, sizeof(T) * slab);
     else
       std::fill(tape.c_at(0), tape.c_at(0) + slab, T(0));
   }
-  tape.state_norm.assign(steps + 1, 0.0);
+  tape.state_norm.assign(tape.steps + 1, 0.0);
   tape.first_nonfinite_step = -1;
-  {
-    const auto n0 = slab_norm(tape.h_at(0), static_cast<std::size_t>(B) * n);
-    tape.state_norm[0] = n0.norm;
-    if (!n0.finite) tape.first_nonfinite_step = 0;
+  const auto n0 = slab_norm(tape.h_at(0), slab);
+  tape.state_norm[0] = n0.norm;
+  if (!n0.finite) tape.first_nonfinite_step = 0;
+}
+
+// The time loop. Work is split in one of two ways, chosen by the batch size alone so that
+// the bits never depend on the thread count (partial sums of squares are kept per part
+// and added in part order afterwards):
+//  - by rows: fixed groups of examples, each run through all T steps by one thread.
+//    Examples are independent, so the time loop needs no synchronisation at all.
+//  - by units (small batches): one parallel region, each thread owning fixed blocks
+//    of units across every gate; one barrier per step (h_t complete before step
+//    t+1 reads it).
+template <typename T>
+class TimeLoop {
+ public:
+  TimeLoop(const RecurrentView<T>& cv, const WeightProducts<T>& wp, RecurrentTape<T>& tape,
+           int nt)
+      : wp_(wp), tape_(tape), nt_(nt), cell_(cv.cell), n_(cv.width), G_(cv.gates()),
+        Gn_(G_ * n_), B_(tape.batch), steps_(tape.steps), act_(cell_activation(cell_)),
+        nb_(wp.blocks()), ub_(wp.unit_block()), by_rows_(B_ >= kRowModeBatch),
+        groups_((B_ + kRowGroup - 1) / kRowGroup), parts_(by_rows_ ? groups_ : nb_),
+        h_sq_(static_cast<std::size_t>(steps_ + 1) * parts_, 0.0),
+        c_sq_(cell_ == Cell::Lstm ? h_sq_.size() : 0, 0.0) {
+    if (cell_ == Cell::Gru) hw_ = make_rbuffer<T>(static_cast<std::size_t>(B_) * Gn_);
   }
 
-  // Work is split in one of two ways, chosen by the batch size alone so that the bits
-  // never depend on the thread count (partial sums of squares are kept per part and
-  // added in part order afterwards):
-  //  - by rows: fixed groups of examples, each run through all T steps by one thread.
-  //    Examples are independent, so the time loop needs no synchronisation at all.
-  //  - by units (small batches): one parallel region, each thread owning fixed blocks
-  //    of units across every gate; one barrier per step (h_t complete before step
-  //    t+1 reads it).
-  const Activation act = cell_activation(cell);
-  const int nb = wp.blocks(), ub = wp.unit_block();
-  const bool by_rows = B >= kRowModeBatch;
-  const int groups = (B + kRowGroup - 1) / kRowGroup;
-  const int parts = by_rows ? groups : nb;
-  std::vector<double> h_sq(static_cast<std::size_t>(steps + 1) * parts, 0.0);
-  std::vector<double> c_sq(cell == Cell::Lstm ? h_sq.size() : 0, 0.0);
+  void run() {
+    const bool par = nt_ > 1 && worth_parallel(static_cast<std::size_t>(B_) * Gn_ * 16);
+    TeamInterrupt interrupt;
+    if (by_rows_) {  // no barriers: each group stops at its next step
+      parallel_for_interruptible(groups_, nt_, par, interrupt, [&](int grp) {
+        const int i0 = grp * kRowGroup, rows = std::min(kRowGroup, B_ - i0);
+        for (int t = 1; t <= steps_ && !interrupt.requested(); ++t)
+          step_part(t, i0, rows, 0, nb_, grp);
+      });
+    } else {
+      const int nb = nb_, steps = steps_, B = B_;
+#pragma omp parallel num_threads(nt_) if (par)
+      for (int t = 1; t <= steps; ++t) {
+        if (interrupt.stop_at(t)) break;  // the whole team, at the same step
+#pragma omp for schedule(static)
+        for (int blk = 0; blk < nb; ++blk) step_part(t, 0, B, blk, blk + 1, blk);
+      }
+    }
+    interrupt.rethrow();
+    record_state_norms();
+  }
 
+ private:
   // Step t for rows [i0, i0 + rows) and unit blocks [b0, b1): GEMMs with W, then the
   // cell's elementwise part; stores the sums of squares of h_t (and c_t) in slot q.
-  auto step_part = [&](int t, int i0, int rows, int b0, int b1, int q) {
-    const int j0 = b0 * ub, j1 = std::min(n, b1 * ub);
-    const std::size_t r0 = static_cast<std::size_t>(i0) * n;
-    const T* hp = tape.h_at(t - 1) + r0;
-    T* ht = tape.h_at(t) + r0;
+  void step_part(int t, int i0, int rows, int b0, int b1, int q) {
+    const int j0 = b0 * ub_, j1 = std::min(n_, b1 * ub_);
+    const std::size_t r0 = static_cast<std::size_t>(i0) * n_;
+    const T* hp = tape_.h_at(t - 1) + r0;
+    T* ht = tape_.h_at(t) + r0;
     double hs = 0.0, cs = 0.0;
-    switch (cell) {
+    switch (cell_) {
       case Cell::Lstm: {
-        T* gt = tape.gate_of(t) + r0 * G;
-        for (int g = 0; g < G; ++g)
-          for (int blk = b0; blk < b1; ++blk) wp.forward_block(rows, hp, n, g, blk, T(1), gt, Gn);
-        const T* cp = tape.c_at(t - 1) + r0;
-        T* ct = tape.c_at(t) + r0;
-        T* tct = tape.tc_of(t) + r0;
+        T* gt = tape_.gate_of(t) + r0 * G_;
+        for (int g = 0; g < G_; ++g)
+          for (int blk = b0; blk < b1; ++blk) wp_.forward_block(rows, hp, n_, g, blk, T(1), gt, Gn_);
+        const T* cp = tape_.c_at(t - 1) + r0;
+        T* ct = tape_.c_at(t) + r0;
+        T* tct = tape_.tc_of(t) + r0;
         for (int i = 0; i < rows; ++i) {
-          const std::size_t o = static_cast<std::size_t>(i) * n;
-          lstm_forward_row(gt + o * G, cp + o, ct + o, tct + o, ht + o, n, j0, j1);
+          const std::size_t o = static_cast<std::size_t>(i) * n_;
+          lstm_forward_row(gt + o * G_, cp + o, ct + o, tct + o, ht + o, n_, j0, j1);
           cs += sum_sq(ct + o + j0, j1 - j0);
         }
         break;
       }
       case Cell::Gru: {
-        T* gt = tape.gate_of(t) + r0 * G;
-        T* hnt = tape.hn_of(t) + r0;
-        T* hwt = hw.get() + r0 * G;
-        for (int g = 0; g < G; ++g)
-          for (int blk = b0; blk < b1; ++blk) wp.forward_block(rows, hp, n, g, blk, T(0), hwt, Gn);
+        T* gt = tape_.gate_of(t) + r0 * G_;
+        T* hnt = tape_.hn_of(t) + r0;
+        T* hwt = hw_.get() + r0 * G_;
+        for (int g = 0; g < G_; ++g)
+          for (int blk = b0; blk < b1; ++blk) wp_.forward_block(rows, hp, n_, g, blk, T(0), hwt, Gn_);
         for (int i = 0; i < rows; ++i) {
-          const std::size_t o = static_cast<std::size_t>(i) * n;
-          gru_forward_row(gt + o * G, hwt + o * G, hp + o, hnt + o, ht + o, n, j0, j1);
+          const std::size_t o = static_cast<std::size_t>(i) * n_;
+          gru_forward_row(gt + o * G_, hwt + o * G_, hp + o, hnt + o, ht + o, n_, j0, j1);
         }
         break;
       }
       default: {
-        for (int blk = b0; blk < b1; ++blk) wp.forward_block(rows, hp, n, 0, blk, T(1), ht, n);
+        for (int blk = b0; blk < b1; ++blk) wp_.forward_block(rows, hp, n_, 0, blk, T(1), ht, n_);
         for (int i = 0; i < rows; ++i)
-          plain_forward_row(act, ht + static_cast<std::size_t>(i) * n + j0, j1 - j0);
+          plain_forward_row(act_, ht + static_cast<std::size_t>(i) * n_ + j0, j1 - j0);
       }
     }
-    for (int i = 0; i < rows; ++i) hs += sum_sq(ht + static_cast<std::size_t>(i) * n + j0, j1 - j0);
-    h_sq[static_cast<std::size_t>(t) * parts + q] = hs;
-    if (cell == Cell::Lstm) c_sq[static_cast<std::size_t>(t) * parts + q] = cs;
-  };
+    for (int i = 0; i < rows; ++i)
+      hs += sum_sq(ht + static_cast<std::size_t>(i) * n_ + j0, j1 - j0);
+    h_sq_[static_cast<std::size_t>(t) * parts_ + q] = hs;
+    if (cell_ == Cell::Lstm) c_sq_[static_cast<std::size_t>(t) * parts_ + q] = cs;
+  }
 
-  const bool par = nt > 1 && worth_parallel(static_cast<std::size_t>(B) * Gn * 16);
-  TeamInterrupt interrupt;
-  if (by_rows) {  // no barriers: each group stops at its next step
-    parallel_for_interruptible(groups, nt, par, interrupt, [&](int grp) {
-      const int i0 = grp * kRowGroup, rows = std::min(kRowGroup, B - i0);
-      for (int t = 1; t <= steps && !interrupt.requested(); ++t)
-        step_part(t, i0, rows, 0, nb, grp);
-    });
-  } else {
-#pragma omp parallel num_threads(nt) if (par)
-    for (int t = 1; t <= steps; ++t) {
-      if (interrupt.stop_at(t)) break;  // the whole team, at the same step
-#pragma omp for schedule(static)
-      for (int blk = 0; blk < nb; ++blk) step_part(t, 0, B, blk, blk + 1, blk);
+  // ||h_t|| per step from the parts' sums of squares, and the first non-finite step.
+  void record_state_norms() {
+    const std::size_t slab = tape_.slab();
+    for (int t = 1; t <= steps_; ++t) {
+      double hs = 0.0, cs = 0.0;
+      for (int q = 0; q < parts_; ++q) {
+        hs += h_sq_[static_cast<std::size_t>(t) * parts_ + q];
+        if (cell_ == Cell::Lstm) cs += c_sq_[static_cast<std::size_t>(t) * parts_ + q];
+      }
+      bool finite = std::isfinite(hs);
+      tape_.state_norm[t] = std::sqrt(hs);
+      if (!detail::plain_sum_is_exact<T>(hs)) {
+        // Over- or underflowed squares of finite values are rescaled; NaN/Inf entries are not.
+        const auto hn = slab_norm(tape_.h_at(t), slab);
+        tape_.state_norm[t] = hn.norm;
+        finite = hn.finite;
+      }
+      // The LSTM's h = o*tanh(c) stays finite when c overflows: check c as well.
+      if (finite && cell_ == Cell::Lstm && !std::isfinite(cs))
+        finite = slab_norm(tape_.c_at(t), slab).finite;
+      if (!finite && tape_.first_nonfinite_step < 0) tape_.first_nonfinite_step = t;
     }
   }
-  interrupt.rethrow();
 
-  for (int t = 1; t <= steps; ++t) {
-    double hs = 0.0, cs = 0.0;
-    for (int q = 0; q < parts; ++q) {
-      hs += h_sq[static_cast<std::size_t>(t) * parts + q];
-      if (cell == Cell::Lstm) cs += c_sq[static_cast<std::size_t>(t) * parts + q];
-    }
-    bool finite = std::isfinite(hs);
-    tape.state_norm[t] = std::sqrt(hs);
-    if (!detail::plain_sum_is_exact<T>(hs)) {
-      // Over- or underflowed squares of finite values are rescaled; NaN/Inf entries are not.
-      const auto hn = slab_norm(tape.h_at(t), slab);
-      tape.state_norm[t] = hn.norm;
-      finite = hn.finite;
-    }
-    // The LSTM's h = o*tanh(c) stays finite when c overflows: check c as well.
-    if (finite && cell == Cell::Lstm && !std::isfinite(cs))
-      finite = slab_norm(tape.c_at(t), slab).finite;
-    if (!finite && tape.first_nonfinite_step < 0) tape.first_nonfinite_step = t;
-  }
+  const WeightProducts<T>& wp_;
+  RecurrentTape<T>& tape_;
+  const int nt_;
+  const Cell cell_;
+  const int n_, G_, Gn_, B_, steps_;
+  const Activation act_;
+  const int nb_, ub_;
+  const bool by_rows_;
+  const int groups_, parts_;
+  std::vector<double> h_sq_, c_sq_;
+  RBuffer<T> hw_;  // the GRU's W h_{t-1}, per step
+};
+
+}  // namespace
+
+template <typename T>
+void recurrent_forward(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
+                       const WeightProducts<T>& wp, RecurrentTape<T>& tape, int nt) {
+  allocate_tape(cv, in, tape);
+  add_input_terms(cv, in, tape, nt);
+  set_initial_state(in, tape);
+  TimeLoop<T>(cv, wp, tape, nt).run();
 }
 
 template void validate_inputs<float>(const RecurrentView<float>&, const RecurrentInputs<float>&);
