@@ -274,19 +274,7 @@ def train(
             steps_done = sum(len(s) for s in records["step_loss"])
             if first_nonfinite is None and raw["first_nonfinite_step"] is not None:
                 first_nonfinite = steps_done + raw["first_nonfinite_step"]
-            records["step_loss"].append(raw["step_loss"])
-            records["step_grad_norm"].append(raw["step_grad_norm"])
-            records["step_clipped"].append(raw["step_clipped_norm"])
-            records["clipped_fraction"].append(
-                float(np.mean(raw["step_clipped_norm"] < raw["step_grad_norm"]))
-                if clip is not None and raw["step_grad_norm"].size else 0.0
-            )
-            records["skipped_steps"].append(raw["skipped_steps"])
-            records["weight_grad_norm"].append(raw["weight_grad_norm"])
-            records["grad_norm"].append(raw["grad_norm"])
-            records["weight_change"].append(raw["weight_change"])
-            records["loss"].append(raw["mean_loss"])
-            records["accuracy"].append(raw["accuracy"])
+            _record_epoch(records, raw, clipping=clip is not None)
             record_validation()
             bar.update()
     finally:
@@ -296,11 +284,34 @@ def train(
                   clip_mode=clip_mode if clip is not None else None, loss=loss, shuffle=shuffle,
                   seed=seed, grad_dtype=None if grad_format == "none" else grad_format,
                   loss_scale=loss_scale)
+    return _history(records, val is not None, first_nonfinite, config)
+
+
+def _record_epoch(records: dict[str, list], raw: dict[str, Any], clipping: bool) -> None:
+    """Appends one epoch of the core's records (every step's and the epoch's)."""
+    records["step_loss"].append(raw["step_loss"])
+    records["step_grad_norm"].append(raw["step_grad_norm"])
+    records["step_clipped"].append(raw["step_clipped_norm"])
+    records["clipped_fraction"].append(
+        float(np.mean(raw["step_clipped_norm"] < raw["step_grad_norm"]))
+        if clipping and raw["step_grad_norm"].size else 0.0
+    )
+    records["skipped_steps"].append(raw["skipped_steps"])
+    records["weight_grad_norm"].append(raw["weight_grad_norm"])
+    records["grad_norm"].append(raw["grad_norm"])
+    records["weight_change"].append(raw["weight_change"])
+    records["loss"].append(raw["mean_loss"])
+    records["accuracy"].append(raw["accuracy"])
+
+
+def _history(records: dict[str, list], validated: bool, first_nonfinite: int | None,
+             config: dict[str, Any]) -> TrainingHistory:
+    """The records of every epoch as one :class:`TrainingHistory`."""
     return TrainingHistory(
         loss=np.asarray(records["loss"]),
         accuracy=np.asarray(records["accuracy"]),
-        val_loss=np.asarray(records["val_loss"]) if val is not None else None,
-        val_accuracy=np.asarray(records["val_accuracy"]) if val is not None else None,
+        val_loss=np.asarray(records["val_loss"]) if validated else None,
+        val_accuracy=np.asarray(records["val_accuracy"]) if validated else None,
         weight_grad_norm=np.vstack(records["weight_grad_norm"]),
         grad_norm=np.vstack(records["grad_norm"]),
         weight_change=np.vstack(records["weight_change"]),
