@@ -247,3 +247,25 @@ def test_residual_chain_skips_only_the_layers_that_keep_their_width(norm, widths
         fd_j = np.stack([(out(x[0] + 1e-6 * e) - out(x[0] - 1e-6 * e)) / 2e-6
                          for e in np.eye(widths[0])], axis=1)
         np.testing.assert_allclose(J, fd_j, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("norm", [None, "layernorm", "batchnorm"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_forward_is_the_reference_output(norm, dtype, rng):
+    net = pyjac.Chain(4, [12, 20, 20, 20, 7], activation=["tanh", "relu", "gelu", "linear"],
+                      bias_std=0.1, norm=norm, seed=2, dtype=dtype)
+    x = rng.standard_normal((9, 12))
+    kept = x.copy()
+    out = net.forward(x)
+    assert out.dtype == np.dtype(dtype) and out.shape == (9, 7)
+    ref = _reference(net, x)["output"]
+    np.testing.assert_allclose(out, ref, rtol=1e-4 if dtype == "float32" else 1e-12,
+                               atol=1e-5 if dtype == "float32" else 1e-12)
+    np.testing.assert_array_equal(out, net.backprop(x).output)  # the same pass
+    np.testing.assert_array_equal(net(x), out)
+    np.testing.assert_array_equal(x, kept)
+    if norm != "batchnorm":
+        np.testing.assert_array_equal(net.forward(x[0]), out[0])
+    np.testing.assert_array_equal(net.forward(x, n_threads=1), net.forward(x, n_threads=2))
+    with pytest.raises(ValueError, match="x: expected shape"):
+        net.forward(np.ones((3, 5)))

@@ -282,3 +282,21 @@ def test_rescaled_recurrent_pass_is_identical_at_every_thread_count():
         np.testing.assert_array_equal(a.log_grad_norm, b.log_grad_norm)
         np.testing.assert_array_equal(a.log_step_weight_grad_norm, b.log_step_weight_grad_norm)
         assert a.total_grad_norm == b.total_grad_norm
+
+
+def test_diagnose_reads_the_exact_logs_of_a_chain_past_float64():
+    # Its per-layer factors and mean rate come from the logs: finite where the plain
+    # norms are 0 below layer ~500.
+    rng = np.random.default_rng(11)
+    model = [(rng.standard_normal((32, 32)) / np.sqrt(32), np.zeros(32), "sigmoid")
+             for _ in range(1000)]
+    x = rng.standard_normal((4, 32))
+    rep = pyjac.diagnose(model, x)
+    r = pyjac.Chain.from_weights([w for w, _, _ in model], [b for _, b, _ in model],
+                                 activation="sigmoid").backprop(
+        np.asarray(x, np.float64))
+    assert r.first_underflow_layer is not None
+    assert np.all(np.isfinite(rep.step)) and np.all(rep.step > 0)
+    np.testing.assert_allclose(np.log(rep.rate),
+                               (r.log_grad_norm[0] - r.log_grad_norm[-1]) / 1000, rtol=1e-9)
+    assert set(rep.verdicts[:400]) == {"vanishing"}

@@ -30,6 +30,10 @@ def chain_backprop(
     residual: bool, residual_scale: float, norm: str, x: np.ndarray, loss: str, target: Any,
     keep_grads: bool, n_threads: int, grad_dtype: str = "none", loss_scale: float = 1.0,
 ) -> dict[str, Any]: ...
+def chain_forward(
+    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
+    residual: bool, residual_scale: float, norm: str, x: np.ndarray, n_threads: int,
+) -> np.ndarray: ...
 def round_to_format(values: np.ndarray, grad_dtype: str) -> tuple[np.ndarray, int, int]: ...
 def backprop_workspace_bytes(
     widths: Sequence[int], batch: int, dtype_size: int, store_preactivations: bool

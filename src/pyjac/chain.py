@@ -349,6 +349,36 @@ class Chain:
             )
         return arr, single
 
+    def forward(self, x: Any, *, n_threads: int | None = None) -> np.ndarray:
+        """The chain's output ``h_L`` for ``x``: the forward pass alone, in one C++ call.
+
+        Parameters
+        ----------
+        x : array_like, shape (batch, widths[0]) or (widths[0],)
+            Converted to the chain's dtype (the caller's array is not changed).
+        n_threads : int, optional
+            None or -1 for every core, or a positive count.
+
+        Returns
+        -------
+        ndarray, shape (batch, widths[-1]) or (widths[-1],)
+            In the chain's dtype; the same numbers as ``backprop(x).output``.
+        """
+        n_threads = check_threads(n_threads)
+        xb, single = self._batch(x)
+        if self.norm == "batchnorm" and xb.shape[0] < 2:
+            raise ValueError("x: norm='batchnorm' needs a batch of at least 2 examples")
+        # Three slabs of the widest layer, and the output.
+        check_allocation(4 * xb.shape[0] * max(self.widths) * self.dtype.itemsize,
+                         f"forward on a batch of {xb.shape[0]} (x)")
+        out = _core.chain_forward(self.weights, self.biases, self.activations, self.residual,
+                                  self.residual_scale, self.norm or "none", xb, n_threads)
+        return out[0] if single else out
+
+    def __call__(self, x: Any, *, n_threads: int | None = None) -> np.ndarray:
+        """``net(x)`` is :meth:`forward`, as in PyTorch."""
+        return self.forward(x, n_threads=n_threads)
+
     def _check_workspace(self, batch: int, keep_grads: bool) -> None:
         store_u = self.residual or self.norm is not None or any(
             a in ("gelu", "silu") for a in self.activations

@@ -597,21 +597,21 @@ def _thresholds(thresholds: Any) -> dict[str, float]:
 # --------------------------------------------------------------------------------------
 # The diagnosis
 # --------------------------------------------------------------------------------------
-def _ratio(grad_norm: np.ndarray) -> np.ndarray:
-    g = np.asarray(grad_norm, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return g[1:] / g[-1]
+def _ratio(log_grad_norm: np.ndarray) -> np.ndarray:
+    """||dL/dh_l|| / ||dL/dh_L|| for l = 1..L, from the logs: exact where the norms
+    themselves leave float64's range (0 only where the ratio does)."""
+    lg = np.asarray(log_grad_norm, dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        return np.exp(lg[1:] - lg[-1])
 
 
 def _first_ratio(r: Any) -> float:
-    g = np.asarray(r.grad_norm, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return float(g[1] / g[-1])
+    return float(_ratio(r.log_grad_norm)[0])
 
 
-def _verdicts(grad_norm: np.ndarray, wgn: np.ndarray, th: dict[str, float]) -> list[str]:
+def _verdicts(grad_norm: np.ndarray, ratio: np.ndarray, wgn: np.ndarray,
+              th: dict[str, float]) -> list[str]:
     g = np.asarray(grad_norm, dtype=np.float64)
-    ratio = _ratio(g)
     out = []
     for i in range(len(ratio)):
         if not (np.isfinite(g[i + 1]) and np.isfinite(wgn[i]) and np.isfinite(g[-1])):
@@ -774,12 +774,14 @@ def diagnose(
     except ValueError:  # batchnorm chains have no single-example Jacobian
         sn = np.full(net.depth, np.nan)
     g = np.asarray(r.grad_norm, dtype=np.float64)
-    ratio = _ratio(g)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        step = g[:-1] / g[1:]
-        rate = float((g[0] / g[-1]) ** (1.0 / net.depth))
+    lg = np.asarray(r.log_grad_norm, dtype=np.float64)
+    ratio = _ratio(lg)
+    # Per-layer factors and the mean rate from the logs, exact at any depth.
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        step = np.exp(lg[:-1] - lg[1:])
+        rate = float(np.exp((lg[0] - lg[-1]) / net.depth))
     wgn = np.asarray(r.weight_grad_norm, dtype=np.float64)
-    verdicts = _verdicts(g, wgn, th)
+    verdicts = _verdicts(g, ratio, wgn, th)
     flags: list[list[str]] = []
     for i in range(net.depth):
         f = []

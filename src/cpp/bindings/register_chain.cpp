@@ -165,6 +165,37 @@ py::dict chain_backprop(const py::sequence& weights, const py::sequence& biases,
 }
 
 template <typename T>
+py::array_t<T> forward_typed(const py::sequence& weights, const py::sequence& biases,
+                             const std::vector<std::string>& activations, bool residual,
+                             double residual_scale, const std::string& norm,
+                             const py::array& x_in, int n_threads) {
+  auto c = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm);
+  CArray<T> x = CArray<T>::ensure(x_in);
+  if (!x || x.ndim() != 2 || x.shape(1) != c.view.widths[0])
+    throw std::invalid_argument("x: expected a (batch, " + std::to_string(c.view.widths[0]) +
+                                ") array");
+  const int batch = static_cast<int>(x.shape(0));
+  py::array_t<T> out({static_cast<py::ssize_t>(batch),
+                      static_cast<py::ssize_t>(c.view.widths.back())});
+  T* dst = out.mutable_data();
+  release_gil([&] { forward<T>(c.view, x.data(), batch, dst, n_threads); });
+  return out;
+}
+
+py::array chain_forward(const py::sequence& weights, const py::sequence& biases,
+                        const std::vector<std::string>& activations, bool residual,
+                        double residual_scale, const std::string& norm, const py::array& x,
+                        int n_threads) {
+  if (x.dtype().is(py::dtype::of<float>()))
+    return forward_typed<float>(weights, biases, activations, residual, residual_scale, norm, x,
+                                n_threads);
+  if (x.dtype().is(py::dtype::of<double>()))
+    return forward_typed<double>(weights, biases, activations, residual, residual_scale, norm,
+                                 x, n_threads);
+  throw py::type_error("x: expected float32 or float64");
+}
+
+template <typename T>
 py::tuple round_typed(const py::array& values, GradFormat format) {
   CArray<T> in = CArray<T>::ensure(values);
   py::array_t<T> out(in.request().shape);
@@ -199,6 +230,9 @@ void register_chain(py::module_& m) {
         py::arg("x"), py::arg("loss"), py::arg("target"), py::arg("keep_grads"),
         py::arg("n_threads"), py::arg("grad_dtype") = "none", py::arg("loss_scale") = 1.0,
         "One forward and backward pass; returns a dict of measurements.");
+  m.def("chain_forward", &chain_forward, py::arg("weights"), py::arg("biases"),
+        py::arg("activations"), py::arg("residual"), py::arg("residual_scale"), py::arg("norm"),
+        py::arg("x"), py::arg("n_threads"), "The forward pass alone: h_L for a batch x.");
   m.def("round_to_format", &round_to_format_array, py::arg("values"), py::arg("grad_dtype"),
         "Rounds a float32/float64 array to float16/bfloat16 values (kept in its dtype); returns "
         "(rounded, underflow_count, overflow_count).");
