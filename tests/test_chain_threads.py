@@ -92,3 +92,26 @@ def test_gil_is_released_during_backprop():
     assert len(inside) >= 3, (duration, len(inside))
     gaps = np.diff([start, *inside, end])
     assert gaps.max() < 0.5 * (end - start)
+
+
+def test_the_short_openmp_spin_is_set_for_pyjac_alone_and_yields_to_the_user():
+    # pyjac sets GOMP_SPINCOUNT only while its extension loads libgomp, and never over a
+    # user's OMP_WAIT_POLICY or GOMP_SPINCOUNT.
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, pyjac; print(os.environ.get('GOMP_SPINCOUNT'), "
+            "os.environ.get('OMP_WAIT_POLICY'))")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["None", "None"]  # restored after loading
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "GOMP_SPINCOUNT": "5"},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["5", "None"]
+    out = subprocess.run([sys.executable, "-c", code],
+                         env={**env, "OMP_WAIT_POLICY": "passive"}, capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["None", "passive"]

@@ -12,12 +12,30 @@ The numerics run in a C++ core (OpenMP + OpenBLAS from scipy-openblas32).
 
 from __future__ import annotations
 
+import os as _os
+
 # Loads libscipy_openblas into the process before the extension needs its symbols
 # (the extension's RPATH finds it too; this also covers unusual install layouts).
 import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
+# Idle OpenMP threads spin before they sleep. libgomp's default spin (~300,000 rounds)
+# makes every parallel region crawl when another process keeps the cores busy (a
+# backprop ~10x slower beside one busy process on 2 cores), while passive waiting costs
+# 10-20% on a quiet machine. A short spin stays near the better of the two in both (see
+# the README's benchmarks). libgomp reads it once, when the extension loads it; a
+# user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins, and the environment is restored after,
+# so that other libraries' OpenMP runtimes loaded later do not inherit it.
+_SPIN_DEFAULT = "1000"
+_set_spin = "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ
+if _set_spin:
+    _os.environ["GOMP_SPINCOUNT"] = _SPIN_DEFAULT
+try:
+    from . import _core  # noqa: F401  (the extension: loaded first, errors surface here)
+finally:
+    if _set_spin:
+        del _os.environ["GOMP_SPINCOUNT"]
+
 from . import (
-    _core,  # noqa: F401  (the extension: loaded first, errors surface here)
     datasets,
     plot,  # matplotlib is imported only when a figure is drawn
     theory,
