@@ -310,9 +310,8 @@ class LayerwiseBackprop {
     g_ = make_buffer<T>(slab_);
     g_prev_ = make_buffer<T>(slab_);
     dz_ = make_buffer<T>(slab_);
-    detail::start_backward(o_, tape_.layer_input(L_), batch_, c_.widths[L_], target, labels,
-                           g_.get(), s_, nt_);
-    g_norm_ = s_.grad_norm[L_] * o_.loss_scale;  // as stored
+    g_norm_ = detail::start_backward(o_, tape_.layer_input(L_), batch_, c_.widths[L_], target,
+                                     labels, g_.get(), s_, nt_);
   }
 
   void store_low_precision(T* a, std::size_t n, std::int64_t& under, std::int64_t& over,
@@ -539,9 +538,9 @@ BackpropStats empty_stats(int L, int batch) {
 }
 
 template <typename T>
-void start_backward(const BackpropOptions& o, const T* h_last, int batch, int n_last,
-                    const T* target, const std::int64_t* labels, T* g, BackpropStats& s,
-                    int nt) {
+double start_backward(const BackpropOptions& o, const T* h_last, int batch, int n_last,
+                      const T* target, const std::int64_t* labels, T* g, BackpropStats& s,
+                      int nt) {
   const int L = static_cast<int>(s.grad_norm.size()) - 1;
   const std::size_t n = static_cast<std::size_t>(batch) * n_last;
   s.loss = loss_and_gradient(o.loss, h_last, batch, n_last, target, labels, g, nt);
@@ -560,6 +559,7 @@ void start_backward(const BackpropOptions& o, const T* h_last, int batch, int n_
   store_norm(gn.norm, 0, 1.0 / o.loss_scale, s.grad_norm[L], s.log_grad_norm[L]);
   if (!std::isfinite(s.grad_norm[L])) record_nonfinite(s, L, 2);
   record_underflow(s, L);
+  return gn.norm;
 }
 
 }  // namespace detail
@@ -613,11 +613,12 @@ template void check_backprop_arguments<float>(const ChainView<float>&, int, cons
 template void check_backprop_arguments<double>(const ChainView<double>&, int, const double*,
                                                const std::int64_t*, const BackpropOptions&,
                                                const BackpropOutputs<double>&);
-template void start_backward<float>(const BackpropOptions&, const float*, int, int, const float*,
-                                    const std::int64_t*, float*, BackpropStats&, int);
-template void start_backward<double>(const BackpropOptions&, const double*, int, int,
-                                     const double*, const std::int64_t*, double*, BackpropStats&,
-                                     int);
+template double start_backward<float>(const BackpropOptions&, const float*, int, int,
+                                      const float*, const std::int64_t*, float*, BackpropStats&,
+                                      int);
+template double start_backward<double>(const BackpropOptions&, const double*, int, int,
+                                       const double*, const std::int64_t*, double*,
+                                       BackpropStats&, int);
 }  // namespace detail
 template BackpropStats backprop<float>(const ChainView<float>&, const float*, int, const float*,
                                        const std::int64_t*, const BackpropOptions&,

@@ -161,9 +161,10 @@ void check_backprop_arguments(const ChainView<T>& c, int batch, const T* target,
 BackpropStats empty_stats(int depth, int batch);
 
 // The loss and dL/dh_L into g (times the loss scale, rounded to the gradient format), with
-// its norm and counts in the stats.
+// its norm and counts in the stats; returns ||g|| as stored (loss scale included), from
+// which the backward pass decides its first power-of-two step.
 template <typename T>
-void start_backward(const BackpropOptions& o, const T* h_last, int batch, int n_last,
+double start_backward(const BackpropOptions& o, const T* h_last, int batch, int n_last,
                     const T* target, const std::int64_t* labels, T* g, BackpropStats& s,
                     int n_threads);
 

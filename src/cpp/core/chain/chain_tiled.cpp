@@ -363,8 +363,8 @@ class TiledBackprop {
       g_store_[k] = make_buffer<T>(slab_);
       dz_store_[k] = make_buffer<T>(slab_);
     }
-    start_backward(o_, h_out_[L_ - 1], batch_, c_.widths[L_], target, labels,
-                   g_store_[L_ % 2].get(), s_, nt_);
+    top_norm_ = start_backward(o_, h_out_[L_ - 1], batch_, c_.widths[L_], target, labels,
+                               g_store_[L_ % 2].get(), s_, nt_);
   }
 
   // ---- what the backward region reads and writes, and its tasks per layer -----------
@@ -384,7 +384,7 @@ class TiledBackprop {
       st.dz[k] = dz_store_[k].get();
     }
     st.unscale = static_cast<T>(1.0 / o_.loss_scale);
-    st.top_norm = s_.grad_norm[L_] * o_.loss_scale;
+    st.top_norm = top_norm_;
     st.format = o_.grad_format;
     st.rounding = o_.count_rounding || o_.grad_format != GradFormat::Native;
     st.keep_grads = o_.keep_grads;
@@ -523,6 +523,7 @@ class TiledBackprop {
   const int nt_, L_;
   int widest_ = 0;
   std::size_t slab_ = 0;
+  double top_norm_ = 0.0;  // ||dL/dh_L|| as stored
   BackpropStats s_;
   std::vector<Buffer<T>> h_store_, u_store_;
   std::vector<T*> h_out_;

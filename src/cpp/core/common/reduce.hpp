@@ -353,7 +353,8 @@ inline void store_norm(double stored, int exponent, double unscale, double& valu
   log_value = unscaled_log(stored, exponent, unscale);
 }
 
-// A kept gradient entry times 2^-exponent, rounded once in T.
+// Entries times 2^-exponent, each rounded once in T: a gradient carried at 2^exponent
+// times its value, back in the caller's units.
 template <typename T>
 void unscale_entries(T* a, std::size_t n, int exponent) {
   if (exponent == 0) return;

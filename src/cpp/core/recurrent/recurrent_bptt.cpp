@@ -422,10 +422,8 @@ class Bptt {
     const int j0 = width == n_ ? b0 * ub_ : 0;
     const int j1 = width == n_ ? std::min(n_, b1 * ub_) : width;
     for (int i = i0; i < i0 + rows; ++i)
-      for (int j = j0; j < j1; ++j) {
-        T& e = v[static_cast<std::size_t>(i) * width + j];
-        e = std::ldexp(e, shift);
-      }
+      detail::unscale_entries(v + static_cast<std::size_t>(i) * width + j0,
+                              static_cast<std::size_t>(j1 - j0), -shift);
   }
 
   // The pre-activation gradients of each step at one scale for all rows (the groups'
@@ -497,14 +495,8 @@ class Bptt {
     if (out_.dc0 && cell_ == Cell::Lstm) std::memcpy(out_.dc0, gc_.get(), sizeof(T) * slab_);
     if (!any_scaled_) return;
     for (int t = 1; t <= steps_; ++t) {
-      if (step_exp_[t] == 0) continue;
-      T* dz = dz_of(t);
-      for (std::size_t e = 0; e < static_cast<std::size_t>(B_) * Gn_; ++e)
-        dz[e] = std::ldexp(dz[e], -step_exp_[t]);
-      if (gru_) {
-        T* hn = tape_.hn_of(t);
-        for (std::size_t e = 0; e < slab_; ++e) hn[e] = std::ldexp(hn[e], -step_exp_[t]);
-      }
+      detail::unscale_entries(dz_of(t), static_cast<std::size_t>(B_) * Gn_, step_exp_[t]);
+      if (gru_) detail::unscale_entries(tape_.hn_of(t), slab_, step_exp_[t]);
     }
   }
 
