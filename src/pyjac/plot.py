@@ -59,6 +59,15 @@ class _Styles:
     colorbar: tuple[str, Any, Any, list[float]] | None  # column, norm, colormap, ticks
 
 
+def _sequential_cmap(name: str = "viridis") -> Any:
+    """A sequential colour map without its last tenth, whose pale end does not read on
+    white: for lines coloured by an ordered parameter, and their colour bar."""
+    from matplotlib.colors import ListedColormap
+
+    base = _pyplot().get_cmap(name)
+    return ListedColormap([base(v) for v in np.linspace(0, 0.9, 256)])
+
+
 def _auto_styles(by: Sequence[str], keys: list[tuple[Any, ...]]) -> _Styles:
     """Colours, line styles and legend labels for lines keyed by the ``by`` columns.
 
@@ -83,10 +92,9 @@ def _auto_styles(by: Sequence[str], keys: list[tuple[Any, ...]]) -> _Styles:
         col = ordered[0]
         i = by.index(col)
         values = sorted({float(k[i]) for k in keys})
-        from matplotlib.colors import ListedColormap, Normalize
+        from matplotlib.colors import Normalize
 
-        base = _pyplot().get_cmap("viridis")
-        cmap = ListedColormap([base(v) for v in np.linspace(0, 0.9, 256)])
+        cmap = _sequential_cmap()
         norm = Normalize(vmin=values[0], vmax=values[-1])
         rest = [c for c in by if c != col]
         combos = list(dict.fromkeys(tuple(k[by.index(c)] for c in rest) for k in keys))
@@ -505,11 +513,7 @@ def rnn_gradient_vs_time(results: Results, *, ax: Any = None, normalize: bool = 
     cells = results.unique("cell") if "cell" in results else [None]
     lo_r, hi_r = min(radii), max(radii)
     norm = Normalize(vmin=lo_r, vmax=hi_r if hi_r > lo_r else lo_r + 1)
-    # The colour map's brightest end is pale: keep to the part that reads on white.
-    base = _pyplot().get_cmap(cmap)
-
-    def colormap(v: float) -> Any:
-        return base(0.9 * float(v))
+    colormap = _sequential_cmap(cmap)
     styles = ["-", "--", ":", "-."]
     shown_values: list[np.ndarray] = []
     for j, cell in enumerate(cells):
@@ -554,10 +558,7 @@ def rnn_gradient_vs_time(results: Results, *, ax: Any = None, normalize: bool = 
     if handles:
         ax.legend(handles, texts, fontsize="small", framealpha=0.85)
     if colorbar:
-        from matplotlib.colors import ListedColormap
-
-        shown = ListedColormap([base(v) for v in np.linspace(0, 0.9, 256)])
-        bar = ax.figure.colorbar(ScalarMappable(norm=norm, cmap=shown), ax=ax)
+        bar = ax.figure.colorbar(ScalarMappable(norm=norm, cmap=colormap), ax=ax)
         bar.set_label(r"spectral radius $\rho$")
         bar.set_ticks(radii)
     return ax
