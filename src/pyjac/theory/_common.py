@@ -8,7 +8,6 @@ from functools import cache
 from typing import Any, Callable
 
 import numpy as np
-from scipy.special import ndtr
 
 ACTIVATIONS: tuple[str, ...] = (
     "linear",
@@ -107,6 +106,10 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def _norm_cdf(x: np.ndarray) -> np.ndarray:
     """The standard normal CDF (SciPy's ``ndtr``: accurate in both tails)."""
+    # Imported on first use: SciPy's import would double pyjac's start-up (and every
+    # sweep worker's) for the gelu activation alone.
+    from scipy.special import ndtr
+
     return ndtr(np.asarray(x, dtype=np.float64))
 
 

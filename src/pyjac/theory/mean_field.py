@@ -7,7 +7,6 @@ import math
 from typing import Any, Callable
 
 import numpy as np
-from scipy.optimize import brentq
 
 from ._common import (
     _PIECEWISE_LINEAR,
@@ -39,6 +38,9 @@ def _bracket_root(g: Callable[[float], float], a: float, ga: float, b: float, gb
         return b
     if (ga > 0) == (gb > 0):
         raise RuntimeError("internal error: bracket does not change sign")
+    # Imported on first use, not with pyjac (SciPy's optimize takes ~0.2 s to import).
+    from scipy.optimize import brentq
+
     lo, hi = (a, b) if a < b else (b, a)
     return float(brentq(g, lo, hi, xtol=max(atol, 1e-300), rtol=max(rtol, _RTOL_MIN),
                         maxiter=2000))
