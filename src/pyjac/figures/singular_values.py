@@ -74,7 +74,7 @@ def _fig5_claims(deepest: dict[str, tuple[float, float, float]], depth: int,
     out = []
     if others and all(spans[t] > 3 * spans[best] for t in others):
         out.append(f"{best} keeps its spectrum the most concentrated (dynamical isometry); "
-                   f"{join_words(others)} spread it"
+                   f"{join_words(others)} spread{'s' if len(others) == 1 else ''} it"
                    + (f" {_e(min(spans[t] for t in others) / spans[best])}x or more wider"
                       if all(np.isfinite(spans[t]) for t in others) else
                       " over many decades, down to numerically zero"))
