@@ -69,6 +69,8 @@ int eigenvalues(int n, double* a, int lda, double* wr, double* wi) {
 
 void set_num_threads(int n) { scipy_openblas_set_num_threads(n); }
 int get_num_threads() { return scipy_openblas_get_num_threads(); }
+const char* kernel_name() { return scipy_openblas_get_corename(); }
+const char* build_config() { return scipy_openblas_get_config(); }
 
 // ---- additions for Jacobian products and spectral norms -------------------------
 int geqrf_colmajor(int m, int n, float* a, int lda, float* tau) {

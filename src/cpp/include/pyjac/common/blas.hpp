@@ -41,6 +41,12 @@ int eigenvalues(int n, double* a, int lda, double* wr, double* wi);
 
 void set_num_threads(int n);
 int get_num_threads();
+// The kernel family OpenBLAS chose at load time (e.g. "Haswell", "SkylakeX"): the
+// OPENBLAS_CORETYPE environment variable overrides its own CPU detection, and
+// benchmarks name it beside every peak they report.
+const char* kernel_name();
+// OpenBLAS's build configuration line (version, threading, target).
+const char* build_config();
 
 // ---- additions for Jacobian products and spectral norms -------------------------
 // Column-major Householder QR, for blocks of k vectors stored as the rows of a
