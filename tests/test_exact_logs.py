@@ -254,6 +254,32 @@ def test_recurrent_logs_scale_exactly_with_the_output_gradient(cell, batch, dtyp
                                    rtol=1e-12)
 
 
+@pytest.mark.parametrize("cell", ["tanh", "lstm", "gru"])
+@pytest.mark.parametrize("batch", [2, 72])
+@pytest.mark.parametrize("dtype, shift, rtol", [("float64", 1000, 1e-12), ("float32", 100, 1e-5)])
+def test_weight_gradients_of_a_rescaled_pass_are_the_true_values(cell, batch, dtype, shift,
+                                                                  rtol):
+    # The weight gradients are linear in dL/dh_T too. A gradient 2^-shift smaller makes
+    # the pass store its later steps at several powers of two (each run of steps is
+    # summed at its own scale); the kept dW, dU, db and their norms must still be the
+    # unscaled pass's times 2^-shift, to the dtype's precision (2^-shift times O(1)
+    # is a normal number in both dtypes).
+    rnn = pyjac.Recurrent(16, 4, cell=cell, seed=3, dtype=dtype)
+    rng = np.random.default_rng(12)
+    xs = rng.standard_normal((300, batch, 4))
+    go = rng.standard_normal((batch, 16)).astype(dtype)
+    big = rnn.backprop(xs, grad_output=go, keep_grads=True)
+    small = rnn.backprop(xs, grad_output=go * np.asarray(2.0**-shift, dtype=dtype),
+                         keep_grads=True)
+    assert small.log_grad_norm.min() < np.log(np.finfo(dtype).smallest_normal)
+    for name in ("W", "U", "b"):
+        want = big.weight_grads[name].astype(np.float64)
+        got = np.ldexp(small.weight_grads[name].astype(np.float64), shift)
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * np.abs(want).max())
+    np.testing.assert_allclose(np.ldexp(small.total_grad_norm, shift), big.total_grad_norm,
+                               rtol=rtol)
+
+
 @pytest.mark.parametrize("batch", [2, 72])
 def test_the_losses_own_gradient_joins_a_rescaled_one(batch):
     # dL/dh_t given at every step: at the last step and at step 1 only. The gradient

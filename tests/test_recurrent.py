@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -381,12 +383,36 @@ def test_exploding_run_is_reported_and_completes():
     assert not np.isfinite(r.state_norm[-1])
 
 
-def test_backward_only_explosion_is_reported_as_backward():
+def test_backward_explosion_past_float32_is_exact():
+    # h stays at zero; W = 10 Q (orthogonal Q), so dL/dh_t grows by exactly 10 per step
+    # back, past float32's largest value: the pass carries a power-of-two scale, so the
+    # norms are exact (float64 holds them) and nothing is reported non-finite. The
+    # bias gradient sums dL/dz_t = dL/dh_t over the steps, which float64 holds.
     rnn = pyjac.Recurrent(16, cell="linear", spectral_radius=10.0, dtype="float32")
     go = np.ones((1, 16), dtype=np.float32)
-    r = rnn.backprop(steps=60, h0=np.zeros(16), grad_output=go)
+    r = rnn.backprop(steps=60, h0=np.zeros(16), grad_output=go, keep_grads=True)
+    np.testing.assert_allclose(r.grad_norm, 4.0 * 10.0 ** (60 - np.arange(61)), rtol=1e-5)
+    assert r.first_nonfinite_stage is None and r.first_nonfinite_step is None
+    W = rnn.W.astype(np.float64)
+    g, db = go[0].astype(np.float64), np.zeros(16)
+    for _ in range(60):  # dL/dh_{t-1} = dL/dh_t W for the linear cell
+        db += g
+        g = g @ W
+    np.testing.assert_allclose(r.total_grad_norm, np.linalg.norm(db), rtol=1e-5)
+    assert np.all(np.isinf(r.weight_grads["b"]))  # the true db, rounded to float32
+    assert np.all(r.weight_grads["W"] == 0)  # h_{t-1} = 0 at every step
+
+
+def test_backward_explosion_past_float64_is_reported_as_backward():
+    # The same past float64's largest value: the plain norm reads inf where
+    # 4 * 10**(T-t) passes ~1.8e308, reported as the backward pass's; the log stays exact.
+    rnn = pyjac.Recurrent(16, cell="linear", spectral_radius=10.0, dtype="float32")
+    go = np.ones((1, 16), dtype=np.float32)
+    r = rnn.backprop(steps=330, h0=np.zeros(16), grad_output=go)
     assert r.first_nonfinite_stage == "backward"
-    assert r.first_nonfinite_step is not None
+    logs = math.log(4.0) + (330 - np.arange(331)) * math.log(10.0)
+    np.testing.assert_allclose(r.log_grad_norm, logs, rtol=1e-6)
+    assert r.first_nonfinite_step == int(np.max(np.nonzero(~np.isfinite(r.grad_norm))))
 
 
 def test_autonomous_and_single_sequence_shapes():

@@ -434,7 +434,6 @@ class Bptt {
       const std::size_t first = static_cast<std::size_t>(t) * parts_;
       const int base = *std::min_element(g_exp_.begin() + first, g_exp_.begin() + first + parts_);
       step_exp_[t] = base;
-      any_scaled_ |= base != 0;
       if (!by_rows_) continue;  // one scale per step already
       for (int q = 0; q < parts_; ++q) {
         rescale_part(dz_of(t), Gn_, q, base - g_exp_[first + q]);
@@ -484,8 +483,7 @@ class Bptt {
     step_interrupt.rethrow();
   }
 
-  // dL/dh_0 (dL/dc_0) in the caller's units, and every step's pre-activation gradients
-  // too: the weight gradients sum over steps.
+  // dL/dh_0 (dL/dc_0) in the caller's units.
   void export_initial_gradients() {
     for (int q = 0; q < parts_; ++q) {
       rescale_part(g_.get(), n_, q, -g_exp_[q]);
@@ -493,16 +491,29 @@ class Bptt {
     }
     if (out_.dh0) std::memcpy(out_.dh0, g_.get(), sizeof(T) * slab_);
     if (out_.dc0 && cell_ == Cell::Lstm) std::memcpy(out_.dc0, gc_.get(), sizeof(T) * slab_);
-    if (!any_scaled_) return;
-    for (int t = 1; t <= steps_; ++t) {
-      detail::unscale_entries(dz_of(t), static_cast<std::size_t>(B_) * Gn_, step_exp_[t]);
-      if (gru_) detail::unscale_entries(tape_.hn_of(t), slab_, step_exp_[t]);
-    }
   }
 
   // ---- weight gradients: one GEMM over all steps and examples -------------------------
+  // The pre-activation gradients stay at the power of two they were stored at: in the
+  // caller's units, the steps far from the loss would be subnormal, which makes every
+  // GEMM over them an order of magnitude slower (and they are no more exact that way).
+  // Consecutive steps at one scale form a run; each run is one GEMM, added in at its
+  // scale. Unscaled, there is one run and the GEMM writes the result directly.
+  struct StepRun {
+    int first, last, exponent;  // steps first..last (1-based) stored at 2^exponent
+  };
+  std::vector<StepRun> step_runs() const {
+    std::vector<StepRun> runs;
+    for (int t = 1; t <= steps_; ++t) {
+      if (!runs.empty() && runs.back().exponent == step_exp_[t])
+        runs.back().last = t;
+      else
+        runs.push_back({t, t, step_exp_[t]});
+    }
+    return runs;
+  }
+
   void weight_gradients() {
-    const int rows = steps_ * B_;
     dW_ = out_.dW;
     dU_ = out_.dU;
     db_ = out_.db;
@@ -518,53 +529,88 @@ class Bptt {
       db_own_ = make_rbuffer<T>(Gn_);
       db_ = db_own_.get();
     }
-    const T* dz_all = dz_of(1);
-    const T* h_all = tape_.h_at(0);  // h_0 .. h_{T-1}: the inputs of steps 1..T
-    // dW = dz_all^T h_all, dU = dz_all^T xs: k = steps * batch, m = rows of W.
-    if (gru_) {
-      // The W-side gradients of the GRU: [dxu_r dxu_z] in the gate slab, dhn in hn.
-      detail::gemm_tn_ksplit(nt_, 2 * n_, n_, rows, dz_all, Gn_, h_all, n_, dW_, n_);
-      detail::gemm_tn_ksplit(nt_, n_, n_, rows, tape_.hn_of(1), n_, h_all, n_,
-                             dW_ + 2 * static_cast<std::size_t>(n_) * n_, n_);
-    } else {
-      detail::gemm_tn_ksplit(nt_, Gn_, n_, rows, dz_all, Gn_, h_all, n_, dW_, n_);
-    }
-    if (m_ > 0) {
-      if (in_.xs)
-        detail::gemm_tn_ksplit(nt_, Gn_, m_, rows, dz_all, Gn_, in_.xs, m_, dU_, m_);
-      else
-        std::fill(dU_, dU_ + static_cast<std::size_t>(Gn_) * m_, T(0));
-    }
-    bias_gradient(dz_all, rows);
     const std::size_t nW = static_cast<std::size_t>(Gn_) * n_;
     const std::size_t nU = static_cast<std::size_t>(Gn_) * m_;
-    s_.W_grad_norm = detail::vector_norm(dW_, nW);
-    s_.U_grad_norm = m_ > 0 ? detail::vector_norm(dU_, nU) : 0.0;
+    const std::vector<StepRun> runs = step_runs();
+    bias_.assign(Gn_, 0.0);
+    if (runs.size() == 1 && runs[0].exponent == 0) {
+      run_products(runs[0], dW_, dU_);
+      add_run_bias(runs[0]);
+      s_.W_grad_norm = detail::vector_norm(dW_, nW);
+      s_.U_grad_norm = m_ > 0 ? detail::vector_norm(dU_, nU) : 0.0;
+    } else {
+      // Each run's product at its own scale, summed in step order in double (which
+      // holds every float32 value, subnormal ones included, exactly).
+      RBuffer<T> part_w = make_rbuffer<T>(nW), part_u = make_rbuffer<T>(std::max<std::size_t>(nU, 1));
+      std::vector<double> sum_w(nW, 0.0), sum_u(nU, 0.0);
+      for (const StepRun& run : runs) {
+        run_products(run, part_w.get(), part_u.get());
+        add_scaled(sum_w, part_w.get(), -run.exponent);
+        if (m_ > 0) add_scaled(sum_u, part_u.get(), -run.exponent);
+        add_run_bias(run);
+      }
+      // The norms from the sums, which float64 holds where the dtype overflows (the
+      // kept gradients then read inf there, the true value rounded to the dtype).
+      s_.W_grad_norm = detail::vector_norm(sum_w.data(), nW);
+      s_.U_grad_norm = m_ > 0 ? detail::vector_norm(sum_u.data(), nU) : 0.0;
+      for (std::size_t i = 0; i < nW; ++i) dW_[i] = static_cast<T>(sum_w[i]);
+      for (std::size_t i = 0; i < nU; ++i) dU_[i] = static_cast<T>(sum_u[i]);
+    }
+    for (int j = 0; j < Gn_; ++j) db_[j] = static_cast<T>(bias_[j]);
     s_.b_grad_norm = detail::vector_norm(bias_.data(), static_cast<std::size_t>(Gn_));
     s_.total_grad_norm = detail::norm_of_norms({s_.W_grad_norm, s_.U_grad_norm, s_.b_grad_norm});
     if (!std::isfinite(s_.total_grad_norm)) record_nonfinite(s_, 0, 2);
   }
 
-  // Column sums in double, rows in a fixed order. Each thread owns a fixed band of
-  // columns and walks the rows, so memory is read contiguously.
-  void bias_gradient(const T* dz_all, int rows) {
-    bias_.assign(Gn_, 0.0);
+  // dW = dz^T h and dU = dz^T x over the run's steps and examples (k = steps * batch),
+  // at the run's scale.
+  void run_products(const StepRun& run, T* dW, T* dU) const {
+    const int rows = (run.last - run.first + 1) * B_;
+    const T* dz = dz_of(run.first);
+    const T* h = tape_.h_at(run.first - 1);  // the inputs of steps first..last
+    if (gru_) {
+      // The W-side gradients of the GRU: [dxu_r dxu_z] in the gate slab, dhn in hn.
+      detail::gemm_tn_ksplit(nt_, 2 * n_, n_, rows, dz, Gn_, h, n_, dW, n_);
+      detail::gemm_tn_ksplit(nt_, n_, n_, rows, tape_.hn_of(run.first), n_, h, n_,
+                             dW + 2 * static_cast<std::size_t>(n_) * n_, n_);
+    } else {
+      detail::gemm_tn_ksplit(nt_, Gn_, n_, rows, dz, Gn_, h, n_, dW, n_);
+    }
+    if (m_ == 0) return;
+    if (in_.xs) {
+      const T* x = in_.xs + static_cast<std::size_t>(run.first - 1) * B_ * m_;
+      detail::gemm_tn_ksplit(nt_, Gn_, m_, rows, dz, Gn_, x, m_, dU, m_);
+    } else {
+      std::fill(dU, dU + static_cast<std::size_t>(Gn_) * m_, T(0));
+    }
+  }
+
+  static void add_scaled(std::vector<double>& sum, const T* part, int exponent) {
+    for (std::size_t i = 0; i < sum.size(); ++i)
+      sum[i] += std::ldexp(static_cast<double>(part[i]), exponent);
+  }
+
+  // Column sums of the run's pre-activation gradients in double, rows in a fixed order,
+  // added to bias_ in the caller's units. Each thread owns a fixed band of columns and
+  // walks the rows, so memory is read contiguously.
+  void add_run_bias(const StepRun& run) {
+    const int rows = (run.last - run.first + 1) * B_;
+    const T* dz = dz_of(run.first);
     constexpr int kBand = 64;
     const int bands = (Gn_ + kBand - 1) / kBand;
     double* bias = bias_.data();
-    const int Gn = Gn_;
+    const int Gn = Gn_, exponent = -run.exponent;
 #pragma omp parallel for num_threads(nt_) if (worth_parallel(static_cast<std::size_t>(rows) * Gn)) \
     schedule(static)
     for (int band = 0; band < bands; ++band) {
       const int j0 = band * kBand, j1 = std::min(Gn, j0 + kBand);
       double acc[kBand] = {};
       for (int r = 0; r < rows; ++r) {
-        const T* row = dz_all + static_cast<std::size_t>(r) * Gn;
+        const T* row = dz + static_cast<std::size_t>(r) * Gn;
         for (int j = j0; j < j1; ++j) acc[j - j0] += static_cast<double>(row[j]);
       }
-      for (int j = j0; j < j1; ++j) bias[j] = acc[j - j0];
+      for (int j = j0; j < j1; ++j) bias[j] += std::ldexp(acc[j - j0], exponent);
     }
-    for (int j = 0; j < Gn_; ++j) db_[j] = static_cast<T>(bias_[j]);
   }
 
   // ---- clipping ------------------------------------------------------------------------
@@ -616,7 +662,7 @@ class Bptt {
   RecurrentTape<T> tape_;
   RBuffer<T> g_, g_prev_, gc_, dz_plain_;
   int nb_ = 0, ub_ = 0, groups_ = 0, parts_ = 0;
-  bool by_rows_ = false, any_scaled_ = false;
+  bool by_rows_ = false;
   std::vector<detail::BlockSquares> g_sq_;
   std::vector<detail::CellSquares> dc_sq_;
   std::vector<int> g_exp_, step_exp_;
