@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from typing import Callable
@@ -48,6 +49,16 @@ def sgemm_peak_gflops(threads: int, n: int = 2048, repeats: int = 3) -> float:
     """This machine's float32 GEMM rate through the same OpenBLAS that pyjac links
     (scipy-openblas32), measured now, in this run."""
     return _core.gemm_gflops(n, repeats, threads, True)
+
+
+def blas_kernel_note() -> str:
+    """Which OpenBLAS kernels this run uses, for the line that reports the peak. The
+    environment's OPENBLAS_CORETYPE (and OPENBLAS_L2_SIZE) would hold OpenBLAS to older
+    kernels than the processor's: run the benchmarks with both unset,
+    ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python bench/...``."""
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    how = f"forced by OPENBLAS_CORETYPE={forced}" if forced else "the processor's own"
+    return f"OpenBLAS kernel {_core.blas_kernel()} ({how})"
 
 
 def optional_torch(threads: int):

@@ -25,6 +25,7 @@ pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
 from _timing import (  # noqa: E402
+    blas_kernel_note,
     interleaved_medians,
     optional_torch,
     sgemm_peak_gflops,
@@ -131,7 +132,8 @@ def main():
           "rounds")
     print(f"pyjac {pyjac.__version__}, threads={threads} (every library), numpy {np.__version__}"
           + (f", torch {torch.__version__}" if torch else ", torch not installed"))
-    print(f"OpenBLAS SGEMM peak (2048^3, same run): {peak:.1f} GFLOP/s\n")
+    print(f"OpenBLAS SGEMM peak (2048^3, same run): {peak:.1f} GFLOP/s; "
+          f"{blas_kernel_note()}\n")
     header = (f"{'depth,width,batch':>18} {'pyjac ms':>9} {'numpy ms':>9} {'vs numpy':>9} "
               f"{'target':>7} {'torch ms':>9} {'vs torch':>9} {'GFLOP/s':>8} {'% peak':>7} "
               f"{'mem ratio':>9} {'ceiling':>8} {'floor':>6}")

@@ -25,7 +25,7 @@ from _threads import pin_threads_from_argv  # noqa: E402
 _PINNED = pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
-from _timing import median_time, sgemm_peak_gflops  # noqa: E402
+from _timing import blas_kernel_note, median_time, sgemm_peak_gflops  # noqa: E402
 
 import pyjac  # noqa: E402
 
@@ -146,7 +146,8 @@ def main() -> None:
     peak = sgemm_peak_gflops(-1 if nt is None else nt)
     print(f"pyjac {pyjac.__version__}; {os.cpu_count()} CPUs; threads for every library: "
           f"{'all' if nt is None else nt}; load average {os.getloadavg()[0]:.1f}")
-    print(f"float32 GEMM peak (OpenBLAS via pyjac, 2048^3, this run): {peak:.1f} GFLOP/s\n")
+    print(f"float32 GEMM peak (OpenBLAS via pyjac, 2048^3, this run): {peak:.1f} GFLOP/s; "
+          f"{blas_kernel_note()}\n")
 
     rows = []
     for depth, width in ((50, 256), (20, 1024)):

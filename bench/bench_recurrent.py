@@ -20,7 +20,7 @@ from _threads import pin_threads_from_argv  # noqa: E402
 _THREADS = pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
-from _timing import interleaved_medians, sgemm_peak_gflops  # noqa: E402
+from _timing import blas_kernel_note, interleaved_medians, sgemm_peak_gflops  # noqa: E402
 
 import pyjac  # noqa: E402
 
@@ -90,6 +90,48 @@ def numpy_bptt(cell, W, U, b, xs):
     return dW, dU, db
 
 
+def numpy_grad_through_time(cell, W, U, b, xs):
+    """The minimal loop for ||dL/dh_t|| at every step (the figure-4 job): the input
+    projections of all steps in one product, then one product with W per step forward
+    and one per step backward; no weight gradients."""
+    T, B, _ = xs.shape
+    n = W.shape[1]
+    pre = (xs.reshape(T * B, -1) @ U.T + b).reshape(T, B, -1)
+    h = np.zeros((B, n), dtype=W.dtype)
+    hs, cache = [h], []
+    c = np.zeros_like(h)
+    cs = [c]
+    for t in range(T):
+        a = pre[t] + h @ W.T
+        if cell == "lstm":
+            i, f = _sigmoid(a[:, :n]), _sigmoid(a[:, n:2 * n])
+            g, o = np.tanh(a[:, 2 * n:3 * n]), _sigmoid(a[:, 3 * n:])
+            c = f * c + i * g
+            tc = np.tanh(c)
+            h = o * tc
+            cache.append((i, f, g, o, tc))
+            cs.append(c)
+        else:
+            h = np.tanh(a)
+        hs.append(h)
+    gh = hs[-1].copy()
+    gc = np.zeros_like(gh)
+    norms = [np.linalg.norm(gh)]
+    for t in range(T, 0, -1):
+        if cell == "lstm":
+            i, f, g, o, tc = cache[t - 1]
+            dc = gc + gh * o * (1 - tc * tc)
+            dz = np.concatenate(
+                [dc * g * i * (1 - i), dc * cs[t - 1] * f * (1 - f), dc * i * (1 - g * g),
+                 gh * tc * o * (1 - o)], axis=1)
+            gc = dc * f
+        else:
+            dz = gh * (1 - hs[t] * hs[t])
+        gh = dz @ W
+        norms.append(np.linalg.norm(gh))
+    return np.array(norms[::-1])
+
+
 # ---- PyTorch ---------------------------------------------------------------------------
 
 
@@ -134,7 +176,7 @@ def main() -> None:
     peak = sgemm_peak_gflops(-1 if _THREADS is None else _THREADS)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{threads} threads; SGEMM peak (OpenBLAS via pyjac, 2048^3, this run): "
-          f"{peak:.1f} GFLOP/s")
+          f"{peak:.1f} GFLOP/s; {blas_kernel_note()}")
     if have_torch:
         import torch
 
@@ -178,6 +220,35 @@ def main() -> None:
               f"{t_torch / t_pyjac:10.2f}x {ceiling:7.2f}x   (max rel dW diff {err:.1e})")
     print("\nceiling = torch s / (FLOPs at the SGEMM peak): the largest torch/pyjac ratio that "
           "the GEMM work alone allows here.")
+    gradient_through_time_table(args, threads)
+
+
+def gradient_through_time_table(args, threads: int) -> None:
+    """||dL/dh_t|| at every step and nothing else: Recurrent.backprop(weight_grads=False)
+    against the minimal numpy loop."""
+    print("\nGradient through time only (||dL/dh_t||, t = 0..T; no weight gradients):")
+    header = f"{'case':<34} {'pyjac s':>9} {'numpy s':>9} {'numpy/pyjac':>11}"
+    print(header)
+    print("-" * len(header))
+    for cell, n, m, batch, steps in CASES:
+        if args.quick:
+            steps = max(10, steps // 20)
+        rnn = pyjac.Recurrent(n, m, cell=cell, spectral_radius=0.9, seed=0, dtype="float32")
+        xs = np.random.default_rng(0).standard_normal((steps, batch, m), dtype=np.float32)
+        ref = numpy_grad_through_time(cell, rnn.W, rnn.U, rnn.b, xs)
+        got = rnn.backprop(xs, weight_grads=False, n_threads=threads).grad_norm
+        # Where float32 holds them (numpy's underflow to 0 far from the loss, pyjac's not).
+        held = ref > 1e3 * np.finfo(np.float32).smallest_normal
+        err = float(np.max(np.abs(got[held] / ref[held] - 1)))
+        times = interleaved_medians({
+            "pyjac": lambda rnn=rnn, xs=xs: rnn.backprop(xs, weight_grads=False,
+                                                         n_threads=threads),
+            "numpy": lambda rnn=rnn, xs=xs, cell=cell: numpy_grad_through_time(
+                cell, rnn.W, rnn.U, rnn.b, xs),
+        }, args.repeats)
+        name = f"{cell} n={n} m={m} B={batch} T={steps}"
+        print(f"{name:<34} {times['pyjac']:9.4f} {times['numpy']:9.4f} "
+              f"{times['numpy'] / times['pyjac']:10.2f}x   (max rel diff {err:.1e})")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
 from _timing import (  # noqa: E402
+    blas_kernel_note,
     interleaved_medians,
     optional_torch,
     sgemm_peak_gflops,
@@ -88,7 +89,8 @@ def main():
           f"rounds of {EPOCHS} epochs")
     print(f"pyjac {pyjac.__version__}, threads={threads} (every library), numpy {np.__version__}"
           + (f", torch {torch.__version__}" if torch else ", torch not installed"))
-    print(f"OpenBLAS SGEMM peak (2048^3, same run): {peak:.1f} GFLOP/s\n")
+    print(f"OpenBLAS SGEMM peak (2048^3, same run): {peak:.1f} GFLOP/s; "
+          f"{blas_kernel_note()}\n")
     header = (f"{'n,depth,width,batch':>20} {'pyjac ms':>9} {'numpy ms':>9} {'vs numpy':>9} "
               f"{'torch ms':>9} {'vs torch':>9} {'GFLOP/s':>8} {'% peak':>7}")
     print(header)

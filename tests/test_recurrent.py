@@ -651,3 +651,46 @@ def test_vanishing_step_contributions_survive_float32(cell):
     small = (ref < 1e-20) & (ref > 1e-33)
     assert small.any()
     np.testing.assert_allclose(r32.step_weight_grad_norm[small], ref[small], rtol=2e-3)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("batch", [2, 72])  # split by units, and by rows of examples
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gradient_through_time_alone_is_the_same_gradient(cell, batch, dtype):
+    # weight_grads=False keeps two slabs of pre-activation gradients instead of one per
+    # step: the gradient through time must not change by a bit, at any thread count,
+    # including a pass that rescales (an output gradient far below the dtype's range
+    # after some steps).
+    rnn = pyjac.Recurrent(12, 3, cell=cell, seed=4, dtype=dtype)
+    rng = np.random.default_rng(13)
+    xs = rng.standard_normal((150, batch, 3))
+    go = rng.standard_normal((batch, 12)) * 2.0 ** (-100 if dtype == "float32" else -900)
+    for kw in ({}, {"grad_output": go}):
+        full = rnn.backprop(xs, keep_grads=True, **kw)
+        for n_threads in (1, 2):
+            lean = rnn.backprop(xs, keep_grads=True, weight_grads=False, n_threads=n_threads,
+                                **kw)
+            np.testing.assert_array_equal(lean.grad_norm, full.grad_norm)
+            np.testing.assert_array_equal(lean.log_grad_norm, full.log_grad_norm)
+            np.testing.assert_array_equal(lean.h0_grad, full.h0_grad)
+            np.testing.assert_array_equal(lean.state_norm, full.state_norm)
+            if cell == "lstm":
+                np.testing.assert_array_equal(lean.log_cell_grad_norm, full.log_cell_grad_norm)
+                np.testing.assert_array_equal(lean.c0_grad, full.c0_grad)
+            assert lean.first_underflow_step == full.first_underflow_step
+            assert lean.steps == 150
+
+
+def test_gradient_through_time_alone_leaves_the_weight_fields_empty():
+    rnn = pyjac.Recurrent(8, 2, cell="tanh", seed=1)
+    r = rnn.backprop(np.ones((5, 2)), keep_grads=True, weight_grads=False)
+    for name in ("weight_grad_norm", "step_weight_grad_norm", "log_step_weight_grad_norm",
+                 "total_grad_norm", "clipped_grad_norm", "clip_cosine", "clipped_fraction",
+                 "weight_grads"):
+        assert getattr(r, name) is None, name
+    assert r.h0_grad.shape == (8,)
+    assert "total_grad_norm=None" in repr(r)
+    with pytest.raises(ValueError, match="clip"):
+        rnn.backprop(np.ones((5, 2)), clip=("norm", 1.0), weight_grads=False)
+    with pytest.raises(TypeError, match="weight_grads"):
+        rnn.backprop(np.ones((5, 2)), weight_grads="no")

@@ -51,18 +51,23 @@ double bptt_flops(Cell cell, int n, int batch, int steps) {
                   2.0 * batch * g * n * (n + m));
 }
 
-void run_bptt(benchmark::State& state, Cell cell) {
+void run_bptt(benchmark::State& state, Cell cell, bool weight_grads = true) {
   const int width = static_cast<int>(state.range(0));
   const int batch = static_cast<int>(state.range(1));
   const int steps = static_cast<int>(state.range(2));
   const OwnedRecurrent r = make_recurrent(cell, width, batch, steps);
   pyjac::RecurrentBackpropOptions options;
   options.n_threads = threads();
+  options.weight_grads = weight_grads;
   const double seconds = pyjac_bench::timed_loop(state, [&] {
     auto s = pyjac::recurrent_backprop<float>(r.view, r.in, nullptr, options, {});
     benchmark::DoNotOptimize(s.grad_norm.data());
   });
-  pyjac_bench::report_flops(state, bptt_flops(cell, width, batch, steps), seconds);
+  const double g = pyjac::cell_gates(cell), n = width;
+  // Without weight gradients: the forward products (W h and U x) and dL/dh_{t-1} = dz W.
+  const double flops = weight_grads ? bptt_flops(cell, width, batch, steps)
+                                    : steps * (2.0 * batch * g * n * 2 * n + 2.0 * batch * g * n * n);
+  pyjac_bench::report_flops(state, flops, seconds);
 }
 
 void bptt_cases(benchmark::internal::Benchmark* b, int steps) {
@@ -75,6 +80,12 @@ void BM_Bptt_Lstm(benchmark::State& state) { run_bptt(state, Cell::Lstm); }
 BENCHMARK(BM_Bptt_Lstm)->Apply([](auto* b) { bptt_cases(b, 200); })->Args({256, 32, 10});
 void BM_Bptt_Gru(benchmark::State& state) { run_bptt(state, Cell::Gru); }
 BENCHMARK(BM_Bptt_Gru)->Apply([](auto* b) { bptt_cases(b, 200); });
+
+// Only the gradient through time (weight_grads = false): the figure-4 job.
+void BM_GradThroughTime_Tanh(benchmark::State& state) { run_bptt(state, Cell::Tanh, false); }
+BENCHMARK(BM_GradThroughTime_Tanh)->Apply([](auto* b) { bptt_cases(b, 1000); })->Args({256, 32, 50});
+void BM_GradThroughTime_Lstm(benchmark::State& state) { run_bptt(state, Cell::Lstm, false); }
+BENCHMARK(BM_GradThroughTime_Lstm)->Apply([](auto* b) { bptt_cases(b, 200); });
 
 // log sigma_max and ||.||_F of dh_t/dh_0 at every step, one example.
 void BM_RecurrentJacobianNorms(benchmark::State& state) {

@@ -60,6 +60,10 @@ def _parse_clip(clip: Any) -> tuple[str, float]:
     return kind, threshold
 
 
+def _dict_or_none(value: Any) -> dict | None:
+    return None if value is None else dict(value)
+
+
 @dataclass(frozen=True)
 class RecurrentBackpropResult:
     """What one pass of backprop through time measured.
@@ -79,9 +83,10 @@ class RecurrentBackpropResult:
         LSTM only: ``||dL/dc_t||``, total derivative with respect to the cell state.
     state_norm : ndarray, shape (steps+1,)
         ``||h_t||``, the forward signal.
-    weight_grad_norm : dict
-        ``{"W": ||dL/dW||, "U": ||dL/dU||, "b": ||dL/db||}`` before clipping.
-    step_weight_grad_norm : ndarray, shape (steps,)
+    weight_grad_norm : dict or None
+        ``{"W": ||dL/dW||, "U": ||dL/dU||, "b": ||dL/db||}`` before clipping. None,
+        like every weight-gradient field below, after ``weight_grads=False``.
+    step_weight_grad_norm : ndarray, shape (steps,), or None
         ``||dL/dW|_t||``: the norm of step ``t``'s share of ``dL/dW`` (the gradient
         flowing into ``W`` through its use at step ``t``); these sum, as matrices, to
         ``dL/dW``.
@@ -95,12 +100,12 @@ class RecurrentBackpropResult:
         The first step, in the order the backward pass reaches them (``steps`` down to
         0), where ``grad_norm`` is below float64's normal range (zero or subnormal)
         while ``log_grad_norm`` keeps the value; None when every plain value is normal.
-    total_grad_norm, clipped_grad_norm : float
+    total_grad_norm, clipped_grad_norm : float or None
         Global norm of ``(dL/dW, dL/dU, dL/db)`` before and after clipping.
-    clip_cosine : float
+    clip_cosine : float or None
         Cosine of the angle between the gradient before and after clipping: 1 for
         norm clipping (direction kept), below 1 when value clipping turned it.
-    clipped_fraction : float
+    clipped_fraction : float or None
         Fraction of gradient entries value clipping changed (0 otherwise).
     first_nonfinite_step : int or None
         Where a NaN/Inf first appeared, as an index of the ``(steps+1,)`` arrays, in the
@@ -119,16 +124,16 @@ class RecurrentBackpropResult:
     grad_norm: np.ndarray
     cell_grad_norm: np.ndarray | None
     state_norm: np.ndarray
-    weight_grad_norm: dict
-    step_weight_grad_norm: np.ndarray
+    weight_grad_norm: dict | None
+    step_weight_grad_norm: np.ndarray | None
     log_grad_norm: np.ndarray
     log_cell_grad_norm: np.ndarray | None
-    log_step_weight_grad_norm: np.ndarray
+    log_step_weight_grad_norm: np.ndarray | None
     first_underflow_step: int | None
-    total_grad_norm: float
-    clipped_grad_norm: float
-    clip_cosine: float
-    clipped_fraction: float
+    total_grad_norm: float | None
+    clipped_grad_norm: float | None
+    clip_cosine: float | None
+    clipped_fraction: float | None
     first_nonfinite_step: int | None
     first_nonfinite_stage: str | None
     h_last: np.ndarray = field(repr=False)
@@ -139,14 +144,15 @@ class RecurrentBackpropResult:
 
     @property
     def steps(self) -> int:
-        return int(self.step_weight_grad_norm.shape[0])
+        return int(self.grad_norm.shape[0]) - 1
 
     def __repr__(self) -> str:
         loss = "None" if self.loss is None else f"{self.loss:.6g}"
+        total = "None" if self.total_grad_norm is None else f"{self.total_grad_norm:.6g}"
         return (
             f"RecurrentBackpropResult(steps={self.steps}, loss={loss}, "
             f"grad_norm={_fmt(self.grad_norm)}, log_grad_norm={_fmt(self.log_grad_norm)}, "
-            f"total_grad_norm={self.total_grad_norm:.6g}, "
+            f"total_grad_norm={total}, "
             f"first_underflow_step={self.first_underflow_step}, "
             f"first_nonfinite_step={self.first_nonfinite_step})"
         )
@@ -444,6 +450,7 @@ class Recurrent:
         grad_output: Any = None,
         clip: Any = None,
         keep_grads: bool = False,
+        weight_grads: bool = True,
         n_threads: int | None = None,
     ) -> RecurrentBackpropResult:
         """Run the recurrence and backprop through time, in one C++ call.
@@ -473,6 +480,11 @@ class Recurrent:
             reports the norm before and after and the cosine between the two.
         keep_grads : bool
             Also return the (clipped) weight gradients and ``dL/dh_0``.
+        weight_grads : bool
+            False when only the gradient through time is wanted (``grad_norm``,
+            ``log_grad_norm``, ``dL/dh_0``): the weight gradients, their norms and
+            per-step shares are not computed (None in the result) and the backward pass
+            is one product with ``W`` per step. ``clip`` needs them.
         n_threads : int, optional
             None or -1 for every core, or a positive count.
 
@@ -490,6 +502,7 @@ class Recurrent:
         for every ``n_threads``: work is split into blocks fixed by the shapes alone.
         """
         keep_grads = check_bool(keep_grads, "keep_grads")
+        weight_grads = check_bool(weight_grads, "weight_grads")
         n_threads = check_threads(n_threads)
         xs_arr, steps, h0_arr, c0_arr, single = self._inputs(xs, steps, h0, c0)
         loss = check_choice(loss, ("last", "all"), "loss")
@@ -515,13 +528,16 @@ class Recurrent:
                     f"got {np.shape(grad_output)}"
                 )
         clip_kind, clip_threshold = _parse_clip(clip)
+        if clip_kind != "none" and not weight_grads:
+            raise ValueError("clip: clips the weight gradients, which weight_grads=False skips")
         nbytes = _core.recurrent_workspace_bytes(
             self.cell, self.width, self.input_size, steps, batch, self.dtype.itemsize
         )
         check_allocation(nbytes, f"backprop through {steps} steps on a batch of {batch}")
         raw = _core.recurrent_backprop(
             self.cell, self.W, self.U if self.input_size else None, self.b, xs_arr, steps,
-            h0_arr, c0_arr, loss_name, go, clip_kind, clip_threshold, keep_grads, n_threads,
+            h0_arr, c0_arr, loss_name, go, clip_kind, clip_threshold, keep_grads, weight_grads,
+            n_threads,
         )
 
         def squeeze(a):
@@ -532,21 +548,21 @@ class Recurrent:
             grad_norm=raw["grad_norm"],
             cell_grad_norm=raw["cell_grad_norm"],
             state_norm=raw["state_norm"],
-            weight_grad_norm=dict(raw["weight_grad_norm"]),
+            weight_grad_norm=_dict_or_none(raw["weight_grad_norm"]),
             step_weight_grad_norm=raw["step_weight_grad_norm"],
             log_grad_norm=raw["log_grad_norm"],
             log_cell_grad_norm=raw["log_cell_grad_norm"],
             log_step_weight_grad_norm=raw["log_step_weight_grad_norm"],
             first_underflow_step=raw["first_underflow_step"],
-            total_grad_norm=float(raw["total_grad_norm"]),
-            clipped_grad_norm=float(raw["clipped_grad_norm"]),
-            clip_cosine=float(raw["clip_cosine"]),
-            clipped_fraction=float(raw["clipped_fraction"]),
+            total_grad_norm=raw["total_grad_norm"],
+            clipped_grad_norm=raw["clipped_grad_norm"],
+            clip_cosine=raw["clip_cosine"],
+            clipped_fraction=raw["clipped_fraction"],
             first_nonfinite_step=raw["first_nonfinite_step"],
             first_nonfinite_stage=raw["first_nonfinite_stage"],
             h_last=squeeze(raw["h_last"]),
             c_last=squeeze(raw["c_last"]),
-            weight_grads=dict(raw["weight_grads"]) if keep_grads else None,
+            weight_grads=_dict_or_none(raw["weight_grads"]) if keep_grads else None,
             h0_grad=squeeze(raw.get("h0_grad")),
             c0_grad=squeeze(raw.get("c0_grad")),
         )

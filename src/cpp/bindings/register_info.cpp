@@ -1,6 +1,9 @@
+#include <string>
+
 #include "arrays.hpp"
 #include "release_gil.hpp"
 #include "pyjac/chain/calibrate.hpp"
+#include "pyjac/common/blas.hpp"
 #include "pyjac/common/threads.hpp"
 
 namespace pyjac::bindings {
@@ -9,6 +12,8 @@ void register_info(py::module_& m) {
   m.def("max_threads", &max_threads, "Threads the OpenMP runtime offers.");
   m.def("thread_limit", &thread_limit, "The most threads a call may ask for.");
   m.def("blas_num_threads", &blas_num_threads, "Threads OpenBLAS is set to use.");
+  m.def("blas_kernel", [] { return std::string(blas::kernel_name()); },
+        "The kernel family OpenBLAS chose at load time (OPENBLAS_CORETYPE overrides it).");
   m.def(
       "gemm_gflops",
       [](int n, int repeats, int n_threads, bool single) {

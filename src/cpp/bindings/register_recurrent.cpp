@@ -154,7 +154,8 @@ py::dict backprop_typed(const std::string& cell, const py::object& W_in, const p
                         const py::object& b_in, const py::object& xs_in, int steps,
                         const py::object& h0_in, const py::object& c0_in, const std::string& loss,
                         const py::object& grad_output_in, const std::string& clip_kind,
-                        double clip_threshold, bool keep_grads, int n_threads) {
+                        double clip_threshold, bool keep_grads, bool weight_grads,
+                        int n_threads) {
   CellArrays<T> p(cell, W_in, U_in, b_in);
   CArray<T> xs, h0, c0, go;
   RecurrentInputs<T> in = make_inputs(p.view, xs_in, steps, h0_in, c0_in, xs, h0, c0);
@@ -162,6 +163,7 @@ py::dict backprop_typed(const std::string& cell, const py::object& W_in, const p
   o.loss = parse_recurrent_loss(loss);
   o.clip = parse_clip(clip_kind, clip_threshold);
   o.n_threads = n_threads;
+  o.weight_grads = weight_grads;
   if (in.steps < 1)
     throw std::invalid_argument("steps: must be at least 1, got " + std::to_string(in.steps));
   const py::ssize_t B = in.batch, n = p.view.width, G = p.view.gates(), m = p.view.input_size;
@@ -177,14 +179,16 @@ py::dict backprop_typed(const std::string& cell, const py::object& W_in, const p
     c_last = py::array_t<T>({B, n});
     out.c_last = c_last.mutable_data();
   }
-  if (keep_grads) {
+  if (keep_grads && weight_grads) {
     dW = py::array_t<T>({G * n, n});
     dU = py::array_t<T>({G * n, m});
     db = py::array_t<T>(G * n);
-    dh0 = py::array_t<T>({B, n});
     out.dW = dW.mutable_data();
     out.dU = m > 0 ? dU.mutable_data() : nullptr;
     out.db = db.mutable_data();
+  }
+  if (keep_grads) {
+    dh0 = py::array_t<T>({B, n});
     out.dh0 = dh0.mutable_data();
     if (lstm) {
       dc0 = py::array_t<T>({B, n});
@@ -200,21 +204,25 @@ py::dict backprop_typed(const std::string& cell, const py::object& W_in, const p
   r["grad_norm"] = to_numpy(s.grad_norm);
   r["cell_grad_norm"] = lstm ? py::object(to_numpy(s.cell_grad_norm)) : py::object(py::none());
   r["state_norm"] = to_numpy(s.state_norm);
-  r["step_weight_grad_norm"] = to_numpy(s.step_weight_grad_norm);
+  // What weight_grads=false did not compute is None, not NaN.
+  const auto weights_or_none = [&](auto value) {
+    return weight_grads ? py::object(std::move(value)) : py::object(py::none());
+  };
+  r["step_weight_grad_norm"] = weights_or_none(to_numpy(s.step_weight_grad_norm));
   r["log_grad_norm"] = to_numpy(s.log_grad_norm);
   r["log_cell_grad_norm"] =
       lstm ? py::object(to_numpy(s.log_cell_grad_norm)) : py::object(py::none());
-  r["log_step_weight_grad_norm"] = to_numpy(s.log_step_weight_grad_norm);
+  r["log_step_weight_grad_norm"] = weights_or_none(to_numpy(s.log_step_weight_grad_norm));
   r["first_underflow_step"] = index_or_none(s.first_underflow_step);
   py::dict wn;
   wn["W"] = s.W_grad_norm;
   wn["U"] = s.U_grad_norm;
   wn["b"] = s.b_grad_norm;
-  r["weight_grad_norm"] = wn;
-  r["total_grad_norm"] = s.total_grad_norm;
-  r["clipped_grad_norm"] = s.clipped_grad_norm;
-  r["clip_cosine"] = s.clip_cosine;
-  r["clipped_fraction"] = s.clipped_fraction;
+  r["weight_grad_norm"] = weights_or_none(wn);
+  r["total_grad_norm"] = weights_or_none(py::float_(s.total_grad_norm));
+  r["clipped_grad_norm"] = weights_or_none(py::float_(s.clipped_grad_norm));
+  r["clip_cosine"] = weights_or_none(py::float_(s.clip_cosine));
+  r["clipped_fraction"] = weights_or_none(py::float_(s.clipped_fraction));
   r["first_nonfinite_step"] = index_or_none(s.first_nonfinite_step);
   static const char* stages[] = {nullptr, "forward", "backward"};
   r["first_nonfinite_stage"] = s.first_nonfinite_stage == 0
@@ -227,7 +235,7 @@ py::dict backprop_typed(const std::string& cell, const py::object& W_in, const p
     grads["W"] = dW;
     grads["U"] = dU;
     grads["b"] = db;
-    r["weight_grads"] = grads;
+    r["weight_grads"] = weights_or_none(grads);
     r["h0_grad"] = dh0;
     r["c0_grad"] = lstm ? py::object(dc0) : py::object(py::none());
   }
@@ -248,10 +256,11 @@ py::dict recurrent_backprop_py(const std::string& cell, const py::object& W, con
                                const py::object& h0, const py::object& c0,
                                const std::string& loss, const py::object& grad_output,
                                const std::string& clip_kind, double clip_threshold,
-                               bool keep_grads, int n_threads) {
+                               bool keep_grads, bool weight_grads, int n_threads) {
   return dispatch(W, [&](auto tag) {
     return backprop_typed<decltype(tag)>(cell, W, U, b, xs, steps, h0, c0, loss, grad_output,
-                                         clip_kind, clip_threshold, keep_grads, n_threads);
+                                         clip_kind, clip_threshold, keep_grads, weight_grads,
+                                         n_threads);
   });
 }
 
@@ -297,7 +306,8 @@ void register_recurrent(py::module_& m) {
   m.def("recurrent_backprop", &recurrent_backprop_py, py::arg("cell"), py::arg("W"),
         py::arg("U"), py::arg("b"), py::arg("xs"), py::arg("steps"), py::arg("h0"),
         py::arg("c0"), py::arg("loss"), py::arg("grad_output"), py::arg("clip_kind"),
-        py::arg("clip_threshold"), py::arg("keep_grads"), py::arg("n_threads"),
+        py::arg("clip_threshold"), py::arg("keep_grads"), py::arg("weight_grads"),
+        py::arg("n_threads"),
         "Forward pass and backprop through time; returns a dict of measurements.");
   m.def("recurrent_jacobian_norms",
         [](const std::string& cell, const py::object& W, const py::object& U, const py::object& b,

@@ -69,7 +69,7 @@ def rnn_sweep(*, cell: Any = "tanh", spectral_radius: Any = 1.0, width: int = 64
                           if input_size else None)
                     go = data.standard_normal((batch, width))
                     r = rnn.backprop(xs=xs, steps=None if xs is not None else steps, h0=h0,
-                                     grad_output=go)
+                                     grad_output=go, weight_grads=False)
                     hit = {"grad_norm": np.asarray(r.grad_norm, dtype=np.float64)}
                     _cache_write(directory, key, hit)
                 bar.update()

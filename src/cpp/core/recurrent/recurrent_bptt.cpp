@@ -145,11 +145,16 @@ class Bptt {
     plan_backward();
     backward_through_time();
     reduce_step_norms();
-    align_step_scales();
-    step_weight_shares();
     export_initial_gradients();
-    weight_gradients();
-    clip();
+    if (o_.weight_grads) {
+      align_step_scales();
+      step_weight_shares();
+      weight_gradients();
+      clip();
+    } else {
+      s_.W_grad_norm = s_.U_grad_norm = s_.b_grad_norm = NAN;
+      s_.total_grad_norm = s_.clipped_grad_norm = s_.clip_cosine = s_.clipped_fraction = NAN;
+    }
     return std::move(s_);
   }
 
@@ -189,8 +194,10 @@ class Bptt {
       s_.cell_grad_norm.assign(steps_ + 1, 0.0);
     }
     s_.grad_norm.assign(steps_ + 1, 0.0);
-    s_.step_weight_grad_norm.assign(steps_, 0.0);
-    s_.log_step_weight_grad_norm.assign(steps_, 0.0);
+    if (o_.weight_grads) {
+      s_.step_weight_grad_norm.assign(steps_, 0.0);
+      s_.log_step_weight_grad_norm.assign(steps_, 0.0);
+    }
   }
 
   // ---- how the backward pass is split, and what it keeps -------------------------------
@@ -205,7 +212,12 @@ class Bptt {
   void plan_backward() {
     // Pre-activation gradients of every step: W-side and input-side are the same for
     // plain cells and the LSTM; the GRU's differ in the n gate (dhn vs dxu_n).
-    if (detail::is_plain(cell_)) dz_plain_ = make_rbuffer<T>(steps_ * slab_);
+    // Without weight gradients, step t's are dead once phase B of step t has read them:
+    // two slabs, by the parity of t, suffice (phase A of step t-1 writes one while a
+    // thread may still be in phase B of step t, reading the other; the barrier after
+    // phase A keeps step t-2 from reaching it), and stay in cache.
+    if (detail::is_plain(cell_))
+      dz_plain_ = make_rbuffer<T>((o_.weight_grads ? steps_ : 2) * slab_);
     nb_ = wp_.blocks();
     ub_ = wp_.unit_block();
     by_rows_ = B_ >= detail::kRowModeBatch;
@@ -229,7 +241,8 @@ class Bptt {
   }
 
   T* dz_of(int t) const {
-    return detail::is_plain(cell_) ? dz_plain_.get() + (t - 1) * slab_ : tape_.gate_of(t);
+    if (!detail::is_plain(cell_)) return tape_.gate_of(t);
+    return dz_plain_.get() + (o_.weight_grads ? t - 1 : t % 2) * slab_;
   }
   std::pair<int, int> part_rows(int q) const {
     return by_rows_ ? std::pair{q * detail::kRowGroup,
@@ -685,6 +698,10 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
   if (given && !grad_output) throw std::invalid_argument("grad_output: required by this loss");
   if (o.clip.kind != ClipKind::None && !(o.clip.threshold > 0 && std::isfinite(o.clip.threshold)))
     throw std::invalid_argument("clip: the threshold must be a positive finite number");
+  if (!o.weight_grads && o.clip.kind != ClipKind::None)
+    throw std::invalid_argument("clip: clips the weight gradients, which weight_grads=false skips");
+  if (!o.weight_grads && (out.dW || out.dU || out.db))
+    throw std::invalid_argument("weight_grads: false, but outputs for dW, dU or db were given");
   const int nt = resolve_threads(o.n_threads);
   // Every product is cut into blocks fixed by the shapes alone and each block is one
   // single-threaded call (WeightProducts, gemm_tn_ksplit, tiled_gemm): OpenMP

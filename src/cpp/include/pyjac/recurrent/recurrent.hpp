@@ -69,6 +69,10 @@ struct RecurrentBackpropOptions {
   RecurrentLoss loss = RecurrentLoss::Last;
   ClipSpec clip;
   int n_threads = -1;
+  // false: only the gradient through time (dL/dh_t, dL/dc_t, dL/dh_0): no weight
+  // gradients, their norms or per-step shares (left NaN / empty), no clipping. The
+  // backward pass then keeps two slabs of pre-activation gradients instead of T.
+  bool weight_grads = true;
 };
 
 // What one BPTT pass measured; float64 whatever T is.
@@ -77,7 +81,7 @@ struct RecurrentBackpropStats {
   std::vector<double> grad_norm;       // ||dL/dh_t||, t = 0..T (total derivative)
   std::vector<double> cell_grad_norm;  // LSTM: ||dL/dc_t||, t = 0..T; empty otherwise
   std::vector<double> state_norm;      // ||h_t||, t = 0..T
-  std::vector<double> step_weight_grad_norm;  // ||dL/dW|_t||, t = 1..T
+  std::vector<double> step_weight_grad_norm;  // ||dL/dW|_t||, t = 1..T (empty: not asked)
   double W_grad_norm = 0.0, U_grad_norm = 0.0, b_grad_norm = 0.0;  // before clipping
   double total_grad_norm = 0.0;    // ||(dW, dU, db)|| before clipping
   double clipped_grad_norm = 0.0;  // the same after clipping
