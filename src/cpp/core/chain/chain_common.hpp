@@ -14,6 +14,7 @@
 #include "pyjac/common/activation.hpp"
 #include "pyjac/chain/chain.hpp"
 #include "common/reduce.hpp"
+#include "common/simd.hpp"
 
 namespace pyjac::detail {
 
@@ -41,7 +42,7 @@ inline constexpr bool kOutputForm = derivative_from_output(A);
 // through the shared frame on every iteration, and the ReLU select becomes an
 // unpredictable branch).
 template <Activation A, bool kFromOutput, typename T>
-void derivative_run(const T* __restrict g, const T* __restrict v, T* __restrict du,
+PYJAC_ISA_CLONES void derivative_run(const T* __restrict g, const T* __restrict v, T* __restrict du,
                     std::size_t n, T branch, double* __restrict column_sum = nullptr) {
   auto at = [&](std::size_t k) {
     if constexpr (kFromOutput)
@@ -66,7 +67,7 @@ void derivative_run(const T* __restrict g, const T* __restrict v, T* __restrict 
 // in dsum and hsq. u and h may be the same array: every entry is read before it is
 // written, at the same index, so the loops are safe to vectorise.
 template <Activation A, bool kResidual, typename T>
-int activate_row(const T* u, T* h, const T* h_in, int n, T scale, T sat_level, T* d,
+PYJAC_ISA_CLONES int activate_row(const T* u, T* h, const T* h_in, int n, T scale, T sat_level, T* d,
                  unsigned char* alive, double& dsum, double& hsq) {
   constexpr bool kSelect =
       A == Activation::Linear || A == Activation::Relu || A == Activation::LeakyRelu;

@@ -341,11 +341,27 @@ class Bptt {
     g_exp_[static_cast<std::size_t>(t - 1) * parts_ + q] = exponent;
   }
 
+  // One step split by units. The worksharing loops are orphaned: inside the caller's
+  // parallel region they share the blocks out, outside any region they run on the
+  // calling thread alone, with no barrier.
+  void units_step(int t, T* g_t, T* g_p, int& exponent) {
+#pragma omp for schedule(static)
+    for (int blk = 0; blk < nb_; ++blk) phase_a(t, g_t, g_p, 0, B_, blk, blk + 1, blk);
+    // (implicit barrier: every unit's pre-activation gradients are in place, and every
+    // part's norm of dL/dh_t from the previous step's phase B)
+    double carried = 0.0;
+    for (int q = 0; q < parts_; ++q) carried = std::max(carried, carried_norm(t, q));
+    const int k = step_exponent(t, carried, exponent);
+    exponent += k;
+#pragma omp for schedule(static) nowait
+    for (int blk = 0; blk < nb_; ++blk) phase_b(t, g_p, 0, B_, blk, blk + 1, blk, k, exponent);
+  }
+
   // ---- backward through time ------------------------------------------------------------
   void backward_through_time() {
     T* const buf0 = g_.get();
     T* const buf1 = g_prev_.get();
-    const bool par = nt_ > 1 && worth_parallel(static_cast<std::size_t>(B_) * Gn_ * 16);
+    const bool par = detail::time_loop_in_parallel<T>(nt_, by_rows_, B_, Gn_, n_);
     TeamInterrupt interrupt;
     if (by_rows_) {  // no barriers: each group stops at its next step
       detail::parallel_for_interruptible(groups_, nt_, par, interrupt, [&](int grp) {
@@ -365,26 +381,25 @@ class Bptt {
     } else {
       for (int blk = 0; blk < nb_; ++blk)
         g_sq_[static_cast<std::size_t>(steps_) * parts_ + blk] = sum_part(buf0, 0, B_, blk, blk + 1);
-#pragma omp parallel num_threads(nt_) if (par)
-      {
-        T* g_t = buf0;  // every thread swaps its own copies in step
+      // Every thread swaps its own copies of the two buffers in step and takes the same
+      // steps (and so the same exponents).
+      const auto all_steps = [&] {
+        T* g_t = buf0;
         T* g_p = buf1;
-        int exponent = 0;  // every thread takes the same steps
+        int exponent = 0;
         for (int t = steps_; t >= 1; --t) {
           if (interrupt.stop_at(steps_ - t)) break;  // the whole team, at the same step
-#pragma omp for schedule(static)
-          for (int blk = 0; blk < nb_; ++blk) phase_a(t, g_t, g_p, 0, B_, blk, blk + 1, blk);
-          // (implicit barrier: every unit's pre-activation gradients are in place, and
-          // every part's norm of dL/dh_t from the previous step's phase B)
-          double carried = 0.0;
-          for (int q = 0; q < parts_; ++q) carried = std::max(carried, carried_norm(t, q));
-          const int k = step_exponent(t, carried, exponent);
-          exponent += k;
-#pragma omp for schedule(static) nowait
-          for (int blk = 0; blk < nb_; ++blk)
-            phase_b(t, g_p, 0, B_, blk, blk + 1, blk, k, exponent);
+          units_step(t, g_t, g_p, exponent);
           std::swap(g_t, g_p);
         }
+      };
+      if (par) {
+#pragma omp parallel num_threads(nt_)
+        all_steps();
+      } else {
+        // No region at all: even a one-thread team makes a futex call at every barrier,
+        // every step, once the process has OpenMP workers (1.4 ms of a 2.8 ms call).
+        all_steps();
       }
     }
     interrupt.rethrow();

@@ -19,11 +19,7 @@
 #include "pyjac/common/fast_math.hpp"
 #include "pyjac/recurrent/recurrent.hpp"
 #include "common/reduce.hpp"
-
-// Every loop over a row's units is independent across units (the in-place kernels
-// read each index before writing it), so it is safe to vectorise; the pragma says so
-// where offsets into one array (gates at j, n+j, ...) defeat the compiler's analysis.
-#define PYJAC_SIMD _Pragma("omp simd")
+#include "common/simd.hpp"
 
 namespace pyjac::detail {
 
@@ -92,7 +88,7 @@ struct CellSquares {
 
 // h = phi(z) in place over n entries of one row.
 template <typename T>
-inline void plain_forward_row(Activation act, T* h, int n) {
+PYJAC_ISA_CLONES inline void plain_forward_row(Activation act, T* h, int n) {
   switch (act) {
     case Activation::Tanh:
       PYJAC_SIMD for (int j = 0; j < n; ++j) h[j] = tanh_fast(h[j]);
@@ -110,7 +106,7 @@ inline void plain_forward_row(Activation act, T* h, int n) {
 
 // dz = g * phi'(z), phi' read off h = phi(z).
 template <typename T>
-inline void plain_vjp_row(Activation act, const T* g, const T* h, T* dz, int n) {
+PYJAC_ISA_CLONES inline void plain_vjp_row(Activation act, const T* g, const T* h, T* dz, int n) {
   // One loop per activation: a switch inside the loop would stop vectorisation.
   switch (act) {
     case Activation::Tanh:
@@ -132,7 +128,7 @@ inline void plain_vjp_row(Activation act, const T* g, const T* h, T* dz, int n) 
 
 // Pre-activations in `gates` become activations; writes c and h (and tanh(c)).
 template <typename T>
-inline void lstm_forward_row(T* gates, const T* c_prev, T* c, T* tc, T* h, int n, int j0, int j1) {
+PYJAC_ISA_CLONES inline void lstm_forward_row(T* gates, const T* c_prev, T* c, T* tc, T* h, int n, int j0, int j1) {
   T* gi = gates;
   T* gf = gates + n;
   T* gg = gates + 2 * n;
@@ -157,7 +153,7 @@ inline void lstm_forward_row(T* gates, const T* c_prev, T* c, T* tc, T* h, int n
 //   dz: the 4n pre-activation gradients; may alias `gates` (each entry is read first).
 // Adds ||dL/dc_t||^2 of this row to `dc_squares`, dL/dc_t being the total derivative.
 template <typename T>
-inline void lstm_vjp_row(const T* gates, const T* c_prev, const T* tc, const T* gh, T* gc,
+PYJAC_ISA_CLONES inline void lstm_vjp_row(const T* gates, const T* c_prev, const T* tc, const T* gh, T* gc,
                          T* dz, int n, int j0, int j1, CellSquares& dc_squares) {
   // dL/dc_t is not kept (gc becomes dL/dc_{t-1}), so float64 squares that may leave the
   // range are also summed at two fixed power-of-two scales, in the same pass.
@@ -190,7 +186,7 @@ inline void lstm_vjp_row(const T* gates, const T* c_prev, const T* tc, const T* 
 // Tangent of one LSTM step: given A = W v_h (4n entries, [A_i A_f A_g A_o]) and v_c,
 // writes the new tangent (out_h, out_c).
 template <typename T>
-inline void lstm_jvp_row(const T* gates, const T* c_prev, const T* tc, const T* a, const T* vc,
+PYJAC_ISA_CLONES inline void lstm_jvp_row(const T* gates, const T* c_prev, const T* tc, const T* a, const T* vc,
                          T* out_h, T* out_c, int n, int j0, int j1) {
   PYJAC_SIMD
   for (int j = j0; j < j1; ++j) {
@@ -208,7 +204,7 @@ inline void lstm_jvp_row(const T* gates, const T* c_prev, const T* tc, const T* 
 
 // `gates` holds U x + b on entry and the activations [r z n] on exit; hw = W h_{t-1}.
 template <typename T>
-inline void gru_forward_row(T* gates, const T* hw, const T* h_prev, T* hn, T* h, int n, int j0,
+PYJAC_ISA_CLONES inline void gru_forward_row(T* gates, const T* hw, const T* h_prev, T* hn, T* h, int n, int j0,
                             int j1) {
   PYJAC_SIMD
   for (int j = j0; j < j1; ++j) {
@@ -229,7 +225,7 @@ inline void gru_forward_row(T* gates, const T* hw, const T* h_prev, T* hn, T* h,
 //   dhn: gradient of W_n h_{t-1} (may alias hn); gdirect: the part z * g of dL/dh_{t-1}
 //   that bypasses W. The W-side pre-activation gradients are [dxu_r dxu_z dhn].
 template <typename T>
-inline void gru_vjp_row(const T* gates, const T* hn, const T* h_prev, const T* g, T* dxu, T* dhn,
+PYJAC_ISA_CLONES inline void gru_vjp_row(const T* gates, const T* hn, const T* h_prev, const T* g, T* dxu, T* dhn,
                         T* gdirect, int n, int j0, int j1) {
   PYJAC_SIMD
   for (int j = j0; j < j1; ++j) {
@@ -249,7 +245,7 @@ inline void gru_vjp_row(const T* gates, const T* hn, const T* h_prev, const T* g
 
 // Tangent of one GRU step: a = W v (3n entries), v the incoming tangent.
 template <typename T>
-inline void gru_jvp_row(const T* gates, const T* hn, const T* h_prev, const T* a, const T* v,
+PYJAC_ISA_CLONES inline void gru_jvp_row(const T* gates, const T* hn, const T* h_prev, const T* a, const T* v,
                         T* out, int n, int j0, int j1) {
   PYJAC_SIMD
   for (int j = j0; j < j1; ++j) {

@@ -71,10 +71,11 @@ void add_input_terms(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
   const long long pre_rows = static_cast<long long>(in.steps) * in.batch;
   const std::size_t pre_total = static_cast<std::size_t>(pre_rows) * Gn;
   // This first touch of the tape takes seconds for long sequences: interruptible, in
-  // blocks of rows.
+  // blocks of rows. Waking a second thread costs up to a millisecond on a virtual
+  // machine, so short tapes (below 8 MB of float64) are filled on the calling thread.
   constexpr long long kRows = 256;
   TeamInterrupt fill_interrupt;
-  parallel_for_interruptible((pre_rows + kRows - 1) / kRows, nt, worth_parallel(pre_total),
+  parallel_for_interruptible((pre_rows + kRows - 1) / kRows, nt, pre_total >= (1u << 20),
                              fill_interrupt, [&](long long blk) {
                                const long long r1 = std::min(pre_rows, (blk + 1) * kRows);
                                for (long long r = blk * kRows; r < r1; ++r)
@@ -131,7 +132,7 @@ class TimeLoop {
   }
 
   void run() {
-    const bool par = nt_ > 1 && worth_parallel(static_cast<std::size_t>(B_) * Gn_ * 16);
+    const bool par = time_loop_in_parallel<T>(nt_, by_rows_, B_, Gn_, n_);
     TeamInterrupt interrupt;
     if (by_rows_) {  // no barriers: each group stops at its next step
       parallel_for_interruptible(groups_, nt_, par, interrupt, [&](int grp) {
@@ -140,12 +141,19 @@ class TimeLoop {
           step_part(t, i0, rows, 0, nb_, grp);
       });
     } else {
-      const int nb = nb_, steps = steps_, B = B_;
-#pragma omp parallel num_threads(nt_) if (par)
-      for (int t = 1; t <= steps; ++t) {
-        if (interrupt.stop_at(t)) break;  // the whole team, at the same step
-#pragma omp for schedule(static)
-        for (int blk = 0; blk < nb; ++blk) step_part(t, 0, B, blk, blk + 1, blk);
+      const auto all_steps = [&] {
+        for (int t = 1; t <= steps_; ++t) {
+          if (interrupt.stop_at(t)) break;  // the whole team, at the same step
+          units_step(t);
+        }
+      };
+      if (par) {
+#pragma omp parallel num_threads(nt_)
+        all_steps();
+      } else {
+        // No region at all: even a one-thread team makes a futex call at every barrier,
+        // every step, once the process has OpenMP workers (1.4 ms of a 2.8 ms call).
+        all_steps();
       }
     }
     interrupt.rethrow();
@@ -153,6 +161,14 @@ class TimeLoop {
   }
 
  private:
+  // Step t split by units. The worksharing loop is orphaned: inside the caller's parallel
+  // region it shares the blocks out (and ends in the step's barrier), outside any region
+  // it runs on the calling thread alone, with no barrier.
+  void units_step(int t) {
+#pragma omp for schedule(static)
+    for (int blk = 0; blk < nb_; ++blk) step_part(t, 0, B_, blk, blk + 1, blk);
+  }
+
   // Step t for rows [i0, i0 + rows) and unit blocks [b0, b1): GEMMs with W, then the
   // cell's elementwise part; stores the sums of squares of h_t (and c_t) in slot q.
   void step_part(int t, int i0, int rows, int b0, int b1, int q) {
