@@ -295,3 +295,37 @@ def test_float64_activations_are_within_a_few_ulp_everywhere(activation):
     want = np.tanh(xl) if activation == "tanh" else 1 / (1 + np.exp(-xl))
     worst = _ulps(got, want)
     assert np.max(worst) <= 3.0, x[np.argmax(worst)]
+
+
+@pytest.mark.parametrize("norm", [None, "layernorm"])  # tile at a time, layer at a time
+@pytest.mark.parametrize("residual", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gradient_through_depth_alone_is_the_same_gradient(norm, residual, dtype):
+    # weight_grads=False skips the weight and bias gradients (and the ghost norm's
+    # Grams): the gradient through depth must not change by a bit, at any thread count,
+    # including a pass that rescales (an output gradient below the dtype's range).
+    rng = np.random.default_rng(22)
+    net = pyjac.Chain(12, 48, activation="tanh", residual=residual, norm=norm, seed=5,
+                      dtype=dtype)
+    x = rng.standard_normal((40, 48))
+    tiny = 2.0 ** (-140 if dtype == "float32" else -1040)
+    for kw in ({}, {"grad_output": rng.standard_normal((40, 48)) * tiny}):
+        full = net.backprop(x, **kw)
+        for n_threads in (1, 2):
+            lean = net.backprop(x, weight_grads=False, n_threads=n_threads, **kw)
+            for name in ("grad_norm", "log_grad_norm", "activation_norm", "derivative_mean",
+                         "saturated_fraction", "dead_fraction"):
+                np.testing.assert_array_equal(getattr(lean, name), getattr(full, name), name)
+            assert lean.first_underflow_layer == full.first_underflow_layer
+            assert lean.loss == full.loss and lean.depth == 12
+            for name in ("weight_grad_norm", "bias_grad_norm", "log_weight_grad_norm",
+                         "log_bias_grad_norm", "per_example_weight_grad_norm"):
+                assert getattr(lean, name) is None, name
+
+
+def test_gradient_through_depth_alone_refuses_to_keep_weight_gradients():
+    net = pyjac.Chain(3, 8, seed=0)
+    with pytest.raises(ValueError, match="keep_grads"):
+        net.backprop(np.ones((2, 8)), keep_grads=True, weight_grads=False)
+    with pytest.raises(TypeError, match="weight_grads"):
+        net.backprop(np.ones((2, 8)), weight_grads=1)

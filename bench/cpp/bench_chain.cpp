@@ -22,7 +22,8 @@ double backprop_flops(int depth, int width, int batch) {
   return 6.0 * batch * depth * static_cast<double>(width) * width;
 }
 
-void run_backprop(benchmark::State& state, Activation activation, pyjac::Norm norm) {
+void run_backprop(benchmark::State& state, Activation activation, pyjac::Norm norm,
+                  bool weight_grads = true) {
   const int depth = static_cast<int>(state.range(0));
   const int width = static_cast<int>(state.range(1));
   const int batch = static_cast<int>(state.range(2));
@@ -32,11 +33,14 @@ void run_backprop(benchmark::State& state, Activation activation, pyjac::Norm no
   const std::vector<float> x = pyjac_bench::normal_vector(std::size_t(batch) * width, 1);
   pyjac::BackpropOptions options;
   options.n_threads = threads();
+  options.weight_grads = weight_grads;
   const double seconds = pyjac_bench::timed_loop(state, [&] {
     auto stats = pyjac::backprop<float>(c.view, x.data(), batch, nullptr, nullptr, options, {});
     benchmark::DoNotOptimize(stats.grad_norm.data());
   });
-  pyjac_bench::report_flops(state, backprop_flops(depth, width, batch), seconds);
+  // Without weight gradients: the forward product and dL/dh_{l-1} = dz W, 2/3 of the job.
+  const double share = weight_grads ? 1.0 : 2.0 / 3.0;
+  pyjac_bench::report_flops(state, share * backprop_flops(depth, width, batch), seconds);
 }
 
 // The (depth, width, batch) cases of bench/bench_backprop.py.
@@ -51,6 +55,12 @@ void BM_Backprop_Relu(benchmark::State& state) {
   run_backprop(state, Activation::Relu, pyjac::Norm::None);
 }
 BENCHMARK(BM_Backprop_Relu)->Apply(backprop_cases);
+
+// Only the gradient through depth (weight_grads = false).
+void BM_GradThroughDepth_Relu(benchmark::State& state) {
+  run_backprop(state, Activation::Relu, pyjac::Norm::None, false);
+}
+BENCHMARK(BM_GradThroughDepth_Relu)->Apply(backprop_cases);
 
 void BM_Backprop_Tanh(benchmark::State& state) {
   run_backprop(state, Activation::Tanh, pyjac::Norm::None);

@@ -30,6 +30,7 @@ def chain_backprop(
     weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
     residual: bool, residual_scale: float, norm: str, x: np.ndarray, loss: str, target: Any,
     keep_grads: bool, n_threads: int, grad_dtype: str = "none", loss_scale: float = 1.0,
+    weight_grads: bool = True,
 ) -> dict[str, Any]: ...
 def chain_forward(
     weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],

@@ -39,21 +39,22 @@ class BackpropResult:
         ``||dL/dh_l||``.
     activation_norm : ndarray, shape (depth+1,)
         ``||h_l||``, the forward signal.
-    weight_grad_norm, bias_grad_norm : ndarray, shape (depth,)
-        ``||dL/dW_l||`` and ``||dL/db_l||``.
+    weight_grad_norm, bias_grad_norm : ndarray, shape (depth,), or None
+        ``||dL/dW_l||`` and ``||dL/db_l||``. None, like the other weight and bias
+        fields below, after ``weight_grads=False``.
     log_grad_norm : ndarray, shape (depth+1,)
         Natural log of ``||dL/dh_l||``, finite at any depth: the backward pass carries a
         power-of-two scale (exact in binary floating point) where the gradient would
         leave the dtype's range, so this holds the true value where ``grad_norm``, a
         float64, underflows to zero. ``-inf`` only for a gradient that is exactly zero
         (dead ReLU units), NaN/inf where the pass produced them.
-    log_weight_grad_norm, log_bias_grad_norm : ndarray, shape (depth,)
+    log_weight_grad_norm, log_bias_grad_norm : ndarray, shape (depth,), or None
         The same for ``||dL/dW_l||`` and ``||dL/db_l||``.
     first_underflow_layer : int or None
         The first layer, in the order the backward pass reaches them (``depth`` down to
         0), where ``grad_norm`` is below float64's normal range (zero or subnormal) while
         ``log_grad_norm`` keeps the value; None when every plain value is normal.
-    per_example_weight_grad_norm : ndarray, shape (depth, batch)
+    per_example_weight_grad_norm : ndarray, shape (depth, batch), or None
         ``||dL_i/dW_l||`` for each example's contribution to the batch gradient.
     derivative_mean : ndarray, shape (depth,)
         Mean of ``phi'(u_l)`` over the batch and the units.
@@ -92,15 +93,15 @@ class BackpropResult:
     loss: float | None
     grad_norm: np.ndarray
     activation_norm: np.ndarray
-    weight_grad_norm: np.ndarray
-    bias_grad_norm: np.ndarray
-    per_example_weight_grad_norm: np.ndarray
+    weight_grad_norm: np.ndarray | None
+    bias_grad_norm: np.ndarray | None
+    per_example_weight_grad_norm: np.ndarray | None
     derivative_mean: np.ndarray
     saturated_fraction: np.ndarray
     dead_fraction: np.ndarray
     log_grad_norm: np.ndarray
-    log_weight_grad_norm: np.ndarray
-    log_bias_grad_norm: np.ndarray
+    log_weight_grad_norm: np.ndarray | None
+    log_bias_grad_norm: np.ndarray | None
     first_underflow_layer: int | None
     first_nonfinite_layer: int | None
     first_nonfinite_stage: str | None
@@ -118,7 +119,7 @@ class BackpropResult:
 
     @property
     def depth(self) -> int:
-        return int(self.weight_grad_norm.shape[0])
+        return int(self.grad_norm.shape[0]) - 1
 
     def __repr__(self) -> str:
         loss = "None" if self.loss is None else f"{self.loss:.6g}"

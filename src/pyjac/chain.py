@@ -398,6 +398,7 @@ class Chain:
         keep_grads: bool = False,
         grad_dtype: Any = None,
         loss_scale: float = 1.0,
+        weight_grads: bool = True,
         n_threads: int | None = None,
     ) -> BackpropResult:
         """One exact forward and backward pass; per-layer gradient measurements.
@@ -429,6 +430,11 @@ class Chain:
             gradient norm and kept gradient is divided by it again, as an optimiser
             unscales. Scaling by a power of two lifts small gradients out of float16's
             underflow range without changing any value that stays representable.
+        weight_grads : bool
+            False when only the gradient through depth is wanted (``grad_norm``,
+            ``log_grad_norm`` and the forward measurements): no weight or bias gradients,
+            their norms or per-example norms are formed (None in the result), so the
+            backward pass is one product with each ``W_l``. Not with ``keep_grads``.
         n_threads : int, optional
             None or -1 for every core, or a positive count (OpenMP and BLAS share it).
 
@@ -461,11 +467,15 @@ class Chain:
         if self.norm == "batchnorm" and batch < 2:
             raise ValueError("x: norm='batchnorm' needs a batch of at least 2 examples")
         keep_grads = check_bool(keep_grads, "keep_grads")
+        weight_grads = check_bool(weight_grads, "weight_grads")
+        if keep_grads and not weight_grads:
+            raise ValueError("keep_grads: keeps the weight gradients, which weight_grads=False "
+                             "skips")
         self._check_workspace(batch, keep_grads)
         raw = _core.chain_backprop(
             self.weights, self.biases, self.activations, self.residual, self.residual_scale,
             self.norm or "none", xb, loss_name, tgt, keep_grads, n_threads,
-            grad_format, loss_scale,
+            grad_format, loss_scale, weight_grads,
         )
         loss_value = None if loss_name == "grad_output" else float(raw["loss"])
         return BackpropResult(

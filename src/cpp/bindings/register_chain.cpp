@@ -51,7 +51,8 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
                         const std::vector<std::string>& activations, bool residual,
                         double residual_scale, const std::string& norm, const py::array& x_in,
                         const std::string& loss, const py::object& target_in, bool keep_grads,
-                        int n_threads, const std::string& grad_dtype, double loss_scale) {
+                        int n_threads, const std::string& grad_dtype, double loss_scale,
+                        bool weight_grads) {
   const auto depth = static_cast<py::ssize_t>(weights_in.size());
   if (depth < 1) throw std::invalid_argument("weights: depth must be at least 1");
   CArray<T> x = CArray<T>::ensure(x_in);
@@ -90,6 +91,7 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
   options.count_rounding = grad_dtype != "none";
   options.grad_format = options.count_rounding ? parse_grad_format(grad_dtype) : GradFormat::Native;
   options.loss_scale = loss_scale;
+  options.weight_grads = weight_grads;
   const int batch = static_cast<int>(x.shape(0));
   const int n_last = chain.widths.back();
 
@@ -98,7 +100,7 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
       options.loss == Loss::GradOutput ? "grad_output" : "target");
 
   BackpropOutputs<T> outputs;
-  py::list weight_grads, bias_grads;
+  py::list kept_weight_grads, kept_bias_grads;
   py::array_t<T> output({batch, n_last});
   outputs.output = output.mutable_data();
   if (keep_grads) {
@@ -107,8 +109,8 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
       py::array_t<T> gb(rows[l]);
       outputs.weight_grads.push_back(gw.mutable_data());
       outputs.bias_grads.push_back(gb.mutable_data());
-      weight_grads.append(gw);
-      bias_grads.append(gb);
+      kept_weight_grads.append(gw);
+      kept_bias_grads.append(gb);
     }
   }
   BackpropStats s;
@@ -120,14 +122,19 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
   r["loss"] = s.loss;
   r["grad_norm"] = to_numpy(s.grad_norm);
   r["activation_norm"] = to_numpy(s.activation_norm);
-  r["weight_grad_norm"] = to_numpy(s.weight_grad_norm);
-  r["bias_grad_norm"] = to_numpy(s.bias_grad_norm);
+  // What weight_grads=false did not compute is None.
+  const auto weights_or_none = [&](py::object value) {
+    return weight_grads ? value : py::object(py::none());
+  };
+  r["weight_grad_norm"] = weights_or_none(to_numpy(s.weight_grad_norm));
+  r["bias_grad_norm"] = weights_or_none(to_numpy(s.bias_grad_norm));
   r["log_grad_norm"] = to_numpy(s.log_grad_norm);
-  r["log_weight_grad_norm"] = to_numpy(s.log_weight_grad_norm);
-  r["log_bias_grad_norm"] = to_numpy(s.log_bias_grad_norm);
+  r["log_weight_grad_norm"] = weights_or_none(to_numpy(s.log_weight_grad_norm));
+  r["log_bias_grad_norm"] = weights_or_none(to_numpy(s.log_bias_grad_norm));
   r["first_underflow_layer"] = index_or_none(s.first_underflow_layer);
   r["per_example_weight_grad_norm"] =
-      to_numpy_2d(s.per_example_weight_grad_norm, depth, batch);
+      weight_grads ? py::object(to_numpy_2d(s.per_example_weight_grad_norm, depth, batch))
+                   : py::object(py::none());
   r["derivative_mean"] = to_numpy(s.derivative_mean);
   r["saturated_fraction"] = to_numpy(s.saturated_fraction);
   r["dead_fraction"] = to_numpy(s.dead_fraction);
@@ -144,8 +151,8 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
   r["used_ghost_norm"] = s.used_ghost_norm;
   r["output"] = output;
   if (keep_grads) {
-    r["weight_grads"] = weight_grads;
-    r["bias_grads"] = bias_grads;
+    r["weight_grads"] = kept_weight_grads;
+    r["bias_grads"] = kept_bias_grads;
   }
   return r;
 }
@@ -154,13 +161,16 @@ py::dict chain_backprop(const py::sequence& weights, const py::sequence& biases,
                         const std::vector<std::string>& activations, bool residual,
                         double residual_scale, const std::string& norm, const py::array& x,
                         const std::string& loss, const py::object& target, bool keep_grads,
-                        int n_threads, const std::string& grad_dtype, double loss_scale) {
+                        int n_threads, const std::string& grad_dtype, double loss_scale,
+                        bool weight_grads) {
   if (x.dtype().is(py::dtype::of<float>()))
     return backprop_typed<float>(weights, biases, activations, residual, residual_scale, norm, x,
-                                 loss, target, keep_grads, n_threads, grad_dtype, loss_scale);
+                                 loss, target, keep_grads, n_threads, grad_dtype, loss_scale,
+                                 weight_grads);
   if (x.dtype().is(py::dtype::of<double>()))
     return backprop_typed<double>(weights, biases, activations, residual, residual_scale, norm,
-                                  x, loss, target, keep_grads, n_threads, grad_dtype, loss_scale);
+                                  x, loss, target, keep_grads, n_threads, grad_dtype, loss_scale,
+                                  weight_grads);
   throw py::type_error("x: expected float32 or float64");
 }
 
@@ -229,6 +239,7 @@ void register_chain(py::module_& m) {
         py::arg("activations"), py::arg("residual"), py::arg("residual_scale"), py::arg("norm"),
         py::arg("x"), py::arg("loss"), py::arg("target"), py::arg("keep_grads"),
         py::arg("n_threads"), py::arg("grad_dtype") = "none", py::arg("loss_scale") = 1.0,
+        py::arg("weight_grads") = true,
         "One forward and backward pass; returns a dict of measurements.");
   m.def("chain_forward", &chain_forward, py::arg("weights"), py::arg("biases"),
         py::arg("activations"), py::arg("residual"), py::arg("residual_scale"), py::arg("norm"),

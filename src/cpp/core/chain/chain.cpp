@@ -333,9 +333,11 @@ class LayerwiseBackprop {
                             tape_.inv_std[l].get(), nt_);
     store_low_precision(dzl, static_cast<std::size_t>(batch_) * n_out, s_.dz_underflow_count[l],
                         s_.dz_overflow_count[l], nullptr);
-    bias_gradient(l, dzl, n_out);
     const auto dzn = frobenius_norm(dzl, batch_, n_out, nt_, ws_.row_a.data());
-    weight_gradient(l, dzl, dzn);
+    if (o_.weight_grads) {
+      bias_gradient(l, dzl, n_out);
+      weight_gradient(l, dzl, dzn);
+    }
     propagate(l, dzl, dzn.norm, n_in, n_out);
   }
 
@@ -514,6 +516,9 @@ void check_backprop_arguments(const ChainView<T>& c, int batch, const T* target,
   if (o.keep_grads && (static_cast<int>(out.weight_grads.size()) != L ||
                        static_cast<int>(out.bias_grads.size()) != L))
     throw std::invalid_argument("keep_grads: one destination per layer is required");
+  if (o.keep_grads && !o.weight_grads)
+    throw std::invalid_argument("keep_grads: keeps the weight gradients, which "
+                                "weight_grads=false skips");
 }
 
 BackpropStats empty_stats(int L, int batch) {
@@ -570,12 +575,21 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
                        const BackpropOutputs<T>& out) {
   detail::check_backprop_arguments(c, batch, target, labels, o, out);
   const int nt = resolve_threads(o.n_threads);
-  if (c.norm == Norm::None) return detail::backprop_tiled(c, x, batch, target, labels, o, out, nt);
-
-  // Every GEMM below runs as fixed single-threaded tiles shared out by OpenMP (see
-  // tiled_blas.hpp), so BLAS stays at one thread for the whole pass.
-  BlasThreadScope blas_scope(1);
-  return LayerwiseBackprop<T>(c, x, batch, o, out, nt).run(target, labels);
+  BackpropStats s;
+  if (c.norm == Norm::None) {
+    s = detail::backprop_tiled(c, x, batch, target, labels, o, out, nt);
+  } else {
+    // Every GEMM below runs as fixed single-threaded tiles shared out by OpenMP (see
+    // tiled_blas.hpp), so BLAS stays at one thread for the whole pass.
+    BlasThreadScope blas_scope(1);
+    s = LayerwiseBackprop<T>(c, x, batch, o, out, nt).run(target, labels);
+  }
+  if (!o.weight_grads) {
+    for (auto* v : {&s.weight_grad_norm, &s.bias_grad_norm, &s.log_weight_grad_norm,
+                    &s.log_bias_grad_norm, &s.per_example_weight_grad_norm})
+      v->clear();
+  }
+  return s;
 }
 
 template <typename T>

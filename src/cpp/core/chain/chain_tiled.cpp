@@ -401,14 +401,14 @@ class TiledBackprop {
       BackwardParts& p = parts_[l];
       p.dz_grid = l == L_ - 1 ? layer_grid(batch_, n_out, n_out) : parts_[l + 1].g_grid;
       p.g_grid = layer_grid(batch_, n_in, n_out);
-      p.ghost = !o_.keep_grads && ghost_norm_preferred(batch_, n_in, n_out);
+      p.ghost = o_.weight_grads && !o_.keep_grads && ghost_norm_preferred(batch_, n_in, n_out);
       p.dz_sq.resize(p.dz_grid.count());
       p.dz_row_sq.assign(static_cast<std::size_t>(p.dz_grid.cols) * batch_, 0.0);
       if (sizeof(T) == sizeof(double))
         p.dz_row_scale.assign(static_cast<std::size_t>(p.dz_grid.cols) * batch_, 1.0);
       p.bias_part.assign(static_cast<std::size_t>(p.dz_grid.rows) * n_out, 0.0);
       p.g_sq.resize(p.g_grid.count());
-      if (!p.ghost) {
+      if (!p.ghost && o_.weight_grads) {
         p.dw_grid = layer_grid(n_out, n_in, batch_);
         p.dw_sq.resize(p.dw_grid.count());
         any_scratch |= !o_.keep_grads;
@@ -418,7 +418,7 @@ class TiledBackprop {
       LayerTasks& k = tasks_[l];
       k.contract = l + 1 < L_ && parts_[l + 1].ghost ? 1 : 0;
       k.grams = p.ghost ? 2 : 0;
-      k.dw = p.ghost ? 0 : p.dw_grid.count();
+      k.dw = p.ghost || !o_.weight_grads ? 0 : p.dw_grid.count();
       k.g = p.g_grid.count();
     }
     const std::size_t gram_size = static_cast<std::size_t>(batch_) * batch_;
@@ -435,7 +435,7 @@ class TiledBackprop {
     }
     if (any_scratch) dw_scratch_ = make_buffer<T>(biggest);
     st.dw.assign(L_, nullptr);
-    for (int l = 0; l < L_; ++l)
+    for (int l = 0; l < L_ && o_.weight_grads; ++l)
       if (!parts_[l].ghost) st.dw[l] = o_.keep_grads ? out_.weight_grads[l] : dw_scratch_.get();
   }
 
@@ -482,6 +482,10 @@ class TiledBackprop {
       store_norm(gn.norm, g_exponent, unscale, s_.grad_norm[l], s_.log_grad_norm[l]);
       if (!std::isfinite(s_.grad_norm[l])) record_nonfinite(s_, l, 2);
       record_underflow(s_, l);
+      if (!o_.weight_grads) {
+        exponent = g_exponent;
+        continue;
+      }
 
       bias_grad.assign(n_out, 0.0);
       for (int r = 0; r < p.dz_grid.rows; ++r)

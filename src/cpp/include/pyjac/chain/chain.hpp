@@ -42,6 +42,9 @@ struct BackpropOptions {
   GradFormat grad_format = GradFormat::Native;
   double loss_scale = 1.0;
   bool count_rounding = false;  // fill the counts below (always on for a 16-bit format)
+  // false: only the gradient through depth (dL/dh_l and its norms): no weight or bias
+  // gradients, their norms or per-example norms (left empty), no ghost-norm Grams.
+  bool weight_grads = true;
 };
 
 // What one forward+backward pass measured. Arrays are float64 whatever T is.
