@@ -49,40 +49,43 @@ def _sigmoid(u):
     return 0.5 * (1.0 + np.tanh(0.5 * u))
 
 
+def _cell_forward(cell, a, c, n):
+    """One step after its products: the new h (and c), and what the backward step needs."""
+    if cell != "lstm":
+        h = np.tanh(a)
+        return h, c, h
+    i, f = _sigmoid(a[:, :n]), _sigmoid(a[:, n:2 * n])
+    g, o = np.tanh(a[:, 2 * n:3 * n]), _sigmoid(a[:, 3 * n:])
+    c_new = f * c + i * g
+    tc = np.tanh(c_new)
+    return o * tc, c_new, (i, f, g, o, tc, c)
+
+
+def _cell_backward(cell, gh, gc, saved):
+    """Pre-activation gradients of one step from dL/dh_t (and dL/dc_t); the new dL/dc."""
+    if cell != "lstm":
+        return gh * (1 - saved * saved), gc
+    i, f, g, o, tc, c_prev = saved
+    dc = gc + gh * o * (1 - tc * tc)
+    dz = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f), dc * i * (1 - g * g),
+                         gh * tc * o * (1 - o)], axis=1)
+    return dz, dc * f
+
+
 def numpy_bptt(cell, W, U, b, xs):
+    """The loop a user would write: every product per step, the full weight gradients."""
     T, B, _ = xs.shape
     n = W.shape[1]
-    h = np.zeros((B, n), dtype=W.dtype)
-    hs, cache = [h], []
-    if cell == "lstm":
-        c = np.zeros_like(h)
-        cs = [c]
+    h = c = np.zeros((B, n), dtype=W.dtype)
+    hs, saved = [h], []
     for t in range(T):
-        a = h @ W.T + xs[t] @ U.T + b
-        if cell == "lstm":
-            i, f = _sigmoid(a[:, :n]), _sigmoid(a[:, n:2 * n])
-            g, o = np.tanh(a[:, 2 * n:3 * n]), _sigmoid(a[:, 3 * n:])
-            c = f * c + i * g
-            tc = np.tanh(c)
-            h = o * tc
-            cache.append((i, f, g, o, tc))
-            cs.append(c)
-        else:
-            h = np.tanh(a)
+        h, c, keep = _cell_forward(cell, h @ W.T + xs[t] @ U.T + b, c, n)
         hs.append(h)
+        saved.append(keep)
     dW, dU, db = np.zeros_like(W), np.zeros_like(U), np.zeros_like(b)
-    gh = hs[-1].copy()
-    gc = np.zeros_like(gh)
+    gh, gc = hs[-1].copy(), np.zeros_like(h)
     for t in range(T, 0, -1):
-        if cell == "lstm":
-            i, f, g, o, tc = cache[t - 1]
-            dc = gc + gh * o * (1 - tc * tc)
-            dz = np.concatenate(
-                [dc * g * i * (1 - i), dc * cs[t - 1] * f * (1 - f), dc * i * (1 - g * g),
-                 gh * tc * o * (1 - o)], axis=1)
-            gc = dc * f
-        else:
-            dz = gh * (1 - hs[t] * hs[t])
+        dz, gc = _cell_backward(cell, gh, gc, saved[t - 1])
         dW += dz.T @ hs[t - 1]
         dU += dz.T @ xs[t - 1]
         db += dz.sum(0)
@@ -97,36 +100,15 @@ def numpy_grad_through_time(cell, W, U, b, xs):
     T, B, _ = xs.shape
     n = W.shape[1]
     pre = (xs.reshape(T * B, -1) @ U.T + b).reshape(T, B, -1)
-    h = np.zeros((B, n), dtype=W.dtype)
-    hs, cache = [h], []
-    c = np.zeros_like(h)
-    cs = [c]
+    h = c = np.zeros((B, n), dtype=W.dtype)
+    saved = []
     for t in range(T):
-        a = pre[t] + h @ W.T
-        if cell == "lstm":
-            i, f = _sigmoid(a[:, :n]), _sigmoid(a[:, n:2 * n])
-            g, o = np.tanh(a[:, 2 * n:3 * n]), _sigmoid(a[:, 3 * n:])
-            c = f * c + i * g
-            tc = np.tanh(c)
-            h = o * tc
-            cache.append((i, f, g, o, tc))
-            cs.append(c)
-        else:
-            h = np.tanh(a)
-        hs.append(h)
-    gh = hs[-1].copy()
-    gc = np.zeros_like(gh)
+        h, c, keep = _cell_forward(cell, pre[t] + h @ W.T, c, n)
+        saved.append(keep)
+    gh, gc = h.copy(), np.zeros_like(h)
     norms = [np.linalg.norm(gh)]
     for t in range(T, 0, -1):
-        if cell == "lstm":
-            i, f, g, o, tc = cache[t - 1]
-            dc = gc + gh * o * (1 - tc * tc)
-            dz = np.concatenate(
-                [dc * g * i * (1 - i), dc * cs[t - 1] * f * (1 - f), dc * i * (1 - g * g),
-                 gh * tc * o * (1 - o)], axis=1)
-            gc = dc * f
-        else:
-            dz = gh * (1 - hs[t] * hs[t])
+        dz, gc = _cell_backward(cell, gh, gc, saved[t - 1])
         gh = dz @ W
         norms.append(np.linalg.norm(gh))
     return np.array(norms[::-1])
