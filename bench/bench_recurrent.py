@@ -140,6 +140,17 @@ def torch_setup(cell, W, U, b, xs, threads):
     return run
 
 
+def benchmark_cases(quick: bool):
+    """(cell, width, input size, batch, steps, net, inputs) for each case: spectral
+    radius 0.9, standard normal float32 inputs; --quick runs a twentieth of the steps."""
+    for cell, n, m, batch, steps in CASES:
+        if quick:
+            steps = max(10, steps // 20)
+        rnn = pyjac.Recurrent(n, m, cell=cell, spectral_radius=0.9, seed=0, dtype="float32")
+        xs = np.random.default_rng(0).standard_normal((steps, batch, m), dtype=np.float32)
+        yield cell, n, m, batch, steps, rnn, xs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -169,11 +180,7 @@ def main() -> None:
               f"{'numpy/pyjac':>11} {'torch s':>9} {'torch/pyjac':>11} {'ceiling':>8}")
     print(header)
     print("-" * len(header))
-    for cell, n, m, batch, steps in CASES:
-        if args.quick:
-            steps = max(10, steps // 20)
-        rnn = pyjac.Recurrent(n, m, cell=cell, spectral_radius=0.9, seed=0, dtype="float32")
-        xs = np.random.default_rng(0).standard_normal((steps, batch, m), dtype=np.float32)
+    for cell, n, m, batch, steps, rnn, xs in benchmark_cases(args.quick):
         # Same gradients: a check that the three compute the same thing.
         ref = numpy_bptt(cell, rnn.W, rnn.U, rnn.b, xs)
         r = rnn.backprop(xs, keep_grads=True, n_threads=threads)
@@ -212,11 +219,7 @@ def gradient_through_time_table(args, threads: int) -> None:
     header = f"{'case':<34} {'pyjac s':>9} {'numpy s':>9} {'numpy/pyjac':>11}"
     print(header)
     print("-" * len(header))
-    for cell, n, m, batch, steps in CASES:
-        if args.quick:
-            steps = max(10, steps // 20)
-        rnn = pyjac.Recurrent(n, m, cell=cell, spectral_radius=0.9, seed=0, dtype="float32")
-        xs = np.random.default_rng(0).standard_normal((steps, batch, m), dtype=np.float32)
+    for cell, n, m, batch, steps, rnn, xs in benchmark_cases(args.quick):
         ref = numpy_grad_through_time(cell, rnn.W, rnn.U, rnn.b, xs)
         got = rnn.backprop(xs, weight_grads=False, n_threads=threads).grad_norm
         # Where numpy's float32 loop still holds them: once its entries turn subnormal
