@@ -38,28 +38,33 @@ double blocked_sum(std::size_t n, int nt, PerBlock&& f) {
 }
 
 // One block of the update, as plain loops over restrict pointers so that each
-// vectorises: g <- clip(g), then ||g||^2, then v <- momentum v + g, p <- p - lr v.
+// vectorises. Value clipping: g <- clip(g), then ||g||^2 (the clipped norm needs the
+// clipped entries), then v <- momentum v + g, p <- p - lr v. Otherwise g is only read,
+// once, times the norm-clipping factor (1 without clipping): v <- momentum v + factor g,
+// p <- p - lr v; the clipped norm is factor times the norm the backward pass measured.
 template <bool kByValue, bool kMomentum, typename T>
 double step_block(T* __restrict p, T* __restrict v, T* __restrict g, std::size_t n, T lr, T mu,
                   T factor, T bound) {
+  double sq = 0.0;
   if constexpr (kByValue) {
     for (std::size_t k = 0; k < n; ++k) g[k] = std::min(std::max(g[k], -bound), bound);
-  } else {
-    for (std::size_t k = 0; k < n; ++k) g[k] *= factor;
+    sq = detail::row_sum_squares(g, n);
+    factor = T(1);
   }
-  const double sq = detail::row_sum_squares(g, n);
   if constexpr (kMomentum) {
     for (std::size_t k = 0; k < n; ++k) {
-      v[k] = mu * v[k] + g[k];
+      v[k] = mu * v[k] + factor * g[k];
       p[k] -= lr * v[k];
     }
   } else {
-    for (std::size_t k = 0; k < n; ++k) p[k] -= lr * g[k];
+    const T step = lr * factor;
+    for (std::size_t k = 0; k < n; ++k) p[k] -= step * g[k];
   }
   return sq;
 }
 
-// g <- clip(g); v <- momentum v + g; p <- p - lr v. Returns ||clip(g)||.
+// The update of one parameter array from its gradient g, clipped: value clipping
+// returns ||clip(g)||; otherwise g is left as it is and the caller knows the norm.
 template <typename T>
 double clip_and_step(T* p, T* v, T* g, std::size_t n, const TrainOptions& o, double norm_factor,
                      int nt) {
@@ -72,13 +77,16 @@ double clip_and_step(T* p, T* v, T* g, std::size_t n, const TrainOptions& o, dou
                                              factor, bound);
     });
   };
-  const bool by_value = o.clip == ClipKind::Value;
-  double sq = 0.0;
-  if (by_value)
-    sq = v ? run(std::true_type{}, std::true_type{}) : run(std::true_type{}, std::false_type{});
+  if (o.clip == ClipKind::Value) {
+    const double sq =
+        v ? run(std::true_type{}, std::true_type{}) : run(std::true_type{}, std::false_type{});
+    return detail::row_norm(g, n, sq);
+  }
+  if (v)
+    run(std::false_type{}, std::true_type{});
   else
-    sq = v ? run(std::false_type{}, std::true_type{}) : run(std::false_type{}, std::false_type{});
-  return detail::row_norm(g, n, sq);
+    run(std::false_type{}, std::false_type{});
+  return 0.0;
 }
 
 // ||w - w0|| / ||w0|| (or ||w - w0|| when w0 is 0), exact over the dtype's range.
@@ -227,7 +235,8 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
     for (int l = 0; l <= L; ++l) s.grad_norm[l] += b.grad_norm[l];
     s.step_loss.push_back(b.loss);
     s.step_grad_norm.push_back(norm);
-    s.step_clipped_norm.push_back(clipped.value());
+    // Value clipping measured the clipped entries; scaling by the factor scales the norm.
+    s.step_clipped_norm.push_back(o.clip == ClipKind::Value ? clipped.value() : factor * norm);
     if (s.first_nonfinite_step < 0 && !(std::isfinite(b.loss) && std::isfinite(norm)))
       s.first_nonfinite_step = step;
   }
