@@ -1,5 +1,7 @@
 """Threading: identical numbers at any thread count, and the GIL released while computing."""
 
+import os
+import sys
 import threading
 import time
 
@@ -7,6 +9,7 @@ import numpy as np
 import pytest
 
 import pyjac
+from pyjac import _core
 
 
 @pytest.mark.parametrize(
@@ -97,9 +100,7 @@ def test_gil_is_released_during_backprop():
 def test_the_short_openmp_spin_is_set_for_pyjac_alone_and_yields_to_the_user():
     # pyjac sets GOMP_SPINCOUNT only while its extension loads libgomp, and never over a
     # user's OMP_WAIT_POLICY or GOMP_SPINCOUNT.
-    import os
     import subprocess
-    import sys
 
     code = ("import os, pyjac; print(os.environ.get('GOMP_SPINCOUNT'), "
             "os.environ.get('OMP_WAIT_POLICY'))")
@@ -115,3 +116,31 @@ def test_the_short_openmp_spin_is_set_for_pyjac_alone_and_yields_to_the_user():
                          env={**env, "OMP_WAIT_POLICY": "passive"}, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == ["None", "passive"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2,
+                    reason="reads /proc; needs two cores")
+def test_a_core_kept_busy_by_another_process_is_left_to_it(rng):
+    # n_threads=None takes the cores other processes leave free. Beside a process that
+    # spins on one core, pyjac must see it (from the kernel's count of running tasks) and
+    # still give the numbers of one thread and of all threads.
+    import subprocess
+
+    net = pyjac.Chain(30, 32, activation="tanh", seed=3)
+    x = rng.standard_normal((8, 32))
+    one = net.backprop(x, n_threads=1)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        seen = []
+        for _ in range(20):
+            seen.append(_core.busy_cores_elsewhere())
+            time.sleep(0.01)
+        r = net.backprop(x)
+    finally:
+        busy.kill()
+        busy.wait()
+    assert max(seen) >= 1
+    assert 0 <= min(seen) <= os.cpu_count()
+    np.testing.assert_array_equal(r.grad_norm, one.grad_norm)
+    np.testing.assert_array_equal(r.weight_grad_norm, one.weight_grad_norm)

@@ -19,13 +19,16 @@ import os as _os
 import scipy_openblas32 as _scipy_openblas32  # noqa: F401
 
 # Idle OpenMP threads spin before they sleep. libgomp's default spin (~300,000 rounds)
-# makes every parallel region crawl when another process keeps the cores busy (a
-# backprop ~10x slower beside one busy process on 2 cores), while passive waiting costs
-# 10-20% on a quiet machine. A short spin stays near the better of the two in both (see
-# the README's benchmarks). libgomp reads it once, when the extension loads it; a
-# user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins, and the environment is restored after,
-# so that other libraries' OpenMP runtimes loaded later do not inherit it.
-_SPIN_DEFAULT = "1000"
+# makes every parallel region crawl when another process takes one of the team's cores,
+# and passive waiting makes barrier-heavy calls up to 6x slower on a quiet machine
+# (a thread woken from sleep on a virtual machine takes long to run). The core gives
+# a call only the cores that other processes leave free (threads.cpp,
+# busy_cores_elsewhere), so the spin mostly meets a quiet team: 30,000 rounds (tens of
+# microseconds) keep within ~10% of the better policy quiet and beside a busy process
+# (see the README). libgomp reads it once, when the extension loads it; a user's
+# OMP_WAIT_POLICY or GOMP_SPINCOUNT wins, and the environment is restored after, so that
+# other libraries' OpenMP runtimes loaded later do not inherit it.
+_SPIN_DEFAULT = "30000"
 _set_spin = "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ
 if _set_spin:
     _os.environ["GOMP_SPINCOUNT"] = _SPIN_DEFAULT

@@ -12,6 +12,9 @@ void register_info(py::module_& m) {
   m.def("max_threads", &max_threads, "Threads the OpenMP runtime offers.");
   m.def("thread_limit", &thread_limit, "The most threads a call may ask for.");
   m.def("blas_num_threads", &blas_num_threads, "Threads OpenBLAS is set to use.");
+  m.def("busy_cores_elsewhere", &busy_cores_elsewhere,
+        "Cores other processes keep busy, averaged over recent calls (0 off Linux); a call "
+        "with n_threads=None uses the others.");
   m.def("blas_kernel", [] { return std::string(blas::kernel_name()); },
         "The kernel family OpenBLAS chose at load time (OPENBLAS_CORETYPE overrides it).");
   m.def(

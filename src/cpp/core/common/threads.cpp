@@ -8,6 +8,14 @@
 
 #include <omp.h>
 
+#ifdef __linux__
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#endif
+
 #include "pyjac/common/blas.hpp"
 
 namespace pyjac {
@@ -21,7 +29,71 @@ int resolve_threads(int n_threads) {
     throw std::invalid_argument("n_threads: " + std::to_string(n_threads) +
                                 " is more than this machine can use (at most " +
                                 std::to_string(thread_limit()) + ")");
-  return n_threads > 0 ? n_threads : omp_get_max_threads();
+  if (n_threads > 0) return n_threads;
+  const int all = omp_get_max_threads();
+  if (all <= 1) return all;
+  const int free_cores = omp_get_num_procs() - busy_cores_elsewhere();
+  return std::max(1, std::min(all, free_cores));
+}
+
+namespace {
+
+#ifdef __linux__
+// The whole of a small /proc file, or "" when it cannot be read.
+std::string read_proc_file(const char* path) {
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return {};
+  char buf[512];
+  const ssize_t got = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  return got > 0 ? std::string(buf, static_cast<std::size_t>(got)) : std::string();
+}
+
+// Runnable tasks in the whole system now: the numerator of /proc/loadavg's 4th field.
+int running_tasks() {
+  const std::string s = read_proc_file("/proc/loadavg");
+  int running = 0, total = 0;
+  double a = 0, b = 0, c = 0;
+  if (std::sscanf(s.c_str(), "%lf %lf %lf %d/%d", &a, &b, &c, &running, &total) != 5) return -1;
+  return running;
+}
+
+// This process's threads in state R (running or runnable), the caller included.
+int own_running_threads() {
+  DIR* dir = ::opendir("/proc/self/task");
+  if (!dir) return -1;
+  int running = 0;
+  while (const dirent* e = ::readdir(dir)) {
+    if (e->d_name[0] == '.') continue;
+    const std::string stat =
+        read_proc_file(("/proc/self/task/" + std::string(e->d_name) + "/stat").c_str());
+    const std::size_t paren = stat.rfind(')');  // the name may hold spaces and parentheses
+    if (paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'R')
+      ++running;
+  }
+  ::closedir(dir);
+  return running;
+}
+#endif
+
+}  // namespace
+
+int busy_cores_elsewhere() {
+#ifdef __linux__
+  // An average over calls, weight 1/3 for the newest sample (the first sample stands
+  // alone): a process that stays busy counts from the second call on, a task caught
+  // running once does not (1/3 rounds to 0).
+  static std::mutex mutex;
+  static double average = -1.0;
+  const int all = running_tasks(), own = own_running_threads();
+  if (all < 0 || own < 0) return 0;
+  const double sample = std::max(0, all - own);
+  std::lock_guard<std::mutex> lock(mutex);
+  average = average < 0 ? sample : (2.0 * average + sample) / 3.0;
+  return static_cast<int>(average + 0.5);
+#else
+  return 0;
+#endif
 }
 
 int blas_num_threads() { return blas::get_num_threads(); }
