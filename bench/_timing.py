@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import statistics
+import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -49,6 +52,30 @@ def sgemm_peak_gflops(threads: int, n: int = 2048, repeats: int = 3) -> float:
     """This machine's float32 GEMM rate through the same OpenBLAS that pyjac links
     (scipy-openblas32), measured now, in this run."""
     return _core.gemm_gflops(n, repeats, threads, True)
+
+
+def start_busy_neighbour() -> None:
+    """The --busy mode: a separate process that keeps one core busy until this run ends,
+    as a user's other work would; every contender is timed beside it."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    atexit.register(lambda: (proc.kill(), proc.wait()))
+    time.sleep(0.5)
+    print(f"--busy: timed beside process {proc.pid}, which keeps one core busy")
+
+
+def add_busy_argument(parser) -> None:
+    parser.add_argument("--busy", action="store_true",
+                        help="time everything beside a process that keeps one core busy")
+
+
+def pyjac_threads_note(threads: int | None) -> str:
+    """How many threads pyjac's calls get: --threads N, or its default (every core that
+    other processes leave free, decided at each call)."""
+    if threads is not None:
+        return f"pyjac n_threads={threads}"
+    busy = _core.busy_cores_elsewhere()
+    return (f"pyjac n_threads=None (the cores other processes leave free: "
+            f"{max(1, _core.max_threads() - busy)} of {_core.max_threads()} now)")
 
 
 def blas_kernel_note() -> str:

@@ -25,10 +25,13 @@ pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
 from _timing import (  # noqa: E402
+    add_busy_argument,
     blas_kernel_note,
     interleaved_medians,
     optional_torch,
+    pyjac_threads_note,
     sgemm_peak_gflops,
+    start_busy_neighbour,
     torch_linears,
 )
 
@@ -119,7 +122,11 @@ def main():
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    add_busy_argument(parser)
     args = parser.parse_args()
+    if args.busy:
+        start_busy_neighbour()
+    print(pyjac_threads_note(args.threads))
     if args.memory_child:
         peak_rss_child(*map(int, args.memory_child.split(",")))
         return
@@ -142,13 +149,13 @@ def main():
     for depth, width, batch in CONFIGS:
         net = pyjac.Chain(depth, width, activation="relu", init="he", seed=0)
         x = np.random.default_rng(0).standard_normal((batch, width)).astype(np.float32)
-        mine = net.backprop(x, n_threads=threads)
+        mine = net.backprop(x, n_threads=args.threads)
         ref_g, ref_w = numpy_backprop(net.weights, net.biases, x)
         # Same numbers before timing anything (float32, different summation orders).
         np.testing.assert_allclose(mine.grad_norm, ref_g, rtol=2e-3)
         np.testing.assert_allclose(mine.weight_grad_norm, ref_w, rtol=2e-3)
         contenders = {
-            "pyjac": partial(net.backprop, x, n_threads=threads),
+            "pyjac": partial(net.backprop, x, n_threads=args.threads),
             "numpy": partial(numpy_backprop, net.weights, net.biases, x),
         }
         if torch is not None:

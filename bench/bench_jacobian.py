@@ -25,7 +25,14 @@ from _threads import pin_threads_from_argv  # noqa: E402
 _PINNED = pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
-from _timing import blas_kernel_note, median_time, sgemm_peak_gflops  # noqa: E402
+from _timing import (  # noqa: E402
+    add_busy_argument,
+    blas_kernel_note,
+    median_time,
+    pyjac_threads_note,
+    sgemm_peak_gflops,
+    start_busy_neighbour,
+)
 
 import pyjac  # noqa: E402
 
@@ -135,7 +142,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--threads", type=int, default=None, help="pyjac n_threads")
+    add_busy_argument(parser)
     args = parser.parse_args()
+    if args.busy:
+        start_busy_neighbour()
+    print(pyjac_threads_note(args.threads))
     reps = 3 if args.quick else 5
     nt = args.threads
     have_torch = importlib.util.find_spec("torch") is not None

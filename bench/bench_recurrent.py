@@ -20,7 +20,14 @@ from _threads import pin_threads_from_argv  # noqa: E402
 _THREADS = pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
-from _timing import blas_kernel_note, interleaved_medians, sgemm_peak_gflops  # noqa: E402
+from _timing import (  # noqa: E402
+    add_busy_argument,
+    blas_kernel_note,
+    interleaved_medians,
+    pyjac_threads_note,
+    sgemm_peak_gflops,
+    start_busy_neighbour,
+)
 
 import pyjac  # noqa: E402
 
@@ -157,7 +164,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter sequences (smoke test)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for every implementation (default: all cores)")
+    add_busy_argument(parser)
     args = parser.parse_args()
+    if args.busy:
+        start_busy_neighbour()
+    print(pyjac_threads_note(args.threads))
     threads = args.threads or pyjac._core.max_threads()
     try:
         import torch  # noqa: F401
@@ -183,10 +194,10 @@ def main() -> None:
     for cell, n, m, batch, steps, rnn, xs in benchmark_cases(args.quick):
         # Same gradients: a check that the three compute the same thing.
         ref = numpy_bptt(cell, rnn.W, rnn.U, rnn.b, xs)
-        r = rnn.backprop(xs, keep_grads=True, n_threads=threads)
+        r = rnn.backprop(xs, keep_grads=True, n_threads=args.threads)
         err = np.abs(r.weight_grads["W"] - ref[0]).max() / np.abs(ref[0]).max()
         runs = {
-            "pyjac": lambda rnn=rnn, xs=xs: rnn.backprop(xs, n_threads=threads),
+            "pyjac": lambda rnn=rnn, xs=xs: rnn.backprop(xs, n_threads=args.threads),
             "numpy": lambda rnn=rnn, xs=xs, cell=cell: numpy_bptt(cell, rnn.W, rnn.U, rnn.b, xs),
         }
         if have_torch:
@@ -209,10 +220,10 @@ def main() -> None:
               f"{t_torch / t_pyjac:10.2f}x {ceiling:7.2f}x   (max rel dW diff {err:.1e})")
     print("\nceiling = torch s / (FLOPs at the SGEMM peak): the largest torch/pyjac ratio that "
           "the GEMM work alone allows here.")
-    gradient_through_time_table(args, threads)
+    gradient_through_time_table(args)
 
 
-def gradient_through_time_table(args, threads: int) -> None:
+def gradient_through_time_table(args) -> None:
     """||dL/dh_t|| at every step and nothing else: Recurrent.backprop(weight_grads=False)
     against the minimal numpy loop."""
     print("\nGradient through time only (||dL/dh_t||, t = 0..T; no weight gradients):")
@@ -221,7 +232,7 @@ def gradient_through_time_table(args, threads: int) -> None:
     print("-" * len(header))
     for cell, n, m, batch, steps, rnn, xs in benchmark_cases(args.quick):
         ref = numpy_grad_through_time(cell, rnn.W, rnn.U, rnn.b, xs)
-        got = rnn.backprop(xs, weight_grads=False, n_threads=threads).grad_norm
+        got = rnn.backprop(xs, weight_grads=False, n_threads=args.threads).grad_norm
         # Where numpy's float32 loop still holds them: once its entries turn subnormal
         # (norms below ~1e-30 here) it loses digits and then underflows to 0; pyjac's
         # pass carries a power-of-two scale and keeps them.
@@ -229,7 +240,7 @@ def gradient_through_time_table(args, threads: int) -> None:
         err = float(np.max(np.abs(got[held] / ref[held] - 1)))
         times = interleaved_medians({
             "pyjac": lambda rnn=rnn, xs=xs: rnn.backprop(xs, weight_grads=False,
-                                                         n_threads=threads),
+                                                         n_threads=args.threads),
             "numpy": lambda rnn=rnn, xs=xs, cell=cell: numpy_grad_through_time(
                 cell, rnn.W, rnn.U, rnn.b, xs),
         }, args.repeats)

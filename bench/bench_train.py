@@ -21,10 +21,13 @@ pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
 from _timing import (  # noqa: E402
+    add_busy_argument,
     blas_kernel_note,
     interleaved_medians,
     optional_torch,
+    pyjac_threads_note,
     sgemm_peak_gflops,
+    start_busy_neighbour,
     torch_linears,
 )
 
@@ -80,7 +83,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    add_busy_argument(parser)
     args = parser.parse_args()
+    if args.busy:
+        start_busy_neighbour()
+    print(pyjac_threads_note(args.threads))
     repeats = 3 if args.quick else args.repeats
     threads = args.threads or _core.max_threads()
     torch = optional_torch(threads)
@@ -105,7 +112,7 @@ def main():
         biases = [b.copy() for b in net.biases]
 
         def pyjac_epoch(net=net, x=x, y=y, batch=batch):
-            pyjac.train(net, x, y, epochs=EPOCHS, lr=LR, batch_size=batch, n_threads=threads,
+            pyjac.train(net, x, y, epochs=EPOCHS, lr=LR, batch_size=batch, n_threads=args.threads,
                         progress=False)
 
         contenders = {"pyjac": pyjac_epoch,
