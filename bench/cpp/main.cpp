@@ -55,8 +55,13 @@ int main(int argc, char** argv) {
   if (!take_threads_flag(argc, argv)) return 2;
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  const int n = pyjac_bench::threads() > 0 ? pyjac_bench::threads() : pyjac::max_threads();
-  benchmark::AddCustomContext("pyjac_threads", std::to_string(n));
+  // Without --threads each call takes the cores other processes leave free at the time.
+  const std::string threads =
+      pyjac_bench::threads() > 0
+          ? std::to_string(pyjac_bench::threads())
+          : "every free core (" + std::to_string(pyjac::resolve_threads(-1)) + " of " +
+                std::to_string(pyjac::max_threads()) + " at the start)";
+  benchmark::AddCustomContext("pyjac_threads", threads);
   benchmark::AddCustomContext("openblas_kernel", pyjac::blas::kernel_name());
   benchmark::AddCustomContext("openblas_config", pyjac::blas::build_config());
   benchmark::AddCustomContext("OPENBLAS_CORETYPE", env_or_unset("OPENBLAS_CORETYPE"));
