@@ -15,7 +15,8 @@ int resolve_threads(int n_threads);
 // not halve a call's threads. A team thread that shares its core with another process
 // is descheduled for whole time slices while the others wait at the next barrier:
 // beside one busy process on 2 cores, a 1000-layer chain took 65 ms on two threads and
-// 13 ms on one. Linux only; 0 elsewhere and whenever /proc cannot be read.
+// 13 ms on one. Linux only; 0 elsewhere, whenever /proc cannot be read, and when the
+// process may run on only some of the machine's CPUs (the count is machine-wide).
 int busy_cores_elsewhere();
 
 // The most threads a call may ask for: 4x the cores, at least 64, at most 1024.
