@@ -447,8 +447,7 @@ class TiledBackprop {
     const std::vector<LayerTasks>& tasks = tasks_;
     const int L = L_;
     TeamInterrupt interrupt;
-#pragma omp parallel num_threads(nt_)
-    {
+    run_team(nt_, true, [&] {
       const int first = parts[L - 1].dz_grid.count();
 #pragma omp for schedule(dynamic, 1)
       for (int t = 0; t < first; ++t)
@@ -463,7 +462,7 @@ class TiledBackprop {
           run_task(cst, l, tasks[l], task, exponent, step, parts);
         exponent += step;
       }
-    }
+    });
     interrupt.rethrow();
     if (parts_[0].ghost)
       parts_[0].ghost_sq = lower_gram_contraction(st_.gram_dz[0], st_.gram_h[0], batch_);

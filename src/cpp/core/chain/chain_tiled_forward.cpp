@@ -72,8 +72,7 @@ void forward_region(const ChainView<T>& c, int batch, const std::vector<const T*
                     std::vector<ForwardParts>& parts, T* scratch, int widest, int nt) {
   const int L = c.depth();
   TeamInterrupt interrupt;
-#pragma omp parallel num_threads(nt)
-  {
+  run_team(nt, true, [&] {
     T* d = scratch + static_cast<std::size_t>(omp_get_thread_num()) * widest;
     for (int l = 0; l < L; ++l) {
       if (interrupt.stop_at(l)) break;  // the whole team, at the same layer
@@ -84,7 +83,7 @@ void forward_region(const ChainView<T>& c, int batch, const std::vector<const T*
         forward_tile(c, l, batch, t, in[l], pre[l], out[l], parts[l], d);
       }
     }
-  }
+  });
   interrupt.rethrow();
 }
 

@@ -393,14 +393,7 @@ class Bptt {
           std::swap(g_t, g_p);
         }
       };
-      if (par) {
-#pragma omp parallel num_threads(nt_)
-        all_steps();
-      } else {
-        // No region at all: even a one-thread team makes a futex call at every barrier,
-        // every step, once the process has OpenMP workers (1.4 ms of a 2.8 ms call).
-        all_steps();
-      }
+      detail::run_team(nt_, par, all_steps);
     }
     interrupt.rethrow();
     if (steps_ % 2 == 1) std::swap(g_, g_prev_);  // where the last step left dL/dh_0

@@ -147,14 +147,7 @@ class TimeLoop {
           units_step(t);
         }
       };
-      if (par) {
-#pragma omp parallel num_threads(nt_)
-        all_steps();
-      } else {
-        // No region at all: even a one-thread team makes a futex call at every barrier,
-        // every step, once the process has OpenMP workers (1.4 ms of a 2.8 ms call).
-        all_steps();
-      }
+      run_team(nt_, par, all_steps);
     }
     interrupt.rethrow();
     record_state_norms();
