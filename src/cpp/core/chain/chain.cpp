@@ -574,16 +574,17 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
                        const std::int64_t* labels, const BackpropOptions& o,
                        const BackpropOutputs<T>& out) {
   detail::check_backprop_arguments(c, batch, target, labels, o, out);
-  // Layers below ~130k multiply-adds finish in a microsecond or two, less than the
-  // barrier that a second thread adds to each of them: (1000, 64, 16) took 11.4 ms on one
-  // thread and 14.1 ms on two, while at 260k (500, 128, 16) two threads already win. The
-  // tiles are fixed by the shapes, so the numbers are the same either way.
+  // Layers below ~98k float32 multiply-adds finish in a few microseconds, less than the
+  // barrier that a second thread adds to each of them. 1000 layers of width 64 on 2 cores:
+  // batch 8 (33k) 6.6-7.9 ms on one thread, 13-14 on two; batch 16 (66k) 11-12 vs 13-15;
+  // batch 24 (98k) even; batch 31 (127k) 26-28 vs 21-23. The tiles are fixed by the
+  // shapes, so the numbers are the same either way.
   double widest_layer = 0.0;
   for (int l = 0; l < c.depth(); ++l)
     widest_layer = std::max(widest_layer, static_cast<double>(batch) * c.widths[l] *
                                               c.widths[l + 1] * sizeof(T) / 4.0);
   const int asked = resolve_threads(o.n_threads);  // checked even when not used
-  const int nt = widest_layer < (1 << 17) ? 1 : asked;
+  const int nt = widest_layer < (3 << 15) ? 1 : asked;
   BackpropStats s;
   if (c.norm == Norm::None) {
     s = detail::backprop_tiled(c, x, batch, target, labels, o, out, nt);
