@@ -292,13 +292,7 @@ class LayerwiseBackprop {
       s_.dead_fraction[l] = static_cast<double>(fs.dead_units) / n;
       double hsq = 0.0;
       for (int i = 0; i < batch_; ++i) hsq += row_sq[i];
-      if (std::isfinite(hsq) && !detail::squares_may_underflow<T>(hsq)) {
-        s_.activation_norm[l + 1] = std::sqrt(hsq);
-      } else {  // a non-finite entry, or float64 squares past over- or underflow: decide exactly
-        const auto hn = frobenius_norm(tape_.h[l].get(), batch_, n, nt_, row_sq);
-        s_.activation_norm[l + 1] = hn.norm;
-        if (!hn.finite) record_nonfinite(s_, l + 1, 1);
-      }
+      detail::store_activation_norm(s_, l + 1, tape_.h[l].get(), batch_, n, hsq, nt_, row_sq);
     }
     if (out_.output)
       std::memcpy(out_.output, tape_.layer_input(L_),

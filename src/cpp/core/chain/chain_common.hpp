@@ -153,6 +153,21 @@ inline void record_nonfinite(BackpropStats& s, int layer, int stage) {
   }
 }
 
+// ||h_l|| from hsq, the sum of its rows' squares, where that plain sum is exact; else
+// decided from h itself (batch x n), which also finds a NaN/Inf entry, recorded as the
+// forward pass's. row_sq, when given, receives the rows' squares again.
+template <typename T>
+void store_activation_norm(BackpropStats& s, int layer, const T* h, int batch, int n,
+                           double hsq, int nt, double* row_sq = nullptr) {
+  if (plain_sum_is_exact<T>(hsq)) {
+    s.activation_norm[layer] = std::sqrt(hsq);
+    return;
+  }
+  const auto hn = frobenius_norm(h, batch, n, nt, row_sq);
+  s.activation_norm[layer] = hn.norm;
+  if (!hn.finite) record_nonfinite(s, layer, 1);
+}
+
 // Shapes, labels, loss scale and destinations, before anything is allocated.
 template <typename T>
 void check_backprop_arguments(const ChainView<T>& c, int batch, const T* target,

@@ -343,13 +343,7 @@ class TiledBackprop {
       s_.derivative_mean[l] = dsum / total;
       s_.saturated_fraction[l] = static_cast<double>(sat) / total;
       s_.dead_fraction[l] = static_cast<double>(dead) / n;
-      if (std::isfinite(hsq) && !squares_may_underflow<T>(hsq)) {
-        s_.activation_norm[l + 1] = std::sqrt(hsq);
-      } else {  // a non-finite entry, or float64 squares past over- or underflow: decide exactly
-        const auto hn = frobenius_norm(h_out_[l], batch_, n, nt_);
-        s_.activation_norm[l + 1] = hn.norm;
-        if (!hn.finite) record_nonfinite(s_, l + 1, 1);
-      }
+      store_activation_norm(s_, l + 1, h_out_[l], batch_, n, hsq, nt_);
     }
     if (out_.output)
       std::memcpy(out_.output, h_out_[L_ - 1],
