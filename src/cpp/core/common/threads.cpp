@@ -80,13 +80,13 @@ int own_running_threads() {
 
 int busy_cores_elsewhere() {
 #ifdef __linux__
-  // An average over calls, weight 1/3 for the newest sample (the first sample stands
-  // alone): a process that stays busy counts from the second call on, a task caught
-  // running once does not (1/3 rounds to 0).
   // /proc/loadavg counts the whole machine: when this process may run on only some of
   // its CPUs (taskset, a container's cpuset), tasks elsewhere would look like ours to
   // share, so nothing is counted then.
   if (omp_get_num_procs() < ::sysconf(_SC_NPROCESSORS_ONLN)) return 0;
+  // An average over calls, weight 1/3 for the newest sample (the first sample stands
+  // alone): a process that stays busy counts from the second call on, a task caught
+  // running once does not (1/3 rounds to 0).
   static std::mutex mutex;
   static double average = -1.0;
   const int all = running_tasks(), own = own_running_threads();
