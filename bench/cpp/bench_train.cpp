@@ -40,7 +40,7 @@ void BM_TrainEpoch(benchmark::State& state) {
   }
   pyjac::TrainOptions options;
   options.batch_size = batch;
-  options.lr = 0.01;
+  options.optimizer.lr = 0.01;
   options.n_threads = threads();
   const double seconds = pyjac_bench::timed_loop(
       state,

@@ -1,4 +1,5 @@
-"""Watch a chain train: minibatch SGD in the C++ core, recorded per epoch and per layer."""
+"""Watch a chain train: minibatch SGD, Adam or AdamW in the C++ core, recorded per epoch
+and per layer."""
 
 from __future__ import annotations
 
@@ -23,6 +24,49 @@ from .chain import Chain, _grad_dtype
 
 TRAIN_LOSSES = ("cross_entropy", "mse")
 CLIP_MODES = ("norm", "value")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+# torch.optim's defaults, except SGD's learning rate (torch has none; 0.1 suits the
+# small nets pyjac trains).
+DEFAULT_LR = {"sgd": 0.1, "adam": 1e-3, "adamw": 1e-3}
+DEFAULT_WEIGHT_DECAY = {"sgd": 0.0, "adam": 0.0, "adamw": 1e-2}
+
+
+def _optimizer_settings(optimizer: Any, lr: Any, momentum: Any, nesterov: Any,
+                        weight_decay: Any, betas: Any, eps: Any) -> dict[str, Any]:
+    """The optimiser's checked settings, each error naming its argument; None picks
+    torch.optim's default for the chosen optimiser."""
+    name = check_choice(optimizer, OPTIMIZERS, "optimizer")
+    lr = check_real(DEFAULT_LR[name] if lr is None else lr, "lr", positive=True)
+    momentum = check_real(momentum, "momentum", nonneg=True)
+    if momentum >= 1:
+        raise ValueError(f"momentum: must lie in [0, 1), got {momentum}")
+    nesterov = check_bool(nesterov, "nesterov")
+    if name != "sgd" and (momentum != 0 or nesterov):
+        raise ValueError(f"momentum: only for optimizer='sgd'; {name} uses betas")
+    if nesterov and momentum == 0:
+        raise ValueError("nesterov: needs a momentum above 0")
+    weight_decay = check_real(DEFAULT_WEIGHT_DECAY[name] if weight_decay is None
+                              else weight_decay, "weight_decay", nonneg=True)
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas: expected a pair (beta1, beta2), got {betas!r}")
+    beta1, beta2 = (check_real(b, f"betas[{i}]") for i, b in enumerate(betas))
+    for i, b in enumerate((beta1, beta2)):
+        if not 0 <= b < 1:
+            raise ValueError(f"betas[{i}]: must lie in [0, 1), got {b}")
+    eps = check_real(eps, "eps", nonneg=True)
+    return dict(optimizer=name, lr=lr, momentum=momentum, nesterov=nesterov,
+                weight_decay=weight_decay, beta1=beta1, beta2=beta2, eps=eps)
+
+
+def _optimizer_state(chain: Chain, optimizer: str, momentum: float) -> list[list[np.ndarray]]:
+    """[weight_state1, bias_state1, weight_state2, bias_state2], zero-filled: SGD's
+    velocity (with momentum), Adam's first and second moments; unused lists are empty."""
+    arrays = 2 if optimizer != "sgd" else (1 if momentum > 0 else 0)
+    state: list[list[np.ndarray]] = []
+    for k in range(2):
+        for params in (chain.weights, chain.biases):
+            state.append([np.zeros_like(p) for p in params] if k < arrays else [])
+    return state
 
 
 @dataclass(frozen=True)
@@ -136,10 +180,15 @@ def train(
     x: Any,
     y: Any,
     epochs: int = 10,
-    lr: float = 0.1,
+    lr: float | None = None,
     batch_size: int = 32,
     *,
+    optimizer: str = "sgd",
     momentum: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float | None = None,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
     clip: float | None = None,
     clip_mode: str = "norm",
     loss: str = "cross_entropy",
@@ -151,11 +200,13 @@ def train(
     n_threads: int | None = None,
     progress: bool | None = None,
 ) -> TrainingHistory:
-    """Train ``chain`` in place by minibatch SGD, recording how every layer learns.
+    """Train ``chain`` in place by minibatch SGD, Adam or AdamW, recording how every
+    layer learns.
 
     Each step is one exact forward and backward pass in the C++ core, then optional
-    clipping, then ``v = momentum * v + g; W -= lr * v`` (PyTorch's SGD) for every
-    weight and bias. Only the loop over epochs runs in Python.
+    clipping, then the optimiser's update of every weight and bias, as ``torch.optim``
+    defines it (checked step by step against it). Only the loop over epochs runs in
+    Python.
 
     Parameters
     ----------
@@ -166,11 +217,30 @@ def train(
         Integer class labels, shape (n,), for "cross_entropy"; targets of shape
         (n, widths[-1]) for "mse" (integer labels are one-hot encoded).
     epochs : int, default 10
-    lr : float, default 0.1
+    lr : float, optional
+        The learning rate; default 0.1 for SGD, 1e-3 (PyTorch's) for Adam and AdamW.
     batch_size : int, default 32
         The last minibatch of an epoch is smaller when ``n`` is not a multiple.
+    optimizer : {"sgd", "adam", "adamw"}, default "sgd"
+        ``torch.optim.SGD``: ``g += weight_decay * W; v = momentum * v + g;
+        W -= lr * v`` (``nesterov``: ``W -= lr * (g + momentum * v)``).
+        ``torch.optim.Adam``: ``g += weight_decay * W``, then the moments
+        ``m = beta1 m + (1 - beta1) g``, ``s = beta2 s + (1 - beta2) g^2`` and
+        ``W -= lr / (1 - beta1^t) * m / (sqrt(s / (1 - beta2^t)) + eps)``.
+        ``torch.optim.AdamW``: as Adam, but ``W *= 1 - lr * weight_decay`` instead of
+        adding to ``g``. The step count ``t`` runs over the whole run (skipped steps
+        excluded).
     momentum : float, default 0
-        In [0, 1).
+        SGD only; in [0, 1).
+    nesterov : bool, default False
+        SGD only: Nesterov momentum (needs ``momentum > 0``).
+    weight_decay : float, optional
+        Default 0, and 0.01 for AdamW (PyTorch's defaults). Applies to every weight and
+        bias, as a parameter group of all of them does in PyTorch.
+    betas : (float, float), default (0.9, 0.999)
+        Adam and AdamW: the moments' decay rates, each in [0, 1).
+    eps : float, default 1e-8
+        Adam and AdamW: added to the denominator, outside the square root.
     clip : float, optional
         Gradient clipping bound: the global norm over every weight and bias
         (``clip_mode="norm"``, as ``torch.nn.utils.clip_grad_norm_``) or each entry
@@ -207,11 +277,8 @@ def train(
     if not isinstance(chain, Chain):
         raise TypeError(f"chain: expected a pyjac.Chain, got {type(chain).__name__}")
     epochs = check_int(epochs, "epochs", minimum=1)
-    lr = check_real(lr, "lr", positive=True)
+    settings = _optimizer_settings(optimizer, lr, momentum, nesterov, weight_decay, betas, eps)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    momentum = check_real(momentum, "momentum", nonneg=True)
-    if momentum >= 1:
-        raise ValueError(f"momentum: must lie in [0, 1), got {momentum}")
     clip_value = 0.0 if clip is None else check_real(clip, "clip", positive=True)
     clip_mode = "none" if clip is None else check_choice(clip_mode, CLIP_MODES, "clip_mode")
     loss = check_choice(loss, TRAIN_LOSSES, "loss")
@@ -234,8 +301,8 @@ def train(
     _parameters_writable(chain)
     structure = (chain.activations, chain.residual, chain.residual_scale, chain.norm or "none")
     initial = [w.copy() for w in chain.weights]
-    velocity_w = [np.zeros_like(w) for w in chain.weights] if momentum > 0 else []
-    velocity_b = [np.zeros_like(b) for b in chain.biases] if momentum > 0 else []
+    state = _optimizer_state(chain, settings["optimizer"], settings["momentum"])
+    steps_applied = 0
     core_grad = "native" if grad_format == "none" else grad_format
 
     def evaluate(data: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
@@ -267,10 +334,12 @@ def train(
         for _ in range(epochs):
             order = rng.permutation(n) if shuffle else np.arange(n)
             raw = _core.train_epoch(
-                chain.weights, chain.biases, velocity_w, velocity_b, initial, *structure, xa, ya,
-                order, loss, batch_size, lr, momentum, clip_mode, clip_value, core_grad,
-                loss_scale, n_threads,
+                chain.weights, chain.biases, state, initial, *structure, xa, ya, order, loss,
+                batch_size, **settings, steps_before=steps_applied, clip_mode=clip_mode,
+                clip=clip_value, grad_dtype=core_grad, loss_scale=loss_scale,
+                n_threads=n_threads,
             )
+            steps_applied += raw["applied_steps"]
             steps_done = sum(len(s) for s in records["step_loss"])
             if first_nonfinite is None and raw["first_nonfinite_step"] is not None:
                 first_nonfinite = steps_done + raw["first_nonfinite_step"]
@@ -280,7 +349,7 @@ def train(
     finally:
         bar.close()
 
-    config = dict(epochs=epochs, lr=lr, batch_size=batch_size, momentum=momentum, clip=clip,
+    config = dict(epochs=epochs, batch_size=batch_size, **settings, clip=clip,
                   clip_mode=clip_mode if clip is not None else None, loss=loss, shuffle=shuffle,
                   seed=seed, grad_dtype=None if grad_format == "none" else grad_format,
                   loss_scale=loss_scale)

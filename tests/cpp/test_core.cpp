@@ -115,7 +115,7 @@ void test_train_epoch_fits_a_line() {
   pyjac::TrainOptions o;
   o.loss = pyjac::Loss::Mse;
   o.batch_size = 4;
-  o.lr = 0.5;
+  o.optimizer.lr = 0.5;
   for (int epoch = 0; epoch < 200; ++epoch)
     (void)pyjac::train_epoch<double>(c, p, x.data(), y.data(), nullptr, order.data(), 4, o);
   check(std::abs(w[0] - 2.0) < 1e-9 && std::abs(b[0]) < 1e-9, "SGD fits y = 2x");

@@ -1,5 +1,7 @@
 #include <pybind11/stl.h>
 
+#include <array>
+
 #include "arrays.hpp"
 #include "release_gil.hpp"
 #include "chain_view.hpp"
@@ -29,10 +31,12 @@ std::vector<T*> writable_list(const py::sequence& seq, const std::vector<CArray<
   return out;
 }
 
+// The optimiser's state lists: [weight_state1, bias_state1, weight_state2, bias_state2].
+using StateLists = std::array<py::sequence, 4>;
+
 template <typename T>
 py::dict train_epoch_typed(const py::sequence& weights, const py::sequence& biases,
-                           const py::sequence& weight_velocity, const py::sequence& bias_velocity,
-                           const py::sequence& initial_weights,
+                           const StateLists& state, const py::sequence& initial_weights,
                            const std::vector<std::string>& activations, bool residual,
                            double residual_scale, const std::string& norm, const py::array& x_in,
                            const py::object& target_in, const py::array& order_in,
@@ -42,8 +46,10 @@ py::dict train_epoch_typed(const py::sequence& weights, const py::sequence& bias
   TrainParameters<T> params;
   params.weights = writable_list<T>(weights, owned.weights, "weights");
   params.biases = writable_list<T>(biases, owned.biases, "biases");
-  params.weight_velocity = writable_list<T>(weight_velocity, owned.weights, "weight_velocity");
-  params.bias_velocity = writable_list<T>(bias_velocity, owned.biases, "bias_velocity");
+  params.weight_state1 = writable_list<T>(state[0], owned.weights, "weight_state1");
+  params.bias_state1 = writable_list<T>(state[1], owned.biases, "bias_state1");
+  params.weight_state2 = writable_list<T>(state[2], owned.weights, "weight_state2");
+  params.bias_state2 = writable_list<T>(state[3], owned.biases, "bias_state2");
   std::vector<py::ssize_t> rows, cols;
   for (int l = 0; l < chain.depth(); ++l) {
     rows.push_back(chain.widths[l + 1]);
@@ -74,6 +80,7 @@ py::dict train_epoch_typed(const py::sequence& weights, const py::sequence& bias
   r["grad_norm"] = to_numpy(s.grad_norm);
   r["weight_change"] = to_numpy(s.weight_change);
   r["skipped_steps"] = s.skipped_steps;
+  r["applied_steps"] = s.applied_steps;
   r["mean_loss"] = s.mean_loss;
   r["accuracy"] = s.accuracy;
   r["first_nonfinite_step"] = index_or_none(s.first_nonfinite_step);
@@ -104,38 +111,46 @@ bool is_float32(const py::array& x) { return x.dtype().is(py::dtype::of<float>()
 void register_train(py::module_& m) {
   m.def(
       "train_epoch",
-      [](const py::sequence& weights, const py::sequence& biases, const py::sequence& weight_velocity,
-         const py::sequence& bias_velocity, const py::sequence& initial_weights,
-         const std::vector<std::string>& activations, bool residual, double residual_scale,
-         const std::string& norm, const py::array& x, const py::object& y, const py::array& order,
-         const std::string& loss, int batch_size, double lr, double momentum,
+      [](const py::sequence& weights, const py::sequence& biases, const StateLists& state,
+         const py::sequence& initial_weights, const std::vector<std::string>& activations,
+         bool residual, double residual_scale, const std::string& norm, const py::array& x,
+         const py::object& y, const py::array& order, const std::string& loss, int batch_size,
+         const std::string& optimizer, double lr, double momentum, bool nesterov,
+         double weight_decay, double beta1, double beta2, double eps, std::int64_t steps_before,
          const std::string& clip_mode, double clip, const std::string& grad_dtype,
          double loss_scale, int n_threads) {
         TrainOptions o;
         o.loss = parse_loss(loss);
         o.batch_size = batch_size;
-        o.lr = lr;
-        o.momentum = momentum;
+        o.optimizer.kind = parse_optimizer(optimizer);
+        o.optimizer.lr = lr;
+        o.optimizer.momentum = momentum;
+        o.optimizer.nesterov = nesterov;
+        o.optimizer.weight_decay = weight_decay;
+        o.optimizer.beta1 = beta1;
+        o.optimizer.beta2 = beta2;
+        o.optimizer.eps = eps;
+        o.steps_before = steps_before;
         o.clip = parse_clip_kind(clip_mode, "clip_mode");
         o.clip_value = clip;
         o.grad_format = parse_grad_format(grad_dtype);
         o.loss_scale = loss_scale;
         o.n_threads = n_threads;
         if (is_float32(x))
-          return train_epoch_typed<float>(weights, biases, weight_velocity, bias_velocity,
-                                          initial_weights, activations, residual, residual_scale,
-                                          norm, x, y, order, o);
-        return train_epoch_typed<double>(weights, biases, weight_velocity, bias_velocity,
-                                         initial_weights, activations, residual, residual_scale,
-                                         norm, x, y, order, o);
+          return train_epoch_typed<float>(weights, biases, state, initial_weights, activations,
+                                          residual, residual_scale, norm, x, y, order, o);
+        return train_epoch_typed<double>(weights, biases, state, initial_weights, activations,
+                                         residual, residual_scale, norm, x, y, order, o);
       },
-      py::arg("weights"), py::arg("biases"), py::arg("weight_velocity"), py::arg("bias_velocity"),
-      py::arg("initial_weights"), py::arg("activations"), py::arg("residual"),
-      py::arg("residual_scale"), py::arg("norm"), py::arg("x"), py::arg("y"), py::arg("order"),
-      py::arg("loss"), py::arg("batch_size"), py::arg("lr"), py::arg("momentum"),
-      py::arg("clip_mode"), py::arg("clip"), py::arg("grad_dtype"), py::arg("loss_scale"),
+      py::arg("weights"), py::arg("biases"), py::arg("state"), py::arg("initial_weights"),
+      py::arg("activations"), py::arg("residual"), py::arg("residual_scale"), py::arg("norm"),
+      py::arg("x"), py::arg("y"), py::arg("order"), py::arg("loss"), py::arg("batch_size"),
+      py::arg("optimizer"), py::arg("lr"), py::arg("momentum"), py::arg("nesterov"),
+      py::arg("weight_decay"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
+      py::arg("steps_before"), py::arg("clip_mode"), py::arg("clip"), py::arg("grad_dtype"), py::arg("loss_scale"),
       py::arg("n_threads"),
-      "One epoch of minibatch SGD, updating the weights in place; returns its records.");
+      "One epoch of minibatch training, updating the weights and the optimizer state in place;\n"
+      "returns its records.");
   m.def(
       "evaluate",
       [](const py::sequence& weights, const py::sequence& biases,

@@ -74,6 +74,12 @@ ClipKind parse_clip_kind(const std::string& name, const char* argument) {
   return parse(name, table, argument);
 }
 
+Optimizer parse_optimizer(const std::string& name) {
+  constexpr std::array<std::pair<const char*, Optimizer>, 3> table{{
+      {"sgd", Optimizer::Sgd}, {"adam", Optimizer::Adam}, {"adamw", Optimizer::AdamW}}};
+  return parse(name, table, "optimizer");
+}
+
 const char* activation_name(Activation a) {
   for (const auto& [key, value] : kActivations)
     if (value == a) return key;

@@ -1,5 +1,6 @@
-// Minibatch SGD on a chain: every step is one backprop call (exact gradients), then
-// clipping and the update, fused into one pass over each layer's parameters.
+// Minibatch training of a chain: every step is one backprop call (exact gradients), then
+// clipping and the optimiser's update, fused into one pass over each parameter array
+// (optimizer.cpp).
 #include "pyjac/train/train.hpp"
 
 #include <algorithm>
@@ -13,86 +14,17 @@
 
 #include "chain/loss.hpp"
 #include "common/reduce.hpp"
+#include "train/blocked_sum.hpp"
 #include "pyjac/common/interrupt.hpp"
 #include "pyjac/common/threads.hpp"
 
 namespace pyjac {
 namespace {
 
-constexpr std::size_t kBlock = 4096;
-
-// f(first, length) over fixed blocks, summed in block order: the same at every thread
-// count.
-template <typename PerBlock>
-double blocked_sum(std::size_t n, int nt, PerBlock&& f) {
-  const std::size_t blocks = (n + kBlock - 1) / kBlock;
-  std::vector<double> partial(blocks, 0.0);
-  detail::parallel_for(static_cast<long long>(blocks), nt, detail::worth_parallel(n),
-                       [&](long long blk) {
-                         const std::size_t k0 = static_cast<std::size_t>(blk) * kBlock;
-                         partial[blk] = f(k0, std::min(kBlock, n - k0));
-                       });
-  double total = 0.0;
-  for (double p : partial) total += p;
-  return total;
-}
-
-// One block of the update, as plain loops over restrict pointers so that each
-// vectorises. Value clipping: g <- clip(g), then ||g||^2 (the clipped norm needs the
-// clipped entries), then v <- momentum v + g, p <- p - lr v. Otherwise g is only read,
-// once, times the norm-clipping factor (1 without clipping): v <- momentum v + factor g,
-// p <- p - lr v; the clipped norm is factor times the norm the backward pass measured.
-template <bool kByValue, bool kMomentum, typename T>
-double step_block(T* __restrict p, T* __restrict v, T* __restrict g, std::size_t n, T lr, T mu,
-                  T factor, T bound) {
-  double sq = 0.0;
-  if constexpr (kByValue) {
-    for (std::size_t k = 0; k < n; ++k) g[k] = std::min(std::max(g[k], -bound), bound);
-    sq = detail::row_sum_squares(g, n);
-    factor = T(1);
-  }
-  if constexpr (kMomentum) {
-    for (std::size_t k = 0; k < n; ++k) {
-      v[k] = mu * v[k] + factor * g[k];
-      p[k] -= lr * v[k];
-    }
-  } else {
-    const T step = lr * factor;
-    for (std::size_t k = 0; k < n; ++k) p[k] -= step * g[k];
-  }
-  return sq;
-}
-
-// The update of one parameter array from its gradient g, clipped: value clipping
-// returns ||clip(g)||; otherwise g is left as it is and the caller knows the norm.
-template <typename T>
-double clip_and_step(T* p, T* v, T* g, std::size_t n, const TrainOptions& o, double norm_factor,
-                     int nt) {
-  const T lr = static_cast<T>(o.lr), mu = static_cast<T>(o.momentum);
-  const T bound = static_cast<T>(o.clip_value), factor = static_cast<T>(norm_factor);
-  auto run = [&](auto by_value, auto momentum) {
-    constexpr bool kByValue = decltype(by_value)::value, kMomentum = decltype(momentum)::value;
-    return blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
-      return step_block<kByValue, kMomentum>(p + k0, v ? v + k0 : nullptr, g + k0, len, lr, mu,
-                                             factor, bound);
-    });
-  };
-  if (o.clip == ClipKind::Value) {
-    const double sq =
-        v ? run(std::true_type{}, std::true_type{}) : run(std::true_type{}, std::false_type{});
-    return detail::row_norm(g, n, sq);
-  }
-  if (v)
-    run(std::false_type{}, std::true_type{});
-  else
-    run(std::false_type{}, std::false_type{});
-  return 0.0;
-}
-
 // ||w - w0|| / ||w0|| (or ||w - w0|| when w0 is 0), exact over the dtype's range.
 template <typename T>
 double relative_change(const T* w, const T* w0, std::size_t n, int nt) {
-  const double diff_sq = blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
+  const double diff_sq = detail::blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
     double s = 0.0;
     for (std::size_t k = k0; k < k0 + len; ++k) {
       const double d = static_cast<double>(w[k]) - w0[k];
@@ -106,7 +38,7 @@ double relative_change(const T* w, const T* w0, std::size_t n, int nt) {
     for (std::size_t k = 0; k < n; ++k) acc.add(static_cast<double>(w[k]) - w0[k]);
     diff = acc.value();
   }
-  const double base_sq = blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
+  const double base_sq = detail::blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
     return detail::row_sum_squares(w0 + k0, len);
   });
   const double base = detail::row_norm(w0, n, base_sq);
@@ -130,14 +62,26 @@ void check_targets(Loss loss, const void* targets, const std::int64_t* labels) {
 
 void check_options(const TrainOptions& o) {
   if (o.batch_size < 1) throw std::invalid_argument("batch_size: must be at least 1");
-  if (!(o.lr > 0.0) || !std::isfinite(o.lr))
-    throw std::invalid_argument("lr: must be a positive finite number");
-  if (!(o.momentum >= 0.0 && o.momentum < 1.0))
-    throw std::invalid_argument("momentum: must lie in [0, 1)");
+  check_optimizer(o.optimizer);
+  if (o.steps_before < 0) throw std::invalid_argument("steps_before: must be at least 0");
   if (o.clip != ClipKind::None && (!(o.clip_value > 0.0) || !std::isfinite(o.clip_value)))
     throw std::invalid_argument("clip: must be a positive finite number");
   if (o.loss != Loss::CrossEntropy && o.loss != Loss::Mse)
     throw std::invalid_argument("loss: training needs 'cross_entropy' or 'mse'");
+}
+
+// Each state list holds one array per layer when the optimiser uses it, none otherwise.
+template <typename T>
+void check_state(const TrainParameters<T>& p, int L, int arrays) {
+  auto sized = [&](const std::vector<T*>& list, bool used, const char* name) {
+    if (list.size() != (used ? static_cast<std::size_t>(L) : 0u))
+      throw std::invalid_argument(std::string(name) + (used ? ": one writable array per layer is required"
+                                                            : ": this optimizer keeps no such state"));
+  };
+  sized(p.weight_state1, arrays >= 1, "weight_state1");
+  sized(p.bias_state1, arrays >= 1, "bias_state1");
+  sized(p.weight_state2, arrays >= 2, "weight_state2");
+  sized(p.bias_state2, arrays >= 2, "bias_state2");
 }
 
 }  // namespace
@@ -154,7 +98,7 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
   if (static_cast<int>(params.weights.size()) != L || static_cast<int>(params.biases.size()) != L ||
       static_cast<int>(params.initial_weights.size()) != L)
     throw std::invalid_argument("weights: one writable array per layer is required");
-  const bool momentum = !params.weight_velocity.empty();
+  check_state(params, L, optimizer_state_arrays(o.optimizer));
   const int nt = resolve_threads(o.n_threads);
   const int n_in = c.widths[0], n_out = c.widths[L];
   const int bs = std::min(o.batch_size, n);
@@ -224,12 +168,18 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
     double factor = 1.0;
     if (o.clip == ClipKind::Norm && std::isfinite(norm))
       factor = std::min(1.0, o.clip_value / (norm + 1e-6));
+    const std::int64_t update = o.steps_before + ++s.applied_steps;
+    auto state = [](const std::vector<T*>& arrays, int l) {
+      return arrays.empty() ? nullptr : arrays[l];
+    };
     detail::ScaledNorm clipped;
     for (int l = 0; l < L; ++l) {
-      clipped.add(clip_and_step(params.weights[l], momentum ? params.weight_velocity[l] : nullptr,
-                                gw[l].data(), gw[l].size(), o, factor, nt));
-      clipped.add(clip_and_step(params.biases[l], momentum ? params.bias_velocity[l] : nullptr,
-                                gb[l].data(), gb[l].size(), o, factor, nt));
+      clipped.add(optimizer_step(params.weights[l], state(params.weight_state1, l),
+                                 state(params.weight_state2, l), gw[l].data(), gw[l].size(),
+                                 o.optimizer, update, o.clip, o.clip_value, factor, nt));
+      clipped.add(optimizer_step(params.biases[l], state(params.bias_state1, l),
+                                 state(params.bias_state2, l), gb[l].data(), gb[l].size(),
+                                 o.optimizer, update, o.clip, o.clip_value, factor, nt));
       s.weight_grad_norm[l] += b.weight_grad_norm[l];
     }
     for (int l = 0; l <= L; ++l) s.grad_norm[l] += b.grad_norm[l];

@@ -16,6 +16,8 @@ enum class Init : int { Gaussian, Xavier, XavierUniform, He, Orthogonal, Identit
 enum class GradFormat : int { Native, Float16, BFloat16 };
 // Gradient clipping (recurrent BPTT and training): by global norm, or entry by entry.
 enum class ClipKind : int { None, Norm, Value };
+// Training's update rule: torch.optim's SGD (with momentum), Adam and AdamW.
+enum class Optimizer : int { Sgd, Adam, AdamW };
 
 // Parsing lives in the core so that the C++ tests, benchmarks and bindings
 // accept exactly the same names and give the same error text.
@@ -26,6 +28,7 @@ Init parse_init(const std::string& name);
 GradFormat parse_grad_format(const std::string& name);
 // "none", "norm" or "value"; `argument` names the caller's parameter in the error.
 ClipKind parse_clip_kind(const std::string& name, const char* argument);
+Optimizer parse_optimizer(const std::string& name);
 
 const char* activation_name(Activation a);
 std::vector<std::string> activation_names();

@@ -1,19 +1,20 @@
-// Minibatch SGD (with momentum) on a feed-forward chain, with the per-layer records
-// that show which layers learn: gradient norms, relative weight change, clipping.
+// Minibatch training (SGD, Adam, AdamW) of a feed-forward chain, with the per-layer
+// records that show which layers learn: gradient norms, relative weight change, clipping.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "pyjac/chain/chain.hpp"
+#include "pyjac/train/optimizer.hpp"
 
 namespace pyjac {
 
 struct TrainOptions {
   Loss loss = Loss::CrossEntropy;
   int batch_size = 32;
-  double lr = 0.01;
-  double momentum = 0.0;   // PyTorch's SGD: v = momentum v + g; W -= lr v
+  OptimizerOptions optimizer;
+  std::int64_t steps_before = 0;  // updates applied in earlier epochs (Adam's step count)
   ClipKind clip = ClipKind::None;
   double clip_value = 0.0;  // the global norm's bound, or each entry's
   GradFormat grad_format = GradFormat::Native;
@@ -21,13 +22,15 @@ struct TrainOptions {
   int n_threads = -1;
 };
 
-// The parameters SGD writes to, and its momentum buffers: each the shape of the
-// chain's matching weight or bias. The chain view reads the same weight memory.
+// The parameters the optimiser writes to, and its state: each the shape of the chain's
+// matching weight or bias. The chain view reads the same weight memory. state1 is SGD's
+// velocity or Adam's first moment, state2 Adam's second moment; a list the optimiser
+// does not use (optimizer_state_arrays) stays empty.
 template <typename T>
 struct TrainParameters {
   std::vector<T*> weights, biases;
-  std::vector<T*> weight_velocity, bias_velocity;  // empty without momentum
-  std::vector<const T*> initial_weights;             // W_l(0), for the relative change
+  std::vector<T*> weight_state1, bias_state1, weight_state2, bias_state2;
+  std::vector<const T*> initial_weights;  // W_l(0), for the relative change
 };
 
 struct EpochStats {
@@ -41,6 +44,7 @@ struct EpochStats {
   double accuracy = 0.0;                  // of the minibatch predictions before each update
   int first_nonfinite_step = -1;          // index into the step arrays
   int skipped_steps = 0;  // 16-bit gradients that overflowed: the update was skipped
+  std::int64_t applied_steps = 0;  // updates applied (steps_before grows by this)
 };
 
 // One pass over the examples in the given order (n_examples indices into x), in
