@@ -104,6 +104,9 @@ def train_epoch(
     beta1: float, beta2: float, eps: float, steps_before: int, clip_mode: str, clip: float,
     grad_dtype: str, loss_scale: float, n_threads: int,
 ) -> dict[str, Any]: ...
+def weight_histograms(
+    weights: Sequence[np.ndarray], ranges: Sequence[float], bins: int, n_threads: int,
+) -> dict[str, np.ndarray]: ...
 def evaluate(
     weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
     residual: bool, residual_scale: float, norm: str, x: np.ndarray, y: np.ndarray, loss: str,

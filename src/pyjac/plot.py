@@ -28,6 +28,7 @@ __all__ = [
     "phase_diagram",
     "rnn_gradient_vs_time",
     "singular_value_spectra",
+    "weight_histograms",
 ]
 
 #: Colours for successive lines (colour-blind-safe Tableau order).
@@ -714,4 +715,68 @@ def activation_derivatives(activations: Sequence[str] = ("sigmoid", "tanh", "rel
     ax.set_ylim(-0.05, 1.12)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", framealpha=0.85)
+    return ax
+
+
+def weight_histograms(history: Any, layer: int = 0, *, ax: Any = None,
+                      epochs: Sequence[int] | None = None, difference: bool = False) -> Any:
+    """One layer's weight histogram after each epoch, from :func:`pyjac.train`'s record.
+
+    The seed texts' first diagnostic: histograms of an early layer that do not move over
+    the epochs mean that the gradient does not reach it.
+
+    Parameters
+    ----------
+    history : pyjac.TrainingHistory
+        From ``pyjac.train(..., weight_bins=...)`` (the default records 32 bins).
+    layer : int, default 0
+        0 for the first layer; negative counts from the output.
+    ax : matplotlib Axes, optional
+    epochs : sequence of int, optional
+        Rows to draw (0: before training); default all of them, at most 12 spread evenly.
+    difference : bool, default False
+        Draw each epoch's counts minus the initial ones: small moves that the histogram
+        itself hides show as bars away from zero.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    from .train import TrainingHistory
+
+    if not isinstance(history, TrainingHistory):
+        raise TypeError(f"history: expected a pyjac.TrainingHistory, got {type(history).__name__}")
+    if history.weight_histogram is None:
+        raise ValueError("history: no weight histograms were recorded (weight_bins=None)")
+    counts, edges = history.weight_histogram, history.weight_histogram_edges
+    depth = counts.shape[1]
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not (
+            -depth <= layer < depth):
+        raise ValueError(f"layer: must be an integer in [{-depth}, {depth}), got {layer!r}")
+    layer = int(layer) % depth
+    rows = counts.shape[0]
+    if epochs is None:
+        epochs = np.unique(np.linspace(0, rows - 1, min(rows, 12)).round().astype(int))
+    epochs = [int(e) for e in epochs]
+    if any(not 0 <= e < rows for e in epochs):
+        raise ValueError(f"epochs: each must lie in [0, {rows - 1}], got {epochs}")
+    ax = _axes(ax)
+    cmap = _sequential_cmap()
+    x = edges[layer]
+    base = counts[0, layer].astype(np.float64)
+    for e in epochs:
+        y = counts[e, layer].astype(np.float64) - (base if difference else 0.0)
+        ax.stairs(y, x, color=cmap(e / max(rows - 1, 1)), lw=1.4,
+                  label=f"epoch {e}" if len(epochs) <= 6 else None)
+    sm = _pyplot().cm.ScalarMappable(cmap=cmap, norm=_pyplot().Normalize(0, rows - 1))
+    ax.figure.colorbar(sm, ax=ax, label="epoch")
+    outside = history.weight_histogram_outside[epochs[-1], layer]
+    note = f" ({outside.sum()} outside the bins)" if outside.sum() else ""
+    ax.set_xlabel(f"weight value, layer {layer + 1}{note}")
+    ax.set_ylabel("count minus the initial count" if difference else "count")
+    if difference:
+        ax.axhline(0.0, color="0.5", lw=0.8)
+    ax.grid(alpha=0.3)
+    if len(epochs) <= 6:
+        ax.legend(fontsize="small")
     return ax

@@ -97,6 +97,15 @@ class TrainingHistory:
     skipped_steps : ndarray of int, shape (epochs,)
         Steps whose 16-bit gradient (``grad_dtype``) overflowed: their update was
         skipped, as PyTorch's GradScaler does (the loss scale stays fixed here).
+    weight_histogram : ndarray of int32, shape (epochs+1, depth, weight_bins), or None
+        Counts of each layer's weights on bins fixed for the whole run: row 0 before
+        training, row ``t`` after epoch ``t``. Layers whose histogram does not move are
+        layers the gradient does not reach. None with ``weight_bins=None``.
+    weight_histogram_edges : ndarray, shape (depth, weight_bins+1), or None
+        Layer ``l``'s bin edges: ``weight_bins`` even bins over ``[-r_l, r_l]``, ``r_l``
+        twice the largest ``|W_l(0)|`` entry.
+    weight_histogram_outside : ndarray of int32, shape (epochs+1, depth, 2), or None
+        Weights below ``-r_l`` and above ``r_l`` (NaN weights are counted nowhere).
     first_nonfinite_step : int or None
         The first step whose loss or gradient was NaN/Inf. Training goes on; without
         ``grad_dtype`` the non-finite update is applied (a diverging run is data).
@@ -117,6 +126,9 @@ class TrainingHistory:
     step_clipped_grad_norm: np.ndarray = field(repr=False)
     clipped_fraction: np.ndarray = field(repr=False)
     skipped_steps: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, int))
+    weight_histogram: np.ndarray | None = field(repr=False, default=None)
+    weight_histogram_edges: np.ndarray | None = field(repr=False, default=None)
+    weight_histogram_outside: np.ndarray | None = field(repr=False, default=None)
     first_nonfinite_step: int | None = None
     steps_per_epoch: int = 0
     config: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -193,6 +205,7 @@ def train(
     clip_mode: str = "norm",
     loss: str = "cross_entropy",
     validation: tuple[Any, Any] | None = None,
+    weight_bins: int | None = 32,
     shuffle: bool = True,
     seed: int = 0,
     grad_dtype: Any = None,
@@ -248,6 +261,10 @@ def train(
     loss : {"cross_entropy", "mse"}
     validation : (x_val, y_val), optional
         Evaluated before training and after every epoch.
+    weight_bins : int or None, default 32
+        Bins of the per-layer weight histograms recorded before training and after
+        every epoch (``weight_histogram``; plot them with
+        :func:`pyjac.plot.weight_histograms`). None records none.
     shuffle : bool, default True
         A fresh seeded permutation of the examples every epoch.
     seed : int, None or numpy.random.Generator, default 0
@@ -295,6 +312,8 @@ def train(
             raise TypeError("validation: expected a pair (x_val, y_val)")
         xv = _inputs(chain, validation[0], "validation[0]")
         val = (xv, _targets(chain, loss, validation[1], xv.shape[0], "validation[1]"))
+    if weight_bins is not None:
+        weight_bins = check_int(weight_bins, "weight_bins", minimum=1, maximum=100_000)
     if chain.norm == "batchnorm" and min(batch_size, xa.shape[0]) < 2:
         raise ValueError("batch_size: norm='batchnorm' needs minibatches of at least 2")
 
@@ -312,7 +331,15 @@ def train(
     records: dict[str, list] = {k: [] for k in (
         "loss", "accuracy", "val_loss", "val_accuracy", "weight_grad_norm", "grad_norm",
         "weight_change", "step_loss", "step_grad_norm", "step_clipped", "clipped_fraction",
-        "skipped_steps")}
+        "skipped_steps", "weight_histogram", "weight_histogram_outside")}
+    histogram_ranges: list[float] = []  # fixed by the first call: the initial weights'
+
+    def record_histograms() -> None:
+        if weight_bins is not None:
+            r = _core.weight_histograms(chain.weights, histogram_ranges, weight_bins, n_threads)
+            histogram_ranges[:] = r["ranges"].tolist()
+            records["weight_histogram"].append(r["counts"])
+            records["weight_histogram_outside"].append(r["outside"])
 
     def record_validation() -> None:
         if val is not None:
@@ -324,6 +351,7 @@ def train(
     records["loss"].append(initial_loss)
     records["accuracy"].append(initial_accuracy)
     record_validation()
+    record_histograms()
     records["weight_change"].append(np.zeros(chain.depth))
     rng = np.random.default_rng(seed)
     n = xa.shape[0]
@@ -345,15 +373,17 @@ def train(
                 first_nonfinite = steps_done + raw["first_nonfinite_step"]
             _record_epoch(records, raw, clipping=clip is not None)
             record_validation()
+            record_histograms()
             bar.update()
     finally:
         bar.close()
 
-    config = dict(epochs=epochs, batch_size=batch_size, **settings, clip=clip,
+    config = dict(epochs=epochs, batch_size=batch_size, **settings, weight_bins=weight_bins,
+                  clip=clip,
                   clip_mode=clip_mode if clip is not None else None, loss=loss, shuffle=shuffle,
                   seed=seed, grad_dtype=None if grad_format == "none" else grad_format,
                   loss_scale=loss_scale)
-    return _history(records, val is not None, first_nonfinite, config)
+    return _history(records, val is not None, first_nonfinite, config, histogram_ranges)
 
 
 def _record_epoch(records: dict[str, list], raw: dict[str, Any], clipping: bool) -> None:
@@ -373,9 +403,23 @@ def _record_epoch(records: dict[str, list], raw: dict[str, Any], clipping: bool)
     records["accuracy"].append(raw["accuracy"])
 
 
+def _stacked_counts(counts: list[np.ndarray]) -> np.ndarray:
+    """Histogram counts stacked over epochs, as int32 when every count fits."""
+    stacked = np.stack(counts)
+    return stacked.astype(np.int32) if stacked.max(initial=0) < 2**31 else stacked
+
+
 def _history(records: dict[str, list], validated: bool, first_nonfinite: int | None,
-             config: dict[str, Any]) -> TrainingHistory:
+             config: dict[str, Any], histogram_ranges: list[float]) -> TrainingHistory:
     """The records of every epoch as one :class:`TrainingHistory`."""
+    histograms = {}
+    if records["weight_histogram"]:
+        bins = records["weight_histogram"][0].shape[1]
+        r = np.asarray(histogram_ranges)[:, None]
+        histograms = dict(
+            weight_histogram=_stacked_counts(records["weight_histogram"]),
+            weight_histogram_edges=r * np.linspace(-1.0, 1.0, bins + 1)[None, :],
+            weight_histogram_outside=_stacked_counts(records["weight_histogram_outside"]))
     return TrainingHistory(
         loss=np.asarray(records["loss"]),
         accuracy=np.asarray(records["accuracy"]),
@@ -389,6 +433,7 @@ def _history(records: dict[str, list], validated: bool, first_nonfinite: int | N
         step_clipped_grad_norm=np.concatenate(records["step_clipped"]),
         clipped_fraction=np.asarray(records["clipped_fraction"]),
         skipped_steps=np.asarray(records["skipped_steps"], dtype=np.int64),
+        **histograms,
         first_nonfinite_step=first_nonfinite,
         steps_per_epoch=len(records["step_loss"][0]),
         config=config,

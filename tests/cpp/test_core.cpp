@@ -121,6 +121,21 @@ void test_train_epoch_fits_a_line() {
   check(std::abs(w[0] - 2.0) < 1e-9 && std::abs(b[0]) < 1e-9, "SGD fits y = 2x");
 }
 
+// Adam's first step is lr g / (|g| + eps) whatever g's size (bias correction undoes the
+// moments' zero start): a gradient of 1e-30 moves its weight as far as one of 1e30.
+void test_adam_first_step_is_lr_times_sign() {
+  std::vector<double> p{1.0, 1.0, 1.0}, m(3, 0.0), v(3, 0.0), g{1e-30, -1e30, 0.0};
+  pyjac::OptimizerOptions o;
+  o.kind = pyjac::Optimizer::Adam;
+  o.lr = 0.01;
+  o.eps = 0.0;
+  (void)pyjac::optimizer_step(p.data(), m.data(), v.data(), g.data(), 3, o, 1,
+                              pyjac::ClipKind::None, 0.0, 1.0, 1);
+  check(std::abs(p[0] - 0.99) < 1e-15 && std::abs(p[1] - 1.01) < 1e-15,
+        "Adam's first step is lr times the gradient's sign");
+  check(std::isnan(p[2]), "Adam with eps 0 and a zero gradient divides 0 by 0, as PyTorch does");
+}
+
 // A tanh chain deep enough to run many layers in the tiled OpenMP region.
 struct DeepChain {
   int depth, width, batch = 32;
@@ -219,6 +234,7 @@ int main() {
   test_bad_input_throws();
   test_float16_rounding();
   test_train_epoch_fits_a_line();
+  test_adam_first_step_is_lr_times_sign();
   test_exception_in_parallel_region_reaches_the_caller();
   test_interrupt_stops_backprop();
   test_scaled_norm_extremes();

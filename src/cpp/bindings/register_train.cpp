@@ -6,6 +6,7 @@
 #include "release_gil.hpp"
 #include "chain_view.hpp"
 #include "pyjac/train/train.hpp"
+#include "pyjac/train/weight_histogram.hpp"
 
 namespace pyjac::bindings {
 namespace {
@@ -106,6 +107,32 @@ py::tuple evaluate_typed(const py::sequence& weights, const py::sequence& biases
 
 bool is_float32(const py::array& x) { return x.dtype().is(py::dtype::of<float>()); }
 
+template <typename T>
+py::dict weight_histograms_typed(const py::sequence& weights, std::vector<double> ranges,
+                                 int bins, int n_threads) {
+  std::vector<CArray<T>> arrays;
+  std::vector<const T*> data;
+  std::vector<std::size_t> sizes;
+  for (std::size_t l = 0; l < weights.size(); ++l) {
+    arrays.push_back(CArray<T>::ensure(weights[l]));
+    if (!arrays.back())
+      throw py::type_error("weights[" + std::to_string(l) + "]: not an array");
+    data.push_back(arrays.back().data());
+    sizes.push_back(static_cast<std::size_t>(arrays.back().size()));
+  }
+  WeightHistograms h;
+  h = release_gil([&] { return weight_histograms<T>(data, sizes, bins, std::move(ranges), n_threads); });
+  const auto L = static_cast<py::ssize_t>(sizes.size());
+  py::array_t<std::int64_t> counts({L, static_cast<py::ssize_t>(bins)}), outside({L, py::ssize_t(2)});
+  std::copy(h.counts.begin(), h.counts.end(), counts.mutable_data());
+  std::copy(h.outside.begin(), h.outside.end(), outside.mutable_data());
+  py::dict r;
+  r["ranges"] = to_numpy(h.ranges);
+  r["counts"] = counts;
+  r["outside"] = outside;
+  return r;
+}
+
 }  // namespace
 
 void register_train(py::module_& m) {
@@ -151,6 +178,17 @@ void register_train(py::module_& m) {
       py::arg("n_threads"),
       "One epoch of minibatch training, updating the weights and the optimizer state in place;\n"
       "returns its records.");
+  m.def(
+      "weight_histograms",
+      [](const py::sequence& weights, const std::vector<double>& ranges, int bins, int n_threads) {
+        if (weights.size() > 0 && is_float32(py::array::ensure(weights[0])))
+          return weight_histograms_typed<float>(weights, ranges, bins, n_threads);
+        return weight_histograms_typed<double>(weights, ranges, bins, n_threads);
+      },
+      py::arg("weights"), py::arg("ranges"), py::arg("bins"), py::arg("n_threads"),
+      "Counts of each layer's weights on `bins` even bins over [-range, range] (ranges empty:\n"
+      "twice each layer's largest |w|); returns ranges, counts (layers, bins) and outside\n"
+      "(layers, 2: below, above).");
   m.def(
       "evaluate",
       [](const py::sequence& weights, const py::sequence& biases,
