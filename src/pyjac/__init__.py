@@ -44,8 +44,9 @@ from . import (
     theory,
 )
 from ._results import BackpropResult
+from ._train_recurrent import RecurrentTrainingHistory
 from .chain import ACTIVATIONS, INITS, Chain
-from .datasets import Dataset, load_digits
+from .datasets import Dataset, SequenceTask, adding_problem, copy_problem, load_digits
 from .diagnose import DiagnosisReport, diagnose
 from .experiments import Results, sweep
 from .jacobian import JacobianNorms
@@ -67,10 +68,14 @@ __all__ = [
     "Recurrent",
     "RecurrentBackpropResult",
     "RecurrentJacobianResult",
+    "RecurrentTrainingHistory",
     "Results",
+    "SequenceTask",
     "SpectralNormResult",
     "TrainingHistory",
     "__version__",
+    "adding_problem",
+    "copy_problem",
     "datasets",
     "diagnose",
     "load_digits",

@@ -100,8 +100,7 @@ def train_epoch(
     state: Sequence[Sequence[np.ndarray]], initial_weights: Sequence[np.ndarray],
     activations: Sequence[str], residual: bool, residual_scale: float, norm: str,
     x: np.ndarray, y: np.ndarray, order: np.ndarray, loss: str, batch_size: int,
-    optimizer: str, lr: float, momentum: float, nesterov: bool, weight_decay: float,
-    beta1: float, beta2: float, eps: float, steps_before: int, clip_mode: str, clip: float,
+    optimizer: dict[str, Any], steps_before: int, clip_mode: str, clip: float,
     grad_dtype: str, loss_scale: float, n_threads: int,
 ) -> dict[str, Any]: ...
 def weight_histograms(

@@ -106,3 +106,118 @@ def load_digits(*, test_fraction: float = 0.25, seed: int = 0, dtype: object = "
     def scale(rows: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray((x[rows] - mean) / std, dtype=np_dtype)
     return Dataset(scale(train), y[train], scale(test), y[test], source)
+
+
+class SequenceTask(NamedTuple):
+    """A seeded long-range task for :func:`pyjac.train` on a :class:`pyjac.Recurrent`.
+
+    ``x`` is (n, steps, input_size), batch first; ``y`` the targets (see each task);
+    ``chance_loss`` the loss of the best prediction that ignores the inputs (the level
+    a net that remembers nothing stays at); ``predict`` and ``loss`` the
+    :func:`pyjac.train` arguments the task needs.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    chance_loss: float
+    predict: str
+    loss: str
+    name: str
+
+    def __repr__(self) -> str:
+        return (f"SequenceTask({self.name}: x {self.x.shape}, y {self.y.shape}, "
+                f"chance_loss={self.chance_loss:.4g}, predict={self.predict!r}, "
+                f"loss={self.loss!r})")
+
+
+def adding_problem(n: int, length: int, *, seed: int = 0, dtype: object = "float32"
+                   ) -> SequenceTask:
+    """The adding problem (Hochreiter & Schmidhuber 1997; as in Arjovsky et al. 2016).
+
+    Each sequence has two channels: a value drawn uniformly from [0, 1) at every step,
+    and a marker that is 1 at two steps, one drawn from the first half of the sequence
+    and one from the second, and 0 elsewhere. The target, read from the last state, is
+    the sum of the two marked values. Predicting 1 whatever the input gives the mean
+    squared error 1/6 (the variance of the sum): ``chance_loss``. The first marker lies
+    at least ``length // 2`` steps before the end, so the gradient must cross that many.
+
+    Parameters
+    ----------
+    n : int
+        Sequences, at least 1.
+    length : int
+        Steps per sequence, at least 2.
+    seed : int, default 0
+    dtype : {"float32", "float64"}
+
+    Returns
+    -------
+    SequenceTask
+        ``x`` (n, length, 2), ``y`` (n, 1); ``predict="last"``, ``loss="mse"``.
+    """
+    n = check_int(n, "n", minimum=1)
+    length = check_int(length, "length", minimum=2)
+    np_dtype = check_dtype(dtype)
+    rng = np.random.default_rng(seed)
+    values = rng.uniform(0.0, 1.0, size=(n, length))
+    half = length // 2
+    first = rng.integers(0, half, size=n)
+    second = rng.integers(half, length, size=n)
+    markers = np.zeros((n, length))
+    rows = np.arange(n)
+    markers[rows, first] = 1.0
+    markers[rows, second] = 1.0
+    x = np.stack([values, markers], axis=2).astype(np_dtype)
+    y = (values[rows, first] + values[rows, second])[:, None].astype(np_dtype)
+    return SequenceTask(x, y, 1.0 / 6.0, "last", "mse", f"adding problem, length {length}")
+
+
+def copy_problem(n: int, delay: int, *, symbols: int = 8, length: int = 10, seed: int = 0,
+                 dtype: object = "float32") -> SequenceTask:
+    """The copy problem (Hochreiter & Schmidhuber 1997; as in Arjovsky et al. 2016).
+
+    A sequence of ``length`` symbols drawn from ``symbols`` categories, then ``delay - 1``
+    blanks, a delimiter, and ``length`` more blanks: ``delay + 2 * length`` steps in all,
+    one-hot encoded over ``symbols + 2`` categories (the symbols, blank =
+    ``symbols``, delimiter = ``symbols + 1``). The target at every step is blank,
+    except over the last ``length`` steps, where it is the sequence to recall. Blanks
+    everywhere and a uniform guess over the symbols at the recall steps gives the
+    cross-entropy ``length * ln(symbols) / (delay + 2 * length)``: ``chance_loss``.
+
+    Parameters
+    ----------
+    n : int
+        Sequences, at least 1.
+    delay : int
+        Steps between the end of the sequence and the delimiter's step + 1, at least 1.
+    symbols : int, default 8
+        Categories of the sequence, at least 2.
+    length : int, default 10
+        Symbols to remember, at least 1.
+    seed : int, default 0
+    dtype : {"float32", "float64"}
+
+    Returns
+    -------
+    SequenceTask
+        ``x`` (n, delay + 2 length, symbols + 2), ``y`` int64 (n, delay + 2 length);
+        ``predict="every_step"``, ``loss="cross_entropy"``.
+    """
+    n = check_int(n, "n", minimum=1)
+    delay = check_int(delay, "delay", minimum=1)
+    symbols = check_int(symbols, "symbols", minimum=2)
+    length = check_int(length, "length", minimum=1)
+    np_dtype = check_dtype(dtype)
+    steps = delay + 2 * length
+    blank, delimiter = symbols, symbols + 1
+    rng = np.random.default_rng(seed)
+    sequence = rng.integers(0, symbols, size=(n, length))
+    tokens = np.full((n, steps), blank, dtype=np.int64)
+    tokens[:, :length] = sequence
+    tokens[:, length + delay - 1] = delimiter
+    y = np.full((n, steps), blank, dtype=np.int64)
+    y[:, steps - length:] = sequence
+    x = np.eye(symbols + 2, dtype=np_dtype)[tokens]
+    chance = length * np.log(symbols) / steps
+    return SequenceTask(x, y, float(chance), "every_step", "cross_entropy",
+                        f"copy problem, delay {delay}")

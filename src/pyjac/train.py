@@ -21,6 +21,7 @@ from ._validation import (
     check_threads,
 )
 from .chain import Chain, _grad_dtype
+from .recurrent import Recurrent
 
 TRAIN_LOSSES = ("cross_entropy", "mse")
 CLIP_MODES = ("norm", "value")
@@ -187,8 +188,51 @@ def _parameters_writable(chain: Chain) -> None:
                 params[i] = np.array(a, dtype=chain.dtype, order="C")
 
 
+class _ChainTrainee:
+    """What the epoch loop needs of a chain: its data, one epoch in the core, evaluation
+    and the arrays whose histograms are recorded."""
+
+    def __init__(self, chain: Chain, x: Any, y: Any, loss: str, validation: Any,
+                 batch_size: int, grad_format: str, loss_scale: float) -> None:
+        self.chain, self.loss = chain, loss
+        self.x = _inputs(chain, x, "x")
+        self.y = _targets(chain, loss, y, self.x.shape[0], "y")
+        self.val = None
+        if validation is not None:
+            xv = _inputs(chain, validation[0], "validation[0]")
+            self.val = (xv, _targets(chain, loss, validation[1], xv.shape[0], "validation[1]"))
+        if chain.norm == "batchnorm" and min(batch_size, self.x.shape[0]) < 2:
+            raise ValueError("batch_size: norm='batchnorm' needs minibatches of at least 2")
+        self.batch_size, self.grad_format, self.loss_scale = batch_size, grad_format, loss_scale
+        self.groups = chain.depth
+
+    def start(self, settings: dict[str, Any]) -> None:
+        """Owned writable parameters, W(0) and the optimiser's zero state."""
+        _parameters_writable(self.chain)
+        self.initial = [w.copy() for w in self.chain.weights]
+        self.state = _optimizer_state(self.chain, settings["optimizer"], settings["momentum"])
+        self.structure = (self.chain.activations, self.chain.residual,
+                          self.chain.residual_scale, self.chain.norm or "none")
+
+    def histogram_arrays(self) -> list[np.ndarray]:
+        return self.chain.weights
+
+    def evaluate(self, data: tuple[np.ndarray, np.ndarray], n_threads: int) -> tuple[float, float]:
+        return _core.evaluate(self.chain.weights, self.chain.biases, *self.structure, data[0],
+                              data[1], self.loss, n_threads)
+
+    def epoch(self, order: np.ndarray, settings: dict[str, Any], steps_before: int,
+              clip_mode: str, clip: float, n_threads: int) -> dict[str, Any]:
+        grad = "native" if self.grad_format == "none" else self.grad_format
+        return _core.train_epoch(
+            self.chain.weights, self.chain.biases, self.state, self.initial, *self.structure,
+            self.x, self.y, order, self.loss, self.batch_size, optimizer=settings,
+            steps_before=steps_before, clip_mode=clip_mode, clip=clip, grad_dtype=grad,
+            loss_scale=self.loss_scale, n_threads=n_threads)
+
+
 def train(
-    chain: Chain,
+    model: Chain | Recurrent,
     x: Any,
     y: Any,
     epochs: int = 10,
@@ -204,6 +248,8 @@ def train(
     clip: float | None = None,
     clip_mode: str = "norm",
     loss: str = "cross_entropy",
+    predict: str = "last",
+    readout: tuple[Any, Any] | None = None,
     validation: tuple[Any, Any] | None = None,
     weight_bins: int | None = 32,
     shuffle: bool = True,
@@ -213,22 +259,29 @@ def train(
     n_threads: int | None = None,
     progress: bool | None = None,
 ) -> TrainingHistory:
-    """Train ``chain`` in place by minibatch SGD, Adam or AdamW, recording how every
-    layer learns.
+    """Train a chain, or a recurrent net with a linear readout, in place by minibatch
+    SGD, Adam or AdamW, recording how every layer (or gate) learns.
 
-    Each step is one exact forward and backward pass in the C++ core, then optional
-    clipping, then the optimiser's update of every weight and bias, as ``torch.optim``
-    defines it (checked step by step against it). Only the loop over epochs runs in
-    Python.
+    Each step is one exact forward and backward pass in the C++ core (backprop through
+    time for a :class:`Recurrent`), then optional clipping, then the optimiser's update of
+    every weight and bias, as ``torch.optim`` defines it (checked step by step against
+    it). Only the loop over epochs runs in Python.
 
     Parameters
     ----------
-    chain : Chain
-        Updated in place (``chain.weights`` and ``chain.biases``).
-    x : array_like, shape (n, widths[0])
+    model : Chain or Recurrent
+        Updated in place (``chain.weights`` and ``chain.biases``; ``rnn.W``, ``rnn.U``
+        and ``rnn.b``). A recurrent net is trained with a linear readout ``y = V h + c``
+        of its state, returned in the history (``readout_weight``, ``readout_bias``).
+    x : array_like
+        Chain: shape (n, widths[0]). Recurrent: sequences, shape (n, steps,
+        input_size), batch first (see :func:`pyjac.adding_problem`,
+        :func:`pyjac.copy_problem`).
     y : array_like
         Integer class labels, shape (n,), for "cross_entropy"; targets of shape
-        (n, widths[-1]) for "mse" (integer labels are one-hot encoded).
+        (n, n_out) for "mse" (a chain one-hot encodes integer labels). With
+        ``predict="every_step"``, one per step: labels (n, steps), targets
+        (n, steps, n_out).
     epochs : int, default 10
     lr : float, optional
         The learning rate; default 0.1 for SGD, 1e-3 (PyTorch's) for Adam and AdamW.
@@ -259,6 +312,16 @@ def train(
         (``clip_mode="norm"``, as ``torch.nn.utils.clip_grad_norm_``) or each entry
         (``"value"``, as ``clip_grad_value_``). The norms before and after are logged.
     loss : {"cross_entropy", "mse"}
+        The mean over examples (cross_entropy) or over every entry (mse), as PyTorch's
+        defaults; with ``predict="every_step"`` over every step too.
+    predict : {"last", "every_step"}, default "last"
+        Recurrent nets: the readout predicts from the last state (the adding problem)
+        or from every state (the copy problem).
+    readout : (V, c), optional
+        Recurrent nets: the readout's weight (n_out, width) and bias (n_out,), updated in
+        place when they are writable arrays of the net's dtype. By default they are
+        drawn as PyTorch's ``nn.Linear`` draws them, from ``seed``, with ``n_out`` from
+        ``y`` (the largest label + 1, or the targets' last axis).
     validation : (x_val, y_val), optional
         Evaluated before training and after every epoch.
     weight_bins : int or None, default 32
@@ -268,9 +331,11 @@ def train(
     shuffle : bool, default True
         A fresh seeded permutation of the examples every epoch.
     seed : int, None or numpy.random.Generator, default 0
-        Seeds the shuffling: same seed, same run, whatever the thread count.
+        Seeds the shuffling (and a recurrent net's readout): same seed, same run,
+        whatever the thread count.
     grad_dtype, loss_scale
-        Mixed-precision emulation of every backward pass, as in :meth:`Chain.backprop`.
+        Chains: mixed-precision emulation of every backward pass, as in
+        :meth:`Chain.backprop`.
     n_threads : int, optional
         None or -1 for every core.
     progress : bool, optional
@@ -278,7 +343,7 @@ def train(
 
     Returns
     -------
-    TrainingHistory
+    TrainingHistory or RecurrentTrainingHistory
         Diverging runs are data: NaN losses are recorded, ``first_nonfinite_step``
         says where they began.
 
@@ -291,8 +356,11 @@ def train(
     >>> bool(h.loss[-1] < h.loss[0])
     True
     """
-    if not isinstance(chain, Chain):
-        raise TypeError(f"chain: expected a pyjac.Chain, got {type(chain).__name__}")
+    from ._train_recurrent import RecurrentTrainee, recurrent_history
+
+    if not isinstance(model, (Chain, Recurrent)):
+        raise TypeError(f"model: expected a pyjac.Chain or pyjac.Recurrent, got "
+                        f"{type(model).__name__}")
     epochs = check_int(epochs, "epochs", minimum=1)
     settings = _optimizer_settings(optimizer, lr, momentum, nesterov, weight_decay, betas, eps)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
@@ -300,90 +368,95 @@ def train(
     clip_mode = "none" if clip is None else check_choice(clip_mode, CLIP_MODES, "clip_mode")
     loss = check_choice(loss, TRAIN_LOSSES, "loss")
     seed = check_seed(seed, maximum=2**63 - 1)
-    grad_format = _grad_dtype(grad_dtype, chain.dtype)
     loss_scale = check_real(loss_scale, "loss_scale", positive=True)
     shuffle = check_bool(shuffle, "shuffle")
     n_threads = check_threads(n_threads)
-    xa = _inputs(chain, x, "x")
-    ya = _targets(chain, loss, y, xa.shape[0], "y")
-    val = None
-    if validation is not None:
-        if not isinstance(validation, (tuple, list)) or len(validation) != 2:
-            raise TypeError("validation: expected a pair (x_val, y_val)")
-        xv = _inputs(chain, validation[0], "validation[0]")
-        val = (xv, _targets(chain, loss, validation[1], xv.shape[0], "validation[1]"))
+    if validation is not None and (not isinstance(validation, (tuple, list))
+                                   or len(validation) != 2):
+        raise TypeError("validation: expected a pair (x_val, y_val)")
     if weight_bins is not None:
         weight_bins = check_int(weight_bins, "weight_bins", minimum=1, maximum=100_000)
-    if chain.norm == "batchnorm" and min(batch_size, xa.shape[0]) < 2:
-        raise ValueError("batch_size: norm='batchnorm' needs minibatches of at least 2")
+    trainee: Any
+    if isinstance(model, Chain):
+        if predict != "last" or readout is not None:
+            raise ValueError("predict, readout: only for a pyjac.Recurrent (a chain's last "
+                             "layer is its output)")
+        trainee = _ChainTrainee(model, x, y, loss, validation, batch_size,
+                                _grad_dtype(grad_dtype, model.dtype), loss_scale)
+    else:
+        if grad_dtype is not None or loss_scale != 1.0:
+            raise ValueError("grad_dtype, loss_scale: mixed-precision emulation is for chains")
+        trainee = RecurrentTrainee(model, x, y, loss, predict, readout, validation, batch_size,
+                                   seed)
+    trainee.start(settings)
+    records, first_nonfinite, ranges = _run_epochs(
+        trainee, epochs, settings, clip_mode, clip_value, shuffle, seed, weight_bins,
+        n_threads, progress)
+    config = dict(epochs=epochs, batch_size=batch_size, **settings, weight_bins=weight_bins,
+                  clip=clip, clip_mode=clip_mode if clip is not None else None, loss=loss,
+                  shuffle=shuffle, seed=seed)
+    if isinstance(model, Chain):
+        grad_format = trainee.grad_format
+        config.update(grad_dtype=None if grad_format == "none" else grad_format,
+                      loss_scale=loss_scale)
+        return TrainingHistory(**_history_fields(records, trainee.val is not None,
+                                                 first_nonfinite, config, ranges))
+    config.update(predict=trainee.predict)
+    return recurrent_history(trainee, records, first_nonfinite, config, ranges)
 
-    _parameters_writable(chain)
-    structure = (chain.activations, chain.residual, chain.residual_scale, chain.norm or "none")
-    initial = [w.copy() for w in chain.weights]
-    state = _optimizer_state(chain, settings["optimizer"], settings["momentum"])
-    steps_applied = 0
-    core_grad = "native" if grad_format == "none" else grad_format
 
-    def evaluate(data: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
-        return _core.evaluate(chain.weights, chain.biases, *structure, data[0], data[1], loss,
-                              n_threads)
-
+def _run_epochs(trainee: Any, epochs: int, settings: dict[str, Any], clip_mode: str,
+                clip: float, shuffle: bool, seed: int, weight_bins: int | None, n_threads: int,
+                progress: bool | None) -> tuple[dict[str, list], int | None, list[float]]:
+    """The loop over epochs: one core call per epoch, the records before training and
+    after every epoch (loss, validation, weight histograms)."""
     records: dict[str, list] = {k: [] for k in (
         "loss", "accuracy", "val_loss", "val_accuracy", "weight_grad_norm", "grad_norm",
         "weight_change", "step_loss", "step_grad_norm", "step_clipped", "clipped_fraction",
-        "skipped_steps", "weight_histogram", "weight_histogram_outside")}
+        "skipped_steps", "weight_histogram", "weight_histogram_outside", "last_grad_norm",
+        "last_log_grad_norm")}
     histogram_ranges: list[float] = []  # fixed by the first call: the initial weights'
 
     def record_histograms() -> None:
         if weight_bins is not None:
-            r = _core.weight_histograms(chain.weights, histogram_ranges, weight_bins, n_threads)
+            r = _core.weight_histograms(trainee.histogram_arrays(), histogram_ranges,
+                                        weight_bins, n_threads)
             histogram_ranges[:] = r["ranges"].tolist()
             records["weight_histogram"].append(r["counts"])
             records["weight_histogram_outside"].append(r["outside"])
 
     def record_validation() -> None:
-        if val is not None:
-            vl, va = evaluate(val)
+        if trainee.val is not None:
+            vl, va = trainee.evaluate(trainee.val, n_threads)
             records["val_loss"].append(vl)
             records["val_accuracy"].append(va)
 
-    initial_loss, initial_accuracy = evaluate((xa, ya))
+    initial_loss, initial_accuracy = trainee.evaluate((trainee.x, trainee.y), n_threads)
     records["loss"].append(initial_loss)
     records["accuracy"].append(initial_accuracy)
     record_validation()
     record_histograms()
-    records["weight_change"].append(np.zeros(chain.depth))
+    records["weight_change"].append(np.zeros(trainee.groups))
     rng = np.random.default_rng(seed)
-    n = xa.shape[0]
-    first_nonfinite = None
+    n = trainee.x.shape[0]
+    first_nonfinite, steps_applied = None, 0
     show = sys.stderr.isatty() if progress is None else bool(progress)
     bar = Progress(epochs, "train", show, unit="epoch")
     try:
         for _ in range(epochs):
             order = rng.permutation(n) if shuffle else np.arange(n)
-            raw = _core.train_epoch(
-                chain.weights, chain.biases, state, initial, *structure, xa, ya, order, loss,
-                batch_size, **settings, steps_before=steps_applied, clip_mode=clip_mode,
-                clip=clip_value, grad_dtype=core_grad, loss_scale=loss_scale,
-                n_threads=n_threads,
-            )
+            raw = trainee.epoch(order, settings, steps_applied, clip_mode, clip, n_threads)
             steps_applied += raw["applied_steps"]
             steps_done = sum(len(s) for s in records["step_loss"])
             if first_nonfinite is None and raw["first_nonfinite_step"] is not None:
                 first_nonfinite = steps_done + raw["first_nonfinite_step"]
-            _record_epoch(records, raw, clipping=clip is not None)
+            _record_epoch(records, raw, clipping=clip_mode != "none")
             record_validation()
             record_histograms()
             bar.update()
     finally:
         bar.close()
-
-    config = dict(epochs=epochs, batch_size=batch_size, **settings, weight_bins=weight_bins,
-                  clip=clip,
-                  clip_mode=clip_mode if clip is not None else None, loss=loss, shuffle=shuffle,
-                  seed=seed, grad_dtype=None if grad_format == "none" else grad_format,
-                  loss_scale=loss_scale)
-    return _history(records, val is not None, first_nonfinite, config, histogram_ranges)
+    return records, first_nonfinite, histogram_ranges
 
 
 def _record_epoch(records: dict[str, list], raw: dict[str, Any], clipping: bool) -> None:
@@ -401,6 +474,9 @@ def _record_epoch(records: dict[str, list], raw: dict[str, Any], clipping: bool)
     records["weight_change"].append(raw["weight_change"])
     records["loss"].append(raw["mean_loss"])
     records["accuracy"].append(raw["accuracy"])
+    for key in ("last_grad_norm", "last_log_grad_norm"):  # recurrent nets only
+        if key in raw:
+            records[key].append(raw[key])
 
 
 def _stacked_counts(counts: list[np.ndarray]) -> np.ndarray:
@@ -409,9 +485,9 @@ def _stacked_counts(counts: list[np.ndarray]) -> np.ndarray:
     return stacked.astype(np.int32) if stacked.max(initial=0) < 2**31 else stacked
 
 
-def _history(records: dict[str, list], validated: bool, first_nonfinite: int | None,
-             config: dict[str, Any], histogram_ranges: list[float]) -> TrainingHistory:
-    """The records of every epoch as one :class:`TrainingHistory`."""
+def _history_fields(records: dict[str, list], validated: bool, first_nonfinite: int | None,
+                    config: dict[str, Any], histogram_ranges: list[float]) -> dict[str, Any]:
+    """The records of every epoch as the fields of a :class:`TrainingHistory`."""
     histograms = {}
     if records["weight_histogram"]:
         bins = records["weight_histogram"][0].shape[1]
@@ -420,7 +496,7 @@ def _history(records: dict[str, list], validated: bool, first_nonfinite: int | N
             weight_histogram=_stacked_counts(records["weight_histogram"]),
             weight_histogram_edges=r * np.linspace(-1.0, 1.0, bins + 1)[None, :],
             weight_histogram_outside=_stacked_counts(records["weight_histogram_outside"]))
-    return TrainingHistory(
+    return dict(
         loss=np.asarray(records["loss"]),
         accuracy=np.asarray(records["accuracy"]),
         val_loss=np.asarray(records["val_loss"]) if validated else None,

@@ -10,6 +10,7 @@ void register_jacobian(py::module_& m);
 void register_spectral(py::module_& m);
 void register_recurrent(py::module_& m);
 void register_train(py::module_& m);
+void register_train_recurrent(py::module_& m);
 }  // namespace pyjac::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -20,4 +21,5 @@ PYBIND11_MODULE(_core, m) {
   pyjac::bindings::register_spectral(m);
   pyjac::bindings::register_recurrent(m);
   pyjac::bindings::register_train(m);
+  pyjac::bindings::register_train_recurrent(m);
 }

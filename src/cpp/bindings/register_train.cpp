@@ -5,31 +5,18 @@
 #include "arrays.hpp"
 #include "release_gil.hpp"
 #include "chain_view.hpp"
+#include "train_options.hpp"
 #include "pyjac/train/train.hpp"
 #include "pyjac/train/weight_histogram.hpp"
 
 namespace pyjac::bindings {
 namespace {
 
-// SGD writes into the caller's arrays, so a converted copy would be silently lost:
-// each one must already be a writable C-contiguous array of T.
 template <typename T>
-std::vector<T*> writable_list(const py::sequence& seq, const std::vector<CArray<T>>& like,
-                              const char* name) {
-  std::vector<T*> out;
-  if (seq.size() == 0) return out;
-  if (seq.size() != like.size())
-    throw std::invalid_argument(std::string(name) + ": one array per layer is required");
-  for (std::size_t i = 0; i < seq.size(); ++i) {
-    py::object item = seq[i];
-    auto a = py::array_t<T>::ensure(item);
-    const std::string where = std::string(name) + "[" + std::to_string(i) + "]";
-    if (!a || a.ptr() != item.ptr() || !(a.flags() & py::array::c_style) || !a.writeable())
-      throw std::invalid_argument(where + ": must be a writable C-contiguous array of the chain's dtype");
-    if (a.size() != like[i].size()) throw std::invalid_argument(where + ": wrong shape");
-    out.push_back(a.mutable_data());
-  }
-  return out;
+std::vector<py::ssize_t> sizes_of(const std::vector<CArray<T>>& arrays) {
+  std::vector<py::ssize_t> sizes;
+  for (const auto& a : arrays) sizes.push_back(a.size());
+  return sizes;
 }
 
 // The optimiser's state lists: [weight_state1, bias_state1, weight_state2, bias_state2].
@@ -45,12 +32,13 @@ py::dict train_epoch_typed(const py::sequence& weights, const py::sequence& bias
   auto owned = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm);
   const ChainView<T>& chain = owned.view;
   TrainParameters<T> params;
-  params.weights = writable_list<T>(weights, owned.weights, "weights");
-  params.biases = writable_list<T>(biases, owned.biases, "biases");
-  params.weight_state1 = writable_list<T>(state[0], owned.weights, "weight_state1");
-  params.bias_state1 = writable_list<T>(state[1], owned.biases, "bias_state1");
-  params.weight_state2 = writable_list<T>(state[2], owned.weights, "weight_state2");
-  params.bias_state2 = writable_list<T>(state[3], owned.biases, "bias_state2");
+  const auto weight_sizes = sizes_of(owned.weights), bias_sizes = sizes_of(owned.biases);
+  params.weights = writable_list<T>(weights, weight_sizes, "weights");
+  params.biases = writable_list<T>(biases, bias_sizes, "biases");
+  params.weight_state1 = writable_list<T>(state[0], weight_sizes, "weight_state1");
+  params.bias_state1 = writable_list<T>(state[1], bias_sizes, "bias_state1");
+  params.weight_state2 = writable_list<T>(state[2], weight_sizes, "weight_state2");
+  params.bias_state2 = writable_list<T>(state[3], bias_sizes, "bias_state2");
   std::vector<py::ssize_t> rows, cols;
   for (int l = 0; l < chain.depth(); ++l) {
     rows.push_back(chain.widths[l + 1]);
@@ -142,21 +130,12 @@ void register_train(py::module_& m) {
          const py::sequence& initial_weights, const std::vector<std::string>& activations,
          bool residual, double residual_scale, const std::string& norm, const py::array& x,
          const py::object& y, const py::array& order, const std::string& loss, int batch_size,
-         const std::string& optimizer, double lr, double momentum, bool nesterov,
-         double weight_decay, double beta1, double beta2, double eps, std::int64_t steps_before,
-         const std::string& clip_mode, double clip, const std::string& grad_dtype,
+         const py::dict& optimizer, std::int64_t steps_before, const std::string& clip_mode, double clip, const std::string& grad_dtype,
          double loss_scale, int n_threads) {
         TrainOptions o;
         o.loss = parse_loss(loss);
         o.batch_size = batch_size;
-        o.optimizer.kind = parse_optimizer(optimizer);
-        o.optimizer.lr = lr;
-        o.optimizer.momentum = momentum;
-        o.optimizer.nesterov = nesterov;
-        o.optimizer.weight_decay = weight_decay;
-        o.optimizer.beta1 = beta1;
-        o.optimizer.beta2 = beta2;
-        o.optimizer.eps = eps;
+        o.optimizer = optimizer_options(optimizer);
         o.steps_before = steps_before;
         o.clip = parse_clip_kind(clip_mode, "clip_mode");
         o.clip_value = clip;
@@ -172,9 +151,7 @@ void register_train(py::module_& m) {
       py::arg("weights"), py::arg("biases"), py::arg("state"), py::arg("initial_weights"),
       py::arg("activations"), py::arg("residual"), py::arg("residual_scale"), py::arg("norm"),
       py::arg("x"), py::arg("y"), py::arg("order"), py::arg("loss"), py::arg("batch_size"),
-      py::arg("optimizer"), py::arg("lr"), py::arg("momentum"), py::arg("nesterov"),
-      py::arg("weight_decay"), py::arg("beta1"), py::arg("beta2"), py::arg("eps"),
-      py::arg("steps_before"), py::arg("clip_mode"), py::arg("clip"), py::arg("grad_dtype"), py::arg("loss_scale"),
+      py::arg("optimizer"), py::arg("steps_before"), py::arg("clip_mode"), py::arg("clip"), py::arg("grad_dtype"), py::arg("loss_scale"),
       py::arg("n_threads"),
       "One epoch of minibatch training, updating the weights and the optimizer state in place;\n"
       "returns its records.");

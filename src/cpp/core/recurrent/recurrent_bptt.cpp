@@ -132,8 +132,10 @@ template <typename T>
 class Bptt {
  public:
   Bptt(const RecurrentView<T>& cv, const RecurrentInputs<T>& in, const T* grad_output,
-       const RecurrentBackpropOptions& o, const RecurrentOutputs<T>& out, int nt)
-      : cv_(cv), in_(in), grad_output_(grad_output), o_(o), out_(out), nt_(nt),
+       const StateLoss<T>* state_loss, const RecurrentBackpropOptions& o,
+       const RecurrentOutputs<T>& out, int nt)
+      : cv_(cv), in_(in), grad_output_(grad_output), state_loss_(state_loss), o_(o), out_(out),
+        nt_(nt),
         cell_(cv.cell), n_(cv.width), G_(cv.gates()), Gn_(G_ * n_), m_(cv.input_size),
         B_(in.batch), steps_(in.steps), slab_(static_cast<std::size_t>(B_) * n_),
         wp_(cv.W, G_, n_, nt),
@@ -170,6 +172,12 @@ class Bptt {
 
     g_ = make_rbuffer<T>(slab_);
     g_prev_ = make_rbuffer<T>(slab_);
+    double state_loss = NAN;
+    if (state_loss_) {  // the caller's loss of the states gives grad_output
+      state_grad_ = make_rbuffer<T>((all_steps_ ? steps_ : 1) * slab_);
+      state_loss = (*state_loss_)(tape_.h_at(1), state_grad_.get());
+      grad_output_ = state_grad_.get();
+    }
     switch (o_.loss) {
       case RecurrentLoss::Last:
         s_.loss = 0.5 * tape_.state_norm[steps_] * tape_.state_norm[steps_];
@@ -188,6 +196,7 @@ class Bptt {
         std::memcpy(g_.get(), grad_output_ + (steps_ - 1) * slab_, sizeof(T) * slab_);
         break;
     }
+    if (state_loss_) s_.loss = state_loss;
     if (cell_ == Cell::Lstm) {
       gc_ = make_rbuffer<T>(slab_);
       std::fill(gc_.get(), gc_.get() + slab_, T(0));
@@ -670,6 +679,7 @@ class Bptt {
   const RecurrentView<T>& cv_;
   const RecurrentInputs<T>& in_;
   const T* grad_output_;
+  const StateLoss<T>* state_loss_;
   const RecurrentBackpropOptions& o_;
   const RecurrentOutputs<T>& out_;
   const int nt_;
@@ -681,7 +691,7 @@ class Bptt {
 
   RecurrentBackpropStats s_;
   RecurrentTape<T> tape_;
-  RBuffer<T> g_, g_prev_, gc_, dz_plain_;
+  RBuffer<T> g_, g_prev_, gc_, dz_plain_, state_grad_;
   int nb_ = 0, ub_ = 0, groups_ = 0, parts_ = 0;
   bool by_rows_ = false;
   std::vector<detail::BlockSquares> g_sq_;
@@ -694,6 +704,20 @@ class Bptt {
   RBuffer<T> dW_own_, dU_own_, db_own_;
 };
 
+// Checks shared by both entry points; returns the thread budget.
+template <typename T>
+int check_backprop(const RecurrentView<T>& cv, const RecurrentInputs<T>& in,
+                   const RecurrentBackpropOptions& o, const RecurrentOutputs<T>& out) {
+  detail::validate_inputs(cv, in);
+  if (o.clip.kind != ClipKind::None && !(o.clip.threshold > 0 && std::isfinite(o.clip.threshold)))
+    throw std::invalid_argument("clip: the threshold must be a positive finite number");
+  if (!o.weight_grads && o.clip.kind != ClipKind::None)
+    throw std::invalid_argument("clip: clips the weight gradients, which weight_grads=false skips");
+  if (!o.weight_grads && (out.dW || out.dU || out.db))
+    throw std::invalid_argument("weight_grads: false, but outputs for dW, dU or db were given");
+  return resolve_threads(o.n_threads);
+}
+
 }  // namespace
 
 template <typename T>
@@ -701,21 +725,28 @@ RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
                                           const RecurrentInputs<T>& in, const T* grad_output,
                                           const RecurrentBackpropOptions& o,
                                           const RecurrentOutputs<T>& out) {
-  detail::validate_inputs(cv, in);
+  const int nt = check_backprop(cv, in, o, out);
   const bool given = o.loss == RecurrentLoss::GradLast || o.loss == RecurrentLoss::GradAll;
   if (given && !grad_output) throw std::invalid_argument("grad_output: required by this loss");
-  if (o.clip.kind != ClipKind::None && !(o.clip.threshold > 0 && std::isfinite(o.clip.threshold)))
-    throw std::invalid_argument("clip: the threshold must be a positive finite number");
-  if (!o.weight_grads && o.clip.kind != ClipKind::None)
-    throw std::invalid_argument("clip: clips the weight gradients, which weight_grads=false skips");
-  if (!o.weight_grads && (out.dW || out.dU || out.db))
-    throw std::invalid_argument("weight_grads: false, but outputs for dW, dU or db were given");
-  const int nt = resolve_threads(o.n_threads);
   // Every product is cut into blocks fixed by the shapes alone and each block is one
   // single-threaded call (WeightProducts, gemm_tn_ksplit, tiled_gemm): OpenMP
   // spreads the blocks, and the bits are the same at every thread count.
   BlasThreadScope blas_scope(1);
-  return Bptt<T>(cv, in, grad_output, o, out, nt).run();
+  return Bptt<T>(cv, in, grad_output, nullptr, o, out, nt).run();
+}
+
+template <typename T>
+RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cv,
+                                          const RecurrentInputs<T>& in, const StateLoss<T>& loss,
+                                          const RecurrentBackpropOptions& o,
+                                          const RecurrentOutputs<T>& out) {
+  const int nt = check_backprop(cv, in, o, out);
+  if (o.loss != RecurrentLoss::GradLast && o.loss != RecurrentLoss::GradAll)
+    throw std::invalid_argument("loss: a loss of the states gives grad_last or grad_all");
+  if (!loss) throw std::invalid_argument("loss: no function given");
+  if (in.steps < 1) throw std::invalid_argument("steps: a loss of the states needs at least one");
+  BlasThreadScope blas_scope(1);  // as above: the bits do not depend on the thread count
+  return Bptt<T>(cv, in, nullptr, &loss, o, out, nt).run();
 }
 
 template RecurrentBackpropStats recurrent_backprop<float>(const RecurrentView<float>&,
@@ -726,6 +757,16 @@ template RecurrentBackpropStats recurrent_backprop<float>(const RecurrentView<fl
 template RecurrentBackpropStats recurrent_backprop<double>(const RecurrentView<double>&,
                                                            const RecurrentInputs<double>&,
                                                            const double*,
+                                                           const RecurrentBackpropOptions&,
+                                                           const RecurrentOutputs<double>&);
+template RecurrentBackpropStats recurrent_backprop<float>(const RecurrentView<float>&,
+                                                          const RecurrentInputs<float>&,
+                                                          const StateLoss<float>&,
+                                                          const RecurrentBackpropOptions&,
+                                                          const RecurrentOutputs<float>&);
+template RecurrentBackpropStats recurrent_backprop<double>(const RecurrentView<double>&,
+                                                           const RecurrentInputs<double>&,
+                                                           const StateLoss<double>&,
                                                            const RecurrentBackpropOptions&,
                                                            const RecurrentOutputs<double>&);
 

@@ -9,7 +9,7 @@
 #include <type_traits>
 
 #include "common/reduce.hpp"
-#include "train/blocked_sum.hpp"
+#include "train/parameter_passes.hpp"
 
 namespace pyjac {
 namespace {

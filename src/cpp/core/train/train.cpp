@@ -14,36 +14,12 @@
 
 #include "chain/loss.hpp"
 #include "common/reduce.hpp"
-#include "train/blocked_sum.hpp"
+#include "train/parameter_passes.hpp"
 #include "pyjac/common/interrupt.hpp"
 #include "pyjac/common/threads.hpp"
 
 namespace pyjac {
 namespace {
-
-// ||w - w0|| / ||w0|| (or ||w - w0|| when w0 is 0), exact over the dtype's range.
-template <typename T>
-double relative_change(const T* w, const T* w0, std::size_t n, int nt) {
-  const double diff_sq = detail::blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
-    double s = 0.0;
-    for (std::size_t k = k0; k < k0 + len; ++k) {
-      const double d = static_cast<double>(w[k]) - w0[k];
-      s += d * d;
-    }
-    return s;
-  });
-  double diff = std::sqrt(diff_sq);
-  if (!detail::plain_sum_is_exact<double>(diff_sq)) {
-    detail::ScaledNorm acc;
-    for (std::size_t k = 0; k < n; ++k) acc.add(static_cast<double>(w[k]) - w0[k]);
-    diff = acc.value();
-  }
-  const double base_sq = detail::blocked_sum(n, nt, [&](std::size_t k0, std::size_t len) {
-    return detail::row_sum_squares(w0 + k0, len);
-  });
-  const double base = detail::row_norm(w0, n, base_sq);
-  return base > 0.0 ? diff / base : diff;
-}
 
 template <typename T>
 void gather_rows(const T* src, int cols, const std::int64_t* rows, int count, T* dst) {
@@ -197,7 +173,7 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
   for (double& v : s.grad_norm) v /= taken;
   s.weight_change.resize(L);
   for (int l = 0; l < L; ++l)
-    s.weight_change[l] = relative_change(params.weights[l], params.initial_weights[l],
+    s.weight_change[l] = detail::relative_change(params.weights[l], params.initial_weights[l],
                                          static_cast<std::size_t>(c.widths[l + 1]) * c.widths[l], nt);
   return s;
 }

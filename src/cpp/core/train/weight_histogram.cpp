@@ -7,7 +7,7 @@
 
 #include "common/reduce.hpp"
 #include "pyjac/common/threads.hpp"
-#include "train/blocked_sum.hpp"
+#include "train/parameter_passes.hpp"
 
 namespace pyjac {
 namespace {

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -113,6 +114,21 @@ struct RecurrentOutputs {
 template <typename T>
 RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cell,
                                           const RecurrentInputs<T>& in, const T* grad_output,
+                                          const RecurrentBackpropOptions& options,
+                                          const RecurrentOutputs<T>& outputs);
+
+// A loss of the states that the caller computes between the forward and the backward
+// pass (a readout and its loss, for training): given h_1 .. h_T as (steps, batch, width),
+// it writes dL/dh_t, (steps, batch, width) with options.loss == GradAll or (batch, width)
+// of h_T with GradLast, and returns the loss. The states are the tape's own: one forward
+// pass serves the loss and the backward pass.
+template <typename T>
+using StateLoss = std::function<double(const T* states, T* grad_states)>;
+
+template <typename T>
+RecurrentBackpropStats recurrent_backprop(const RecurrentView<T>& cell,
+                                          const RecurrentInputs<T>& in,
+                                          const StateLoss<T>& loss,
                                           const RecurrentBackpropOptions& options,
                                           const RecurrentOutputs<T>& outputs);
 
