@@ -252,7 +252,7 @@ def test_bad_data_names_the_argument():
         pyjac.train(net, np.zeros((6, 5)), np.zeros(6, dtype=int))
     with pytest.raises(ValueError, match="x"):
         pyjac.train(net, np.full((6, 4), np.nan), np.zeros(6, dtype=int))
-    with pytest.raises(TypeError, match="chain"):
+    with pytest.raises(TypeError, match="model"):
         pyjac.train("net", x, np.zeros(6, dtype=int))
 
 
