@@ -150,7 +150,7 @@ class Bptt {
     export_initial_gradients();
     if (o_.weight_grads) {
       align_step_scales();
-      step_weight_shares();
+      if (o_.step_shares) step_weight_shares();
       weight_gradients();
       clip();
     } else {
@@ -203,7 +203,7 @@ class Bptt {
       s_.cell_grad_norm.assign(steps_ + 1, 0.0);
     }
     s_.grad_norm.assign(steps_ + 1, 0.0);
-    if (o_.weight_grads) {
+    if (o_.weight_grads && o_.step_shares) {
       s_.step_weight_grad_norm.assign(steps_, 0.0);
       s_.log_step_weight_grad_norm.assign(steps_, 0.0);
     }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <new>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #ifdef __linux__
@@ -19,8 +20,48 @@
 
 namespace pyjac::detail {
 
+// Buffers freed on this thread while a BufferReuse scope is open, kept for the next
+// request of the same size.
+struct BufferPool {
+  int open_scopes = 0;
+  std::vector<std::pair<std::size_t, void*>> kept;  // (bytes, block)
+};
+
+inline BufferPool& buffer_pool() {
+  thread_local BufferPool pool;
+  return pool;
+}
+
+// While one is open on a thread, the buffers that thread frees are kept and handed out
+// again: a training loop's minibatches reuse the tapes of the step before instead of
+// faulting in fresh zeroed pages every step (8% of an LSTM step). Everything kept is
+// freed when the last scope closes.
+class BufferReuse {
+ public:
+  BufferReuse() { ++buffer_pool().open_scopes; }
+  ~BufferReuse() {
+    BufferPool& pool = buffer_pool();
+    if (--pool.open_scopes > 0) return;
+    for (const auto& [bytes, block] : pool.kept) std::free(block);
+    pool.kept.clear();
+  }
+  BufferReuse(const BufferReuse&) = delete;
+  BufferReuse& operator=(const BufferReuse&) = delete;
+};
+
 struct FreeDeleter {
-  void operator()(void* p) const { std::free(p); }
+  std::size_t bytes = 0;
+  void operator()(void* p) const {
+    BufferPool& pool = buffer_pool();
+    if (pool.open_scopes > 0) {
+      try {
+        pool.kept.emplace_back(bytes, p);
+        return;
+      } catch (const std::bad_alloc&) {  // no room to keep it: free it
+      }
+    }
+    std::free(p);
+  }
 };
 
 template <typename T>
@@ -33,6 +74,13 @@ template <typename T>
 RBuffer<T> make_rbuffer(std::size_t n) {
   static_assert(std::is_trivially_default_constructible_v<T>);
   const std::size_t bytes = std::max<std::size_t>(n, 1) * sizeof(T);
+  BufferPool& pool = buffer_pool();
+  for (auto it = pool.kept.begin(); it != pool.kept.end(); ++it)
+    if (it->first == bytes) {
+      void* reused = it->second;
+      pool.kept.erase(it);
+      return RBuffer<T>(static_cast<T*>(reused), FreeDeleter{bytes});
+    }
   constexpr std::size_t kHuge = std::size_t(2) << 20;
   void* p = nullptr;
 #ifdef __linux__
@@ -44,7 +92,7 @@ RBuffer<T> make_rbuffer(std::size_t n) {
 #endif
   if (!p) p = std::malloc(bytes);
   if (!p) throw std::bad_alloc();
-  return RBuffer<T>(static_cast<T*>(p));
+  return RBuffer<T>(static_cast<T*>(p), FreeDeleter{bytes});
 }
 
 // Sum of squares of len values in double; the simd reduction's order is fixed by the

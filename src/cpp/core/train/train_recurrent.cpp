@@ -129,6 +129,7 @@ class RecurrentEpoch {
     RecurrentBackpropOptions bo;
     bo.loss = o_.every_step ? RecurrentLoss::GradAll : RecurrentLoss::GradLast;
     bo.n_threads = nt_;
+    bo.step_shares = false;
     RecurrentOutputs<T> outs;
     outs.dW = grads_[0].data();
     outs.dU = grads_[1].data();
@@ -247,6 +248,7 @@ RecurrentEpochStats train_recurrent_epoch(const RecurrentView<T>& cell, int n_ou
   std::vector<std::int64_t> lb(labels ? static_cast<std::size_t>(target_steps) * bs : 0);
   RecurrentEpoch<T> epoch(cell, n_out, params, steps, o, nt);
   BlasThreadScope blas_scope(1);  // the readout's products: fixed tiles, as in BPTT
+  const detail::BufferReuse reuse;  // every minibatch's tape in the last one's memory
   for (int first = 0, index = 0; first < n; first += bs, ++index) {
     check_interrupt();  // between steps: the parameters hold whole updates only
     const int count = std::min(bs, n - first);
@@ -273,6 +275,7 @@ std::array<double, 2> evaluate_recurrent(const RecurrentView<T>& cell, int n_out
   const int nt = resolve_threads(n_threads);
   BlasThreadScope blas_scope(1);
   const detail::WeightProducts<T> wp(cell.W, cell.gates(), cell.width, nt);
+  const detail::BufferReuse reuse;
   const Readout<T> readout{V, c, n_out, cell.width, nt, loss};
   constexpr int kChunk = 256;
   const int target_steps = every_step ? steps : 1;

@@ -74,6 +74,10 @@ struct RecurrentBackpropOptions {
   // gradients, their norms or per-step shares (left NaN / empty), no clipping. The
   // backward pass then keeps two slabs of pre-activation gradients instead of T.
   bool weight_grads = true;
+  // false: the weight gradients without each step's share of dL/dW
+  // (step_weight_grad_norm left empty), which costs about a sixth of a pass more (two
+  // Gram matrices per step). Training asks for the gradients alone.
+  bool step_shares = true;
 };
 
 // What one BPTT pass measured; float64 whatever T is.
