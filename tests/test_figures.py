@@ -177,3 +177,50 @@ def test_plot_colours_ordered_parameters_and_keeps_the_legend_off_the_data(tmp_p
     box = legend.get_window_extent()
     assert box.x0 >= ax.get_window_extent().x1  # outside the axes
     matplotlib.pyplot.close(fig)
+
+
+def test_memory_horizon_of_a_geometric_decay():
+    from pyjac.figures.recurrent_memory import memory_horizon
+
+    # ||dL/dh_t|| = 0.5^(T - t): it falls below 1e-3 of the last one 10 steps back
+    # (0.5^10 = 9.8e-4), and never within 5 steps.
+    T = 40
+    g = 0.5 ** (T - np.arange(T + 1.0))
+    assert memory_horizon(g) == 10
+    assert memory_horizon(g[-6:]) == 5
+    g[20] = np.nan  # a lost value counts as fallen
+    assert memory_horizon(np.ones(T + 1)) == T and memory_horizon(g) == 10
+
+
+def test_figure15_claims_follow_the_scores():
+    from pyjac.figures.recurrent_memory import _fig15_claims
+
+    text = _fig15_claims(["a", "b"], [10, 50, 200],
+                         {"a": [0.05, 0.5, 0.95], "b": [0.01, 0.02, 0.03]}, {"a": 12, "b": 200})
+    assert "a: the gradient at initialisation falls 1000x within 12 steps; it solves L = 10" in text
+    assert "stays at chance at L = 200 and learns part of L = 50" in text
+    assert "b: the gradient at initialisation falls less than 1000x over all 200 steps" in text
+    assert "solves L = 10, 50 and 200" in text
+
+
+def test_figure16_counts_the_weights_that_changed_bin():
+    from pyjac.figures.optimizers import _fig16_claims, bins_crossed
+    from pyjac.figures.training import TRAINING_NETS
+
+    class H:
+        def __init__(self, first_change, counts_after, loss=1.0):
+            self.weight_histogram = np.array([[[5, 5, 0]], [counts_after]])
+            self.weight_histogram_outside = np.zeros((2, 1, 2), dtype=np.int32)
+            self.weight_change = np.array([[0.0, 0.0], [first_change, 0.1]])
+            self.loss = np.array([2.3, loss])
+            self.val_accuracy = np.array([0.1, 0.5])
+
+    assert bins_crossed(H(0.1, [4, 4, 2]), 0) == 2
+    assert bins_crossed(H(0.1, [5, 5, 0]), 0) == 0
+    runs = {}
+    for label, _, _ in TRAINING_NETS[:2]:
+        runs[label, "sgd"] = H(1e-5, [5, 5, 0])
+        runs[label, "adam"] = H(1e-2, [4, 5, 1])
+    text = _fig16_claims(runs, 2)
+    assert "layer 1 moved 1.000e-05 of its initial size under SGD (0 of its" in text
+    assert "0.01 under Adam (1), 1e+03x more" in text

@@ -10,8 +10,8 @@ cores.
 Modules: ``common`` (the figure record and caption words), one per figure
 (``gradient_vs_depth``, ``residual_layernorm``, ``sigmoid_vs_relu``,
 ``rnn_gradient_vs_time``, ``singular_values``, ``phase_diagram``, ``gradient_clipping``,
-``dead_and_saturated``, ``training``, ``mixed_precision``) and ``report`` (the numbers in
-the seed texts and ``report.md``).
+``dead_and_saturated``, ``training``, ``mixed_precision``, ``recurrent_memory``,
+``optimizers``) and ``report`` (the numbers in the seed texts and ``report.md``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from .dead_and_saturated import fig8_dead_and_saturated
 from .gradient_clipping import fig7_gradient_clipping
 from .gradient_vs_depth import fig1_gradient_vs_depth
 from .mixed_precision import fig10_mixed_precision
+from .optimizers import fig16_optimizers
 from .phase_diagram import fig6_phase_diagram
+from .recurrent_memory import fig15_recurrent_memory
 from .residual_layernorm import fig2_residual_layernorm
 from .rnn_gradient_vs_time import fig4_rnn_gradient_vs_time
 from .sigmoid_vs_relu import fig3_sigmoid_vs_relu
@@ -33,7 +35,7 @@ __all__ = ["FIGURES", "FigureInfo", "Spec", "available", "example_main",
            "fig1_gradient_vs_depth", "fig2_residual_layernorm", "fig3_sigmoid_vs_relu",
            "fig4_rnn_gradient_vs_time", "fig5_jacobian_spectra", "fig6_phase_diagram",
            "fig7_gradient_clipping", "fig8_dead_and_saturated", "fig9_training",
-           "fig10_mixed_precision"]
+           "fig10_mixed_precision", "fig15_recurrent_memory", "fig16_optimizers"]
 
 
 FIGURES: tuple[Spec, ...] = (
@@ -52,6 +54,10 @@ FIGURES: tuple[Spec, ...] = (
     Spec("fig9_training", "Training a deep net: which layers learn", fig9_training),
     Spec("fig10_mixed_precision", "Mixed precision: float16 underflow vs depth",
          fig10_mixed_precision),
+    Spec("fig15_recurrent_memory", "Recurrent memory: gradient through time vs what is learned",
+         fig15_recurrent_memory),
+    Spec("fig16_optimizers", "SGD vs Adam: do the early layers of a deep net learn?",
+         fig16_optimizers),
 )
 
 
