@@ -108,3 +108,35 @@ def torch_linears(torch, weights, biases) -> list:
             lin.bias.copy_(torch.from_numpy(b))
         layers.append(lin)
     return layers
+
+
+def standard_run(doc: str, rounds_of: str, default_repeats: int = 5):
+    """The arguments (--repeats, --threads, --quick, --busy) and the header lines that
+    the training benchmarks share: returns (args, repeats, threads, torch or None, SGEMM
+    peak in GFLOP/s)."""
+    import argparse
+
+    import numpy as np
+
+    import pyjac
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=default_repeats)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    add_busy_argument(parser)
+    args = parser.parse_args()
+    if args.busy:
+        start_busy_neighbour()
+    print(pyjac_threads_note(args.threads))
+    repeats = 3 if args.quick else args.repeats
+    threads = args.threads or _core.max_threads()
+    torch = optional_torch(threads)
+    peak = sgemm_peak_gflops(threads)
+    print(f"load average {os.getloadavg()[0]:.1f}; timings are medians of {repeats} interleaved "
+          f"rounds of {rounds_of}")
+    print(f"pyjac {pyjac.__version__}, threads={threads} (every library), numpy {np.__version__}"
+          + (f", torch {torch.__version__}" if torch else ", torch not installed"))
+    print(f"OpenBLAS SGEMM peak (2048^3, same run): {peak:.1f} GFLOP/s; "
+          f"{blas_kernel_note()}\n")
+    return args, repeats, threads, torch, peak

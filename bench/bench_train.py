@@ -11,8 +11,6 @@ SGEMM rate measured in the same run through the library pyjac links.
 
 from __future__ import annotations
 
-import argparse
-import os
 from functools import partial
 
 from _threads import pin_threads_from_argv
@@ -21,18 +19,12 @@ pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
 from _timing import (  # noqa: E402
-    add_busy_argument,
-    blas_kernel_note,
     interleaved_medians,
-    optional_torch,
-    pyjac_threads_note,
-    sgemm_peak_gflops,
-    start_busy_neighbour,
+    standard_run,
     torch_linears,
 )
 
 import pyjac  # noqa: E402
-from pyjac import _core  # noqa: E402
 
 # (examples, depth, width, batch): the digits' size, then a wider, longer one.
 CONFIGS = [(1348, 10, 64, 32), (4096, 10, 256, 128), (4096, 4, 1024, 256)]
@@ -79,25 +71,7 @@ def torch_epoch(torch, model, opt, x, y, order, batch):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    add_busy_argument(parser)
-    args = parser.parse_args()
-    if args.busy:
-        start_busy_neighbour()
-    print(pyjac_threads_note(args.threads))
-    repeats = 3 if args.quick else args.repeats
-    threads = args.threads or _core.max_threads()
-    torch = optional_torch(threads)
-    peak = sgemm_peak_gflops(threads)
-    print(f"load average {os.getloadavg()[0]:.1f}; timings are medians of {repeats} interleaved "
-          f"rounds of {EPOCHS} epochs")
-    print(f"pyjac {pyjac.__version__}, threads={threads} (every library), numpy {np.__version__}"
-          + (f", torch {torch.__version__}" if torch else ", torch not installed"))
-    print(f"OpenBLAS SGEMM peak (2048^3, same run): {peak:.1f} GFLOP/s; "
-          f"{blas_kernel_note()}\n")
+    args, repeats, threads, torch, peak = standard_run(__doc__, f"{EPOCHS} epochs")
     header = (f"{'n,depth,width,batch':>20} {'pyjac ms':>9} {'numpy ms':>9} {'vs numpy':>9} "
               f"{'torch ms':>9} {'vs torch':>9} {'GFLOP/s':>8} {'% peak':>7}")
     print(header)

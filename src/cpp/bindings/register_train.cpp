@@ -61,18 +61,11 @@ py::dict train_epoch_typed(const py::sequence& weights, const py::sequence& bias
     return train_epoch<T>(chain, params, x.data(), data.values_ptr(), data.labels_ptr(),
         order.data(), n, options);
   });
-  py::dict r;
-  r["step_loss"] = to_numpy(s.step_loss);
-  r["step_grad_norm"] = to_numpy(s.step_grad_norm);
-  r["step_clipped_norm"] = to_numpy(s.step_clipped_norm);
+  py::dict r = epoch_records(s);
   r["weight_grad_norm"] = to_numpy(s.weight_grad_norm);
   r["grad_norm"] = to_numpy(s.grad_norm);
   r["weight_change"] = to_numpy(s.weight_change);
   r["skipped_steps"] = s.skipped_steps;
-  r["applied_steps"] = s.applied_steps;
-  r["mean_loss"] = s.mean_loss;
-  r["accuracy"] = s.accuracy;
-  r["first_nonfinite_step"] = index_or_none(s.first_nonfinite_step);
   return r;
 }
 
@@ -133,15 +126,10 @@ void register_train(py::module_& m) {
          const py::dict& optimizer, std::int64_t steps_before, const std::string& clip_mode, double clip, const std::string& grad_dtype,
          double loss_scale, int n_threads) {
         TrainOptions o;
-        o.loss = parse_loss(loss);
-        o.batch_size = batch_size;
-        o.optimizer = optimizer_options(optimizer);
-        o.steps_before = steps_before;
-        o.clip = parse_clip_kind(clip_mode, "clip_mode");
-        o.clip_value = clip;
+        set_training_options(o, loss, batch_size, optimizer, steps_before, clip_mode, clip,
+                             n_threads);
         o.grad_format = parse_grad_format(grad_dtype);
         o.loss_scale = loss_scale;
-        o.n_threads = n_threads;
         if (is_float32(x))
           return train_epoch_typed<float>(weights, biases, state, initial_weights, activations,
                                           residual, residual_scale, norm, x, y, order, o);

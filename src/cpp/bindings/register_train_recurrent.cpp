@@ -121,19 +121,12 @@ py::dict train_typed(const std::string& cell, const py::list& params, const py::
     return train_recurrent_epoch<T>(view, n_out, p, data.x.data(), data.steps, data.values_ptr(),
                                     data.labels_ptr(), order.data(), data.n, o);
   });
-  py::dict r;
-  r["step_loss"] = to_numpy(s.step_loss);
-  r["step_grad_norm"] = to_numpy(s.step_grad_norm);
-  r["step_clipped_norm"] = to_numpy(s.step_clipped_norm);
+  py::dict r = epoch_records(s);
   r["weight_grad_norm"] = to_numpy(s.group_grad_norm);
   r["weight_change"] = to_numpy(s.group_change);
   r["grad_norm"] = to_numpy(s.grad_norm);
   r["last_grad_norm"] = to_numpy(s.last_grad_norm);
   r["last_log_grad_norm"] = to_numpy(s.last_log_grad_norm);
-  r["mean_loss"] = s.mean_loss;
-  r["accuracy"] = s.accuracy;
-  r["first_nonfinite_step"] = index_or_none(s.first_nonfinite_step);
-  r["applied_steps"] = s.applied_steps;
   r["skipped_steps"] = 0;
   return r;
 }
@@ -180,14 +173,9 @@ void register_train_recurrent(py::module_& m) {
          const py::dict& optimizer, std::int64_t steps_before, const std::string& clip_mode,
          double clip, int n_threads) {
         RecurrentTrainOptions o;
-        o.loss = parse_loss(loss);
+        set_training_options(o, loss, batch_size, optimizer, steps_before, clip_mode, clip,
+                             n_threads);
         o.every_step = every_step;
-        o.batch_size = batch_size;
-        o.optimizer = optimizer_options(optimizer);
-        o.steps_before = steps_before;
-        o.clip = parse_clip_kind(clip_mode, "clip_mode");
-        o.clip_value = clip;
-        o.n_threads = n_threads;
         if (is_float32(params))
           return train_typed<float>(cell, params, state1, state2, initial, x, y, order, o);
         return train_typed<double>(cell, params, state1, state2, initial, x, y, order, o);

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "arrays.hpp"
-#include "pyjac/train/optimizer.hpp"
+#include "pyjac/train/training_options.hpp"
 
 namespace pyjac::bindings {
 
@@ -24,6 +24,33 @@ inline OptimizerOptions optimizer_options(const py::dict& d) {
   o.beta2 = d["beta2"].cast<double>();
   o.eps = d["eps"].cast<double>();
   return o;
+}
+
+// The options every training loop shares, from the arguments of its binding.
+inline void set_training_options(TrainingOptions& o, const std::string& loss, int batch_size,
+                                 const py::dict& optimizer, std::int64_t steps_before,
+                                 const std::string& clip_mode, double clip, int n_threads) {
+  o.loss = parse_loss(loss);
+  o.batch_size = batch_size;
+  o.optimizer = optimizer_options(optimizer);
+  o.steps_before = steps_before;
+  o.clip = parse_clip_kind(clip_mode, "clip_mode");
+  o.clip_value = clip;
+  o.n_threads = n_threads;
+}
+
+// The records every training epoch returns (EpochStats, RecurrentEpochStats).
+template <typename Stats>
+py::dict epoch_records(const Stats& s) {
+  py::dict r;
+  r["step_loss"] = to_numpy(s.step_loss);
+  r["step_grad_norm"] = to_numpy(s.step_grad_norm);
+  r["step_clipped_norm"] = to_numpy(s.step_clipped_norm);
+  r["mean_loss"] = s.mean_loss;
+  r["accuracy"] = s.accuracy;
+  r["first_nonfinite_step"] = index_or_none(s.first_nonfinite_step);
+  r["applied_steps"] = s.applied_steps;
+  return r;
 }
 
 // The optimiser writes into the caller's arrays, so a converted copy would be silently

@@ -28,24 +28,6 @@ void gather_rows(const T* src, int cols, const std::int64_t* rows, int count, T*
                 src + static_cast<std::size_t>(rows[i]) * cols, sizeof(T) * cols);
 }
 
-// The loss reads exactly one of the two: labels for cross_entropy, values for mse.
-void check_targets(Loss loss, const void* targets, const std::int64_t* labels) {
-  if (loss == Loss::CrossEntropy && (!labels || targets))
-    throw std::invalid_argument("y: cross_entropy needs integer labels (and no target values)");
-  if (loss == Loss::Mse && (!targets || labels))
-    throw std::invalid_argument("y: mse needs target values (and no labels)");
-}
-
-void check_options(const TrainOptions& o) {
-  if (o.batch_size < 1) throw std::invalid_argument("batch_size: must be at least 1");
-  check_optimizer(o.optimizer);
-  if (o.steps_before < 0) throw std::invalid_argument("steps_before: must be at least 0");
-  if (o.clip != ClipKind::None && (!(o.clip_value > 0.0) || !std::isfinite(o.clip_value)))
-    throw std::invalid_argument("clip: must be a positive finite number");
-  if (o.loss != Loss::CrossEntropy && o.loss != Loss::Mse)
-    throw std::invalid_argument("loss: training needs 'cross_entropy' or 'mse'");
-}
-
 // Each state list holds one array per layer when the optimiser uses it, none otherwise.
 template <typename T>
 void check_state(const TrainParameters<T>& p, int L, int arrays) {
@@ -67,7 +49,7 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
                        const T* targets, const std::int64_t* labels,
                        const std::int64_t* order, int n, const TrainOptions& o) {
   c.validate();
-  check_options(o);
+  check_training_options(o);
   check_targets(o.loss, targets, labels);
   const int L = c.depth();
   if (n < 1) throw std::invalid_argument("x: at least one example is needed");

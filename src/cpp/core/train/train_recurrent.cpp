@@ -65,22 +65,9 @@ struct Readout {
   }
 };
 
-void check_recurrent_options(const RecurrentTrainOptions& o) {
-  if (o.batch_size < 1) throw std::invalid_argument("batch_size: must be at least 1");
-  check_optimizer(o.optimizer);
-  if (o.steps_before < 0) throw std::invalid_argument("steps_before: must be at least 0");
-  if (o.clip != ClipKind::None && (!(o.clip_value > 0.0) || !std::isfinite(o.clip_value)))
-    throw std::invalid_argument("clip: must be a positive finite number");
-  if (o.loss != Loss::CrossEntropy && o.loss != Loss::Mse)
-    throw std::invalid_argument("loss: training needs 'cross_entropy' or 'mse'");
-}
-
 void check_data(const void* targets, const std::int64_t* labels, Loss loss, int steps, int n,
                 int n_out) {
-  if (loss == Loss::CrossEntropy && (!labels || targets))
-    throw std::invalid_argument("y: cross_entropy needs integer labels (and no target values)");
-  if (loss == Loss::Mse && (!targets || labels))
-    throw std::invalid_argument("y: mse needs target values (and no labels)");
+  check_targets(loss, targets, labels);
   if (steps < 1) throw std::invalid_argument("x: sequences need at least one step");
   if (n < 1) throw std::invalid_argument("x: at least one sequence is needed");
   if (n_out < 1) throw std::invalid_argument("readout: needs at least one output");
@@ -236,7 +223,7 @@ RecurrentEpochStats train_recurrent_epoch(const RecurrentView<T>& cell, int n_ou
                                           const std::int64_t* labels, const std::int64_t* order,
                                           int n, const RecurrentTrainOptions& o) {
   cell.validate();
-  check_recurrent_options(o);
+  check_training_options(o);
   check_data(targets, labels, o.loss, steps, n, n_out);
   if (cell.input_size < 1) throw std::invalid_argument("x: training needs inputs");
   check_parameters(cell, params, o.optimizer);

@@ -6,20 +6,13 @@
 #include <vector>
 
 #include "pyjac/chain/chain.hpp"
-#include "pyjac/train/optimizer.hpp"
+#include "pyjac/train/training_options.hpp"
 
 namespace pyjac {
 
-struct TrainOptions {
-  Loss loss = Loss::CrossEntropy;
-  int batch_size = 32;
-  OptimizerOptions optimizer;
-  std::int64_t steps_before = 0;  // updates applied in earlier epochs (Adam's step count)
-  ClipKind clip = ClipKind::None;
-  double clip_value = 0.0;  // the global norm's bound, or each entry's
+struct TrainOptions : TrainingOptions {
   GradFormat grad_format = GradFormat::Native;
   double loss_scale = 1.0;
-  int n_threads = -1;
 };
 
 // The parameters the optimiser writes to, and its state: each the shape of the chain's

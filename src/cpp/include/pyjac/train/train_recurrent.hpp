@@ -8,19 +8,12 @@
 #include <vector>
 
 #include "pyjac/recurrent/recurrent.hpp"
-#include "pyjac/train/optimizer.hpp"
+#include "pyjac/train/training_options.hpp"
 
 namespace pyjac {
 
-struct RecurrentTrainOptions {
-  Loss loss = Loss::CrossEntropy;  // or Mse
-  bool every_step = false;         // predict at every step (copy task), else at the last
-  int batch_size = 32;
-  OptimizerOptions optimizer;
-  std::int64_t steps_before = 0;  // updates applied in earlier epochs (Adam's step count)
-  ClipKind clip = ClipKind::None; // over every parameter, the readout's too
-  double clip_value = 0.0;
-  int n_threads = -1;
+struct RecurrentTrainOptions : TrainingOptions {
+  bool every_step = false;  // predict at every step (copy task), else at the last
 };
 
 // The parameters in the order W, U, b (the cell's) and V, c (the readout y = V h + c,
