@@ -246,3 +246,42 @@ def test_a_net_without_inputs_and_chain_only_options():
     with pytest.raises(ValueError, match="predict, readout: only for a pyjac.Recurrent"):
         pyjac.train(pyjac.Chain(2, 4), np.zeros((2, 4)), np.zeros(2, dtype=int),
                     predict="every_step")
+
+
+def test_memory_is_checked_before_anything_is_allocated(monkeypatch):
+    from pyjac import _validation
+
+    monkeypatch.setattr(_validation, "physical_memory_bytes", lambda: 10_000)
+    task = pyjac.adding_problem(64, 50, seed=0)
+    rnn = pyjac.Recurrent(16, 2, seed=0)
+    before = rnn.W.copy()
+    with pytest.raises(MemoryError, match="training on sequences of 50 steps needs"):
+        pyjac.train(rnn, task.x, task.y, loss="mse")
+    np.testing.assert_array_equal(rnn.W, before)
+
+
+def test_concurrent_training_gives_the_serial_numbers():
+    import threading
+
+    task = pyjac.copy_problem(120, delay=6, seed=0)
+
+    def run():
+        rnn = pyjac.Recurrent(64, 10, cell="lstm", seed=1)
+        h = pyjac.train(rnn, task.x, task.y, epochs=2, batch_size=40, predict="every_step",
+                        optimizer="adam")
+        return [rnn.W, rnn.U, rnn.b, h.readout_weight, h.step_loss]
+
+    serial = run()
+    results = [None] * 4
+
+    def worker(i):
+        results[i] = run()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got in results:
+        for a, b in zip(got, serial):
+            np.testing.assert_array_equal(a, b)

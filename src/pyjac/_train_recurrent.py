@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._validation import as_float_array, check_choice
+from ._validation import as_float_array, check_allocation, check_choice
 from .recurrent import _GATE_NAMES, Recurrent
 from .train import TrainingHistory, _history_fields
 
@@ -92,6 +92,21 @@ class RecurrentTrainee:
             self._check_classes(yv, n_out, "validation[1]")
             self.val = (xv, yv)
         self.groups = len(parameter_names(rnn.cell))
+        self._check_memory()
+
+    def _check_memory(self) -> None:
+        """A minibatch's tape and the readout's outputs, and evaluation's chunks of 256
+        sequences (one at a time), must fit in memory before anything is allocated."""
+        rnn, (n, steps) = self.rnn, self.x.shape[:2]
+        size = rnn.dtype.itemsize
+        n_out = self.V.shape[0]
+        rows = steps if self.every_step else 1
+        worst = 0
+        for batch in (min(self.batch_size, n), min(256, n)):
+            tape = _core.recurrent_workspace_bytes(rnn.cell, rnn.width, rnn.input_size, steps,
+                                                   batch, size)
+            worst = max(worst, tape + (steps * rnn.input_size + 3 * rows * n_out) * batch * size)
+        check_allocation(worst, f"training on sequences of {steps} steps")
 
     # -- checks and conversions ----------------------------------------------------------
     def _sequences(self, x: Any, name: str) -> np.ndarray:
