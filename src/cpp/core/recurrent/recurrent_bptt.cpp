@@ -230,7 +230,8 @@ class Bptt {
     nb_ = wp_.blocks();
     ub_ = wp_.unit_block();
     by_rows_ = B_ >= detail::kRowModeBatch;
-    groups_ = (B_ + detail::kRowGroup - 1) / detail::kRowGroup;
+    group_ = detail::row_group(B_);
+    groups_ = (B_ + group_ - 1) / group_;
     parts_ = by_rows_ ? groups_ : nb_;
     g_sq_.assign(static_cast<std::size_t>(steps_ + 1) * parts_, {});
     dc_sq_.assign(cell_ == Cell::Lstm ? g_sq_.size() : 0, {});
@@ -254,8 +255,7 @@ class Bptt {
     return dz_plain_.get() + (o_.weight_grads ? t - 1 : t % 2) * slab_;
   }
   std::pair<int, int> part_rows(int q) const {
-    return by_rows_ ? std::pair{q * detail::kRowGroup,
-                                std::min(detail::kRowGroup, B_ - q * detail::kRowGroup)}
+    return by_rows_ ? std::pair{q * group_, std::min(group_, B_ - q * group_)}
                     : std::pair{0, B_};
   }
   std::pair<int, int> part_blocks(int q) const {
@@ -374,7 +374,7 @@ class Bptt {
     TeamInterrupt interrupt;
     if (by_rows_) {  // no barriers: each group stops at its next step
       detail::parallel_for_interruptible(groups_, nt_, par, interrupt, [&](int grp) {
-        const int i0 = grp * detail::kRowGroup, rows = std::min(detail::kRowGroup, B_ - i0);
+        const int i0 = grp * group_, rows = std::min(group_, B_ - i0);
         g_sq_[static_cast<std::size_t>(steps_) * parts_ + grp] = sum_part(buf0, i0, rows, 0, nb_);
         T* g_t = buf0;
         T* g_p = buf1;
@@ -692,7 +692,7 @@ class Bptt {
   RecurrentBackpropStats s_;
   RecurrentTape<T> tape_;
   RBuffer<T> g_, g_prev_, gc_, dz_plain_, state_grad_;
-  int nb_ = 0, ub_ = 0, groups_ = 0, parts_ = 0;
+  int nb_ = 0, ub_ = 0, group_ = 0, groups_ = 0, parts_ = 0;
   bool by_rows_ = false;
   std::vector<detail::BlockSquares> g_sq_;
   std::vector<detail::CellSquares> dc_sq_;

@@ -125,7 +125,8 @@ class TimeLoop {
       : wp_(wp), tape_(tape), nt_(nt), cell_(cv.cell), n_(cv.width), G_(cv.gates()),
         Gn_(G_ * n_), B_(tape.batch), steps_(tape.steps), act_(cell_activation(cell_)),
         nb_(wp.blocks()), ub_(wp.unit_block()), by_rows_(B_ >= kRowModeBatch),
-        groups_((B_ + kRowGroup - 1) / kRowGroup), parts_(by_rows_ ? groups_ : nb_),
+        group_(row_group(B_)), groups_((B_ + group_ - 1) / group_),
+        parts_(by_rows_ ? groups_ : nb_),
         h_sq_(static_cast<std::size_t>(steps_ + 1) * parts_, 0.0),
         c_sq_(cell_ == Cell::Lstm ? h_sq_.size() : 0, 0.0) {
     if (cell_ == Cell::Gru) hw_ = make_rbuffer<T>(static_cast<std::size_t>(B_) * Gn_);
@@ -136,7 +137,7 @@ class TimeLoop {
     TeamInterrupt interrupt;
     if (by_rows_) {  // no barriers: each group stops at its next step
       parallel_for_interruptible(groups_, nt_, par, interrupt, [&](int grp) {
-        const int i0 = grp * kRowGroup, rows = std::min(kRowGroup, B_ - i0);
+        const int i0 = grp * group_, rows = std::min(group_, B_ - i0);
         for (int t = 1; t <= steps_ && !interrupt.requested(); ++t)
           step_part(t, i0, rows, 0, nb_, grp);
       });
@@ -241,7 +242,7 @@ class TimeLoop {
   const Activation act_;
   const int nb_, ub_;
   const bool by_rows_;
-  const int groups_, parts_;
+  const int group_, groups_, parts_;
   std::vector<double> h_sq_, c_sq_;
   RBuffer<T> hw_;  // the GRU's W h_{t-1}, per step
 };

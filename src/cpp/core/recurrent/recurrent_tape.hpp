@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <memory>
 #include <new>
+
+#include <omp.h>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -109,12 +111,23 @@ inline double sum_sq(const T* p, int len) {
 }
 
 // Batches of at least kRowModeBatch examples are split over threads in fixed groups of
-// kRowGroup examples (see recurrent_forward.cpp); smaller ones by blocks of units. Every
+// row_group(batch) examples (see recurrent_forward.cpp); smaller ones by blocks of units. Every
 // GEMM packs its block of W again, so a group of 8 rows pays for packing all of W for an
 // eighth of the work: below 64 examples, one barrier per step (units mode) is cheaper
 // (LSTM n=256, B=32: 25% faster than row groups).
 inline constexpr int kRowModeBatch = 64;
-inline constexpr int kRowGroup = 8;
+
+// Examples per group in row mode: the batch shared evenly among the machine's cores (never
+// the call's thread budget, so the groups and the bits are fixed by the shape), in
+// multiples of 8, at most kMaxRowGroup. Each group packs W again at every step: groups
+// of 8 rows read the LSTM's W (n = 256, 1 MB) eight times per step at B = 64, and ran
+// its BPTT 1.3x slower than groups of 32.
+inline constexpr int kMaxRowGroup = 128;
+inline int row_group(int batch) {
+  const int cores = std::max(1, omp_get_num_procs());
+  const int per_core = (batch + cores - 1) / cores;
+  return std::clamp((per_core + 7) / 8 * 8, 8, kMaxRowGroup);
+}
 
 // Whether a time loop runs on more than one thread. Split by units, it meets a barrier
 // at every step, which costs more than a second thread gives below about a million
