@@ -285,3 +285,21 @@ def test_concurrent_training_gives_the_serial_numbers():
     for got in results:
         for a, b in zip(got, serial):
             np.testing.assert_array_equal(a, b)
+
+
+def test_a_diverging_run_is_data():
+    task = pyjac.adding_problem(100, 20, seed=0, dtype="float64")
+    rnn = pyjac.Recurrent(8, 2, cell="relu", init="gaussian", gain=3.0, dtype="float64")
+    h = pyjac.train(rnn, task.x, task.y, epochs=3, loss="mse", lr=10.0)
+    assert np.isfinite(h.step_loss[0]) and np.isnan(h.loss[-1])
+    assert h.first_nonfinite_step == int(np.flatnonzero(~np.isfinite(h.step_loss))[0])
+
+
+def test_subnormal_inputs_and_targets_train_without_error():
+    """float64 inputs near 1e-310 (subnormal): Adam's second moment underflows to 0 and
+    the step is lr * m / eps, as in PyTorch; the losses stay finite."""
+    task = pyjac.adding_problem(60, 10, seed=0, dtype="float64")
+    rnn = pyjac.Recurrent(8, 2, cell="tanh", dtype="float64")
+    h = pyjac.train(rnn, task.x * 1e-310, task.y * 1e-300, epochs=2, loss="mse",
+                    optimizer="adam")
+    assert np.all(np.isfinite(h.loss)) and h.first_nonfinite_step is None
