@@ -263,3 +263,28 @@ def test_history_repr_and_shapes(digits):
     assert h.grad_norm.shape == (2, 4) and h.weight_grad_norm.shape == (2, 3)
     assert h.step_loss.shape == (8,) and h.val_loss is None
     assert "TrainingHistory(epochs=2" in repr(h)
+
+
+def test_log_records_keep_gradients_that_underflow_float64(rng):
+    """A 600-layer sigmoid chain's first-layer gradient is far below 1e-308: the plain
+    mean reads 0, the mean of the logs keeps it (one step per epoch: the step's own
+    backprop, before its update, gives the reference)."""
+    net = pyjac.Chain(600, 16, activation="sigmoid", init="xavier", seed=2, dtype="float64")
+    x = rng.standard_normal((8, 16))
+    y = rng.integers(0, 16, size=8)
+    r = net.backprop(x, loss="cross_entropy", target=y)
+    assert r.grad_norm[0] == 0 and np.isfinite(r.log_grad_norm[0])
+    h = pyjac.train(net, x, y, epochs=1, batch_size=8, shuffle=False)
+    assert h.grad_norm[0, 0] == 0
+    np.testing.assert_allclose(h.log_grad_norm[0], r.log_grad_norm, rtol=1e-12)
+    np.testing.assert_allclose(h.log_weight_grad_norm[0], r.log_weight_grad_norm, rtol=1e-12)
+    assert h.log_grad_norm[0, 0] < np.log(1e-308)
+
+
+def test_recurrent_log_records_match_the_step(rng):
+    task = pyjac.adding_problem(16, 400, seed=0, dtype="float64")
+    rnn = pyjac.Recurrent(8, 2, cell="tanh", spectral_radius=0.1, dtype="float64")
+    h = pyjac.train(rnn, task.x, task.y, epochs=1, batch_size=16, loss="mse", shuffle=False)
+    np.testing.assert_allclose(h.log_grad_norm[0], h.last_log_grad_norm[0], rtol=1e-12)
+    assert h.grad_norm[0, 0] == 0 and h.log_grad_norm[0, 0] < np.log(1e-308)
+    assert h.log_weight_grad_norm is None

@@ -28,9 +28,10 @@ class RecurrentTrainingHistory(TrainingHistory):
 
     Attributes
     ----------
-    grad_norm : ndarray, shape (epochs, steps+1)
-        Mean over the epoch's minibatches of ``||dL/dh_t||``, t = 0..steps: the
-        gradient through time.
+    grad_norm, log_grad_norm : ndarray, shape (epochs, steps+1)
+        Mean over the epoch's minibatches of ``||dL/dh_t||``, t = 0..steps (the gradient
+        through time), and of its natural log (finite where the norm underflows).
+        ``log_weight_grad_norm`` is None.
     last_grad_norm, last_log_grad_norm : ndarray, shape (epochs, steps+1)
         ``||dL/dh_t||`` of each epoch's last minibatch, and its natural log (finite
         where the norm leaves float64's range).

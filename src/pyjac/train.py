@@ -98,6 +98,11 @@ class TrainingHistory:
     skipped_steps : ndarray of int, shape (epochs,)
         Steps whose 16-bit gradient (``grad_dtype``) overflowed: their update was
         skipped, as PyTorch's GradScaler does (the loss scale stays fixed here).
+    log_grad_norm, log_weight_grad_norm : ndarray, shape (epochs, depth+1) and (epochs, depth)
+        Mean over the epoch's steps of the natural logs of ``||dL/dh_l||`` and
+        ``||dL/dW_l||`` (the log of their geometric mean): finite where the plain norms
+        of a deep net underflow float64 and read 0. ``-inf`` where a step's gradient was
+        exactly zero.
     weight_histogram : ndarray of int32, shape (epochs+1, depth, weight_bins), or None
         Counts of each layer's weights on bins fixed for the whole run: row 0 before
         training, row ``t`` after epoch ``t``. Layers whose histogram does not move are
@@ -127,6 +132,8 @@ class TrainingHistory:
     step_clipped_grad_norm: np.ndarray = field(repr=False)
     clipped_fraction: np.ndarray = field(repr=False)
     skipped_steps: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, int))
+    log_grad_norm: np.ndarray | None = field(repr=False, default=None)
+    log_weight_grad_norm: np.ndarray | None = field(repr=False, default=None)
     weight_histogram: np.ndarray | None = field(repr=False, default=None)
     weight_histogram_edges: np.ndarray | None = field(repr=False, default=None)
     weight_histogram_outside: np.ndarray | None = field(repr=False, default=None)
@@ -414,7 +421,7 @@ def _run_epochs(trainee: Any, epochs: int, settings: dict[str, Any], clip_mode: 
         "loss", "accuracy", "val_loss", "val_accuracy", "weight_grad_norm", "grad_norm",
         "weight_change", "step_loss", "step_grad_norm", "step_clipped", "clipped_fraction",
         "skipped_steps", "weight_histogram", "weight_histogram_outside", "last_grad_norm",
-        "last_log_grad_norm")}
+        "last_log_grad_norm", "log_grad_norm", "log_weight_grad_norm")}
     histogram_ranges: list[float] = []  # fixed by the first call: the initial weights'
 
     def record_histograms() -> None:
@@ -474,7 +481,8 @@ def _record_epoch(records: dict[str, list], raw: dict[str, Any], clipping: bool)
     records["weight_change"].append(raw["weight_change"])
     records["loss"].append(raw["mean_loss"])
     records["accuracy"].append(raw["accuracy"])
-    for key in ("last_grad_norm", "last_log_grad_norm"):  # recurrent nets only
+    for key in ("log_grad_norm", "log_weight_grad_norm", "last_grad_norm",
+                "last_log_grad_norm"):  # the last three not for every kind of net
         if key in raw:
             records[key].append(raw[key])
 
@@ -510,6 +518,9 @@ def _history_fields(records: dict[str, list], validated: bool, first_nonfinite: 
         clipped_fraction=np.asarray(records["clipped_fraction"]),
         skipped_steps=np.asarray(records["skipped_steps"], dtype=np.int64),
         **histograms,
+        log_grad_norm=np.vstack(records["log_grad_norm"]),
+        log_weight_grad_norm=(np.vstack(records["log_weight_grad_norm"])
+                              if records["log_weight_grad_norm"] else None),
         first_nonfinite_step=first_nonfinite,
         steps_per_epoch=len(records["step_loss"][0]),
         config=config,

@@ -88,6 +88,8 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
   s.step_clipped_norm.reserve(steps);
   s.weight_grad_norm.assign(L, 0.0);
   s.grad_norm.assign(L + 1, 0.0);
+  s.log_weight_grad_norm.assign(L, 0.0);
+  s.log_grad_norm.assign(L + 1, 0.0);
   double loss_sum = 0.0;
   std::int64_t seen = 0, correct = 0;
   for (int step = 0; step < steps; ++step) {
@@ -139,8 +141,12 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
                                  state(params.bias_state2, l), gb[l].data(), gb[l].size(),
                                  o.optimizer, update, o.clip, o.clip_value, factor, nt));
       s.weight_grad_norm[l] += b.weight_grad_norm[l];
+      s.log_weight_grad_norm[l] += b.log_weight_grad_norm[l];
     }
-    for (int l = 0; l <= L; ++l) s.grad_norm[l] += b.grad_norm[l];
+    for (int l = 0; l <= L; ++l) {
+      s.grad_norm[l] += b.grad_norm[l];
+      s.log_grad_norm[l] += b.log_grad_norm[l];
+    }
     s.step_loss.push_back(b.loss);
     s.step_grad_norm.push_back(norm);
     // Value clipping measured the clipped entries; scaling by the factor scales the norm.
@@ -153,6 +159,8 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
   const double taken = static_cast<double>(std::max<std::size_t>(s.step_loss.size(), 1));
   for (double& v : s.weight_grad_norm) v /= taken;
   for (double& v : s.grad_norm) v /= taken;
+  for (double& v : s.log_weight_grad_norm) v /= taken;
+  for (double& v : s.log_grad_norm) v /= taken;
   s.weight_change.resize(L);
   for (int l = 0; l < L; ++l)
     s.weight_change[l] = detail::relative_change(params.weights[l], params.initial_weights[l],

@@ -89,6 +89,7 @@ class RecurrentEpoch {
                std::vector<T>(n_out)} {
     s_.group_grad_norm.assign(2 * G_ + 1, 0.0);
     s_.grad_norm.assign(steps + 1, 0.0);
+    s_.log_grad_norm.assign(steps + 1, 0.0);
   }
 
   // One minibatch, time-major: loss, gradients, records, the update.
@@ -129,6 +130,7 @@ class RecurrentEpoch {
     const double taken = static_cast<double>(std::max<std::size_t>(s_.step_loss.size(), 1));
     for (double& v : s_.group_grad_norm) v /= taken;
     for (double& v : s_.grad_norm) v /= taken;
+    for (double& v : s_.log_grad_norm) v /= taken;
     s_.mean_loss = examples_ ? loss_sum_ / weight_sum_ : std::nan("");
     s_.accuracy = o_.loss == Loss::CrossEntropy && rows_seen_
                       ? static_cast<double>(correct_) / static_cast<double>(rows_seen_)
@@ -171,7 +173,10 @@ class RecurrentEpoch {
       s_.group_grad_norm[G_ + g] += detail::vector_norm(grads_[1].data() + g * nm, nm);
     }
     s_.group_grad_norm[2 * G_] += norms[3];
-    for (int t = 0; t <= steps_; ++t) s_.grad_norm[t] += b.grad_norm[t];
+    for (int t = 0; t <= steps_; ++t) {
+      s_.grad_norm[t] += b.grad_norm[t];
+      s_.log_grad_norm[t] += b.log_grad_norm[t];
+    }
     s_.last_grad_norm = b.grad_norm;
     s_.last_log_grad_norm = b.log_grad_norm;
     s_.step_loss.push_back(b.loss);

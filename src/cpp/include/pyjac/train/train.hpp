@@ -32,6 +32,9 @@ struct EpochStats {
   std::vector<double> step_clipped_norm;  // ... and after
   std::vector<double> weight_grad_norm;   // mean over steps of ||dL/dW_l||, per layer
   std::vector<double> grad_norm;          // mean over steps of ||dL/dh_l||, l = 0..depth
+  // Means over steps of the natural logs of ||dL/dh_l|| and ||dL/dW_l||: finite where
+  // the plain norms underflow float64 (the log of the geometric mean).
+  std::vector<double> log_grad_norm, log_weight_grad_norm;
   std::vector<double> weight_change;      // ||W_l - W_l(0)|| / ||W_l(0)|| after the epoch
   double mean_loss = 0.0;                 // over the epoch's examples, as each step saw them
   double accuracy = 0.0;                  // of the minibatch predictions before each update

@@ -33,6 +33,7 @@ struct RecurrentEpochStats {
   std::vector<double> group_grad_norm;  // mean over steps of ||dL/dP|| per group
   std::vector<double> group_change;     // ||P - P(0)|| / ||P(0)|| per group, after the epoch
   std::vector<double> grad_norm;        // mean over steps of ||dL/dh_t||, t = 0..T
+  std::vector<double> log_grad_norm;    // mean over steps of its natural log, finite at any T
   std::vector<double> last_grad_norm;   // ||dL/dh_t|| of the epoch's last minibatch ...
   std::vector<double> last_log_grad_norm;  // ... and its natural log, finite at any T
   double mean_loss = 0.0;  // over the epoch's examples, as each step saw them
