@@ -63,8 +63,6 @@ py::dict train_epoch_typed(const py::sequence& weights, const py::sequence& bias
   });
   py::dict r = epoch_records(s);
   r["weight_grad_norm"] = to_numpy(s.weight_grad_norm);
-  r["grad_norm"] = to_numpy(s.grad_norm);
-  r["log_grad_norm"] = to_numpy(s.log_grad_norm);
   r["log_weight_grad_norm"] = to_numpy(s.log_weight_grad_norm);
   r["weight_change"] = to_numpy(s.weight_change);
   r["skipped_steps"] = s.skipped_steps;

@@ -124,8 +124,6 @@ py::dict train_typed(const std::string& cell, const py::list& params, const py::
   py::dict r = epoch_records(s);
   r["weight_grad_norm"] = to_numpy(s.group_grad_norm);
   r["weight_change"] = to_numpy(s.group_change);
-  r["grad_norm"] = to_numpy(s.grad_norm);
-  r["log_grad_norm"] = to_numpy(s.log_grad_norm);
   r["last_grad_norm"] = to_numpy(s.last_grad_norm);
   r["last_log_grad_norm"] = to_numpy(s.last_log_grad_norm);
   r["skipped_steps"] = 0;

@@ -46,6 +46,8 @@ py::dict epoch_records(const Stats& s) {
   r["step_loss"] = to_numpy(s.step_loss);
   r["step_grad_norm"] = to_numpy(s.step_grad_norm);
   r["step_clipped_norm"] = to_numpy(s.step_clipped_norm);
+  r["grad_norm"] = to_numpy(s.grad_norm);  // through depth, or through time
+  r["log_grad_norm"] = to_numpy(s.log_grad_norm);
   r["mean_loss"] = s.mean_loss;
   r["accuracy"] = s.accuracy;
   r["first_nonfinite_step"] = index_or_none(s.first_nonfinite_step);
