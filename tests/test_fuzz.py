@@ -36,7 +36,9 @@ ARGUMENT_NAMES = (
     "bias_std", "sigma_w2", "sigma_b2", "q", "q0", "lr", "epochs", "batch_size", "seed",
     "clip", "model_or_weights", "method", "input_size", "cell", "spectral_radius", "dtype",
     "norm", "init", "residual", "residual_scale", "grad_dtype", "momentum", "shuffle",
-    "copy", "validation", "chain", "forget_bias", "steps",
+    "copy", "validation", "chain", "forget_bias", "steps", "optimizer", "betas", "eps",
+    "weight_decay", "nesterov", "predict", "readout", "weight_bins", "model", "clip_mode",
+    "n", "length", "delay", "symbols",
 )
 
 DTYPES = [np.float64, np.float32, np.float16, np.int64, np.int8, np.bool_, np.complex128,
@@ -191,6 +193,65 @@ def test_fuzz_train(x, y, loss, lr, shuffle):
         return pyjac.train(pyjac.Chain(1, [4, 3], dtype="float64", seed=4), *args, **kwargs)
 
     call_checked(train_fresh, x, y, epochs=1, lr=lr, loss=loss, batch_size=2, shuffle=shuffle)
+
+
+@FUZZ
+@given(x=arrays([(6, 4), (5, 4)]), y=arrays([(6,), (6, 3)]),
+       optimizer=st.sampled_from(["sgd", "adam", "adamw", "Adam", "rmsprop", None]),
+       momentum=st.sampled_from([0.0, 0.9, 1.0, -0.1, float("nan")]),
+       nesterov=st.sampled_from([False, True, "yes"]),
+       weight_decay=st.sampled_from([None, 0.0, 0.1, -1.0, float("inf")]),
+       betas=st.sampled_from([(0.9, 0.999), (0.0, 0.0), (1.0, 0.9), (0.9,), 0.9, ("a", 1)]),
+       eps=st.sampled_from([1e-8, 0.0, -1.0, 1e300, float("nan")]),
+       clip=st.sampled_from([None, 0.5, 1e-300, -1.0]),
+       bins=st.sampled_from([32, None, 1, 0, 10**9, 2.5]))
+def test_fuzz_train_optimizers(x, y, optimizer, momentum, nesterov, weight_decay, betas, eps,
+                               clip, bins):
+    if isinstance(y, np.ndarray) and y.ndim == 1 and y.dtype.kind in "iub":
+        y = np.abs(y.astype(np.int64)) % 3
+
+    def train_fresh(*args, **kwargs):
+        return pyjac.train(pyjac.Chain(2, [4, 5, 3], dtype="float64", seed=4), *args, **kwargs)
+
+    call_checked(train_fresh, x, y, epochs=2, optimizer=optimizer, momentum=momentum,
+                 nesterov=nesterov, weight_decay=weight_decay, betas=betas, eps=eps, clip=clip,
+                 weight_bins=bins, batch_size=2)
+
+
+@FUZZ
+@given(x=arrays([(5, 3, 2), (4, 3, 2), (5, 3, 3), (0, 3, 2)]),
+       y=arrays([(5, 1), (5,), (5, 3), (5, 3, 1), (4, 3)]),
+       cell=st.sampled_from(["tanh", "lstm", "gru", "relu"]),
+       loss=st.sampled_from(["mse", "cross_entropy"]),
+       predict=st.sampled_from(["last", "every_step", "first", None]),
+       readout=st.sampled_from([None, "ok", "wide", "ragged"]),
+       optimizer=st.sampled_from(["sgd", "adam"]),
+       clip=st.sampled_from([None, 0.1]))
+def test_fuzz_train_recurrent(x, y, cell, loss, predict, readout, optimizer, clip):
+    if isinstance(y, np.ndarray) and loss == "cross_entropy" and y.dtype.kind in "iub":
+        y = np.abs(y.astype(np.int64)) % 3
+    given_readout = {None: None, "ok": (np.full((3, 4), 0.1), np.zeros(3)),
+                     "wide": (np.zeros((3, 5)), np.zeros(3)), "ragged": ([[0.1] * 4], [0.0, 1])
+                     }[readout]
+
+    def train_fresh(*args, **kwargs):
+        kwargs["readout"] = (None if given_readout is None
+                             else tuple(np.array(a, dtype=object).tolist() for a in given_readout))
+        return pyjac.train(pyjac.Recurrent(4, 2, cell=cell, seed=5, dtype="float64"), *args,
+                           **kwargs)
+
+    call_checked(train_fresh, x, y, epochs=2, loss=loss, predict=predict, optimizer=optimizer,
+                 clip=clip, batch_size=2)
+
+
+@FUZZ
+@given(n=st.sampled_from([1, 5, 0, -2, 2.5, 10**12, 2**31 - 1]),
+       length=st.sampled_from([2, 7, 1, 0, "3", 10**6]),
+       symbols=st.sampled_from([2, 8, 1, 3.0]),
+       dtype=st.sampled_from(["float32", "float64", "int8", None]))
+def test_fuzz_tasks(n, length, symbols, dtype):
+    call_checked(pyjac.adding_problem, n, length, dtype=dtype)
+    call_checked(pyjac.copy_problem, n, length, symbols=symbols, dtype=dtype)
 
 
 @FUZZ

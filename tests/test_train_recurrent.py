@@ -43,9 +43,11 @@ class TestTasks:
         (lambda: pyjac.copy_problem(10, 0), "delay"),
         (lambda: pyjac.copy_problem(10, 5, symbols=1), "symbols"),
         (lambda: pyjac.copy_problem(10, 5, dtype="int8"), "dtype"),
+        (lambda: pyjac.adding_problem(2**31 - 1, 10**6), "n: 2147483647 sequences"),
+        (lambda: pyjac.copy_problem(2**31 - 1, 10**3), "n: 2147483647 sequences"),
     ])
     def test_bad_arguments(self, call, match):
-        with pytest.raises((ValueError, TypeError), match=match):
+        with pytest.raises((ValueError, TypeError, MemoryError), match=match):
             call()
 
 
@@ -251,9 +253,9 @@ def test_a_net_without_inputs_and_chain_only_options():
 def test_memory_is_checked_before_anything_is_allocated(monkeypatch):
     from pyjac import _validation
 
-    monkeypatch.setattr(_validation, "physical_memory_bytes", lambda: 10_000)
     task = pyjac.adding_problem(64, 50, seed=0)
     rnn = pyjac.Recurrent(16, 2, seed=0)
+    monkeypatch.setattr(_validation, "physical_memory_bytes", lambda: 10_000)
     before = rnn.W.copy()
     with pytest.raises(MemoryError, match="training on sequences of 50 steps needs"):
         pyjac.train(rnn, task.x, task.y, loss="mse")

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._validation import check_dtype, check_int, check_real
+from ._validation import check_allocation, check_dtype, check_int, check_real
 
 
 class Dataset(NamedTuple):
@@ -158,6 +158,8 @@ def adding_problem(n: int, length: int, *, seed: int = 0, dtype: object = "float
     n = check_int(n, "n", minimum=1)
     length = check_int(length, "length", minimum=2)
     np_dtype = check_dtype(dtype)
+    # float64 values and markers, then the stacked x in the dtype
+    check_allocation(n * length * (2 * 8 + 2 * np_dtype.itemsize), f"n: {n} sequences of {length}")
     rng = np.random.default_rng(seed)
     values = rng.uniform(0.0, 1.0, size=(n, length))
     half = length // 2
@@ -209,6 +211,9 @@ def copy_problem(n: int, delay: int, *, symbols: int = 8, length: int = 10, seed
     length = check_int(length, "length", minimum=1)
     np_dtype = check_dtype(dtype)
     steps = delay + 2 * length
+    # int64 tokens and targets, then the one-hot x in the dtype
+    check_allocation(n * steps * (16 + (symbols + 2) * np_dtype.itemsize),
+                     f"n: {n} sequences of {steps} steps")
     blank, delimiter = symbols, symbols + 1
     rng = np.random.default_rng(seed)
     sequence = rng.integers(0, symbols, size=(n, length))
