@@ -111,10 +111,9 @@ inline double sum_sq(const T* p, int len) {
 }
 
 // Batches of at least kRowModeBatch examples are split over threads in fixed groups of
-// row_group(batch) examples (see recurrent_forward.cpp); smaller ones by blocks of units. Every
-// GEMM packs its block of W again, so a group of 8 rows pays for packing all of W for an
-// eighth of the work: below 64 examples, one barrier per step (units mode) is cheaper
-// (LSTM n=256, B=32: 25% faster than row groups).
+// row_group(batch) examples (see recurrent_forward.cpp); smaller ones by blocks of units,
+// with one barrier per step. Measured on 2 cores with the groups below: from 8 to 48
+// examples neither way wins consistently (within 10% either way, by cell and width).
 inline constexpr int kRowModeBatch = 64;
 
 // Examples per group in row mode: the batch shared evenly among the machine's cores (never
