@@ -111,3 +111,15 @@ def evaluate(
     residual: bool, residual_scale: float, norm: str, x: np.ndarray, y: np.ndarray, loss: str,
     n_threads: int,
 ) -> tuple[float, float]: ...
+
+# ---- register_train_recurrent.cpp ---------------------------------------------------
+def train_recurrent_epoch(
+    cell: str, params: list[np.ndarray], state1: list[np.ndarray], state2: list[np.ndarray],
+    initial: list[np.ndarray], x: np.ndarray, y: np.ndarray, order: np.ndarray, loss: str,
+    every_step: bool, batch_size: int, optimizer: dict[str, Any], steps_before: int,
+    clip_mode: str, clip: float, n_threads: int,
+) -> dict[str, Any]: ...
+def evaluate_recurrent(
+    cell: str, params: list[np.ndarray], x: np.ndarray, y: np.ndarray, loss: str,
+    every_step: bool, n_threads: int,
+) -> tuple[float, float]: ...
