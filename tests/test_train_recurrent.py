@@ -305,3 +305,18 @@ def test_subnormal_inputs_and_targets_train_without_error():
     h = pyjac.train(rnn, task.x * 1e-310, task.y * 1e-300, epochs=2, loss="mse",
                     optimizer="adam")
     assert np.all(np.isfinite(h.loss)) and h.first_nonfinite_step is None
+
+
+def test_gradient_records_are_taken_before_clipping():
+    """Value clipping writes the clipped entries back; the per-gate gradient norms must be
+    those of the gradient itself, as without clipping (one step: the same gradient)."""
+    task = pyjac.adding_problem(16, 12, seed=0, dtype="float64")
+    records = []
+    for clip in (None, 1e-4):
+        rnn = pyjac.Recurrent(6, 2, cell="gru", seed=1, dtype="float64")
+        h = pyjac.train(rnn, task.x, task.y, epochs=1, batch_size=16, loss="mse",
+                        clip=clip, clip_mode="value")
+        records.append(h)
+    np.testing.assert_array_equal(records[1].weight_grad_norm, records[0].weight_grad_norm)
+    np.testing.assert_array_equal(records[1].step_grad_norm, records[0].step_grad_norm)
+    assert records[1].step_clipped_grad_norm[0] < records[0].step_clipped_grad_norm[0]

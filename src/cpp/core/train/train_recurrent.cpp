@@ -123,7 +123,7 @@ class RecurrentEpoch {
     outs.dU = grads_[1].data();
     outs.db = grads_[2].data();
     const RecurrentBackpropStats b = recurrent_backprop<T>(cell_, in, loss, bo, outs);
-    record(index, b, count, rows, correct);
+    record(index, b, rows, correct);
   }
 
   RecurrentEpochStats finish() {
@@ -131,7 +131,7 @@ class RecurrentEpoch {
     for (double& v : s_.group_grad_norm) v /= taken;
     for (double& v : s_.grad_norm) v /= taken;
     for (double& v : s_.log_grad_norm) v /= taken;
-    s_.mean_loss = examples_ ? loss_sum_ / weight_sum_ : std::nan("");
+    s_.mean_loss = rows_seen_ ? loss_sum_ / static_cast<double>(rows_seen_) : std::nan("");
     s_.accuracy = o_.loss == Loss::CrossEntropy && rows_seen_
                       ? static_cast<double>(correct_) / static_cast<double>(rows_seen_)
                       : std::nan("");
@@ -149,15 +149,19 @@ class RecurrentEpoch {
 
  private:
   // The step's records, then clipping and the update of all five parameter arrays.
-  void record(int index, const RecurrentBackpropStats& b, int count, int rows,
-              std::int64_t correct) {
+  void record(int index, const RecurrentBackpropStats& b, int rows, std::int64_t correct) {
+    // Every gradient norm before the update: value clipping writes the clipped entries
+    // back. BPTT has measured dW, dU and db as a whole already.
     const std::size_t nn = static_cast<std::size_t>(n_) * n_, nm = static_cast<std::size_t>(n_) * m_;
-    std::array<double, RecurrentTrainParameters<T>::kCount> norms{};
-    for (int k = 0; k < RecurrentTrainParameters<T>::kCount; ++k)
-      norms[k] = detail::vector_norm(grads_[k].data(), grads_[k].size());
-    detail::ScaledNorm total;
-    for (double v : norms) total.add(v);
-    const double norm = total.value();
+    for (int g = 0; g < G_; ++g) {
+      s_.group_grad_norm[g] += detail::vector_norm(grads_[0].data() + g * nn, nn);
+      s_.group_grad_norm[G_ + g] += detail::vector_norm(grads_[1].data() + g * nm, nm);
+    }
+    const double readout_norm = detail::vector_norm(grads_[3].data(), grads_[3].size());
+    s_.group_grad_norm[2 * G_] += readout_norm;
+    const double norm = detail::norm_of_norms(
+        {b.W_grad_norm, b.U_grad_norm, b.b_grad_norm, readout_norm,
+         detail::vector_norm(grads_[4].data(), grads_[4].size())});
     // PyTorch's clip_grad_norm_: scale by bound / (norm + 1e-6) when that is below 1.
     double factor = 1.0;
     if (o_.clip == ClipKind::Norm && std::isfinite(norm))
@@ -168,11 +172,6 @@ class RecurrentEpoch {
       clipped.add(optimizer_step(p_.params[k], p_.state1[k], p_.state2[k], grads_[k].data(),
                                  grads_[k].size(), o_.optimizer, update, o_.clip, o_.clip_value,
                                  factor, nt_));
-    for (int g = 0; g < G_; ++g) {
-      s_.group_grad_norm[g] += detail::vector_norm(grads_[0].data() + g * nn, nn);
-      s_.group_grad_norm[G_ + g] += detail::vector_norm(grads_[1].data() + g * nm, nm);
-    }
-    s_.group_grad_norm[2 * G_] += norms[3];
     for (int t = 0; t <= steps_; ++t) {
       s_.grad_norm[t] += b.grad_norm[t];
       s_.log_grad_norm[t] += b.log_grad_norm[t];
@@ -186,8 +185,6 @@ class RecurrentEpoch {
       s_.first_nonfinite_step = index;
     // Minibatch losses are means over their rows (mse: over every entry, in proportion).
     loss_sum_ += b.loss * rows;
-    weight_sum_ += rows;
-    examples_ += count;
     correct_ += correct;
     rows_seen_ += rows;
   }
@@ -200,8 +197,8 @@ class RecurrentEpoch {
   std::array<std::vector<T>, RecurrentTrainParameters<T>::kCount> grads_;  // dW dU db dV dc
   std::vector<T> out_, dout_;
   RecurrentEpochStats s_;
-  double loss_sum_ = 0.0, weight_sum_ = 0.0;
-  std::int64_t examples_ = 0, correct_ = 0, rows_seen_ = 0;
+  double loss_sum_ = 0.0;
+  std::int64_t correct_ = 0, rows_seen_ = 0;
 };
 
 template <typename T>
