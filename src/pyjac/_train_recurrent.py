@@ -11,7 +11,7 @@ import numpy as np
 from . import _core
 from ._validation import as_float_array, check_allocation, check_choice
 from .recurrent import _GATE_NAMES, Recurrent
-from .train import TrainingHistory, _history_fields
+from .train import TrainingHistory, _history_fields, _optimizer_state, _writable
 
 PREDICT = ("last", "every_step")
 
@@ -173,14 +173,11 @@ class RecurrentTrainee:
     def start(self, settings: dict[str, Any]) -> None:
         rnn = self.rnn
         for name in ("W", "U", "b"):
-            a = getattr(rnn, name)
-            if not (a.flags.c_contiguous and a.flags.writeable and a.dtype == rnn.dtype):
-                setattr(rnn, name, np.array(a, dtype=rnn.dtype, order="C"))
+            if not _writable(getattr(rnn, name), rnn.dtype):
+                setattr(rnn, name, np.array(getattr(rnn, name), dtype=rnn.dtype, order="C"))
         self.params = [rnn.W, rnn.U, rnn.b, self.V, self.c]
         self.initial = [rnn.W.copy(), rnn.U.copy(), self.V.copy()]
-        arrays = 2 if settings["optimizer"] != "sgd" else (1 if settings["momentum"] > 0 else 0)
-        self.state1 = [np.zeros_like(p) for p in self.params] if arrays >= 1 else []
-        self.state2 = [np.zeros_like(p) for p in self.params] if arrays >= 2 else []
+        self.state1, self.state2 = _optimizer_state([self.params], settings)
 
     def histogram_arrays(self) -> list[np.ndarray]:
         n, G = self.rnn.width, self.rnn.gates
@@ -198,11 +195,6 @@ class RecurrentTrainee:
             self.rnn.cell, self.params, self.state1, self.state2, self.initial, self.x, self.y,
             order, self.loss, self.every_step, self.batch_size, settings, steps_before,
             clip_mode, clip, n_threads)
-
-
-def _writable(a: Any, dtype: np.dtype) -> bool:
-    return (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous
-            and a.flags.writeable)
 
 
 def recurrent_history(trainee: RecurrentTrainee, records: dict[str, list],

@@ -59,15 +59,14 @@ def _optimizer_settings(optimizer: Any, lr: Any, momentum: Any, nesterov: Any,
                 weight_decay=weight_decay, beta1=beta1, beta2=beta2, eps=eps)
 
 
-def _optimizer_state(chain: Chain, optimizer: str, momentum: float) -> list[list[np.ndarray]]:
-    """[weight_state1, bias_state1, weight_state2, bias_state2], zero-filled: SGD's
-    velocity (with momentum), Adam's first and second moments; unused lists are empty."""
-    arrays = 2 if optimizer != "sgd" else (1 if momentum > 0 else 0)
-    state: list[list[np.ndarray]] = []
-    for k in range(2):
-        for params in (chain.weights, chain.biases):
-            state.append([np.zeros_like(p) for p in params] if k < arrays else [])
-    return state
+def _optimizer_state(param_lists: list[list[np.ndarray]],
+                     settings: dict[str, Any]) -> list[list[np.ndarray]]:
+    """Zero-filled state for each list of parameters: first every list's state1 (SGD's
+    velocity with momentum, Adam's first moment), then every list's state2 (Adam's second
+    moment); a list of states the optimiser does not keep is empty."""
+    arrays = 2 if settings["optimizer"] != "sgd" else (1 if settings["momentum"] > 0 else 0)
+    return [[np.zeros_like(p) for p in params] if k < arrays else []
+            for k in range(2) for params in param_lists]
 
 
 @dataclass(frozen=True)
@@ -187,11 +186,18 @@ def _inputs(chain: Chain, x: Any, name: str) -> np.ndarray:
     return arr
 
 
+def _writable(a: Any, dtype: np.dtype) -> bool:
+    """Whether the core can update ``a`` in place: a writable C-contiguous array of
+    ``dtype``."""
+    return (isinstance(a, np.ndarray) and a.dtype == dtype and a.flags.c_contiguous
+            and a.flags.writeable)
+
+
 def _parameters_writable(chain: Chain) -> None:
-    """SGD writes into the chain's arrays: make each one owned, contiguous and writable."""
+    """The optimiser writes into the chain's arrays: make each one writable in place."""
     for params in (chain.weights, chain.biases):
         for i, a in enumerate(params):
-            if not (a.flags.c_contiguous and a.flags.writeable and a.dtype == chain.dtype):
+            if not _writable(a, chain.dtype):
                 params[i] = np.array(a, dtype=chain.dtype, order="C")
 
 
@@ -217,7 +223,7 @@ class _ChainTrainee:
         """Owned writable parameters, W(0) and the optimiser's zero state."""
         _parameters_writable(self.chain)
         self.initial = [w.copy() for w in self.chain.weights]
-        self.state = _optimizer_state(self.chain, settings["optimizer"], settings["momentum"])
+        self.state = _optimizer_state([self.chain.weights, self.chain.biases], settings)
         self.structure = (self.chain.activations, self.chain.residual,
                           self.chain.residual_scale, self.chain.norm or "none")
 
