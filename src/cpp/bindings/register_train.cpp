@@ -102,9 +102,11 @@ py::dict weight_histograms_typed(const py::sequence& weights, std::vector<double
     sizes.push_back(static_cast<std::size_t>(arrays.back().size()));
   }
   WeightHistograms h;
-  h = release_gil([&] { return weight_histograms<T>(data, sizes, bins, std::move(ranges), n_threads); });
+  h = release_gil(
+      [&] { return weight_histograms<T>(data, sizes, bins, std::move(ranges), n_threads); });
   const auto L = static_cast<py::ssize_t>(sizes.size());
-  py::array_t<std::int64_t> counts({L, static_cast<py::ssize_t>(bins)}), outside({L, py::ssize_t(2)});
+  py::array_t<std::int64_t> counts({L, static_cast<py::ssize_t>(bins)});
+  py::array_t<std::int64_t> outside({L, py::ssize_t(2)});
   std::copy(h.counts.begin(), h.counts.end(), counts.mutable_data());
   std::copy(h.outside.begin(), h.outside.end(), outside.mutable_data());
   py::dict r;
@@ -123,7 +125,8 @@ void register_train(py::module_& m) {
          const py::sequence& initial_weights, const std::vector<std::string>& activations,
          bool residual, double residual_scale, const std::string& norm, const py::array& x,
          const py::object& y, const py::array& order, const std::string& loss, int batch_size,
-         const py::dict& optimizer, std::int64_t steps_before, const std::string& clip_mode, double clip, const std::string& grad_dtype,
+         const py::dict& optimizer, std::int64_t steps_before, const std::string& clip_mode,
+         double clip, const std::string& grad_dtype,
          double loss_scale, int n_threads) {
         TrainOptions o;
         set_training_options(o, loss, batch_size, optimizer, steps_before, clip_mode, clip,
@@ -139,7 +142,8 @@ void register_train(py::module_& m) {
       py::arg("weights"), py::arg("biases"), py::arg("state"), py::arg("initial_weights"),
       py::arg("activations"), py::arg("residual"), py::arg("residual_scale"), py::arg("norm"),
       py::arg("x"), py::arg("y"), py::arg("order"), py::arg("loss"), py::arg("batch_size"),
-      py::arg("optimizer"), py::arg("steps_before"), py::arg("clip_mode"), py::arg("clip"), py::arg("grad_dtype"), py::arg("loss_scale"),
+      py::arg("optimizer"), py::arg("steps_before"), py::arg("clip_mode"), py::arg("clip"),
+      py::arg("grad_dtype"), py::arg("loss_scale"),
       py::arg("n_threads"),
       "One epoch of minibatch training, updating the weights and the optimizer state in place;\n"
       "returns its records.");

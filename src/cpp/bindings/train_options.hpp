@@ -61,7 +61,8 @@ template <typename T>
 T* writable_array(const py::handle& item, py::ssize_t size, const std::string& name) {
   auto a = py::array_t<T>::ensure(item);
   if (!a || a.ptr() != item.ptr() || !(a.flags() & py::array::c_style) || !a.writeable())
-    throw std::invalid_argument(name + ": must be a writable C-contiguous array of the model's dtype");
+    throw std::invalid_argument(name +
+                                ": must be a writable C-contiguous array of the model's dtype");
   if (a.size() != size) throw std::invalid_argument(name + ": wrong shape");
   return a.mutable_data();
 }

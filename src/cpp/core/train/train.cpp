@@ -33,8 +33,9 @@ template <typename T>
 void check_state(const TrainParameters<T>& p, int L, int arrays) {
   auto sized = [&](const std::vector<T*>& list, bool used, const char* name) {
     if (list.size() != (used ? static_cast<std::size_t>(L) : 0u))
-      throw std::invalid_argument(std::string(name) + (used ? ": one writable array per layer is required"
-                                                            : ": this optimizer keeps no such state"));
+      throw std::invalid_argument(std::string(name) +
+                                  (used ? ": one writable array per layer is required"
+                                        : ": this optimizer keeps no such state"));
   };
   sized(p.weight_state1, arrays >= 1, "weight_state1");
   sized(p.bias_state1, arrays >= 1, "bias_state1");
@@ -163,8 +164,9 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
   for (double& v : s.log_grad_norm) v /= taken;
   s.weight_change.resize(L);
   for (int l = 0; l < L; ++l)
-    s.weight_change[l] = detail::relative_change(params.weights[l], params.initial_weights[l],
-                                         static_cast<std::size_t>(c.widths[l + 1]) * c.widths[l], nt);
+    s.weight_change[l] = detail::relative_change(
+        params.weights[l], params.initial_weights[l],
+        static_cast<std::size_t>(c.widths[l + 1]) * c.widths[l], nt);
   return s;
 }
 

@@ -80,10 +80,10 @@ class RecurrentEpoch {
   RecurrentEpoch(const RecurrentView<T>& cell, int n_out, const RecurrentTrainParameters<T>& p,
                  int steps, const RecurrentTrainOptions& o, int nt)
       : cell_(cell), p_(p), o_(o), nt_(nt), n_(cell.width), m_(cell.input_size),
-        G_(cell.gates()), steps_(steps),
+        G_(cell.gates()), steps_(steps), w_block_(static_cast<std::size_t>(n_) * n_),
+        u_block_(static_cast<std::size_t>(n_) * m_),
         readout_{p.params[3], p.params[4], n_out, cell.width, nt, o.loss},
-        grads_{std::vector<T>(static_cast<std::size_t>(G_) * n_ * n_),
-               std::vector<T>(static_cast<std::size_t>(G_) * n_ * m_),
+        grads_{std::vector<T>(G_ * w_block_), std::vector<T>(G_ * u_block_),
                std::vector<T>(static_cast<std::size_t>(G_) * n_),
                std::vector<T>(static_cast<std::size_t>(n_out) * n_),
                std::vector<T>(n_out)} {
@@ -135,13 +135,12 @@ class RecurrentEpoch {
     s_.accuracy = o_.loss == Loss::CrossEntropy && rows_seen_
                       ? static_cast<double>(correct_) / static_cast<double>(rows_seen_)
                       : std::nan("");
-    const std::size_t nn = static_cast<std::size_t>(n_) * n_, nm = static_cast<std::size_t>(n_) * m_;
     for (int g = 0; g < G_; ++g)
-      s_.group_change.push_back(detail::relative_change(p_.params[0] + g * nn,
-                                                        p_.initial[0] + g * nn, nn, nt_));
+      s_.group_change.push_back(detail::relative_change(
+          p_.params[0] + g * w_block_, p_.initial[0] + g * w_block_, w_block_, nt_));
     for (int g = 0; g < G_; ++g)
-      s_.group_change.push_back(detail::relative_change(p_.params[1] + g * nm,
-                                                        p_.initial[1] + g * nm, nm, nt_));
+      s_.group_change.push_back(detail::relative_change(
+          p_.params[1] + g * u_block_, p_.initial[1] + g * u_block_, u_block_, nt_));
     s_.group_change.push_back(detail::relative_change(
         p_.params[3], p_.initial[2], static_cast<std::size_t>(readout_.n_out) * n_, nt_));
     return std::move(s_);
@@ -152,10 +151,9 @@ class RecurrentEpoch {
   void record(int index, const RecurrentBackpropStats& b, int rows, std::int64_t correct) {
     // Every gradient norm before the update: value clipping writes the clipped entries
     // back. BPTT has measured dW, dU and db as a whole already.
-    const std::size_t nn = static_cast<std::size_t>(n_) * n_, nm = static_cast<std::size_t>(n_) * m_;
     for (int g = 0; g < G_; ++g) {
-      s_.group_grad_norm[g] += detail::vector_norm(grads_[0].data() + g * nn, nn);
-      s_.group_grad_norm[G_ + g] += detail::vector_norm(grads_[1].data() + g * nm, nm);
+      s_.group_grad_norm[g] += detail::vector_norm(grads_[0].data() + g * w_block_, w_block_);
+      s_.group_grad_norm[G_ + g] += detail::vector_norm(grads_[1].data() + g * u_block_, u_block_);
     }
     const double readout_norm = detail::vector_norm(grads_[3].data(), grads_[3].size());
     s_.group_grad_norm[2 * G_] += readout_norm;
@@ -193,6 +191,7 @@ class RecurrentEpoch {
   const RecurrentTrainParameters<T>& p_;
   const RecurrentTrainOptions& o_;
   const int nt_, n_, m_, G_, steps_;
+  const std::size_t w_block_, u_block_;  // entries of one gate's block of W, of U
   const Readout<T> readout_;
   std::array<std::vector<T>, RecurrentTrainParameters<T>::kCount> grads_;  // dW dU db dV dc
   std::vector<T> out_, dout_;
@@ -281,7 +280,8 @@ std::array<double, 2> evaluate_recurrent(const RecurrentView<T>& cell, int n_out
     check_interrupt();
     const int count = std::min(kChunk, n - first);
     gather_time_major(x, steps, cell.input_size, order.data() + first, count, xb.data());
-    if (targets) gather_time_major(targets, target_steps, n_out, order.data() + first, count, tb.data());
+    if (targets)
+      gather_time_major(targets, target_steps, n_out, order.data() + first, count, tb.data());
     if (labels) gather_time_major(labels, target_steps, 1, order.data() + first, count, lb.data());
     RecurrentInputs<T> in;
     in.xs = xb.data();
