@@ -6,10 +6,11 @@ Run ``pyjac --help`` or ``pyjac COMMAND --help``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,32 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="run configurations in N processes (default: one process, every "
                         "core inside each backprop; -1: one process per core)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run on a Dask cluster, e.g. tcp://host:8786 (needs "
+                        "pip install 'pyjac[distributed]'); not with --jobs")
+
+
+@contextlib.contextmanager
+def _scheduler_arg(args: argparse.Namespace) -> Iterator[Any]:
+    """A Dask client for --scheduler, connected once for the whole command (or None)."""
+    address = getattr(args, "scheduler", None)
+    if address is None:
+        yield None
+        return
+    from .experiments.distributed import check_scheduler, connect
+
+    if args.jobs is not None:
+        raise _CLIError("--jobs: not used with --scheduler (the cluster's workers set the "
+                        "parallelism)")
+    try:
+        check_scheduler(address, argument="--scheduler")
+        client = connect(address, argument="--scheduler")
+    except (ValueError, ImportError, ConnectionError) as exc:
+        raise _CLIError(str(exc)) from None
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def _matplotlib_agg() -> None:
@@ -167,37 +194,38 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     drawn, skipped, failed = [], [], []
     specs = [s for s in figures.FIGURES
              if only is None or any(n == s.name or s.name.startswith(n + "_") for n in only)]
-    for k, spec in enumerate(specs):
-        reason = figures.available(spec)
-        if reason is not None:
-            skipped.append((spec.name, spec.title, reason))
-            print(f"[{k + 1}/{len(specs)}] {spec.name}: skipped ({reason})", flush=True)
-            continue
-        t0 = time.perf_counter()
-        if not sys.stdout.isatty():  # a log gets a line when each figure starts, too
-            print(f"[{k + 1}/{len(specs)}] {spec.name}: drawing ...", flush=True)
-        try:
-            fig, info = spec.build(quick=args.quick, cache=cache, n_jobs=args.jobs,
-                                   progress=progress)
-        except Exception as exc:  # one broken figure must not lose the others
-            failed.append((spec.name, spec.title, f"failed: {type(exc).__name__}: {exc}"))
-            print(f"[{k + 1}/{len(specs)}] {spec.name}: FAILED ({type(exc).__name__}: {exc})",
-                  file=sys.stderr, flush=True)
-            continue
-        files = []
-        try:
-            for fmt in formats:
-                name = f"{spec.name}.{fmt}"
-                save_figure(fig, out / name, dpi=args.dpi if fmt == "png" else None)
-                files.append(name)
-        except OSError as exc:
-            raise _CLIError(f"--out: cannot write to {str(out)!r} ({exc.strerror or exc})"
-                            ) from None
-        finally:
-            plt.close(fig)
-        drawn.append((info, files))
-        print(f"[{k + 1}/{len(specs)}] {spec.name}: {time.perf_counter() - t0:.1f} s -> "
-              f"{', '.join(str(out / f) for f in files)}", flush=True)
+    with _scheduler_arg(args) as scheduler:
+        for k, spec in enumerate(specs):
+            reason = figures.available(spec)
+            if reason is not None:
+                skipped.append((spec.name, spec.title, reason))
+                print(f"[{k + 1}/{len(specs)}] {spec.name}: skipped ({reason})", flush=True)
+                continue
+            t0 = time.perf_counter()
+            if not sys.stdout.isatty():  # a log gets a line when each figure starts, too
+                print(f"[{k + 1}/{len(specs)}] {spec.name}: drawing ...", flush=True)
+            try:
+                fig, info = spec.build(quick=args.quick, cache=cache, n_jobs=args.jobs,
+                                       progress=progress, scheduler=scheduler)
+            except Exception as exc:  # one broken figure must not lose the others
+                failed.append((spec.name, spec.title, f"failed: {type(exc).__name__}: {exc}"))
+                print(f"[{k + 1}/{len(specs)}] {spec.name}: FAILED ({type(exc).__name__}: {exc})",
+                      file=sys.stderr, flush=True)
+                continue
+            files = []
+            try:
+                for fmt in formats:
+                    name = f"{spec.name}.{fmt}"
+                    save_figure(fig, out / name, dpi=args.dpi if fmt == "png" else None)
+                    files.append(name)
+            except OSError as exc:
+                raise _CLIError(f"--out: cannot write to {str(out)!r} ({exc.strerror or exc})"
+                                ) from None
+            finally:
+                plt.close(fig)
+            drawn.append((info, files))
+            print(f"[{k + 1}/{len(specs)}] {spec.name}: {time.perf_counter() - t0:.1f} s -> "
+                  f"{', '.join(str(out / f) for f in files)}", flush=True)
     t0 = time.perf_counter()
     claims = report.seed_claims(quick=args.quick)
     print(f"checked {len(claims)} numbers from the texts "
@@ -232,8 +260,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         kwargs[name] = value if len(value) > 1 else value[0]
     seeds = args.seeds if args.seeds is not None else 1
     start = time.perf_counter()
-    res = sweep(**kwargs, seeds=seeds, theory=not args.no_theory, n_jobs=args.jobs,
-                cache=_cache_arg(args), progress=False if args.no_progress else None)
+    with _scheduler_arg(args) as scheduler:
+        res = sweep(**kwargs, seeds=seeds, theory=not args.no_theory, n_jobs=args.jobs,
+                    cache=_cache_arg(args), progress=False if args.no_progress else None,
+                    scheduler=scheduler)
     try:
         path = res.save(out, format=args.format)
     except OSError as exc:

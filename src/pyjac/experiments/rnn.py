@@ -10,17 +10,39 @@ import numpy as np
 from .._progress import Progress
 from .._validation import check_choice, check_int, check_real
 from .cache import _cache_dir, _cache_read, _cache_write, config_hash
+from .distributed import check_scheduler
 from .grid import RNN_CELLS, _grid_values, _seeds
 from .results import Results
+from .runner import _n_jobs, execute
 
 
 # --------------------------------------------------------------------------------------
 # Recurrent and Jacobian measurements
 # --------------------------------------------------------------------------------------
+def _rnn_run(config: dict[str, Any], seed: int, n_threads: int) -> dict[str, np.ndarray]:
+    """One recurrent net, one backprop through time: ``||dL/dh_t||`` for t = 0..steps."""
+    from ..recurrent import Recurrent
+
+    width, steps, batch = config["width"], config["steps"], config["batch"]
+    input_scale = config["input_scale"]
+    input_size = width if input_scale > 0 else 0
+    rnn = Recurrent(width, input_size, cell=config["cell"], init=config["init"],
+                    spectral_radius=config["spectral_radius"], seed=seed,
+                    dtype=config["dtype"])
+    data = np.random.default_rng([seed, 2])
+    h0 = data.standard_normal((batch, width))
+    xs = (data.standard_normal((steps, batch, width)) * input_scale if input_size else None)
+    go = data.standard_normal((batch, width))
+    r = rnn.backprop(xs=xs, steps=None if xs is not None else steps, h0=h0, grad_output=go,
+                     weight_grads=False, n_threads=n_threads)
+    return {"grad_norm": np.asarray(r.grad_norm, dtype=np.float64)}
+
+
 def rnn_sweep(*, cell: Any = "tanh", spectral_radius: Any = 1.0, width: int = 64,
               steps: int = 100, seeds: Any = 1, batch: int = 8, input_scale: float = 0.0,
               init: str = "orthogonal", dtype: str = "float64",
-              cache: Any = True, progress: bool | None = None) -> Results:
+              cache: Any = True, progress: bool | None = None, n_jobs: int | None = None,
+              scheduler: Any = None) -> Results:
     """Gradient norm ``||dL/dh_t||`` through time for recurrent cells (needs
     ``pyjac.Recurrent``).
 
@@ -31,13 +53,15 @@ def rnn_sweep(*, cell: Any = "tanh", spectral_radius: Any = 1.0, width: int = 64
     ``input_scale`` is 0) and back-propagates a standard normal ``dL/dh_T``, all drawn
     from ``numpy.random.default_rng([seed, 2])``.
 
+    ``cache``, ``progress``, ``n_jobs`` and ``scheduler`` (a Dask cluster) work as in
+    :func:`pyjac.sweep`.
+
     Returns
     -------
     Results
         Columns ``cell``, ``spectral_radius``, ``width``, ``steps``, ``config``,
         ``seed``, ``step``, ``grad_norm``.
     """
-    from ..recurrent import Recurrent as recurrent
     cells = _grid_values("cell", cell, lambda v, n: check_choice(v, RNN_CELLS, n))
     radii = _grid_values("spectral_radius", spectral_radius,
                          lambda v, n: check_real(v, n, nonneg=True))
@@ -47,41 +71,45 @@ def rnn_sweep(*, cell: Any = "tanh", spectral_radius: Any = 1.0, width: int = 64
     input_scale = check_real(input_scale, "input_scale", nonneg=True)
     seed_list = _seeds(seeds)
     directory = _cache_dir(cache)
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in (
-        "cell", "spectral_radius", "width", "steps", "config", "seed", "step", "grad_norm")}
+    scheduler = check_scheduler(scheduler, n_jobs)
     combos = [(c, r) for c in cells for r in radii]
-    bar = Progress(len(combos) * len(seed_list), "pyjac rnn sweep",
-                    sys.stderr.isatty() if progress is None else bool(progress))
+    configs = [{"cell": c, "spectral_radius": radius, "width": width, "steps": steps,
+                "batch": batch, "input_scale": input_scale, "init": init, "dtype": dtype}
+               for c, radius in combos]
+    runs: dict[int, dict[str, np.ndarray]] = {}
+    keys, todo, todo_index = [], [], []
+    for config in configs:
+        for seed in seed_list:
+            keys.append(config_hash(config, seed, kind="rnn"))
+            hit = _cache_read(directory, keys[-1])
+            if hit is None:
+                todo.append((config, seed))
+                todo_index.append(len(keys) - 1)
+            else:
+                runs[len(keys) - 1] = hit
+
+    def store(j: int, arrays: dict[str, np.ndarray]) -> None:
+        runs[todo_index[j]] = arrays
+        _cache_write(directory, keys[todo_index[j]], arrays)
+
+    bar = Progress(len(todo), "pyjac rnn sweep",
+                   sys.stderr.isatty() if progress is None else bool(progress))
     try:
-        for c_i, (c, radius) in enumerate(combos):
-            config = {"cell": c, "spectral_radius": radius, "width": width, "steps": steps,
-                      "batch": batch, "input_scale": input_scale, "init": init, "dtype": dtype}
-            for seed in seed_list:
-                key = config_hash(config, seed, kind="rnn")
-                hit = _cache_read(directory, key)
-                if hit is None:
-                    input_size = width if input_scale > 0 else 0
-                    rnn = recurrent(width, input_size, cell=c, init=init,
-                                    spectral_radius=radius, seed=seed, dtype=dtype)
-                    data = np.random.default_rng([seed, 2])
-                    h0 = data.standard_normal((batch, width))
-                    xs = (data.standard_normal((steps, batch, width)) * input_scale
-                          if input_size else None)
-                    go = data.standard_normal((batch, width))
-                    r = rnn.backprop(xs=xs, steps=None if xs is not None else steps, h0=h0,
-                                     grad_output=go, weight_grads=False)
-                    hit = {"grad_norm": np.asarray(r.grad_norm, dtype=np.float64)}
-                    _cache_write(directory, key, hit)
-                bar.update()
-                n = steps + 1
-                cols["cell"].append(np.full(n, c))
-                cols["spectral_radius"].append(np.full(n, radius))
-                cols["width"].append(np.full(n, width))
-                cols["steps"].append(np.full(n, steps))
-                cols["config"].append(np.full(n, c_i))
-                cols["seed"].append(np.full(n, seed))
-                cols["step"].append(np.arange(n))
-                cols["grad_norm"].append(hit["grad_norm"])
+        execute(_rnn_run, todo, _n_jobs(n_jobs, len(todo)), bar, store, scheduler)
     finally:
         bar.close()
+
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in (
+        "cell", "spectral_radius", "width", "steps", "config", "seed", "step", "grad_norm")}
+    n = steps + 1
+    for c_i, (c, radius) in enumerate(combos):
+        for s_i, seed in enumerate(seed_list):
+            cols["cell"].append(np.full(n, c))
+            cols["spectral_radius"].append(np.full(n, radius))
+            cols["width"].append(np.full(n, width))
+            cols["steps"].append(np.full(n, steps))
+            cols["config"].append(np.full(n, c_i))
+            cols["seed"].append(np.full(n, seed))
+            cols["step"].append(np.arange(n))
+            cols["grad_norm"].append(runs[c_i * len(seed_list) + s_i]["grad_norm"])
     return Results({k: np.concatenate(v) for k, v in cols.items()}, {"kind": "rnn_sweep"})

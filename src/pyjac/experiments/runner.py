@@ -10,7 +10,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from numbers import Integral
 from pathlib import Path
@@ -21,6 +21,7 @@ import numpy as np
 from .._progress import Progress
 from .._validation import check_bool
 from .cache import _cache_dir, _cache_read, _cache_write, config_hash
+from .distributed import check_scheduler, run_on_cluster
 from .grid import _WEIGHT_COLUMNS, CONFIG_COLUMNS, LAYER_COLUMNS, _configs, _seeds
 from .results import Results
 
@@ -111,9 +112,8 @@ def _worker_init() -> None:  # pragma: no cover - runs in the pool's processes
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def _worker(task: tuple[dict[str, Any], int, int]) -> dict[str, np.ndarray]:
-    config, seed, n_threads = task
-    return _run_one(config, seed, n_threads)
+def _worker(fn: Callable[..., Any], args: tuple[Any, ...], n_threads: int) -> Any:
+    return fn(*args, n_threads)
 
 
 def _n_jobs(n_jobs: Any, n_tasks: int) -> int:
@@ -129,11 +129,21 @@ def _n_jobs(n_jobs: Any, n_tasks: int) -> int:
     return max(1, min(n_jobs, n_tasks))
 
 
-def _execute(tasks: list[tuple[dict[str, Any], int]], n_jobs: int, progress: Progress,
-             on_result: Callable[[int, dict[str, np.ndarray]], None]) -> None:
+def execute(fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], n_jobs: int,
+            progress: Progress, on_result: Callable[[int, Any], None],
+            scheduler: Any = None) -> None:
+    """``fn(*task, n_threads)`` for every task, here, in a process pool of ``n_jobs``, or
+    on a Dask ``scheduler``; ``on_result(i, value)`` in this process as each finishes.
+
+    ``fn`` must give the same numbers at any ``n_threads``: that is what makes the three
+    ways of running interchangeable.
+    """
+    if scheduler is not None:
+        run_on_cluster(scheduler, fn, tasks, progress, on_result)
+        return
     if n_jobs == 1 or len(tasks) < 2:
-        for i, (config, seed) in enumerate(tasks):
-            on_result(i, _run_one(config, seed, -1))
+        for i, task in enumerate(tasks):
+            on_result(i, fn(*task, -1))
             progress.update()
         return
     import multiprocessing as mp
@@ -148,8 +158,8 @@ def _execute(tasks: list[tuple[dict[str, Any], int]], n_jobs: int, progress: Pro
         # they inherit the mask (a worker still importing would otherwise die of Ctrl-C
         # and break the pool); a Ctrl-C then arrives here when it is unblocked.
         with _sigint_blocked():
-            futures = {pool.submit(_worker, (config, seed, threads)): i
-                       for i, (config, seed) in enumerate(tasks)}
+            futures = {pool.submit(_worker, fn, tuple(task), threads): i
+                       for i, task in enumerate(tasks)}
         for fut in as_completed(futures):
             on_result(futures[fut], fut.result())
             progress.update()
@@ -207,6 +217,7 @@ def sweep(
     n_jobs: int | None = None,
     cache: Any = True,
     progress: bool | None = None,
+    scheduler: Any = None,
 ) -> Results:
     """Measure per-layer gradients over a grid of chain configurations and seeds.
 
@@ -265,6 +276,14 @@ def sweep(
     progress : bool, optional
         Show a progress bar (tqdm when installed, else a line on stderr). None: when
         stderr is a terminal and more than 20 runs are to be computed.
+    scheduler : dask.distributed.Client or str, optional
+        Run on a Dask cluster (``pip install 'pyjac[distributed]'``): a ``Client``, or
+        a scheduler address such as ``"tcp://host:8786"`` (connected for this call).
+        Each configuration and seed is one task; each task uses its share of its
+        worker host's cores (the cores divided by the worker threads on that host).
+        The results are identical, bit for bit, to a local run; the cache stays on this
+        machine, read before anything is submitted and written as tasks finish; Ctrl-C
+        cancels the tasks left. Not combined with ``n_jobs``.
 
     Returns
     -------
@@ -282,6 +301,7 @@ def sweep(
     seed_list = _seeds(seeds)
     theory = check_bool(theory, "theory")
     directory = _cache_dir(cache)
+    scheduler = check_scheduler(scheduler, n_jobs)
     start = time.perf_counter()
 
     runs: dict[int, dict[str, np.ndarray]] = {}
@@ -309,7 +329,7 @@ def sweep(
         _cache_write(directory, keys[i], arrays)
 
     try:
-        _execute(todo, jobs, bar, store)
+        execute(_run_one, todo, jobs, bar, store, scheduler)
     finally:
         bar.close()
 
@@ -317,8 +337,15 @@ def sweep(
     columns = _assemble(configs, seed_list, runs, predictions)
     meta = {"kind": "chain_sweep", "n_configs": len(configs), "seeds": seed_list,
             "computed_runs": len(todo), "cached_runs": len(keys) - len(todo),
-            "n_jobs": jobs, "seconds": round(time.perf_counter() - start, 3)}
+            "n_jobs": jobs, "scheduler": _scheduler_name(scheduler),
+            "seconds": round(time.perf_counter() - start, 3)}
     return Results(columns, meta)
+
+
+def _scheduler_name(scheduler: Any) -> str | None:
+    if scheduler is None or isinstance(scheduler, str):
+        return scheduler
+    return str(getattr(scheduler, "scheduler_info", lambda: {})().get("address", "dask"))
 
 
 def _theory_cached(directory: Path | None, config: Mapping[str, Any]) -> np.ndarray:

@@ -8,23 +8,52 @@ from typing import Any
 
 import numpy as np
 
+from .._progress import Progress
 from .._validation import check_int, check_real
 from .cache import _cache_dir, _cache_read, _cache_write, config_hash
+from .distributed import check_scheduler
 from .grid import _as_list
 from .results import Results
+from .runner import execute
+
+
+def _spectra_run(config: dict[str, Any], seed: int, n_threads: int) -> dict[str, np.ndarray]:
+    """The chain of ``config`` linearised at its fixed-point input: singular values of
+    ``d h_a / d h_0`` for every ``a`` in ``config["at"]``, descending."""
+    from .. import theory
+    from ..chain import Chain
+
+    activation, sigma_w2, sigma_b2 = config["activation"], config["sigma_w2"], config["sigma_b2"]
+    width = config["width"]
+    net = Chain(config["depth"], width, activation=activation, init=config["init"],
+                gain=math.sqrt(sigma_w2), bias_std=math.sqrt(sigma_b2), seed=seed,
+                dtype=config["dtype"])
+    # Start on the fixed point: z_1 = W x + b has variance sigma_w2 * E[x^2] + sigma_b2,
+    # so x needs the second moment (q* - sigma_b2) / sigma_w2.
+    q = theory.q_star(activation, sigma_w2, sigma_b2)
+    scale = 1.0
+    if math.isfinite(q) and q > sigma_b2 and sigma_w2 > 0:
+        scale = math.sqrt((q - sigma_b2) / sigma_w2)
+    x = np.random.default_rng([seed, 3]).standard_normal(width) * scale
+    j = net.jacobian_norms(x, singular_values_at=config["at"], n_threads=n_threads)
+    return {f"sv_{a}": np.sort(np.asarray(j.singular_values[a], dtype=np.float64))[::-1]
+            for a in config["at"]}
 
 
 def jacobian_spectra(*, activation: str = "tanh", init: str = "orthogonal",
                      sigma_w2: float | None = None, sigma_b2: float = 0.0, depth: int = 64,
                      width: int = 128, at: Sequence[int] = (1, 4, 16, 64), seed: int = 0,
-                     dtype: str = "float64", cache: Any = True) -> Results:
+                     dtype: str = "float64", cache: Any = True,
+                     scheduler: Any = None) -> Results:
     """Singular values of the input-output Jacobian ``d h_l / d h_0`` at several depths
     (needs ``Chain.jacobian_norms``).
 
     ``sigma_w2=None`` takes the critical weight variance of the activation
     (:func:`pyjac.theory.critical_sigma_w2`); the chain is linearised at a standard
     normal input from ``numpy.random.default_rng([seed, 3])``, scaled so that the
-    pre-activations start at the fixed point ``q*`` of the length map.
+    pre-activations start at the fixed point ``q*`` of the length map. ``cache`` and
+    ``scheduler`` (a Dask cluster, which then runs the one task) work as in
+    :func:`pyjac.sweep`.
 
     Returns
     -------
@@ -33,7 +62,6 @@ def jacobian_spectra(*, activation: str = "tanh", init: str = "orthogonal",
         ``at_depth``, ``index`` and ``singular_value`` (descending within a depth).
     """
     from .. import theory
-    from ..chain import Chain
     if sigma_w2 is None:
         sigma_w2 = theory.critical_sigma_w2(activation, sigma_b2)
     sigma_w2 = check_real(sigma_w2, "sigma_w2", nonneg=True)
@@ -43,21 +71,14 @@ def jacobian_spectra(*, activation: str = "tanh", init: str = "orthogonal",
               "sigma_b2": sigma_b2, "depth": depth, "width": width, "at": at_list,
               "dtype": dtype}
     directory = _cache_dir(cache)
+    scheduler = check_scheduler(scheduler)
     key = config_hash(config, seed, kind="spectra")
     hit = _cache_read(directory, key)
     if hit is None:
-        net = Chain(depth, width, activation=activation, init=init, gain=math.sqrt(sigma_w2),
-                    bias_std=math.sqrt(sigma_b2), seed=seed, dtype=dtype)
-        # Start on the fixed point: z_1 = W x + b has variance sigma_w2 * E[x^2] + sigma_b2,
-        # so x needs the second moment (q* - sigma_b2) / sigma_w2.
-        q = theory.q_star(activation, sigma_w2, sigma_b2)
-        scale = 1.0
-        if math.isfinite(q) and q > sigma_b2 and sigma_w2 > 0:
-            scale = math.sqrt((q - sigma_b2) / sigma_w2)
-        x = np.random.default_rng([seed, 3]).standard_normal(width) * scale
-        j = net.jacobian_norms(x, singular_values_at=at_list)
-        hit = {f"sv_{a}": np.sort(np.asarray(j.singular_values[a], dtype=np.float64))[::-1]
-               for a in at_list}
+        found: dict[int, dict[str, np.ndarray]] = {}
+        execute(_spectra_run, [(config, seed)], 1, Progress(1, "", False),
+                found.__setitem__, scheduler)
+        hit = found[0]
         _cache_write(directory, key, hit)
     cols: dict[str, list[Any]] = {k: [] for k in (
         "activation", "init", "sigma_w2", "sigma_b2", "width", "at_depth", "index",

@@ -99,7 +99,7 @@ _BUILDER_SECTIONS = """
     ----------
     quick : bool, default False
         {quick}
-    cache, n_jobs, progress
+    cache, n_jobs, progress, scheduler
         {rest}
 
     Returns

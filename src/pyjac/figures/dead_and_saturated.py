@@ -48,7 +48,8 @@ def _fig8_claims(dead_cases: list, dead_at: dict, sat_at: dict, depth: int) -> s
 # --------------------------------------------------------------------------------------
 @figure_builder()
 def fig8_dead_and_saturated(quick: bool = False, cache: Any = True, n_jobs: Any = None,
-                            progress: Any = None) -> tuple[Any, FigureInfo]:
+                            progress: Any = None,
+                            scheduler: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 8: dead ReLU and saturated sigmoid/tanh fractions vs depth.
     """
     depth, width, batch, seeds = (50, 64, 16, 2) if quick else (100, 256, 32, 3)
@@ -58,10 +59,10 @@ def fig8_dead_and_saturated(quick: bool = False, cache: Any = True, n_jobs: Any 
     dead = Results.concat([
         sweep(activation="relu", sigma_w2=sw, sigma_b2=sb, depth=depth, width=width,
               batch=batch, seeds=seeds, theory=False, cache=cache, n_jobs=n_jobs,
-              progress=progress) for sw, sb, _ in dead_cases])
+              progress=progress, scheduler=scheduler) for sw, sb, _ in dead_cases])
     sat = sweep(activation=["sigmoid", "tanh"], sigma_w2=[1.0, 4.0, 16.0], depth=depth,
                 width=width, batch=batch, seeds=seeds, theory=False, cache=cache,
-                n_jobs=n_jobs, progress=progress)
+                n_jobs=n_jobs, progress=progress, scheduler=scheduler)
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
     jplot.per_layer(dead, "dead_fraction", ax=ax1, by=["sigma_w2", "sigma_b2"], log=False,

@@ -24,7 +24,8 @@ def _clip(wgn: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
 
 @figure_builder()
 def fig7_gradient_clipping(quick: bool = False, cache: Any = True, n_jobs: Any = None,
-                           progress: Any = None) -> tuple[Any, FigureInfo]:
+                           progress: Any = None,
+                           scheduler: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 7: global-norm gradient clipping on exploding and vanishing chains.
     """
     tau = 1.0
@@ -35,7 +36,7 @@ def fig7_gradient_clipping(quick: bool = False, cache: Any = True, n_jobs: Any =
               (4.0, "chaotic, $\\sigma_w^2$ = 4", "tab:red")]
     res = sweep(activation="tanh", sigma_w2=[p[0] for p in phases], depth=depths,
                 width=width, batch=batch, seeds=seeds, theory=False, cache=cache,
-                n_jobs=n_jobs, progress=progress)
+                n_jobs=n_jobs, progress=progress, scheduler=scheduler)
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
     rows = []

@@ -20,12 +20,14 @@ INIT_COLORS = {"gaussian": "tab:blue", "xavier": "navy", "he": "tab:red",
 
 @figure_builder()
 def fig1_gradient_vs_depth(quick: bool = False, cache: Any = True, n_jobs: Any = None,
-                           progress: Any = None) -> tuple[Any, FigureInfo]:
+                           progress: Any = None,
+                           scheduler: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 1: gradient norm vs depth, linear/sigmoid/tanh/ReLU under four inits.
     """
     depth, width, batch, seeds = (50, 64, 16, 2) if quick else (100, 256, 32, 3)
     res = sweep(activation=list(ACTS), init=list(INITS), depth=depth, width=width,
-                batch=batch, seeds=seeds, cache=cache, n_jobs=n_jobs, progress=progress)
+                batch=batch, seeds=seeds, cache=cache, n_jobs=n_jobs, progress=progress,
+                scheduler=scheduler)
     plt = _plt()
     fig, axes = plt.subplots(2, 2, figsize=(11, 8.2), layout="constrained")
     rows, sentences, pairs = [], [], []

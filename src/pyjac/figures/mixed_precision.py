@@ -24,7 +24,8 @@ PRECISION_CASES = (
 
 @figure_builder(quick="A narrower chain and a smaller batch.", rest=NOT_CACHED)
 def fig10_mixed_precision(quick: bool = False, cache: Any = True, n_jobs: Any = None,
-                          progress: Any = None) -> tuple[Any, FigureInfo]:
+                          progress: Any = None,
+                          scheduler: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 10: gradient entries flushed to zero vs depth in float16 and bfloat16.
 
     A tanh chain in the ordered phase (``sigma_w^2 = 0.5``), whose gradient decays

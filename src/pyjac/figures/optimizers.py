@@ -35,7 +35,8 @@ def bins_crossed(history: Any, layer: int) -> int:
 
 @figure_builder(quick="Fewer epochs.", rest=NOT_CACHED)
 def fig16_optimizers(quick: bool = False, cache: Any = True, n_jobs: Any = None,
-                     progress: Any = None) -> tuple[Any, FigureInfo]:
+                     progress: Any = None,
+                     scheduler: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 16: which layers learn under SGD and under Adam, sigmoid vs ReLU + He.
 
     The nets of figure 9 (nine 64-wide hidden layers, a linear 10-unit readout), in

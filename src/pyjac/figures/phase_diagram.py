@@ -27,7 +27,8 @@ def _zero_crossing(x: np.ndarray, y: np.ndarray) -> float:
 
 @figure_builder()
 def fig6_phase_diagram(quick: bool = False, cache: Any = True, n_jobs: Any = None,
-                       progress: Any = None) -> tuple[Any, FigureInfo]:
+                       progress: Any = None,
+                       scheduler: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 6: order/chaos phase diagram of tanh chains with the critical line.
     """
     if quick:
@@ -40,7 +41,7 @@ def fig6_phase_diagram(quick: bool = False, cache: Any = True, n_jobs: Any = Non
         depth, width, seeds = 50, 256, 2
     res = sweep(activation="tanh", sigma_w2=list(sw), sigma_b2=list(sb), depth=depth,
                 width=width, batch=16, seeds=seeds, theory=False, cache=cache,
-                n_jobs=n_jobs, progress=progress)
+                n_jobs=n_jobs, progress=progress, scheduler=scheduler)
     plt = _plt()
     fig, (ax, ax_scatter) = plt.subplots(1, 2, figsize=(13.5, 5.4), layout="constrained",
                                          width_ratios=[1.3, 1])

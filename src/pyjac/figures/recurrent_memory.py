@@ -51,7 +51,8 @@ def _gradient_at_init(net: Recurrent, length: int, seed: int) -> np.ndarray:
 
 @figure_builder(quick="Shorter sequences, fewer nets, examples and epochs.", rest=NOT_CACHED)
 def fig15_recurrent_memory(quick: bool = False, cache: Any = True, n_jobs: Any = None,
-                           progress: Any = None) -> tuple[Any, FigureInfo]:
+                           progress: Any = None,
+                           scheduler: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 15: success on the adding problem vs sequence length, beside the gradient
     through time.
 

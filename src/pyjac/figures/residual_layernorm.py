@@ -16,7 +16,8 @@ from .common import FigureInfo, _e, _plt, _ratio, figure_builder, trend
 # --------------------------------------------------------------------------------------
 @figure_builder()
 def fig2_residual_layernorm(quick: bool = False, cache: Any = True, n_jobs: Any = None,
-                            progress: Any = None) -> tuple[Any, FigureInfo]:
+                            progress: Any = None,
+                            scheduler: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 2: plain vs residual vs layernorm chains at depth 100.
     """
     depth = 100
@@ -34,7 +35,8 @@ def fig2_residual_layernorm(quick: bool = False, cache: Any = True, n_jobs: Any 
     measured: dict[str, dict[str, float]] = {}
     for ax, (act, init) in zip(axes, panels):
         parts = [sweep(activation=act, init=init, depth=depth, width=width, batch=batch,
-                       seeds=seeds, cache=cache, n_jobs=n_jobs, progress=progress, **kw)
+                       seeds=seeds, cache=cache, n_jobs=n_jobs, progress=progress,
+                       scheduler=scheduler, **kw)
                  for _, kw in variants]
         labels = [v for v, _ in variants]
         jplot.gradient_vs_depth(Results.concat(parts), ax=ax, by=["residual", "norm",

@@ -18,12 +18,14 @@ RADII = (0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5)
 
 @figure_builder()
 def fig4_rnn_gradient_vs_time(quick: bool = False, cache: Any = True, n_jobs: Any = None,
-                              progress: Any = None) -> tuple[Any, FigureInfo]:
+                              progress: Any = None,
+                              scheduler: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 4: RNN gradient vs time, vanilla tanh vs LSTM.
     """
     width, steps, seeds = (64, 100, 2) if quick else (128, 200, 3)
     res = rnn_sweep(cell=["tanh", "lstm"], spectral_radius=list(RADII), width=width,
-                    steps=steps, seeds=seeds, cache=cache, progress=progress)
+                    steps=steps, seeds=seeds, cache=cache, progress=progress, n_jobs=n_jobs,
+                    scheduler=scheduler)
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
     rows = []

@@ -17,14 +17,15 @@ from .common import FigureInfo, _e, _plt, figure_builder, trend
 # --------------------------------------------------------------------------------------
 @figure_builder()
 def fig3_sigmoid_vs_relu(quick: bool = False, cache: Any = True, n_jobs: Any = None,
-                         progress: Any = None) -> tuple[Any, FigureInfo]:
+                         progress: Any = None,
+                         scheduler: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 3: sigmoid vs ReLU derivative products, and measured chains.
     """
     depth = 30
     width, batch, seeds = (64, 16, 2) if quick else (256, 32, 3)
     res = sweep(activation=["sigmoid", "relu"], init=["xavier", "he"], depth=depth,
                 width=width, batch=batch, seeds=seeds, cache=cache, n_jobs=n_jobs,
-                progress=progress)
+                progress=progress, scheduler=scheduler)
     sig = res.select(activation="sigmoid", init="xavier")
     relu = res.select(activation="relu", init="he")
     dsig = theory.activation_derivative("sigmoid")

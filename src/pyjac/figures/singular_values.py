@@ -18,7 +18,8 @@ from .common import FigureInfo, _e, _plt, figure_builder, join_words
 # --------------------------------------------------------------------------------------
 @figure_builder()
 def fig5_jacobian_spectra(quick: bool = False, cache: Any = True, n_jobs: Any = None,
-                          progress: Any = None) -> tuple[Any, FigureInfo]:
+                          progress: Any = None,
+                          scheduler: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 5: Jacobian singular value spectra vs depth.
     """
     width, at = (128, (1, 4, 16, 64)) if quick else (256, (1, 4, 16, 64, 128))
@@ -35,7 +36,7 @@ def fig5_jacobian_spectra(quick: bool = False, cache: Any = True, n_jobs: Any = 
     deepest: dict[str, tuple[float, float, float]] = {}
     for ax, (act, init, sw, sb, title) in zip(axes, cases):
         res = jacobian_spectra(activation=act, init=init, sigma_w2=sw, sigma_b2=sb,
-                               depth=max(at), width=width, at=at, cache=cache)
+                               depth=max(at), width=width, at=at, cache=cache, scheduler=scheduler)
         jplot.singular_value_spectra(res, ax=ax, title=title)
         for d in at:
             sv = res.select(at_depth=d)["singular_value"]

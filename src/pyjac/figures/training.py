@@ -39,7 +39,8 @@ def training_net(depth: int, width: int, kwargs: dict, dtype: str = "float64") -
 
 @figure_builder(quick="Fewer epochs.", rest=NOT_CACHED)
 def fig9_training(quick: bool = False, cache: Any = True, n_jobs: Any = None,
-                  progress: Any = None) -> tuple[Any, FigureInfo]:
+                  progress: Any = None,
+                  scheduler: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 9: which layers learn, for a deep sigmoid net vs ReLU + He vs residual.
 
     Trains three 10-layer nets (nine 64-wide hidden layers, a linear 10-unit readout) on
