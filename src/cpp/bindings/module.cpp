@@ -9,6 +9,7 @@ void register_chain(py::module_& m);
 void register_jacobian(py::module_& m);
 void register_spectral(py::module_& m);
 void register_recurrent(py::module_& m);
+void register_regenerated(py::module_& m);
 void register_train(py::module_& m);
 void register_train_recurrent(py::module_& m);
 }  // namespace pyjac::bindings
@@ -20,6 +21,7 @@ PYBIND11_MODULE(_core, m) {
   pyjac::bindings::register_jacobian(m);
   pyjac::bindings::register_spectral(m);
   pyjac::bindings::register_recurrent(m);
+  pyjac::bindings::register_regenerated(m);
   pyjac::bindings::register_train(m);
   pyjac::bindings::register_train_recurrent(m);
 }

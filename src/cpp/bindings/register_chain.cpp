@@ -2,6 +2,7 @@
 
 #include "arrays.hpp"
 #include "release_gil.hpp"
+#include "backprop_result.hpp"
 #include "chain_view.hpp"
 #include "pyjac/chain/chain.hpp"
 #include "pyjac/chain/init.hpp"
@@ -118,37 +119,7 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
     return backprop<T>(chain, x.data(), batch, targets.values_ptr(), targets.labels_ptr(), options,
         outputs);
   });
-  py::dict r;
-  r["loss"] = s.loss;
-  r["grad_norm"] = to_numpy(s.grad_norm);
-  r["activation_norm"] = to_numpy(s.activation_norm);
-  // What weight_grads=false did not compute is None.
-  const auto weights_or_none = [&](py::object value) {
-    return weight_grads ? value : py::object(py::none());
-  };
-  r["weight_grad_norm"] = weights_or_none(to_numpy(s.weight_grad_norm));
-  r["bias_grad_norm"] = weights_or_none(to_numpy(s.bias_grad_norm));
-  r["log_grad_norm"] = to_numpy(s.log_grad_norm);
-  r["log_weight_grad_norm"] = weights_or_none(to_numpy(s.log_weight_grad_norm));
-  r["log_bias_grad_norm"] = weights_or_none(to_numpy(s.log_bias_grad_norm));
-  r["first_underflow_layer"] = index_or_none(s.first_underflow_layer);
-  r["per_example_weight_grad_norm"] =
-      weight_grads ? py::object(to_numpy_2d(s.per_example_weight_grad_norm, depth, batch))
-                   : py::object(py::none());
-  r["derivative_mean"] = to_numpy(s.derivative_mean);
-  r["saturated_fraction"] = to_numpy(s.saturated_fraction);
-  r["dead_fraction"] = to_numpy(s.dead_fraction);
-  r["underflow_count"] = to_numpy(s.underflow_count);
-  r["overflow_count"] = to_numpy(s.overflow_count);
-  r["zero_count"] = to_numpy(s.zero_count);
-  r["dz_underflow_count"] = to_numpy(s.dz_underflow_count);
-  r["dz_overflow_count"] = to_numpy(s.dz_overflow_count);
-  r["first_nonfinite_layer"] = index_or_none(s.first_nonfinite_layer);
-  static const char* stages[] = {nullptr, "forward", "backward"};
-  r["first_nonfinite_stage"] = s.first_nonfinite_stage == 0
-                                   ? py::object(py::none())
-                                   : py::str(stages[s.first_nonfinite_stage]);
-  r["used_ghost_norm"] = s.used_ghost_norm;
+  py::dict r = backprop_result(s, weight_grads, depth, batch);
   r["output"] = output;
   if (keep_grads) {
     r["weight_grads"] = kept_weight_grads;

@@ -21,12 +21,41 @@ constexpr std::uint64_t bias_stream(int layer) { return weight_stream(layer) + 1
 
 using detail::haar_orthogonal;
 
+// Entries [0, n) of a fresh stream, shared among nt threads in fixed chunks: chunk c
+// starts its own copy of the stream c * kChunk draws in, so the entries are those of one
+// sequential pass whatever nt is. draw(rng) gives the next entry and takes one draw per
+// entry on average (a uniform takes one; Box-Muller takes two per pair of normals).
+constexpr std::size_t kChunk = 1 << 14;  // even: a normal pair never straddles two chunks
+
+template <typename T, typename Draw>
+void fill_stream(const Rng& rng, std::size_t n, T* out, int nt, Draw draw) {
+  const long long chunks = static_cast<long long>((n + kChunk - 1) / kChunk);
+  auto fill_chunk = [&](long long c) {
+    const std::size_t k0 = static_cast<std::size_t>(c) * kChunk;
+    const std::size_t k1 = std::min(n, k0 + kChunk);
+    Rng local = rng.skipped(k0);
+    for (std::size_t k = k0; k < k1; ++k) out[k] = static_cast<T>(draw(local));
+  };
+  if (nt > 1 && chunks > 1) {
+    TeamInterrupt interrupt;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (long long c = 0; c < chunks; ++c)
+      if (!interrupt.requested()) fill_chunk(c);
+    interrupt.rethrow();
+  } else {
+    for (long long c = 0; c < chunks; ++c) fill_chunk(c);
+  }
+}
+
+}  // namespace
+
 template <typename T>
-void init_layer(int layer, int fan_in, int fan_out, const InitOptions& o, T* w, T* b) {
+void init_layer(int layer, int fan_in, int fan_out, const InitOptions& o, T* w, T* b, int nt) {
   const std::size_t n = static_cast<std::size_t>(fan_in) * fan_out;
   Rng rng(o.seed, weight_stream(layer));
   switch (o.init) {
     case Init::Orthogonal: {
+      BlasThreadScope blas_scope(nt);
       std::vector<double> q;
       haar_orthogonal(fan_out, fan_in, rng, q);
       for (std::size_t i = 0; i < n; ++i) w[i] = static_cast<T>(o.gain * q[i]);
@@ -39,21 +68,19 @@ void init_layer(int layer, int fan_in, int fan_out, const InitOptions& o, T* w, 
       break;
     case Init::XavierUniform: {
       const double bound = o.gain * std::sqrt(6.0 / (fan_in + fan_out));
-      for (std::size_t i = 0; i < n; ++i)
-        w[i] = static_cast<T>(bound * (2.0 * rng.uniform() - 1.0));
+      fill_stream(rng, n, w, nt,
+                  [bound](Rng& r) { return bound * (2.0 * r.uniform() - 1.0); });
       break;
     }
     default: {
       const double stddev = std::sqrt(init_sigma_w2(o.init, o.gain, fan_in, fan_out) / fan_in);
-      for (std::size_t i = 0; i < n; ++i) w[i] = static_cast<T>(stddev * rng.normal());
+      fill_stream(rng, n, w, nt, [stddev](Rng& r) { return stddev * r.normal(); });
     }
   }
   Rng bias_rng(o.seed, bias_stream(layer));
   for (int i = 0; i < fan_out; ++i)
     b[i] = o.bias_std > 0 ? static_cast<T>(o.bias_std * bias_rng.normal()) : T(0);
 }
-
-}  // namespace
 
 double init_sigma_w2(Init init, double gain, int fan_in, int fan_out) {
   const double g2 = gain * gain;
@@ -91,7 +118,7 @@ void init_chain(const std::vector<int>& widths, const InitOptions& options,
   for (int l = 0; l < depth; ++l) {
     if (interrupt.requested()) continue;
     try {
-      init_layer(l, widths[l], widths[l + 1], options, weights[l], biases[l]);
+      init_layer(l, widths[l], widths[l + 1], options, weights[l], biases[l], 1);
     } catch (...) {
 #pragma omp critical(pyjac_init_error)
       if (!error) error = std::current_exception();
@@ -101,6 +128,8 @@ void init_chain(const std::vector<int>& widths, const InitOptions& options,
   interrupt.rethrow();
 }
 
+template void init_layer<float>(int, int, int, const InitOptions&, float*, float*, int);
+template void init_layer<double>(int, int, int, const InitOptions&, double*, double*, int);
 template void init_chain<float>(const std::vector<int>&, const InitOptions&,
                                 const std::vector<float*>&, const std::vector<float*>&);
 template void init_chain<double>(const std::vector<int>&, const InitOptions&,

@@ -22,6 +22,12 @@ template <typename T>
 void init_chain(const std::vector<int>& widths, const InitOptions& options,
                 const std::vector<T*>& weights, const std::vector<T*>& biases);
 
+// Layer `layer` alone (W: fan_out x fan_in, b: fan_out), exactly as init_chain draws it;
+// its entries are shared among n_threads threads with the same numbers at any count.
+template <typename T>
+void init_layer(int layer, int fan_in, int fan_out, const InitOptions& options, T* w, T* b,
+                int n_threads);
+
 // The variance factor sigma_w^2 an init gives: Var(W_ij) * fan_in.
 double init_sigma_w2(Init init, double gain, int fan_in, int fan_out);
 

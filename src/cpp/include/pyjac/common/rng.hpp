@@ -21,6 +21,14 @@ class Rng {
     state_ = splitmix64(s);
   }
   std::uint64_t next() { return splitmix64(state_); }
+  // This stream as it stands after n more next() calls, without making them: the state
+  // is a counter (splitmix64 adds a constant per call), so a thread can start anywhere.
+  // Only between normal() pairs (no spare held).
+  Rng skipped(std::uint64_t n) const {
+    Rng r = *this;
+    r.state_ += n * 0x9E3779B97F4A7C15ULL;
+    return r;
+  }
   // Uniform on the open interval (0, 1).
   double uniform() { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; }
   double normal() {
