@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _validation
 from ._results import BackpropResult
 from ._validation import (
     LAYER_OVERHEAD_BYTES,
@@ -108,6 +108,54 @@ def _init_factor(init: str) -> float:
     return {"he": math.sqrt(2.0), "xavier_uniform": math.sqrt(6.0)}.get(init, 1.0)
 
 
+# Bytes per layer of a chain without stored weights: list slots for its width and
+# activation, and the core's per-layer records (null parameter slots, row norms).
+UNSTORED_LAYER_BYTES = 64
+
+
+def _check_chain_memory(depth: int, shape: str, n_params: int, largest_layer: int,
+                        dtype: np.dtype, store_weights: bool) -> None:
+    """Refuse a chain that cannot fit before anything depth-long exists; the message
+    says whether the other storage mode would."""
+    limit = _validation.physical_memory_bytes()
+    stored = n_params * dtype.itemsize + depth * LAYER_OVERHEAD_BYTES
+    # One layer's parameters and a weight-gradient scratch of the same size.
+    unstored = 2 * largest_layer * dtype.itemsize + depth * UNSTORED_LAYER_BYTES
+    what = f"depth, width: a chain of depth {depth} and {shape}"
+    if store_weights and stored > limit and unstored <= limit:
+        raise MemoryError(
+            f"{what} stores {stored / 2**30:.1f} GiB of weights, more than this machine's "
+            f"{limit / 2**30:.1f} GiB of memory; with store_weights=False it would hold one "
+            f"layer's ({unstored / 2**30:.2f} GiB) and draw the others again when needed")
+    check_allocation(stored if store_weights else unstored, what)
+
+
+class _DrawnParameters(Sequence):
+    """``weights`` or ``biases`` of a chain built with ``store_weights=False``: item ``l``
+    is layer ``l``'s array, drawn from the seed when asked for (exactly the stored chain's
+    numbers), a new array each time; changing it changes nothing in the chain."""
+
+    def __init__(self, spec: Any, dtype: np.dtype, part: int) -> None:
+        self._spec, self._dtype, self._part = spec, np.dtype(dtype), part
+
+    def __len__(self) -> int:
+        return int(self._spec.depth)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        layer = check_int(index, "index")
+        if layer < 0:
+            layer += len(self)
+        if not 0 <= layer < len(self):
+            raise IndexError(f"layer {index} out of range for depth {len(self)}")
+        return self._spec.layer(layer, self._dtype.name, -1)[self._part]
+
+    def __repr__(self) -> str:
+        kind = "weights" if self._part == 0 else "biases"
+        return f"<{len(self)} {kind}, drawn from the seed on access>"
+
+
 class Chain:
     """A deep feed-forward chain whose gradients pyjac measures exactly.
 
@@ -148,6 +196,20 @@ class Chain:
         a Generator one integer; the integer used is kept as ``.seed``.
     dtype : {"float32", "float64"}
         Compute dtype. Results are float64 whatever it is.
+    store_weights : bool, default True
+        False: the weights are never stored. Every pass draws layer ``l``'s parameters
+        again from ``(seed, l)`` when it needs them (the same numbers as the stored
+        chain of that seed, so every measurement agrees), holding one layer at a time,
+        and the backward pass keeps activations only every ``checkpoint_every`` layers,
+        recomputing the segment between: memory ``O(sqrt(depth) * batch * width +
+        width**2)`` instead of ``depth * width**2``, for chains deeper than memory.
+        Drawing costs time (each layer is drawn about three times per backprop).
+        ``forward``, ``backprop`` (not ``keep_grads``), ``jacobian``,
+        ``jacobian_norms``, ``lyapunov_exponents`` and ``spectral_norm`` work as for
+        stored chains; :func:`pyjac.train` needs stored weights.
+    checkpoint_every : int, optional
+        Layers between kept activations when ``store_weights=False``; about
+        ``sqrt(depth)`` by default (which minimises the memory).
 
     Attributes
     ----------
@@ -158,7 +220,9 @@ class Chain:
     weights, biases : list of ndarray
         ``W_l`` of shape ``(widths[l], widths[l-1])`` and ``b_l``, in the chain's dtype.
         These are the live parameters, not copies: :func:`pyjac.train` updates them in
-        place, and changing them changes every later measurement.
+        place, and changing them changes every later measurement. With
+        ``store_weights=False`` they are read-only sequences that draw each layer on
+        access.
     activations : list of str
         One canonical name per layer.
     residual, residual_scale, norm, dtype, init, gain, seed
@@ -188,21 +252,25 @@ class Chain:
         norm: str | None = None,
         seed: int = 0,
         dtype: Any = "float32",
+        store_weights: bool = True,
+        checkpoint_every: int | None = None,
     ) -> None:
         depth = check_int(depth, "depth", minimum=1)
         np_dtype = check_dtype(dtype)
+        store_weights = check_bool(store_weights, "store_weights")
+        if checkpoint_every is not None:
+            checkpoint_every = check_int(checkpoint_every, "checkpoint_every", minimum=1)
         # Sizes first, before any depth-long list is built: Chain(10**9, 8) fails here.
         if isinstance(width, (list, tuple, np.ndarray)):
             widths = _widths(depth, width)
             n_params = sum(widths[i] * widths[i + 1] + widths[i + 1] for i in range(depth))
+            largest = max(widths[i] * widths[i + 1] + widths[i + 1] for i in range(depth))
             shape = f"widths {widths[0]}..{widths[-1]}"
         else:
             w = check_int(width, "width", minimum=1)
             n_params, shape, widths = depth * (w * w + w), f"width {w}", None
-        check_allocation(
-            n_params * np_dtype.itemsize + depth * LAYER_OVERHEAD_BYTES,
-            f"depth, width: a chain of depth {depth} and {shape}",
-        )
+            largest = w * w + w
+        _check_chain_memory(depth, shape, n_params, largest, np_dtype, store_weights)
         if widths is None:
             widths = _widths(depth, width)
         activations = _activations(activation, depth)
@@ -212,10 +280,18 @@ class Chain:
         bias_std = check_real(bias_std, "bias_std", nonneg=True)
         check_scale_fits(bias_std, "bias_std", np_dtype)
         seed = check_seed(seed)
-        weights, biases = _core.init_weights(
-            widths, init, gain_value, bias_std, seed, np_dtype.name, -1
-        )
-        self._setup(weights, biases, activations, residual, residual_scale, _norm(norm))
+        if store_weights:
+            weights, biases = _core.init_weights(
+                widths, init, gain_value, bias_std, seed, np_dtype.name, -1
+            )
+            self._setup(weights, biases, activations, residual, residual_scale, _norm(norm))
+        else:
+            spec = _core.RegeneratedChain(widths, init, gain_value, bias_std, seed,
+                                          checkpoint_every or 0)
+            self._setup(_DrawnParameters(spec, np_dtype, 0), _DrawnParameters(spec, np_dtype, 1),
+                        activations, residual, residual_scale, _norm(norm), widths=widths,
+                        dtype=np_dtype)
+            self._spec = spec
         self.init = init
         self.gain = gain_value
         self.seed = int(seed)
@@ -295,23 +371,71 @@ class Chain:
                                           for b in bias_list]))
         return net
 
-    def _setup(self, weights, biases, activations, residual, residual_scale, norm) -> None:
+    def _setup(self, weights, biases, activations, residual, residual_scale, norm,
+               widths=None, dtype=None) -> None:
         check_bool(residual, "residual")
-        self.weights: list[np.ndarray] = list(weights)
-        self.biases: list[np.ndarray] = list(biases)
-        self.widths: list[int] = [int(self.weights[0].shape[1])] + [
-            int(w.shape[0]) for w in self.weights
-        ]
+        self._spec = None
+        if isinstance(weights, _DrawnParameters):
+            self.weights, self.biases = weights, biases
+            self.widths: list[int] = list(widths)
+            self.dtype = np.dtype(dtype)
+        else:
+            self.weights = list(weights)
+            self.biases = list(biases)
+            self.widths = [int(self.weights[0].shape[1])] + [int(w.shape[0])
+                                                              for w in self.weights]
+            self.dtype = self.weights[0].dtype
         self.activations: list[str] = list(activations)
         self.residual = bool(residual)
         self.residual_scale = check_real(residual_scale, "residual_scale")
         self.norm = norm
-        self.dtype = self.weights[0].dtype
+
+    @property
+    def store_weights(self) -> bool:
+        """False for a chain that draws each layer's parameters again whenever a pass
+        needs them (``Chain(..., store_weights=False)``)."""
+        return self._spec is None
+
+    @property
+    def checkpoint_every(self) -> int | None:
+        """Layers between the activations that the backward pass of a chain without
+        stored weights keeps (it recomputes those between); None for stored chains."""
+        return None if self._spec is None else int(self._spec.checkpoint_interval)
+
+    @property
+    def _core_parameters(self) -> tuple[Any, Any]:
+        """What the core's chain functions take: the weight and bias lists, or the
+        description a chain without stored weights draws them from."""
+        if self._spec is None:
+            return self.weights, self.biases
+        return self._spec, None
+
+    def _same_weights(self, **structure: Any) -> Chain:
+        """A chain with these weights and biases (shared for a chain that stores them,
+        the same draws for one that does not) and ``structure`` changed: ``activations``,
+        ``residual``, ``residual_scale`` or ``norm``."""
+        settings = dict(activations=self.activations, residual=self.residual,
+                        residual_scale=self.residual_scale, norm=self.norm)
+        settings.update(structure)
+        net = Chain.__new__(Chain)
+        net._setup(self.weights, self.biases, settings["activations"], settings["residual"],
+                   settings["residual_scale"], _norm(settings["norm"]), widths=self.widths,
+                   dtype=self.dtype)
+        net._spec = self._spec
+        for name in ("init", "gain", "seed", "sigma_w2", "sigma_b2"):
+            setattr(net, name, getattr(self, name))
+        return net
+
+    def _require_stored(self, what: str) -> None:
+        if self._spec is not None:
+            raise ValueError(
+                f"{what}: needs a chain that stores its weights; this one was built with "
+                "store_weights=False (build it with store_weights=True where they fit)")
 
     @property
     def depth(self) -> int:
         """Number of layers."""
-        return len(self.weights)
+        return len(self.widths) - 1
 
     @property
     def activation(self) -> str | list[str]:
@@ -327,6 +451,8 @@ class Chain:
             extras.append(f"residual=True, residual_scale={self.residual_scale:g}")
         if self.norm:
             extras.append(f"norm={self.norm!r}")
+        if self._spec is not None:
+            extras.append("store_weights=False")
         extra = ", " + ", ".join(extras) if extras else ""
         return (
             f"Chain(depth={self.depth}, width={width}, activation={self.activation!r}"
@@ -371,7 +497,7 @@ class Chain:
         # Three slabs of the widest layer, and the output.
         check_allocation(4 * xb.shape[0] * max(self.widths) * self.dtype.itemsize,
                          f"forward on a batch of {xb.shape[0]} (x)")
-        out = _core.chain_forward(self.weights, self.biases, self.activations, self.residual,
+        out = _core.chain_forward(*self._core_parameters, self.activations, self.residual,
                                   self.residual_scale, self.norm or "none", xb, n_threads)
         return out[0] if single else out
 
@@ -380,6 +506,17 @@ class Chain:
         return self.forward(x, n_threads=n_threads)
 
     def _check_workspace(self, batch: int, keep_grads: bool) -> None:
+        if self._spec is not None:
+            if keep_grads:
+                raise ValueError("keep_grads: a chain built with store_weights=False does not "
+                                 "keep its weight gradients either (depth weight-sized arrays)")
+            # The activations at checkpoints and one segment, plus per-layer records
+            # (row norms, per-example weight-gradient norms) in float64.
+            nbytes = _core.regenerated_workspace_bytes(
+                self.widths, batch, self.dtype.itemsize, self._spec.checkpoint_interval)
+            nbytes += 16 * (self.depth + 1) * batch
+            check_allocation(nbytes, f"backprop on a batch of {batch} (x)")
+            return
         store_u = self.residual or self.norm is not None or any(
             a in ("gelu", "silu") for a in self.activations
         )
@@ -473,7 +610,7 @@ class Chain:
                              "skips")
         self._check_workspace(batch, keep_grads)
         raw = _core.chain_backprop(
-            self.weights, self.biases, self.activations, self.residual, self.residual_scale,
+            *self._core_parameters, self.activations, self.residual, self.residual_scale,
             self.norm or "none", xb, loss_name, tgt, keep_grads, n_threads,
             grad_format, loss_scale, weight_grads,
         )

@@ -654,7 +654,8 @@ def _suggest(net: Chain, x: np.ndarray, loss: str, target: Any, verdicts: list[s
 
     def rebuilt(activation: Any, init: str) -> Any:
         return lambda: Chain(depth, widths, activation=activation, init=init,
-                             residual=net.residual, norm=net.norm, seed=0, dtype=net.dtype)
+                             residual=net.residual, norm=net.norm, seed=0, dtype=net.dtype,
+                             store_weights=net.store_weights)
 
     if "sigmoid" in acts:
         new = ["relu" if a == "sigmoid" else a for a in acts]
@@ -672,15 +673,12 @@ def _suggest(net: Chain, x: np.ndarray, loss: str, target: Any, verdicts: list[s
     if net.norm is None:
         candidates.append(("layernorm", "normalisation: LayerNorm before each activation "
                            "(same weights)", problem,
-                           lambda: Chain.from_weights(net.weights, net.biases, activation=acts,
-                                                      residual=net.residual,
-                                                      residual_scale=net.residual_scale,
-                                                      norm="layernorm")))
+                           lambda: net._same_weights(activations=acts, norm="layernorm")))
     if not net.residual and len(set(widths)) == 1:
         candidates.append(("residual", "residual connections h_l = h_(l-1) + phi(z_l) "
                            "(same weights)", problem,
-                           lambda: Chain.from_weights(net.weights, net.biases, activation=acts,
-                                                      residual=True, norm=net.norm)))
+                           lambda: net._same_weights(activations=acts, residual=True,
+                                                     residual_scale=1.0)))
     fixes = []
     for name, desc, reason, build in candidates:
         try:

@@ -128,7 +128,7 @@ class JacobianNorms:
 
 
 def _chain_args(net: ChainLike) -> tuple[Any, ...]:
-    return (net.weights, net.biases, net.activations, net.residual, net.residual_scale,
+    return (*net._core_parameters, net.activations, net.residual, net.residual_scale,
             net.norm or "none")
 
 

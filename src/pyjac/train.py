@@ -391,6 +391,7 @@ def train(
         weight_bins = check_int(weight_bins, "weight_bins", minimum=1, maximum=100_000)
     trainee: Any
     if isinstance(model, Chain):
+        model._require_stored("model")
         if predict != "last" or readout is not None:
             raise ValueError("predict, readout: only for a pyjac.Recurrent (a chain's last "
                              "layer is its output)")

@@ -3,11 +3,13 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "arrays.hpp"
 #include "pyjac/chain/chain.hpp"
+#include "pyjac/chain/regenerated.hpp"
 
 namespace pyjac::bindings {
 
@@ -15,33 +17,59 @@ template <typename T>
 struct OwnedChainView {
   ChainView<T> view;
   std::vector<CArray<T>> weights, biases;
+  std::unique_ptr<RegeneratedLayers<T>> source;  // for a chain that draws its layers
+  std::vector<py::ssize_t> rows, cols;            // each weight's shape
 };
 
+// The view's parameters: the arrays of a list, or a RegeneratedChain (a chain built with
+// store_weights=False) that a source draws from, with n_threads threads, on demand.
 template <typename T>
-OwnedChainView<T> make_chain_view(const py::sequence& weights_in, const py::sequence& biases_in,
-                                  const std::vector<std::string>& activations, bool residual,
-                                  double residual_scale, const std::string& norm) {
-  const auto depth = static_cast<py::ssize_t>(weights_in.size());
+void point_at_parameters(OwnedChainView<T>& c, const py::object& weights_in,
+                         const py::object& biases_in, int n_threads) {
+  if (py::isinstance<RegeneratedChain>(weights_in)) {
+    const auto& spec = weights_in.cast<const RegeneratedChain&>();
+    c.source = std::make_unique<RegeneratedLayers<T>>(spec, n_threads);
+    c.view.widths = spec.widths;
+    c.view.weights.assign(spec.depth(), nullptr);
+    c.view.biases.assign(spec.depth(), nullptr);
+    c.view.source = c.source.get();
+    for (int l = 0; l < spec.depth(); ++l) {
+      c.rows.push_back(spec.widths[l + 1]);
+      c.cols.push_back(spec.widths[l]);
+    }
+    return;
+  }
+  if (!py::isinstance<py::sequence>(weights_in) || !py::isinstance<py::sequence>(biases_in))
+    throw py::type_error("weights, biases: expected lists of arrays");
+  const auto weights_list = weights_in.cast<py::sequence>();
+  const auto depth = static_cast<py::ssize_t>(weights_list.size());
   if (depth < 1) throw std::invalid_argument("weights: depth must be at least 1");
-  OwnedChainView<T> c;
-  std::vector<py::ssize_t> rows, cols;
   for (py::ssize_t l = 0; l < depth; ++l) {
-    py::array w = py::array::ensure(weights_in[l]);
+    py::array w = py::array::ensure(weights_list[l]);
     if (!w || w.ndim() != 2) throw std::invalid_argument("weights: every entry must be 2-D");
     if (l == 0) c.view.widths.push_back(static_cast<int>(w.shape(1)));
     if (w.shape(1) != c.view.widths.back())
       throw std::invalid_argument("weights[" + std::to_string(l) + "]: has " +
                                   std::to_string(w.shape(1)) + " columns, expected " +
                                   std::to_string(c.view.widths.back()));
-    rows.push_back(w.shape(0));
-    cols.push_back(w.shape(1));
+    c.rows.push_back(w.shape(0));
+    c.cols.push_back(w.shape(1));
     c.view.widths.push_back(static_cast<int>(w.shape(0)));
   }
-  c.weights = convert_list<T>(weights_in, rows, cols, "weights");
-  c.biases = convert_list<T>(biases_in, rows, {}, "biases");
+  c.weights = convert_list<T>(weights_list, c.rows, c.cols, "weights");
+  c.biases = convert_list<T>(biases_in.cast<py::sequence>(), c.rows, {}, "biases");
   for (auto& a : c.weights) c.view.weights.push_back(a.data());
   for (auto& a : c.biases) c.view.biases.push_back(a.data());
-  if (static_cast<py::ssize_t>(activations.size()) != depth)
+}
+
+template <typename T>
+OwnedChainView<T> make_chain_view(const py::object& weights_in, const py::object& biases_in,
+                                  const std::vector<std::string>& activations, bool residual,
+                                  double residual_scale, const std::string& norm,
+                                  int n_threads = -1) {
+  OwnedChainView<T> c;
+  point_at_parameters(c, weights_in, biases_in, n_threads);
+  if (static_cast<int>(activations.size()) != c.view.depth())
     throw std::invalid_argument("activation: one name per layer is required");
   for (const auto& name : activations) c.view.activations.push_back(parse_activation(name));
   c.view.residual = residual;

@@ -48,41 +48,22 @@ py::list init_weights(const std::vector<int>& widths, const std::string& init, d
 }
 
 template <typename T>
-py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& biases_in,
+py::dict backprop_typed(const py::object& weights_in, const py::object& biases_in,
                         const std::vector<std::string>& activations, bool residual,
                         double residual_scale, const std::string& norm, const py::array& x_in,
                         const std::string& loss, const py::object& target_in, bool keep_grads,
                         int n_threads, const std::string& grad_dtype, double loss_scale,
                         bool weight_grads) {
-  const auto depth = static_cast<py::ssize_t>(weights_in.size());
-  if (depth < 1) throw std::invalid_argument("weights: depth must be at least 1");
+  auto owned = make_chain_view<T>(weights_in, biases_in, activations, residual, residual_scale,
+                                  norm, n_threads);
+  const ChainView<T>& chain = owned.view;
+  const auto depth = static_cast<py::ssize_t>(chain.depth());
+  const auto& rows = owned.rows;
+  const auto& cols = owned.cols;
   CArray<T> x = CArray<T>::ensure(x_in);
-  if (!x || x.ndim() != 2) throw std::invalid_argument("x: expected a (batch, width) array");
-  ChainView<T> chain;
-  std::vector<py::ssize_t> rows, cols;
-  chain.widths.push_back(static_cast<int>(x.shape(1)));
-  for (py::ssize_t l = 0; l < depth; ++l) {
-    py::array w = py::array::ensure(weights_in[l]);
-    if (!w || w.ndim() != 2) throw std::invalid_argument("weights: every entry must be 2-D");
-    rows.push_back(w.shape(0));
-    cols.push_back(w.shape(1));
-    if (w.shape(1) != chain.widths.back())
-      throw std::invalid_argument("weights[" + std::to_string(l) + "]: has " +
-                                  std::to_string(w.shape(1)) + " columns, expected " +
-                                  std::to_string(chain.widths.back()));
-    chain.widths.push_back(static_cast<int>(w.shape(0)));
-  }
-  auto w_arrays = convert_list<T>(weights_in, rows, cols, "weights");
-  auto b_arrays = convert_list<T>(biases_in, rows, {}, "biases");
-  for (auto& a : w_arrays) chain.weights.push_back(a.data());
-  for (auto& a : b_arrays) chain.biases.push_back(a.data());
-  if (static_cast<py::ssize_t>(activations.size()) != depth)
-    throw std::invalid_argument("activation: one name per layer is required");
-  for (const auto& name : activations) chain.activations.push_back(parse_activation(name));
-  chain.residual = residual;
-  chain.residual_scale = residual_scale;
-  chain.norm = parse_norm(norm);
-  chain.validate();
+  if (!x || x.ndim() != 2 || x.shape(1) != chain.widths[0])
+    throw std::invalid_argument("x: expected a (batch, " + std::to_string(chain.widths[0]) +
+                                ") array");
 
   BackpropOptions options;
   options.loss = parse_loss(loss);
@@ -128,7 +109,7 @@ py::dict backprop_typed(const py::sequence& weights_in, const py::sequence& bias
   return r;
 }
 
-py::dict chain_backprop(const py::sequence& weights, const py::sequence& biases,
+py::dict chain_backprop(const py::object& weights, const py::object& biases,
                         const std::vector<std::string>& activations, bool residual,
                         double residual_scale, const std::string& norm, const py::array& x,
                         const std::string& loss, const py::object& target, bool keep_grads,
@@ -146,11 +127,12 @@ py::dict chain_backprop(const py::sequence& weights, const py::sequence& biases,
 }
 
 template <typename T>
-py::array_t<T> forward_typed(const py::sequence& weights, const py::sequence& biases,
+py::array_t<T> forward_typed(const py::object& weights, const py::object& biases,
                              const std::vector<std::string>& activations, bool residual,
                              double residual_scale, const std::string& norm,
                              const py::array& x_in, int n_threads) {
-  auto c = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm);
+  auto c = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm,
+                              n_threads);
   CArray<T> x = CArray<T>::ensure(x_in);
   if (!x || x.ndim() != 2 || x.shape(1) != c.view.widths[0])
     throw std::invalid_argument("x: expected a (batch, " + std::to_string(c.view.widths[0]) +
@@ -163,7 +145,7 @@ py::array_t<T> forward_typed(const py::sequence& weights, const py::sequence& bi
   return out;
 }
 
-py::array chain_forward(const py::sequence& weights, const py::sequence& biases,
+py::array chain_forward(const py::object& weights, const py::object& biases,
                         const std::vector<std::string>& activations, bool residual,
                         double residual_scale, const std::string& norm, const py::array& x,
                         int n_threads) {

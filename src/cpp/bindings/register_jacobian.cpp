@@ -15,11 +15,12 @@ ProductMethod parse_method(const std::string& method) {
 }
 
 template <typename T>
-py::array jacobian_typed(const py::sequence& weights, const py::sequence& biases,
+py::array jacobian_typed(const py::object& weights, const py::object& biases,
                          const std::vector<std::string>& activations, bool residual,
                          double residual_scale, const std::string& norm, const py::array& x_in,
                          int depth, int n_threads) {
-  auto c = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm);
+  auto c = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm,
+                              n_threads);
   auto x = single_input<T>(x_in, c.view.widths[0]);
   if (depth < 0 || depth > c.view.depth())
     throw std::invalid_argument("depth: must lie in [0, " + std::to_string(c.view.depth()) +
@@ -32,12 +33,13 @@ py::array jacobian_typed(const py::sequence& weights, const py::sequence& biases
 }
 
 template <typename T>
-py::dict norms_typed(const py::sequence& weights, const py::sequence& biases,
+py::dict norms_typed(const py::object& weights, const py::object& biases,
                      const std::vector<std::string>& activations, bool residual,
                      double residual_scale, const std::string& norm, const py::array& x_in,
                      const std::vector<int>& singular_values_at, const std::string& method,
                      double tol, int n_threads) {
-  auto c = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm);
+  auto c = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm,
+                              n_threads);
   auto x = single_input<T>(x_in, c.view.widths[0]);
   ProductOptions o;
   o.method = parse_method(method);
@@ -66,11 +68,12 @@ py::dict norms_typed(const py::sequence& weights, const py::sequence& biases,
 }
 
 template <typename T>
-py::dict lyapunov_typed(const py::sequence& weights, const py::sequence& biases,
+py::dict lyapunov_typed(const py::object& weights, const py::object& biases,
                         const std::vector<std::string>& activations, bool residual,
                         double residual_scale, const std::string& norm, const py::array& x_in,
                         int k, std::uint64_t seed, int n_threads) {
-  auto c = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm);
+  auto c = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm,
+                              n_threads);
   auto x = single_input<T>(x_in, c.view.widths[0]);
   std::vector<double> exponents;
   int first = -1;
@@ -89,13 +92,13 @@ py::dict lyapunov_typed(const py::sequence& weights, const py::sequence& biases,
   if (x.dtype().is(py::dtype::of<double>())) return fn<double>(__VA_ARGS__);           \
   throw py::type_error("x: expected float32 or float64");
 
-py::array chain_jacobian_py(const py::sequence& w, const py::sequence& b,
+py::array chain_jacobian_py(const py::object& w, const py::object& b,
                             const std::vector<std::string>& a, bool res, double rs,
                             const std::string& norm, const py::array& x, int depth, int nt) {
   PYJAC_DISPATCH(jacobian_typed, w, b, a, res, rs, norm, x, depth, nt)
 }
 
-py::dict chain_jacobian_norms_py(const py::sequence& w, const py::sequence& b,
+py::dict chain_jacobian_norms_py(const py::object& w, const py::object& b,
                                  const std::vector<std::string>& a, bool res, double rs,
                                  const std::string& norm, const py::array& x,
                                  const std::vector<int>& at, const std::string& method,
@@ -103,7 +106,7 @@ py::dict chain_jacobian_norms_py(const py::sequence& w, const py::sequence& b,
   PYJAC_DISPATCH(norms_typed, w, b, a, res, rs, norm, x, at, method, tol, nt)
 }
 
-py::dict chain_lyapunov_py(const py::sequence& w, const py::sequence& b,
+py::dict chain_lyapunov_py(const py::object& w, const py::object& b,
                            const std::vector<std::string>& a, bool res, double rs,
                            const std::string& norm, const py::array& x, int k,
                            std::uint64_t seed, int nt) {

@@ -49,11 +49,12 @@ py::dict matrix_typed(const py::array& a_in, int iters, double tol, std::uint64_
 }
 
 template <typename T>
-py::dict chain_typed(const py::sequence& weights, const py::sequence& biases,
+py::dict chain_typed(const py::object& weights, const py::object& biases,
                      const std::vector<std::string>& activations, bool residual,
                      double residual_scale, const std::string& norm, const py::array& x_in,
                      bool per_layer, int iters, double tol, std::uint64_t seed, int n_threads) {
-  auto c = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm);
+  auto c = make_chain_view<T>(weights, biases, activations, residual, residual_scale, norm,
+                              n_threads);
   auto x = single_input<T>(x_in, c.view.widths[0]);
   const auto o = options(iters, tol, seed, n_threads);
   std::vector<PowerIterationResult> rs;
@@ -73,7 +74,7 @@ py::dict matrix_spectral_norm_py(const py::array& a, int iters, double tol, std:
   throw py::type_error("matrix: expected float32 or float64");
 }
 
-py::dict chain_spectral_norm_py(const py::sequence& w, const py::sequence& b,
+py::dict chain_spectral_norm_py(const py::object& w, const py::object& b,
                                 const std::vector<std::string>& a, bool res, double rs,
                                 const std::string& norm, const py::array& x, bool per_layer,
                                 int iters, double tol, std::uint64_t seed, int n_threads) {

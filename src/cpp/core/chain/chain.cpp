@@ -56,6 +56,7 @@ void ChainView<T>::validate() const {
     throw std::invalid_argument("biases and activations need one entry per layer");
   for (int w : widths)
     if (w < 1) throw std::invalid_argument("every width must be at least 1");
+  if (source) return;
   for (int l = 0; l < d; ++l)
     if (!weights[l] || !biases[l]) throw std::invalid_argument("weights: missing layer");
 }
@@ -117,6 +118,9 @@ void check_backprop_arguments(const ChainView<T>& c, int batch, const T* target,
   if (o.keep_grads && (static_cast<int>(out.weight_grads.size()) != L ||
                        static_cast<int>(out.bias_grads.size()) != L))
     throw std::invalid_argument("keep_grads: one destination per layer is required");
+  if (o.keep_grads && c.source)
+    throw std::invalid_argument("keep_grads: a chain that does not store its weights does not "
+                                "keep their gradients either (depth weight-sized arrays)");
   if (o.keep_grads && !o.weight_grads)
     throw std::invalid_argument("keep_grads: keeps the weight gradients, which "
                                 "weight_grads=false skips");
@@ -187,7 +191,12 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
   const int asked = resolve_threads(o.n_threads);  // checked even when not used
   const int nt = widest_layer < (3 << 15) ? 1 : asked;
   BackpropStats s;
-  if (c.norm == Norm::None) {
+  if (c.source) {
+    // Drawn layer by layer: the layer-at-a-time pass, with checkpoints.
+    BlasThreadScope blas_scope(1);
+    s = LayerwiseBackprop<T>(c, x, batch, o, out, nt, c.source->checkpoint_interval(c.depth()))
+            .run(target, labels);
+  } else if (c.norm == Norm::None) {
     s = detail::backprop_tiled(c, x, batch, target, labels, o, out, nt);
   } else {
     // Every GEMM below runs as fixed single-threaded tiles shared out by OpenMP (see
@@ -207,7 +216,7 @@ template <typename T>
 void forward(const ChainView<T>& c, const T* x, int batch, T* out, int n_threads) {
   check_chain_and_batch(c, batch);
   const int nt = resolve_threads(n_threads);
-  if (c.norm == Norm::None) return detail::forward_tiled(c, x, batch, out, nt);
+  if (c.norm == Norm::None && !c.source) return detail::forward_tiled(c, x, batch, out, nt);
   BlasThreadScope blas_scope(1);
   int widest = 0;
   for (int w : c.widths) widest = std::max(widest, w);

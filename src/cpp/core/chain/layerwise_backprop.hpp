@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <functional>
 #include <limits>
 #include <memory>
 #include <omp.h>
@@ -81,9 +80,9 @@ LayerForwardStats forward_layer(const ChainView<T>& c, int l, int batch, const T
   const std::size_t total = static_cast<std::size_t>(batch) * n_out;
   // Bias rows first, then one GEMM accumulating onto them (beta = 1).
   for (int i = 0; i < batch; ++i)
-    std::memcpy(u + static_cast<std::size_t>(i) * n_out, c.biases[l], sizeof(T) * n_out);
+    std::memcpy(u + static_cast<std::size_t>(i) * n_out, c.bias(l), sizeof(T) * n_out);
   detail::tiled_gemm(Trans::No, Trans::Yes, batch, n_out, n_in, T(1), h_in, n_in,
-                          c.weights[l], n_in, T(1), u, n_out, nt);
+                          c.weight(l), n_in, T(1), u, n_out, nt);
   detail::norm_forward(c.norm, u, batch, n_out, inv_std, nt);
 
   const Activation act = c.activations[l];
@@ -243,12 +242,6 @@ double ghost_norm(const T* dz, int n_out, double dz_norm, const T* h, int n_in, 
 
 // The layer-at-a-time pass (chains with norm layers) as named steps over shared state:
 // the forward pass with its tape, the loss, then one backward step per layer.
-// Where the pass finds layer l's parameters: in the chain's own arrays (no preparer), or
-// in buffers that a preparer refills (from the seed) and points the view at, just before
-// each use of the layer.
-template <typename T>
-using LayerPreparer = std::function<void(int layer, ChainView<T>& chain)>;
-
 template <typename T>
 class LayerwiseBackprop {
  public:
@@ -256,14 +249,13 @@ class LayerwiseBackprop {
   // the backward pass recomputes each segment of K layers from its checkpoint, which
   // holds O(depth / K + K) activations instead of O(depth).
   LayerwiseBackprop(const ChainView<T>& c, const T* x, int batch, const BackpropOptions& o,
-                    const BackpropOutputs<T>& out, int nt, LayerPreparer<T> prepare = {},
-                    int checkpoint_every = 0)
+                    const BackpropOutputs<T>& out, int nt, int checkpoint_every = 0)
       : c_(c), x_(x), batch_(batch), o_(o), out_(out), nt_(nt), L_(c.depth()),
         widest_(*std::max_element(c.widths.begin(), c.widths.end())),
         slab_(static_cast<std::size_t>(batch) * widest_), ws_(batch, widest_),
         s_(detail::empty_stats(L_, batch)), unscale_(1.0 / o.loss_scale),
         rounding_(o.count_rounding || o.grad_format != GradFormat::Native),
-        prepare_(std::move(prepare)), every_(checkpoint_every),
+        every_(checkpoint_every),
         top_(checkpoint_every > 0 ? segment_start(L_ - 1) : 0), scratch_row_sq_(batch) {}
 
   BackpropStats run(const T* target, const std::int64_t* labels) {
@@ -272,32 +264,14 @@ class LayerwiseBackprop {
     for (int l = L_ - 1; l >= 0; --l) {
       check_interrupt();
       if (every_ > 0) restore_tape(l);
-      prepare(l);
       backward_layer(l);
       if (every_ > 0) release_layer(l);
     }
     return std::move(s_);
   }
 
-  // The forward pass alone, keeping only the layer in hand; h_L into `out`.
-  void forward_only(T* out) {
-    begin_tape();
-    for (int l = 0; l < L_; ++l) {
-      check_interrupt();
-      forward_step(l, true);
-      if (l >= 1) tape_.h[l - 1].reset();
-      tape_.u[l].reset();
-      tape_.inv_std[l].reset();
-    }
-    std::memcpy(out, tape_.layer_input(L_),
-                sizeof(T) * static_cast<std::size_t>(batch_) * c_.widths[L_]);
-  }
-
  private:
   int segment_start(int l) const { return (l / every_) * every_; }
-  void prepare(int l) {
-    if (prepare_) prepare_(l, c_);
-  }
 
   // ---- forward, keeping what the backward pass needs ------------------------------------
   void begin_tape() {
@@ -325,7 +299,6 @@ class LayerwiseBackprop {
   // Layer l forward into its tape entries (allocated where missing). `record`: store its
   // statistics; a recomputation (the same numbers again) leaves them, and row_sq, alone.
   void forward_step(int l, bool record) {
-    prepare(l);
     const int n = c_.widths[l + 1];
     const std::size_t total = static_cast<std::size_t>(batch_) * n;
     if (!tape_.h[l]) tape_.h[l] = make_buffer<T>(total);
@@ -484,7 +457,7 @@ class LayerwiseBackprop {
     if (skip)
       std::memcpy(g_prev_.get(), g_.get(), sizeof(T) * static_cast<std::size_t>(batch_) * n_in);
     detail::tiled_gemm(Trans::No, Trans::No, batch_, n_in, n_out, factor, dzl, n_out,
-                       c_.weights[l], n_in, skip ? factor : T(0), g_prev_.get(), n_in, nt_);
+                       c_.weight(l), n_in, skip ? factor : T(0), g_prev_.get(), n_in, nt_);
     exponent_ += k;
     std::swap(g_, g_prev_);
     store_low_precision(g_.get(), static_cast<std::size_t>(batch_) * n_in, s_.underflow_count[l],
@@ -496,7 +469,7 @@ class LayerwiseBackprop {
     detail::record_underflow(s_, l);
   }
 
-  ChainView<T> c_;  // a copy: a preparer re-points its weights and biases
+  const ChainView<T>& c_;
   const T* x_;
   const int batch_;
   const BackpropOptions& o_;
@@ -511,8 +484,8 @@ class LayerwiseBackprop {
   Buffer<T> g_, g_prev_, dz_, gram_dz_, gram_h_, gram_scaled_, dw_scratch_;
   int exponent_ = 0;      // g (and dz) are stored at 2^exponent_ times their value
   double g_norm_ = 0.0;   // ||g|| as stored
-  LayerPreparer<T> prepare_;
-  int every_, top_;
+  const int every_;
+  const int top_;
   std::vector<double> scratch_row_sq_;
 };
 

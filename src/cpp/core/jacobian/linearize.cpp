@@ -73,8 +73,8 @@ Linearization<T> linearize(const ChainView<T>& c, const T* x, int layers, int nt
     const T branch = static_cast<T>(c.branch_scale(l));
     const bool skip = c.residual_at(l);
     const int n_in = c.widths[l], n_out = c.widths[l + 1];
-    std::memcpy(z.data(), c.biases[l], sizeof(T) * n_out);
-    tiled_gemv(Trans::No, n_out, n_in, T(1), c.weights[l], n_in, h.data(), T(1), z.data(), nt);
+    std::memcpy(z.data(), c.bias(l), sizeof(T) * n_out);
+    tiled_gemv(Trans::No, n_out, n_in, T(1), c.weight(l), n_in, h.data(), T(1), z.data(), nt);
     if (c.norm == Norm::LayerNorm) {
       norm_forward(c.norm, z.data(), 1, n_out, &lin.inv_std[l], 1);
       lin.u[l].assign(z.begin(), z.begin() + n_out);
@@ -99,9 +99,9 @@ void apply_layer(const Linearization<T>& lin, int l, const T* in, int k, T* out,
   const ChainView<T>& c = *lin.chain;
   const int n_in = lin.n_in(l), n_out = lin.n_out(l);
   if (k == 1)
-    tiled_gemv(Trans::No, n_out, n_in, T(1), c.weights[l], n_in, in, T(0), out, nt);
+    tiled_gemv(Trans::No, n_out, n_in, T(1), c.weight(l), n_in, in, T(0), out, nt);
   else
-    tiled_gemm(Trans::No, Trans::Yes, k, n_out, n_in, T(1), in, n_in, c.weights[l], n_in, T(0),
+    tiled_gemm(Trans::No, Trans::Yes, k, n_out, n_in, T(1), in, n_in, c.weight(l), n_in, T(0),
                out, n_out, nt);
   if (c.norm == Norm::LayerNorm)
     layernorm_jacobian_rows(out, k, n_out, lin.u[l].data(), lin.inv_std[l], nt);
@@ -121,9 +121,9 @@ void apply_layer_transpose(const Linearization<T>& lin, int l, const T* in, int 
   if (c.residual_at(l)) std::memcpy(out, in, sizeof(T) * static_cast<std::size_t>(k) * n_in);
   const T beta = c.residual_at(l) ? T(1) : T(0);
   if (k == 1)
-    tiled_gemv(Trans::Yes, n_out, n_in, T(1), c.weights[l], n_in, g.data(), beta, out, nt);
+    tiled_gemv(Trans::Yes, n_out, n_in, T(1), c.weight(l), n_in, g.data(), beta, out, nt);
   else
-    tiled_gemm(Trans::No, Trans::No, k, n_in, n_out, T(1), g.data(), n_out, c.weights[l], n_in,
+    tiled_gemm(Trans::No, Trans::No, k, n_in, n_out, T(1), g.data(), n_out, c.weight(l), n_in,
                beta, out, n_in, nt);
 }
 

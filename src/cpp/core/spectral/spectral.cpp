@@ -9,6 +9,7 @@
 #include <string>
 
 #include "jacobian/linearize.hpp"
+#include "pyjac/common/interrupt.hpp"
 #include "common/reduce.hpp"
 #include "jacobian/vector_pass.hpp"
 #include "pyjac/common/blas.hpp"
@@ -165,7 +166,9 @@ std::vector<PowerIterationResult> chain_spectral_norm(const ChainView<T>& c, con
   if (first_nonfinite_layer) *first_nonfinite_layer = lin.first_nonfinite_layer;
   if (!per_layer) {
     BlasThreadScope blas_scope(1);  // OpenMP over fixed tiles: thread-count independent
-    if (c.norm == Norm::None) {
+    // The fused vector pass reads every layer's weights from inside one parallel
+    // region; a chain that draws its layers goes layer by layer below instead.
+    if (c.norm == Norm::None && !c.source) {
       const VectorApply<T> fwd = [&](const T* in, T* out) {
         return detail::apply_chain_to_vector(lin, false, in, out, nt);
       };
@@ -203,8 +206,26 @@ std::vector<PowerIterationResult> chain_spectral_norm(const ChainView<T>& c, con
     };
     return {power_iteration<T>(c.widths[0], c.widths[depth], fwd, bwd, o)};
   }
-  // Layers are independent: OpenMP over layers, one BLAS thread each.
   std::vector<PowerIterationResult> results(depth);
+  if (c.source) {
+    // One layer drawn at a time, its power iteration run with every thread, then the next.
+    BlasThreadScope blas_scope(1);
+    for (int l = 0; l < depth; ++l) {
+      check_interrupt();
+      const VectorApply<T> fwd = [&lin, l, nt](const T* in, T* out) {
+        detail::apply_layer(lin, l, in, 1, out, nt);
+        return 0.0;
+      };
+      const VectorApply<T> bwd = [&lin, l, nt](const T* in, T* out) {
+        detail::apply_layer_transpose(lin, l, in, 1, out, nt);
+        return 0.0;
+      };
+      results[l] = power_iteration<T>(c.widths[l], c.widths[l + 1], fwd, bwd, o,
+                                      static_cast<std::uint64_t>(l) + 1);
+    }
+    return results;
+  }
+  // Layers are independent: OpenMP over layers, one BLAS thread each.
   std::exception_ptr error;
   BlasThreadScope blas_scope(1);
 #pragma omp parallel for num_threads(nt) schedule(dynamic)

@@ -9,8 +9,23 @@
 
 namespace pyjac {
 
+// Where a chain that does not store its parameters finds them: layer l's, drawn on
+// demand (regenerated.hpp). One layer is held at a time: a pointer returned for layer l
+// stays valid until parameters of another layer are asked for. Not thread-safe: the
+// passes ask from their serial layer loops only.
+template <typename T>
+class LayerSource {
+ public:
+  virtual ~LayerSource() = default;
+  virtual const T* weights(int layer) = 0;
+  virtual const T* biases(int layer) = 0;
+  // The backward pass keeps activations every this many layers and recomputes between.
+  virtual int checkpoint_interval(int depth) const = 0;
+};
+
 // A non-owning view of a chain's parameters: the bindings point it at numpy
-// arrays, the C++ tests and benchmarks at std::vectors.
+// arrays, the C++ tests and benchmarks at std::vectors; or, with a source, at nothing
+// (weights and biases then hold depth null pointers and the source draws each layer).
 template <typename T>
 struct ChainView {
   std::vector<int> widths;             // depth + 1 entries
@@ -20,8 +35,12 @@ struct ChainView {
   bool residual = false;
   double residual_scale = 1.0;
   Norm norm = Norm::None;
+  LayerSource<T>* source = nullptr;    // not owned
 
   int depth() const { return static_cast<int>(weights.size()); }
+  // Layer l's parameters, wherever they are: every pass reads them through these.
+  const T* weight(int l) const { return source ? source->weights(l) : weights[l]; }
+  const T* bias(int l) const { return source ? source->biases(l) : biases[l]; }
   // Whether layer l (0-based) has a skip connection: a residual chain skips every layer
   // whose input and output widths match; a layer that changes the width (a readout or
   // an embedding) is plain.
@@ -34,7 +53,7 @@ struct ChainView {
 
 struct BackpropOptions {
   Loss loss = Loss::SumSquares;
-  bool keep_grads = false;
+  bool keep_grads = false;  // not for a chain with a LayerSource (it stores no weights)
   int n_threads = -1;
   // Mixed-precision emulation: every propagated gradient (dL/dh_l and dL/dz_l) is rounded
   // to this format, after the loss gradient was multiplied by loss_scale. Reported norms
