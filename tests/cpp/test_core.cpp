@@ -12,6 +12,7 @@
 #include "pyjac/chain/init.hpp"
 #include "pyjac/common/interrupt.hpp"
 #include "pyjac/chain/precision.hpp"
+#include "pyjac/chain/regenerated.hpp"
 #include "pyjac/train/train.hpp"
 #include "common/reduce.hpp"
 
@@ -62,6 +63,64 @@ void test_scaled_orthogonal_chain() {
     check(std::abs(s.grad_norm[l] / expected - 1.0) < 1e-12, "a*Q chain: a**(L-l) decay");
   }
   check(s.first_nonfinite_layer == -1, "a*Q chain stays finite");
+}
+
+// The same chain drawn layer by layer (never stored), with checkpoints every 7 layers:
+// the same closed form, and weights equal to init_chain's.
+void test_regenerated_chain_meets_the_closed_form() {
+  const int depth = 40, width = 16, batch = 3;
+  const double a = 0.9;
+  pyjac::RegeneratedChain spec;
+  spec.widths.assign(depth + 1, width);
+  spec.init.init = pyjac::Init::Orthogonal;
+  spec.init.gain = a;
+  spec.init.seed = 5;
+  spec.checkpoint_every = 7;
+  pyjac::RegeneratedLayers<double> source(spec, 2);
+  pyjac::ChainView<double> c;
+  c.widths = spec.widths;
+  c.weights.assign(depth, nullptr);
+  c.biases.assign(depth, nullptr);
+  c.activations.assign(depth, pyjac::Activation::Linear);
+  c.source = &source;
+  std::vector<double> x(batch * width, 0.5), g(batch * width, 1.0);
+  pyjac::BackpropOptions options;
+  options.loss = pyjac::Loss::GradOutput;
+  const auto s = pyjac::backprop<double>(c, x.data(), batch, g.data(), nullptr, options, {});
+  const double g_norm = std::sqrt(static_cast<double>(batch * width));
+  const double x_norm = 0.5 * g_norm;
+  for (int l = 0; l <= depth; ++l) {
+    check(std::abs(s.grad_norm[l] / (g_norm * std::pow(a, depth - l)) - 1.0) < 1e-12,
+          "regenerated a*Q chain: a**(L-l) gradient");
+    check(std::abs(s.activation_norm[l] / (x_norm * std::pow(a, l)) - 1.0) < 1e-12,
+          "regenerated a*Q chain: a**l activations");
+  }
+  // The weight gradient of layer l is dz_l h_(l-1)^T: its norm is at most the product.
+  for (int l = 0; l < depth; ++l)
+    check(s.weight_grad_norm[l] <= s.grad_norm[l + 1] * s.activation_norm[l] * (1 + 1e-12),
+          "regenerated chain: ||dW|| <= ||g|| ||h||");
+  std::vector<std::vector<double>> w(depth, std::vector<double>(width * width)),
+      b(depth, std::vector<double>(width));
+  std::vector<double*> wp, bp;
+  for (int l = 0; l < depth; ++l) {
+    wp.push_back(w[l].data());
+    bp.push_back(b[l].data());
+  }
+  pyjac::init_chain<double>(spec.widths, spec.init, wp, bp);
+  bool same = true;
+  for (int l : {0, 13, depth - 1}) {
+    const double* drawn = source.weights(l);
+    for (int k = 0; k < width * width; ++k) same = same && drawn[k] == w[l][k];
+  }
+  check(same, "regenerated layers equal init_chain's");
+  bool refused = false;
+  options.keep_grads = true;
+  try {
+    pyjac::backprop<double>(c, x.data(), batch, g.data(), nullptr, options, {});
+  } catch (const std::invalid_argument&) {
+    refused = true;
+  }
+  check(refused, "regenerated chain refuses keep_grads");
 }
 
 void test_bad_input_throws() {
@@ -231,6 +290,7 @@ void test_scaled_norm_extremes() {
 
 int main() {
   test_scaled_orthogonal_chain();
+  test_regenerated_chain_meets_the_closed_form();
   test_bad_input_throws();
   test_float16_rounding();
   test_train_epoch_fits_a_line();
