@@ -34,7 +34,7 @@ py::tuple layer_typed(const RegeneratedChain& c, int layer, int n_threads) {
   py::array_t<T> b(c.widths[layer + 1]);
   T* wp = w.mutable_data();
   T* bp = b.mutable_data();
-  release_gil([&] { RegeneratedLayers<T>(c, n_threads).draw_into(layer, wp, bp); });
+  release_gil([&] { draw_layer<T>(c, layer, wp, bp, n_threads); });
   return py::make_tuple(w, b);
 }
 

@@ -21,29 +21,26 @@ constexpr std::uint64_t bias_stream(int layer) { return weight_stream(layer) + 1
 
 using detail::haar_orthogonal;
 
-// Entries [0, n) of a fresh stream, shared among nt threads in fixed chunks: chunk c
-// starts its own copy of the stream c * kChunk draws in, so the entries are those of one
-// sequential pass whatever nt is. draw(rng) gives the next entry and takes one draw per
-// entry on average (a uniform takes one; Box-Muller takes two per pair of normals).
+// Entries [0, n) of a layer, shared among nt threads in fixed chunks: fill(k0, k1)
+// draws entries [k0, k1) of the layer's stream directly (the stream is a counter), so
+// the entries are those of one sequential pass whatever nt is.
 constexpr std::size_t kChunk = 1 << 14;  // even: a normal pair never straddles two chunks
 
-template <typename T, typename Draw>
-void fill_stream(const Rng& rng, std::size_t n, T* out, int nt, Draw draw) {
+template <typename Fill>
+void in_chunks(std::size_t n, int nt, Fill fill) {
   const long long chunks = static_cast<long long>((n + kChunk - 1) / kChunk);
-  auto fill_chunk = [&](long long c) {
+  auto one = [&](long long c) {
     const std::size_t k0 = static_cast<std::size_t>(c) * kChunk;
-    const std::size_t k1 = std::min(n, k0 + kChunk);
-    Rng local = rng.skipped(k0);
-    for (std::size_t k = k0; k < k1; ++k) out[k] = static_cast<T>(draw(local));
+    fill(k0, std::min(n, k0 + kChunk));
   };
   if (nt > 1 && chunks > 1) {
     TeamInterrupt interrupt;
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (long long c = 0; c < chunks; ++c)
-      if (!interrupt.requested()) fill_chunk(c);
+      if (!interrupt.requested()) one(c);
     interrupt.rethrow();
   } else {
-    for (long long c = 0; c < chunks; ++c) fill_chunk(c);
+    for (long long c = 0; c < chunks; ++c) one(c);
   }
 }
 
@@ -68,13 +65,18 @@ void init_layer(int layer, int fan_in, int fan_out, const InitOptions& o, T* w, 
       break;
     case Init::XavierUniform: {
       const double bound = o.gain * std::sqrt(6.0 / (fan_in + fan_out));
-      fill_stream(rng, n, w, nt,
-                  [bound](Rng& r) { return bound * (2.0 * r.uniform() - 1.0); });
+      in_chunks(n, nt, [&](std::size_t k0, std::size_t k1) {
+        Rng local = rng.skipped(k0);  // one output per entry
+        for (std::size_t k = k0; k < k1; ++k)
+          w[k] = static_cast<T>(bound * (2.0 * local.uniform() - 1.0));
+      });
       break;
     }
     default: {
       const double stddev = std::sqrt(init_sigma_w2(o.init, o.gain, fan_in, fan_out) / fan_in);
-      fill_stream(rng, n, w, nt, [stddev](Rng& r) { return stddev * r.normal(); });
+      in_chunks(n, nt, [&](std::size_t k0, std::size_t k1) {
+        fill_normals(rng.state(), k0, k1 - k0, stddev, w + k0);
+      });
     }
   }
   Rng bias_rng(o.seed, bias_stream(layer));

@@ -41,19 +41,20 @@ RegeneratedLayers<T>::RegeneratedLayers(RegeneratedChain chain, int n_threads)
 }
 
 template <typename T>
-void RegeneratedLayers<T>::draw_into(int layer, T* weights, T* biases) const {
-  if (layer < 0 || layer >= chain_.depth())
+void draw_layer(const RegeneratedChain& chain, int layer, T* weights, T* biases,
+                int n_threads) {
+  if (layer < 0 || layer >= chain.depth())
     throw std::invalid_argument("layer " + std::to_string(layer) + " out of range for depth " +
-                                std::to_string(chain_.depth()));
-  init_layer(layer, chain_.widths[layer], chain_.widths[layer + 1], chain_.init, weights,
-             biases, n_threads_);
+                                std::to_string(chain.depth()));
+  init_layer(layer, chain.widths[layer], chain.widths[layer + 1], chain.init, weights, biases,
+             resolve_threads(n_threads));
 }
 
 template <typename T>
 void RegeneratedLayers<T>::hold(int layer) {
   if (held_ == layer) return;
   held_ = -1;  // an interrupted draw leaves nothing that looks whole
-  draw_into(layer, weights_.get(), biases_.get());
+  draw_layer(chain_, layer, weights_.get(), biases_.get(), n_threads_);
   held_ = layer;
 }
 
@@ -99,6 +100,8 @@ std::int64_t regenerated_workspace_bytes(const std::vector<int>& widths, int bat
                          sat_add(sat_mul(4, batch, batch), sat_mul(2, widest))));
 }
 
+template void draw_layer<float>(const RegeneratedChain&, int, float*, float*, int);
+template void draw_layer<double>(const RegeneratedChain&, int, double*, double*, int);
 template class RegeneratedLayers<float>;
 template class RegeneratedLayers<double>;
 

@@ -37,8 +37,6 @@ class RegeneratedLayers final : public LayerSource<T> {
   const T* weights(int layer) override;
   const T* biases(int layer) override;
   int checkpoint_interval(int depth) const override;
-  // Layer `layer`'s parameters into caller-owned arrays (W: widths[l+1] x widths[l]).
-  void draw_into(int layer, T* weights, T* biases) const;
 
  private:
   void hold(int layer);
@@ -47,6 +45,11 @@ class RegeneratedLayers final : public LayerSource<T> {
   std::unique_ptr<T[]> weights_, biases_;
   int held_ = -1;
 };
+
+// Layer `layer`'s parameters into caller-owned arrays (W: widths[l+1] x widths[l]), with
+// n_threads threads: exactly init_chain's numbers for that layer.
+template <typename T>
+void draw_layer(const RegeneratedChain& chain, int layer, T* weights, T* biases, int n_threads);
 
 // Bytes the backward pass of such a chain allocates at its peak besides the per-layer
 // records, for checks before any allocation (saturating at INT64_MAX).

@@ -1,8 +1,12 @@
 // A small, fast, splittable generator: splitmix64 streams keyed by (seed, stream).
+// The state is a counter, so any entry of a stream can be drawn directly (skipped(),
+// fill_normals in draw.hpp).
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+
+#include "pyjac/common/draw.hpp"
 
 namespace pyjac {
 
@@ -31,18 +35,22 @@ class Rng {
   }
   // Uniform on the open interval (0, 1).
   double uniform() { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; }
+  // Box-Muller pairs of the next two outputs (draw.hpp), the first returned now and
+  // the second at the next call: entry k of the stream is fill_normals' entry k.
   double normal() {
     if (has_spare_) {
       has_spare_ = false;
       return spare_;
     }
-    const double u1 = uniform(), u2 = uniform();
-    const double r = std::sqrt(-2.0 * std::log(u1));
-    const double t = 6.283185307179586476925 * u2;
-    spare_ = r * std::sin(t);
+    const std::uint64_t x1 = next();
+    const std::uint64_t x2 = next();
+    double first;
+    normal_pair(x1, x2, first, spare_);
     has_spare_ = true;
-    return r * std::cos(t);
+    return first;
   }
+  // The state before the next output: what fill_normals and skipped() count from.
+  std::uint64_t state() const { return state_; }
 
  private:
   std::uint64_t state_;

@@ -1,0 +1,70 @@
+"""The seeded normal draws behind every Gaussian init: the core's own polynomial
+Box-Muller (draw.cpp) against numpy's, applied to the same splitmix64 counters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyjac
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(z):
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def _stream(seed, stream, n):
+    """Raw outputs 0..n-1 of the core's Rng(seed, stream), in wrapping uint64."""
+    key = np.array([seed], dtype=np.uint64) ^ (np.array([0xD1B54A32D192ED03], dtype=np.uint64)
+                                               * np.uint64(stream + 1))
+    state = _mix(key + GOLDEN)
+    k = np.arange(1, n + 1, dtype=np.uint64)
+    return _mix(state + k * GOLDEN)
+
+
+def _box_muller(seed, stream, n):
+    x = _stream(seed, stream, n + n % 2)
+    u1 = ((x[0::2] >> np.uint64(12)).astype(np.float64) + 0.5) * 2.0**-52
+    turns = (x[1::2] >> np.uint64(12)).astype(np.float64) * 2.0**-52
+    r = np.sqrt(-2.0 * np.log(u1))
+    out = np.empty(u1.size * 2)
+    out[0::2] = r * np.cos(2 * np.pi * turns)
+    out[1::2] = r * np.sin(2 * np.pi * turns)
+    return out[:n]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 12345, 2**63 + 7])
+def test_gaussian_weights_are_box_muller_of_the_counters(seed):
+    # fan_in 1 and gain 1: the weights are the normal draws themselves
+    n = 40_001  # several chunks of the parallel draw, and an odd count
+    with np.errstate(over="ignore"):
+        expected = _box_muller(seed, 0, n)
+    w = pyjac.Chain(1, [1, n], init="gaussian", seed=seed, dtype="float64").weights[0]
+    np.testing.assert_allclose(w.ravel(), expected, rtol=0, atol=2e-14)
+    w32 = pyjac.Chain(1, [1, n], init="gaussian", seed=seed, dtype="float32").weights[0]
+    assert np.array_equal(w32, w.astype(np.float32))  # the same draw, rounded
+
+
+def test_later_layers_and_biases_use_their_own_streams():
+    net = pyjac.Chain(3, [1, 1, 1, 500], init="gaussian", bias_std=1.0, seed=5,
+                      dtype="float64")
+    with np.errstate(over="ignore"):
+        np.testing.assert_allclose(net.weights[2].ravel(), _box_muller(5, 4, 500), atol=2e-14)
+        np.testing.assert_allclose(net.biases[2], _box_muller(5, 5, 500), atol=2e-14)
+
+
+def test_the_draws_are_standard_normal():
+    from scipy import stats
+
+    w = pyjac.Chain(1, [1, 2**20], init="gaussian", seed=3, dtype="float64").weights[0]
+    z = w.ravel()
+    assert stats.kstest(z, "norm").pvalue > 1e-4
+    assert abs(z.mean()) < 5 / 2**10 and abs(z.var() - 1) < 5 * np.sqrt(2) / 2**10
+    # tails: the count beyond 4 sigma (expected 66 of 2^20) within 5 standard deviations
+    beyond = np.sum(np.abs(z) > 4)
+    expected = 2**20 * 2 * stats.norm.sf(4)
+    assert abs(beyond - expected) < 5 * np.sqrt(expected)
