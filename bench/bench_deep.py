@@ -113,6 +113,21 @@ def main() -> None:
     print(f"one layer's draw ({WIDTH}x{WIDTH} normals): {draw_ms:.2f} ms "
           f"({1e6 * draw_ms / WIDTH**2:.2f} ns per weight)")
 
+    # Per-layer spectral norms: each layer drawn once, then its power iteration.
+    few = 10
+    x1 = x[0]
+    s_stored = pyjac.Chain(few, WIDTH, **kw)
+    s_drawn = pyjac.Chain(few, WIDTH, store_weights=False, **kw)
+    t = interleaved_medians({
+        "stored": lambda: s_stored.spectral_norm(x1, per_layer=True, iters=50, tol=1e-300,
+                                                 n_threads=n),
+        "unstored": lambda: s_drawn.spectral_norm(x1, per_layer=True, iters=50, tol=1e-300,
+                                                  n_threads=n),
+    }, repeats, inner=1)
+    print(f"per-layer spectral norms (50 power iterations each, depth {few}): stored "
+          f"{1e3 * t['stored'] / few:.1f} ms/layer, unstored {1e3 * t['unstored'] / few:.1f} "
+          f"ms/layer ({t['unstored'] / t['stored']:.2f}x)")
+
     print("\npeak memory of a fresh process (VmHWM above its start), backprop included:")
     for mode in ("stored", "sqrt", "every"):
         seconds, mib, first, last, _ = peak_run(DEPTH, WIDTH, BATCH, mode, args.threads)

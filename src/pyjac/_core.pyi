@@ -21,20 +21,40 @@ def backprop_blas_seconds(
     depth: int, width: int, batch: int, repeats: int = 5, n_threads: int = -1
 ) -> float: ...
 
+# ---- register_regenerated.cpp ------------------------------------------------------
+class RegeneratedChain:
+    """What a chain that does not store its weights draws them from."""
+
+    def __init__(self, widths: Sequence[int], init: str, gain: float, bias_std: float,
+                 seed: int, checkpoint_every: int) -> None: ...
+    @property
+    def depth(self) -> int: ...
+    @property
+    def checkpoint_interval(self) -> int: ...
+    def layer(self, layer: int, dtype: str, n_threads: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+def regenerated_workspace_bytes(
+    widths: Sequence[int], batch: int, dtype_size: int, checkpoint_every: int
+) -> int: ...
+
+Parameters = Sequence[np.ndarray] | RegeneratedChain
+
 # ---- register_chain.cpp ------------------------------------------------------------
 def init_weights(
     widths: Sequence[int], init: str, gain: float, bias_std: float, seed: int, dtype: str,
     n_threads: int,
 ) -> list[Any]: ...
 def init_sigma_w2(init: str, gain: float, fan_in: int, fan_out: int) -> float: ...
+# Every chain function takes the weight and bias lists, or a RegeneratedChain and None
+# (a chain built with store_weights=False): ``Parameters`` below.
 def chain_backprop(
-    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
+    weights: Parameters, biases: Sequence[np.ndarray] | None, activations: Sequence[str],
     residual: bool, residual_scale: float, norm: str, x: np.ndarray, loss: str, target: Any,
     keep_grads: bool, n_threads: int, grad_dtype: str = "none", loss_scale: float = 1.0,
     weight_grads: bool = True,
 ) -> dict[str, Any]: ...
 def chain_forward(
-    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
+    weights: Parameters, biases: Sequence[np.ndarray] | None, activations: Sequence[str],
     residual: bool, residual_scale: float, norm: str, x: np.ndarray, n_threads: int,
 ) -> np.ndarray: ...
 def round_to_format(values: np.ndarray, grad_dtype: str) -> tuple[np.ndarray, int, int]: ...
@@ -45,16 +65,16 @@ def activation_names() -> list[str]: ...
 
 # ---- register_jacobian.cpp ---------------------------------------------------------
 def chain_jacobian(
-    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
+    weights: Parameters, biases: Sequence[np.ndarray] | None, activations: Sequence[str],
     residual: bool, residual_scale: float, norm: str, x: np.ndarray, depth: int, n_threads: int,
 ) -> np.ndarray: ...
 def chain_jacobian_norms(
-    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
+    weights: Parameters, biases: Sequence[np.ndarray] | None, activations: Sequence[str],
     residual: bool, residual_scale: float, norm: str, x: np.ndarray,
     singular_values_at: Sequence[int], method: str, tol: float, n_threads: int,
 ) -> dict[str, Any]: ...
 def chain_lyapunov_exponents(
-    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
+    weights: Parameters, biases: Sequence[np.ndarray] | None, activations: Sequence[str],
     residual: bool, residual_scale: float, norm: str, x: np.ndarray, k: int, seed: int,
     n_threads: int,
 ) -> dict[str, Any]: ...
@@ -64,7 +84,7 @@ def matrix_spectral_norm(
     matrix: np.ndarray, iters: int, tol: float, seed: int, n_threads: int
 ) -> dict[str, np.ndarray]: ...
 def chain_spectral_norm(
-    weights: Sequence[np.ndarray], biases: Sequence[np.ndarray], activations: Sequence[str],
+    weights: Parameters, biases: Sequence[np.ndarray] | None, activations: Sequence[str],
     residual: bool, residual_scale: float, norm: str, x: np.ndarray, per_layer: bool,
     iters: int, tol: float, seed: int, n_threads: int,
 ) -> dict[str, Any]: ...

@@ -310,6 +310,13 @@ class Results:
         raise ValueError(f"path: {str(path)!r} is neither a Parquet nor an npz Results file")
 
 
+def append_rows(columns: dict[str, list[np.ndarray]], n: int, **values: Any) -> None:
+    """Append ``n`` rows to a table being built column by column: a scalar value repeats
+    on every row, an array gives the rows' values."""
+    for name, value in values.items():
+        columns[name].append(np.full(n, value) if np.ndim(value) == 0 else np.asarray(value))
+
+
 def _have_pyarrow() -> bool:
     try:
         import pyarrow  # noqa: F401

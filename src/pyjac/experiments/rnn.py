@@ -12,7 +12,7 @@ from .._validation import check_choice, check_int, check_real
 from .cache import _cache_dir, _cache_read, _cache_write, config_hash
 from .distributed import check_scheduler
 from .grid import RNN_CELLS, _grid_values, _seeds
-from .results import Results
+from .results import Results, append_rows
 from .runner import _n_jobs, execute
 
 
@@ -104,12 +104,7 @@ def rnn_sweep(*, cell: Any = "tanh", spectral_radius: Any = 1.0, width: int = 64
     n = steps + 1
     for c_i, (c, radius) in enumerate(combos):
         for s_i, seed in enumerate(seed_list):
-            cols["cell"].append(np.full(n, c))
-            cols["spectral_radius"].append(np.full(n, radius))
-            cols["width"].append(np.full(n, width))
-            cols["steps"].append(np.full(n, steps))
-            cols["config"].append(np.full(n, c_i))
-            cols["seed"].append(np.full(n, seed))
-            cols["step"].append(np.arange(n))
-            cols["grad_norm"].append(runs[c_i * len(seed_list) + s_i]["grad_norm"])
+            append_rows(cols, n, cell=c, spectral_radius=radius, width=width, steps=steps,
+                        config=c_i, seed=seed, step=np.arange(n),
+                        grad_norm=runs[c_i * len(seed_list) + s_i]["grad_norm"])
     return Results({k: np.concatenate(v) for k, v in cols.items()}, {"kind": "rnn_sweep"})

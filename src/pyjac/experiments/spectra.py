@@ -13,7 +13,7 @@ from .._validation import check_int, check_real
 from .cache import _cache_dir, _cache_read, _cache_write, config_hash
 from .distributed import check_scheduler
 from .grid import _as_list
-from .results import Results
+from .results import Results, append_rows
 from .runner import execute
 
 
@@ -86,12 +86,7 @@ def jacobian_spectra(*, activation: str = "tanh", init: str = "orthogonal",
     for a in at_list:
         sv = hit[f"sv_{a}"]
         n = sv.shape[0]
-        cols["activation"].append(np.full(n, activation))
-        cols["init"].append(np.full(n, init))
-        cols["sigma_w2"].append(np.full(n, sigma_w2))
-        cols["sigma_b2"].append(np.full(n, sigma_b2))
-        cols["width"].append(np.full(n, width))
-        cols["at_depth"].append(np.full(n, a))
-        cols["index"].append(np.arange(n))
-        cols["singular_value"].append(sv)
+        append_rows(cols, n, activation=activation, init=init, sigma_w2=sigma_w2,
+                    sigma_b2=sigma_b2, width=width, at_depth=a, index=np.arange(n),
+                    singular_value=sv)
     return Results({k: np.concatenate(v) for k, v in cols.items()}, {"kind": "spectra"})
