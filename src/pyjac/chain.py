@@ -203,7 +203,9 @@ class Chain:
         and the backward pass keeps activations only every ``checkpoint_every`` layers,
         recomputing the segment between: memory ``O(sqrt(depth) * batch * width +
         width**2)`` instead of ``depth * width**2``, for chains deeper than memory.
-        Drawing costs time (each layer is drawn about three times per backprop).
+        Drawing costs time: each layer is drawn about three times per backprop (a
+        2048 x 2048 Gaussian layer takes ~5 ms on two cores; an orthogonal one needs a
+        QR factorisation each time, ~0.5 s).
         ``forward``, ``backprop`` (not ``keep_grads``), ``jacobian``,
         ``jacobian_norms``, ``lyapunov_exponents`` and ``spectral_norm`` work as for
         stored chains; :func:`pyjac.train` needs stored weights.

@@ -17,7 +17,7 @@ from .._atomic import atomic_write
 from .results import _py
 
 # Bump when the stored measurements or the way inputs are drawn change.
-_CACHE_VERSION = 3  # 2: entries carry a checksum; 3: residual theory, log_grad_norm
+_CACHE_VERSION = 4  # 2: checksums; 3: residual theory, log_grad_norm; 4: draw.cpp's normals
 
 
 # --------------------------------------------------------------------------------------
