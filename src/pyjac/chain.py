@@ -512,11 +512,12 @@ class Chain:
             if keep_grads:
                 raise ValueError("keep_grads: a chain built with store_weights=False does not "
                                  "keep its weight gradients either (depth weight-sized arrays)")
-            # The activations at checkpoints and one segment, plus per-layer records
-            # (row norms, per-example weight-gradient norms) in float64.
+            # The activations at checkpoints and one segment, plus per-layer records:
+            # row norms and per-example weight-gradient norms (float64, per example),
+            # the statistics and the tape's slots (about 256 bytes a layer).
             nbytes = _core.regenerated_workspace_bytes(
                 self.widths, batch, self.dtype.itemsize, self._spec.checkpoint_interval)
-            nbytes += 16 * (self.depth + 1) * batch
+            nbytes += (16 * batch + LAYER_OVERHEAD_BYTES) * (self.depth + 1)
             check_allocation(nbytes, f"backprop on a batch of {batch} (x)")
             return
         store_u = self.residual or self.norm is not None or any(
