@@ -274,3 +274,17 @@ def test_peak_memory_is_one_layer_not_the_whole_chain(tmp_path):
     assert stored_kib > 0.9 * weights_kib, out
     assert unstored_kib < 0.1 * weights_kib, out  # one layer is 1 MiB
     assert float(out["stored"][1]) == pytest.approx(float(out["unstored"][1]), rel=1e-12)
+
+
+def test_pickled_chains_draw_the_same_weights(rng):
+    import pickle
+
+    net = pyjac.Chain(12, 10, activation="tanh", seed=7, store_weights=False,
+                      checkpoint_every=3)
+    back = pickle.loads(pickle.dumps(net))
+    assert back.store_weights is False and back.checkpoint_every == 3
+    assert np.array_equal(back.weights[5], net.weights[5])
+    x = rng.standard_normal((3, 10))
+    _same(net.backprop(x), back.backprop(x))
+    stored = pickle.loads(pickle.dumps(pyjac.Chain(3, 4)))
+    assert stored.store_weights and len(stored.weights) == 3

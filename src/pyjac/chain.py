@@ -288,12 +288,9 @@ class Chain:
             )
             self._setup(weights, biases, activations, residual, residual_scale, _norm(norm))
         else:
-            spec = _core.RegeneratedChain(widths, init, gain_value, bias_std, seed,
-                                          checkpoint_every or 0)
-            self._setup(_DrawnParameters(spec, np_dtype, 0), _DrawnParameters(spec, np_dtype, 1),
-                        activations, residual, residual_scale, _norm(norm), widths=widths,
-                        dtype=np_dtype)
-            self._spec = spec
+            self._setup(None, None, activations, residual, residual_scale, _norm(norm),
+                        widths=widths, dtype=np_dtype)
+            self._draw_from((widths, init, gain_value, bias_std, seed, checkpoint_every or 0))
         self.init = init
         self.gain = gain_value
         self.seed = int(seed)
@@ -377,7 +374,7 @@ class Chain:
                widths=None, dtype=None) -> None:
         check_bool(residual, "residual")
         self._spec = None
-        if isinstance(weights, _DrawnParameters):
+        if weights is None or isinstance(weights, _DrawnParameters):
             self.weights, self.biases = weights, biases
             self.widths: list[int] = list(widths)
             self.dtype = np.dtype(dtype)
@@ -391,6 +388,31 @@ class Chain:
         self.residual = bool(residual)
         self.residual_scale = check_real(residual_scale, "residual_scale")
         self.norm = norm
+
+    def _draw_from(self, spec_args: tuple[Any, ...]) -> None:
+        """Make this a chain that draws its parameters: ``spec_args`` are
+        ``_core.RegeneratedChain``'s (widths, init, gain, bias_std, seed, checkpoint_every)."""
+        self._spec_args = tuple(spec_args)
+        self._spec = _core.RegeneratedChain(*self._spec_args)
+        self.weights = _DrawnParameters(self._spec, self.dtype, 0)
+        self.biases = _DrawnParameters(self._spec, self.dtype, 1)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        if self._spec is not None:  # the description pickles; the core's object does not
+            for name in ("_spec", "weights", "biases"):
+                state.pop(name)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # The canonical dtype object: an unpickled one is equal but not the same, and the
+        # core dispatches on identity.
+        self.dtype = np.dtype(self.dtype.name)
+        if "_spec_args" in state:
+            self._draw_from(state["_spec_args"])
+        else:
+            self._spec = None
 
     @property
     def store_weights(self) -> bool:
@@ -424,6 +446,8 @@ class Chain:
                    settings["residual_scale"], _norm(settings["norm"]), widths=self.widths,
                    dtype=self.dtype)
         net._spec = self._spec
+        if self._spec is not None:
+            net._spec_args = self._spec_args
         for name in ("init", "gain", "seed", "sigma_w2", "sigma_b2"):
             setattr(net, name, getattr(self, name))
         return net
