@@ -3,10 +3,11 @@
 Usage: python bench/bench_deep.py [--repeats N] [--threads N] [--quick] [--busy] [--full]
 
 At a size where both fit (depth 100, width 2048, batch 8, float32, tanh, Gaussian init):
-the time per layer of backprop for a stored chain, for a chain with store_weights=False
-(checkpoints every sqrt(depth) layers, and every layer: no recomputation), and of the
-forward pass alone for both (their difference is one draw of a layer's weights), with
-each one's peak memory (VmHWM of a fresh process). ``--full`` then runs backprop on the
+the time per layer of backprop for a stored chain and for a chain with store_weights=False
+(its automatic checkpoints, which keep every layer here since 100 x 8 x 2048 activations
+take less than one layer's weights, and checkpoints every sqrt(depth) = 10 layers), and
+of the forward pass alone for both (their difference is one draw of a layer's weights),
+with each one's peak memory (VmHWM of a fresh process). ``--full`` then runs backprop on the
 depth 10,000 x width 2048 chain whose weights would take 168 GB: its time, time per
 layer, peak memory and the measured gradient at both ends.
 """
@@ -52,7 +53,8 @@ depth, width, batch, mode = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 x = np.random.default_rng(0).standard_normal((batch, width)).astype(np.float32)
 base = peak_mib()
 kw = {} if mode == "stored" else dict(store_weights=False,
-                                      checkpoint_every=None if mode == "sqrt" else 1)
+                                      checkpoint_every=None if mode == "auto" else
+                                      round(depth ** 0.5))
 t0 = time.perf_counter()
 net = pyjac.Chain(depth, width, activation="tanh", init="gaussian", seed=0, **kw)
 r = net.backprop(x)
@@ -93,18 +95,19 @@ def main() -> None:
     kw = dict(activation="tanh", init="gaussian", seed=0)
     stored = pyjac.Chain(DEPTH, WIDTH, **kw)
     drawn = pyjac.Chain(DEPTH, WIDTH, store_weights=False, **kw)
-    drawn_every = pyjac.Chain(DEPTH, WIDTH, store_weights=False, checkpoint_every=1, **kw)
+    sqrt_k = round(DEPTH ** 0.5)
+    drawn_sqrt = pyjac.Chain(DEPTH, WIDTH, store_weights=False, checkpoint_every=sqrt_k, **kw)
     n = args.threads
     t = interleaved_medians({
         "stored backprop": lambda: stored.backprop(x, n_threads=n),
-        "unstored backprop": lambda: drawn.backprop(x, n_threads=n),
-        "unstored backprop, K=1": lambda: drawn_every.backprop(x, n_threads=n),
+        "unstored backprop (auto: K=1)": lambda: drawn.backprop(x, n_threads=n),
+        f"unstored backprop, K={sqrt_k}": lambda: drawn_sqrt.backprop(x, n_threads=n),
         "stored forward": lambda: stored.forward(x, n_threads=n),
         "unstored forward": lambda: drawn.forward(x, n_threads=n),
     }, repeats, inner=1)
     base = t["stored backprop"]
     print(f"\ndepth {DEPTH}, width {WIDTH}, batch {BATCH}, float32 (K: layers between kept "
-          f"activations; default {drawn.checkpoint_every})")
+          f"activations; automatic here: {drawn._spec.checkpoint_interval(BATCH)})")
     print(f"{'':28s} {'ms/layer':>9s} {'x stored':>9s}")
     for name, seconds in t.items():
         ref = base if "backprop" in name else t["stored forward"]
@@ -129,7 +132,7 @@ def main() -> None:
           f"ms/layer ({t['unstored'] / t['stored']:.2f}x)")
 
     print("\npeak memory of a fresh process (VmHWM above its start), backprop included:")
-    for mode in ("stored", "sqrt", "every"):
+    for mode in ("stored", "auto", "sqrt"):
         seconds, mib, first, last, _ = peak_run(DEPTH, WIDTH, BATCH, mode, args.threads)
         print(f"  {mode:7s} {mib:8.1f} MiB   ln||dL/dh_0|| = {first:.6f}")
     if args.full:
@@ -137,10 +140,10 @@ def main() -> None:
         print(f"\ndepth {FULL_DEPTH}, width {WIDTH}, batch {BATCH}, float32: the stored weights "
               f"would take {weights_gb:.0f} GB")
         t0 = time.perf_counter()
-        seconds, mib, first, last, nonfinite = peak_run(FULL_DEPTH, WIDTH, BATCH, "sqrt",
+        seconds, mib, first, last, nonfinite = peak_run(FULL_DEPTH, WIDTH, BATCH, "auto",
                                                         args.threads)
-        print(f"  unstored backprop: {seconds:.0f} s ({1e3 * seconds / FULL_DEPTH:.1f} ms per "
-              f"layer), peak {mib:.0f} MiB; ln||dL/dh_0|| = {first:.4f}, "
+        print(f"  unstored backprop (K = {round(FULL_DEPTH ** 0.5)}): {seconds:.0f} s "
+              f"({1e3 * seconds / FULL_DEPTH:.1f} ms per layer), peak {mib:.0f} MiB; ln||dL/dh_0|| = {first:.4f}, "
               f"ln||dL/dh_L|| = {last:.4f}, first non-finite layer {nonfinite} "
               f"(wall {time.perf_counter() - t0:.0f} s)")
 

@@ -217,7 +217,7 @@ def test_errors_name_the_argument(rng):
     with pytest.raises(ValueError, match="x: expected shape"):
         net.backprop(rng.standard_normal((3, 9)))
     assert "store_weights=False" in repr(net)
-    assert net.store_weights is False and net.checkpoint_every == 2
+    assert net.store_weights is False and net.checkpoint_every is None
     assert pyjac.Chain(5, 8).checkpoint_every is None
 
 
@@ -288,3 +288,12 @@ def test_pickled_chains_draw_the_same_weights(rng):
     _same(net.backprop(x), back.backprop(x))
     stored = pickle.loads(pickle.dumps(pyjac.Chain(3, 4)))
     assert stored.store_weights and len(stored.weights) == 3
+
+
+def test_automatic_checkpoints_keep_every_layer_when_that_costs_no_more_than_a_layer():
+    spec = pyjac.Chain(100, 2048, store_weights=False)._spec
+    assert spec.checkpoint_interval(8) == 1  # 100 * 8 * 2048 <= 2048**2: keep them all
+    assert spec.checkpoint_interval(64) == 10  # beyond that: about sqrt(depth)
+    assert pyjac.Chain(10_000, 2048, store_weights=False)._spec.checkpoint_interval(8) == 100
+    given = pyjac.Chain(100, 2048, store_weights=False, checkpoint_every=4)
+    assert given._spec.checkpoint_interval(8) == 4 and given.checkpoint_every == 4

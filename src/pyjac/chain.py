@@ -200,8 +200,8 @@ class Chain:
         False: the weights are never stored. Every pass draws layer ``l``'s parameters
         again from ``(seed, l)`` when it needs them (the same numbers as the stored
         chain of that seed, so every measurement agrees), holding one layer at a time,
-        and the backward pass keeps activations only every ``checkpoint_every`` layers,
-        recomputing the segment between: memory ``O(sqrt(depth) * batch * width +
+        and the backward pass keeps activations only every ``checkpoint_every`` layers
+        (see below), recomputing the segment between: memory ``O(sqrt(depth) * batch * width +
         width**2)`` instead of ``depth * width**2``, for chains deeper than memory.
         Drawing costs time: each layer is drawn about three times per backprop (a
         2048 x 2048 Gaussian layer takes ~5 ms on two cores; an orthogonal one needs a
@@ -210,8 +210,10 @@ class Chain:
         ``jacobian_norms``, ``lyapunov_exponents`` and ``spectral_norm`` work as for
         stored chains; :func:`pyjac.train` needs stored weights.
     checkpoint_every : int, optional
-        Layers between kept activations when ``store_weights=False``; about
-        ``sqrt(depth)`` by default (which minimises the memory).
+        Layers between kept activations when ``store_weights=False``. By default, chosen
+        per call: every layer (no recomputation: one draw fewer per layer) when all the
+        activations take no more memory than one layer's weights (``depth * batch *
+        width <= width**2``), else about ``sqrt(depth)`` (which minimises the memory).
 
     Attributes
     ----------
@@ -423,8 +425,11 @@ class Chain:
     @property
     def checkpoint_every(self) -> int | None:
         """Layers between the activations that the backward pass of a chain without
-        stored weights keeps (it recomputes those between); None for stored chains."""
-        return None if self._spec is None else int(self._spec.checkpoint_interval)
+        stored weights keeps (it recomputes those between), as given; None when it is
+        chosen per call (see the class docs) and for chains that store their weights."""
+        if self._spec is None or self._spec_args[5] == 0:
+            return None
+        return int(self._spec_args[5])
 
     @property
     def _core_parameters(self) -> tuple[Any, Any]:
@@ -540,7 +545,7 @@ class Chain:
             # row norms and per-example weight-gradient norms (float64, per example),
             # the statistics and the tape's slots (about 256 bytes a layer).
             nbytes = _core.regenerated_workspace_bytes(
-                self.widths, batch, self.dtype.itemsize, self._spec.checkpoint_interval)
+                self.widths, batch, self.dtype.itemsize, self._spec_args[5])
             nbytes += (16 * batch + LAYER_OVERHEAD_BYTES) * (self.depth + 1)
             check_allocation(nbytes, f"backprop on a batch of {batch} (x)")
             return

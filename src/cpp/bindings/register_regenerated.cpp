@@ -52,7 +52,8 @@ void register_regenerated(py::module_& m) {
       .def(py::init(&make_regenerated), py::arg("widths"), py::arg("init"), py::arg("gain"),
            py::arg("bias_std"), py::arg("seed"), py::arg("checkpoint_every"))
       .def_property_readonly("depth", &RegeneratedChain::depth)
-      .def_property_readonly("checkpoint_interval", &RegeneratedChain::checkpoint_interval)
+      .def("checkpoint_interval", &RegeneratedChain::checkpoint_interval, py::arg("batch"),
+           "Layers between the activations a backward pass on this batch keeps.")
       .def("layer", &layer, py::arg("layer"), py::arg("dtype"), py::arg("n_threads"),
            "Layer `layer`'s (weights, biases), exactly as the stored chain of this seed has "
            "them.");

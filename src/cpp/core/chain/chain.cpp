@@ -194,7 +194,7 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
   if (c.source) {
     // Drawn layer by layer: the layer-at-a-time pass, with checkpoints.
     BlasThreadScope blas_scope(1);
-    s = LayerwiseBackprop<T>(c, x, batch, o, out, nt, c.source->checkpoint_interval(c.depth()))
+    s = LayerwiseBackprop<T>(c, x, batch, o, out, nt, c.source->checkpoint_interval(batch))
             .run(target, labels);
   } else if (c.norm == Norm::None) {
     s = detail::backprop_tiled(c, x, batch, target, labels, o, out, nt);

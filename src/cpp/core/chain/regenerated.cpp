@@ -12,8 +12,14 @@
 
 namespace pyjac {
 
-int RegeneratedChain::checkpoint_interval() const {
+int RegeneratedChain::checkpoint_interval(int batch) const {
   if (checkpoint_every > 0) return checkpoint_every;
+  double widest = 0.0, largest_layer = 0.0;
+  for (int l = 0; l < depth(); ++l) {
+    widest = std::max(widest, static_cast<double>(widths[l + 1]));
+    largest_layer = std::max(largest_layer, static_cast<double>(widths[l]) * widths[l + 1]);
+  }
+  if (static_cast<double>(depth()) * batch * widest <= largest_layer) return 1;
   return std::max(1, static_cast<int>(std::lround(std::sqrt(static_cast<double>(depth())))));
 }
 
@@ -71,8 +77,8 @@ const T* RegeneratedLayers<T>::biases(int layer) {
 }
 
 template <typename T>
-int RegeneratedLayers<T>::checkpoint_interval(int) const {
-  return chain_.checkpoint_interval();
+int RegeneratedLayers<T>::checkpoint_interval(int batch) const {
+  return chain_.checkpoint_interval(batch);
 }
 
 std::int64_t regenerated_workspace_bytes(const std::vector<int>& widths, int batch,
@@ -87,10 +93,10 @@ std::int64_t regenerated_workspace_bytes(const std::vector<int>& widths, int bat
     if (l + 1 < widths.size())
       most_weights = std::max(most_weights, sat_mul(widths[l], widths[l + 1]));
   }
-  const std::int64_t k =
-      checkpoint_every > 0
-          ? checkpoint_every
-          : std::max<std::int64_t>(1, std::llround(std::sqrt(static_cast<double>(depth))));
+  RegeneratedChain chain;
+  chain.widths = widths;
+  chain.checkpoint_every = checkpoint_every;
+  const std::int64_t k = chain.checkpoint_interval(batch);
   // Activation rows of the widest layer: the checkpoints, one segment with its
   // pre-activations, and slabs for dL/dh, dL/dz and the Gram inputs. Then one layer's
   // parameters, a dW scratch of the same size, and the Gram matrices.

@@ -19,8 +19,9 @@ class LayerSource {
   virtual ~LayerSource() = default;
   virtual const T* weights(int layer) = 0;
   virtual const T* biases(int layer) = 0;
-  // The backward pass keeps activations every this many layers and recomputes between.
-  virtual int checkpoint_interval(int depth) const = 0;
+  // The backward pass on a batch keeps activations every this many layers and
+  // recomputes between.
+  virtual int checkpoint_interval(int batch) const = 0;
 };
 
 // A non-owning view of a chain's parameters: the bindings point it at numpy

@@ -19,10 +19,14 @@ namespace pyjac {
 struct RegeneratedChain {
   std::vector<int> widths;   // depth + 1 entries
   InitOptions init;          // init, gain, bias_std and seed (its n_threads is not used)
-  int checkpoint_every = 0;  // K; 0: about sqrt(depth)
+  int checkpoint_every = 0;  // K; 0: automatic, see checkpoint_interval
 
   int depth() const { return static_cast<int>(widths.size()) - 1; }
-  int checkpoint_interval() const;
+  // K for a batch: checkpoint_every when set. Otherwise every layer (no recomputation,
+  // one draw less per layer) when all the activations take no more memory than one
+  // layer's weights (depth * batch * widest <= the largest layer), else about sqrt(depth),
+  // which minimises the memory: either way within O(sqrt(depth) batch width + width^2).
+  int checkpoint_interval(int batch) const;
   // Throws std::invalid_argument when the description is incomplete.
   void validate() const;
 };
@@ -36,7 +40,7 @@ class RegeneratedLayers final : public LayerSource<T> {
   RegeneratedLayers(RegeneratedChain chain, int n_threads);
   const T* weights(int layer) override;
   const T* biases(int layer) override;
-  int checkpoint_interval(int depth) const override;
+  int checkpoint_interval(int batch) const override;
 
  private:
   void hold(int layer);
