@@ -143,7 +143,8 @@ def main() -> None:
         seconds, mib, first, last, nonfinite = peak_run(FULL_DEPTH, WIDTH, BATCH, "auto",
                                                         args.threads)
         print(f"  unstored backprop (K = {round(FULL_DEPTH ** 0.5)}): {seconds:.0f} s "
-              f"({1e3 * seconds / FULL_DEPTH:.1f} ms per layer), peak {mib:.0f} MiB; ln||dL/dh_0|| = {first:.4f}, "
+              f"({1e3 * seconds / FULL_DEPTH:.1f} ms per layer), peak {mib:.0f} MiB; "
+              f"ln||dL/dh_0|| = {first:.4f}, "
               f"ln||dL/dh_L|| = {last:.4f}, first non-finite layer {nonfinite} "
               f"(wall {time.perf_counter() - t0:.0f} s)")
 
