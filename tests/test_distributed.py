@@ -192,3 +192,14 @@ def test_figures_drawn_on_a_cluster_say_what_local_ones_say(client, name):
     plt.close(fig_local)
     plt.close(fig_remote)
     assert remote == local  # caption and table come from the measured numbers
+
+
+def test_reproduce_draws_its_figures_on_a_scheduler(client, tmp_path):
+    from pyjac.cli import main
+
+    out = tmp_path / "figures"
+    assert main(["reproduce", "--quick", "--only", "fig4", "--formats", "png", "--no-cache",
+                 "--no-progress", "--scheduler", client.scheduler.address,
+                 "--out", str(out)]) == 0
+    assert (out / "fig4_rnn_gradient_vs_time.png").stat().st_size > 0
+    assert "fig4_rnn_gradient_vs_time" in (out / "report.md").read_text()
