@@ -150,3 +150,20 @@ def forward_backward(weights, biases, activations, x, *, residual=False, scale=1
         "derivative_mean": np.array([d.mean() for d in all_d]),
         "dead_fraction": np.array([np.mean(np.all(d == 0, axis=0)) for d in all_d]),
     }
+
+
+# The measurements every backprop result shares with forward_backward's.
+MEASURED = ("grad_norm", "activation_norm", "weight_grad_norm", "bias_grad_norm",
+            "per_example_weight_grad_norm", "derivative_mean", "dead_fraction")
+
+
+def assert_matches(result, ref):
+    """A BackpropResult against forward_backward's dict: output, loss and every measured
+    norm, to float64 rounding."""
+    import pytest
+
+    np.testing.assert_allclose(result.output, ref["output"], rtol=1e-12, atol=1e-12)
+    assert result.loss == pytest.approx(ref["loss"], rel=1e-12)
+    for name in MEASURED:
+        np.testing.assert_allclose(getattr(result, name), ref[name], rtol=1e-10, atol=1e-13,
+                                   err_msg=name)

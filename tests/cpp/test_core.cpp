@@ -29,23 +29,33 @@ void check(bool ok, const char* what) {
   }
 }
 
+// A chain's parameters in vectors, drawn by init_chain.
+struct StoredParameters {
+  std::vector<std::vector<double>> w, b;
+  StoredParameters(const std::vector<int>& widths, const pyjac::InitOptions& o) {
+    std::vector<double*> wp, bp;
+    for (std::size_t l = 0; l + 1 < widths.size(); ++l) {
+      w.emplace_back(static_cast<std::size_t>(widths[l]) * widths[l + 1]);
+      b.emplace_back(widths[l + 1]);
+      wp.push_back(w.back().data());
+      bp.push_back(b.back().data());
+    }
+    pyjac::init_chain<double>(widths, o, wp, bp);
+  }
+};
+
 // A linear chain of a * (orthogonal) matrices scales the gradient by exactly a per layer.
 void test_scaled_orthogonal_chain() {
   const int depth = 40, width = 16, batch = 3;
   const double a = 1.1;
   std::vector<int> widths(depth + 1, width);
-  std::vector<std::vector<double>> w(depth, std::vector<double>(width * width)),
-      b(depth, std::vector<double>(width));
-  std::vector<double*> wp, bp;
-  for (int l = 0; l < depth; ++l) {
-    wp.push_back(w[l].data());
-    bp.push_back(b[l].data());
-  }
   pyjac::InitOptions o;
   o.init = pyjac::Init::Orthogonal;
   o.gain = a;
   o.seed = 5;
-  pyjac::init_chain<double>(widths, o, wp, bp);
+  const StoredParameters p(widths, o);
+  const auto& w = p.w;
+  const auto& b = p.b;
   pyjac::ChainView<double> c;
   c.widths = widths;
   for (int l = 0; l < depth; ++l) {
@@ -99,14 +109,8 @@ void test_regenerated_chain_meets_the_closed_form() {
   for (int l = 0; l < depth; ++l)
     check(s.weight_grad_norm[l] <= s.grad_norm[l + 1] * s.activation_norm[l] * (1 + 1e-12),
           "regenerated chain: ||dW|| <= ||g|| ||h||");
-  std::vector<std::vector<double>> w(depth, std::vector<double>(width * width)),
-      b(depth, std::vector<double>(width));
-  std::vector<double*> wp, bp;
-  for (int l = 0; l < depth; ++l) {
-    wp.push_back(w[l].data());
-    bp.push_back(b[l].data());
-  }
-  pyjac::init_chain<double>(spec.widths, spec.init, wp, bp);
+  const StoredParameters stored(spec.widths, spec.init);
+  const auto& w = stored.w;
   bool same = true;
   for (int l : {0, 13, depth - 1}) {
     const double* drawn = source.weights(l);
