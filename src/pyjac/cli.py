@@ -140,20 +140,14 @@ def _scheduler_arg(args: argparse.Namespace) -> Iterator[Any]:
     if address is None:
         yield None
         return
-    from .experiments.distributed import check_scheduler, connect
+    from .experiments.distributed import check_scheduler, client_for
 
     if args.jobs is not None:
         raise _CLIError("--jobs: not used with --scheduler (the cluster's workers set the "
                         "parallelism)")
-    try:
-        check_scheduler(address, argument="--scheduler")
-        client = connect(address, argument="--scheduler")
-    except (ValueError, ImportError, ConnectionError) as exc:
-        raise _CLIError(str(exc)) from None
-    try:
+    check_scheduler(address, argument="--scheduler")
+    with client_for(address, argument="--scheduler") as client:
         yield client
-    finally:
-        client.close()
 
 
 def _matplotlib_agg() -> None:
@@ -490,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _CLIError as exc:
         print(f"pyjac {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, ImportError, KeyError, MemoryError) as exc:
+    except (ValueError, TypeError, ImportError, KeyError, MemoryError, ConnectionError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"pyjac {args.command}: error: {msg}", file=sys.stderr)
         return 2

@@ -61,12 +61,14 @@ def connect(address: str, argument: str = "scheduler") -> Any:
 
 
 @contextlib.contextmanager
-def _client(scheduler: Any) -> Iterator[Any]:
-    """The Client to submit to: the caller's own, or one connected for this call only."""
+def client_for(scheduler: Any, argument: str = "scheduler") -> Iterator[Any]:
+    """The Client to submit to: the caller's own, or one connected to an address for the
+    ``with`` block only (a refused connection raises ConnectionError naming
+    ``argument``)."""
     if not isinstance(scheduler, str):
         yield scheduler
         return
-    client = connect(scheduler)
+    client = connect(scheduler, argument)
     try:
         yield client
     finally:
@@ -83,13 +85,6 @@ def _threads_per_host(client: Any) -> dict[str, int]:
     return slots
 
 
-def _host_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def _on_worker(fn: Callable[..., Any], args: Sequence[Any], host_slots: Mapping[str, int]
                ) -> tuple[str, Any]:  # pragma: no cover - runs in a Dask worker
     """One task on a worker, with its share of the worker host's cores; returns the
@@ -97,11 +92,12 @@ def _on_worker(fn: Callable[..., Any], args: Sequence[Any], host_slots: Mapping[
     from distributed import get_worker
 
     from .. import __version__
+    from .runner import _cpu_count
 
     worker = get_worker()
     host = worker.address.split("://", 1)[-1].rsplit(":", 1)[0]
     slots = host_slots.get(host) or int(getattr(worker.state, "nthreads", 1) or 1)
-    return __version__, fn(*args, max(1, _host_cores() // slots))
+    return __version__, fn(*args, max(1, _cpu_count() // slots))
 
 
 def run_on_cluster(scheduler: Any, fn: Callable[..., Any], tasks: Sequence[Sequence[Any]],
@@ -111,7 +107,7 @@ def run_on_cluster(scheduler: Any, fn: Callable[..., Any], tasks: Sequence[Seque
     from .. import __version__
 
     distributed = _import_distributed("scheduler")
-    with _client(scheduler) as client:
+    with client_for(scheduler) as client:
         slots = _threads_per_host(client)
         futures = [client.submit(_on_worker, fn, tuple(task), slots, pure=False)
                    for task in tasks]

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 import numpy as np
 
-from .._progress import Progress
 from .._validation import check_choice, check_int, check_real
-from .cache import _cache_dir, _cache_read, _cache_write, config_hash
+from .cache import _cache_dir
 from .distributed import check_scheduler
 from .grid import RNN_CELLS, _grid_values, _seeds
 from .results import Results, append_rows
-from .runner import _n_jobs, execute
+from .runner import run_cached
 
 
 # --------------------------------------------------------------------------------------
@@ -76,28 +74,9 @@ def rnn_sweep(*, cell: Any = "tanh", spectral_radius: Any = 1.0, width: int = 64
     configs = [{"cell": c, "spectral_radius": radius, "width": width, "steps": steps,
                 "batch": batch, "input_scale": input_scale, "init": init, "dtype": dtype}
                for c, radius in combos]
-    runs: dict[int, dict[str, np.ndarray]] = {}
-    keys, todo, todo_index = [], [], []
-    for config in configs:
-        for seed in seed_list:
-            keys.append(config_hash(config, seed, kind="rnn"))
-            hit = _cache_read(directory, keys[-1])
-            if hit is None:
-                todo.append((config, seed))
-                todo_index.append(len(keys) - 1)
-            else:
-                runs[len(keys) - 1] = hit
-
-    def store(j: int, arrays: dict[str, np.ndarray]) -> None:
-        runs[todo_index[j]] = arrays
-        _cache_write(directory, keys[todo_index[j]], arrays)
-
-    bar = Progress(len(todo), "pyjac rnn sweep",
-                   sys.stderr.isatty() if progress is None else bool(progress))
-    try:
-        execute(_rnn_run, todo, _n_jobs(n_jobs, len(todo)), bar, store, scheduler)
-    finally:
-        bar.close()
+    runs, _, _ = run_cached(_rnn_run, configs, seed_list, kind="rnn", directory=directory,
+                            n_jobs=n_jobs, progress=progress, desc="pyjac rnn sweep",
+                            scheduler=scheduler)
 
     cols: dict[str, list[np.ndarray]] = {k: [] for k in (
         "cell", "spectral_radius", "width", "steps", "config", "seed", "step", "grad_norm")}

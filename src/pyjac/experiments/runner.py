@@ -171,6 +171,38 @@ def execute(fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], n_jobs: in
     pool.shutdown(wait=True)
 
 
+def run_cached(fn: Callable[..., Any], configs: Sequence[dict[str, Any]], seeds: Sequence[int],
+               *, kind: str, directory: Path | None, n_jobs: Any, progress: bool | None,
+               desc: str, scheduler: Any, quiet_up_to: int = 0
+               ) -> tuple[list[dict[str, np.ndarray]], int, int]:
+    """``fn(config, seed, n_threads)`` for every configuration and seed (seeds varying
+    fastest), each read from the cache when it is there, else computed (see
+    :func:`execute`) and written to the cache as it finishes.
+
+    ``progress=None`` shows a bar when stderr is a terminal and more than ``quiet_up_to``
+    runs are to be computed. Returns the runs in order, how many were computed, and the
+    number of local processes used.
+    """
+    tasks = [(config, seed) for config in configs for seed in seeds]
+    keys = [config_hash(config, seed, kind=kind) for config, seed in tasks]
+    runs = [_cache_read(directory, key) for key in keys]
+    todo = [i for i, run in enumerate(runs) if run is None]
+    jobs = _n_jobs(n_jobs, len(todo))
+    show = (sys.stderr.isatty() and len(todo) > quiet_up_to) if progress is None \
+        else bool(progress)
+    bar = Progress(len(todo), desc, show)
+
+    def store(j: int, arrays: dict[str, np.ndarray]) -> None:
+        runs[todo[j]] = arrays
+        _cache_write(directory, keys[todo[j]], arrays)
+
+    try:
+        execute(fn, [tasks[i] for i in todo], jobs, bar, store, scheduler)
+    finally:
+        bar.close()
+    return runs, len(todo), jobs  # type: ignore[return-value]
+
+
 @contextlib.contextmanager
 def _sigint_blocked() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not \
@@ -304,39 +336,14 @@ def sweep(
     scheduler = check_scheduler(scheduler, n_jobs)
     start = time.perf_counter()
 
-    runs: dict[int, dict[str, np.ndarray]] = {}
-    keys = []
-    todo: list[tuple[dict[str, Any], int]] = []
-    todo_index: list[int] = []
-    for config in configs:
-        for seed in seed_list:
-            i = len(keys)
-            key = config_hash(config, seed)
-            keys.append(key)
-            cached = _cache_read(directory, key)
-            if cached is not None:
-                runs[i] = cached
-            else:
-                todo.append((config, seed))
-                todo_index.append(i)
-    jobs = _n_jobs(n_jobs, len(todo))
-    show = (sys.stderr.isatty() and len(todo) > 20) if progress is None else bool(progress)
-    bar = Progress(len(todo), "pyjac sweep", show)
-
-    def store(j: int, arrays: dict[str, np.ndarray]) -> None:
-        i = todo_index[j]
-        runs[i] = arrays
-        _cache_write(directory, keys[i], arrays)
-
-    try:
-        execute(_run_one, todo, jobs, bar, store, scheduler)
-    finally:
-        bar.close()
+    runs, computed, jobs = run_cached(
+        _run_one, configs, seed_list, kind="chain", directory=directory, n_jobs=n_jobs,
+        progress=progress, desc="pyjac sweep", scheduler=scheduler, quiet_up_to=20)
 
     predictions = [_theory_cached(directory, c) if theory else None for c in configs]
     columns = _assemble(configs, seed_list, runs, predictions)
     meta = {"kind": "chain_sweep", "n_configs": len(configs), "seeds": seed_list,
-            "computed_runs": len(todo), "cached_runs": len(keys) - len(todo),
+            "computed_runs": computed, "cached_runs": len(runs) - computed,
             "n_jobs": jobs, "scheduler": _scheduler_name(scheduler),
             "seconds": round(time.perf_counter() - start, 3)}
     return Results(columns, meta)
@@ -359,7 +366,7 @@ def _theory_cached(directory: Path | None, config: Mapping[str, Any]) -> np.ndar
 
 
 def _assemble(configs: list[dict[str, Any]], seeds: list[int],
-              runs: Mapping[int, Mapping[str, np.ndarray]],
+              runs: Sequence[Mapping[str, np.ndarray]],
               predictions: list[np.ndarray | None]) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {k: [] for k in (
         *CONFIG_COLUMNS, "config", "seed", "layer", *LAYER_COLUMNS, "theory_log_ratio",

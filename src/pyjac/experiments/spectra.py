@@ -8,13 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from .._progress import Progress
 from .._validation import check_int, check_real
-from .cache import _cache_dir, _cache_read, _cache_write, config_hash
+from .cache import _cache_dir
 from .distributed import check_scheduler
 from .grid import _as_list
 from .results import Results, append_rows
-from .runner import execute
+from .runner import run_cached
 
 
 def _spectra_run(config: dict[str, Any], seed: int, n_threads: int) -> dict[str, np.ndarray]:
@@ -72,14 +71,10 @@ def jacobian_spectra(*, activation: str = "tanh", init: str = "orthogonal",
               "dtype": dtype}
     directory = _cache_dir(cache)
     scheduler = check_scheduler(scheduler)
-    key = config_hash(config, seed, kind="spectra")
-    hit = _cache_read(directory, key)
-    if hit is None:
-        found: dict[int, dict[str, np.ndarray]] = {}
-        execute(_spectra_run, [(config, seed)], 1, Progress(1, "", False),
-                found.__setitem__, scheduler)
-        hit = found[0]
-        _cache_write(directory, key, hit)
+    runs, _, _ = run_cached(_spectra_run, [config], [seed], kind="spectra",
+                            directory=directory, n_jobs=None, progress=False, desc="",
+                            scheduler=scheduler)
+    hit = runs[0]
     cols: dict[str, list[Any]] = {k: [] for k in (
         "activation", "init", "sigma_w2", "sigma_b2", "width", "at_depth", "index",
         "singular_value")}
