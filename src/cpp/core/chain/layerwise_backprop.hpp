@@ -240,14 +240,15 @@ double ghost_norm(const T* dz, int n_out, double dz_norm, const T* h, int n_in, 
 }
 
 
-// The layer-at-a-time pass (chains with norm layers) as named steps over shared state:
-// the forward pass with its tape, the loss, then one backward step per layer.
+// The layer-at-a-time pass (chains with norm layers, and chains whose parameters a
+// LayerSource draws) as named steps over shared state: the forward pass with its tape,
+// the loss, then one backward step per layer.
 template <typename T>
 class LayerwiseBackprop {
  public:
-  // checkpoint_every = K > 0 keeps the tape only for h_K, h_2K, ... and the top segment;
+  // checkpoint_every = K > 1 keeps the tape only for h_K, h_2K, ... and the top segment;
   // the backward pass recomputes each segment of K layers from its checkpoint, which
-  // holds O(depth / K + K) activations instead of O(depth).
+  // holds O(depth / K + K) activations instead of O(depth). K <= 1 keeps the whole tape.
   LayerwiseBackprop(const ChainView<T>& c, const T* x, int batch, const BackpropOptions& o,
                     const BackpropOutputs<T>& out, int nt, int checkpoint_every = 0)
       : c_(c), x_(x), batch_(batch), o_(o), out_(out), nt_(nt), L_(c.depth()),
@@ -255,8 +256,8 @@ class LayerwiseBackprop {
         slab_(static_cast<std::size_t>(batch) * widest_), ws_(batch, widest_),
         s_(detail::empty_stats(L_, batch)), unscale_(1.0 / o.loss_scale),
         rounding_(o.count_rounding || o.grad_format != GradFormat::Native),
-        every_(checkpoint_every),
-        top_(checkpoint_every > 0 ? segment_start(L_ - 1) : 0), scratch_row_sq_(batch) {}
+        every_(checkpoint_every > 1 ? checkpoint_every : 0),
+        top_(every_ > 0 ? segment_start(L_ - 1) : 0), scratch_row_sq_(batch) {}
 
   BackpropStats run(const T* target, const std::int64_t* labels) {
     forward();
@@ -274,7 +275,7 @@ class LayerwiseBackprop {
   int segment_start(int l) const { return (l / every_) * every_; }
 
   // ---- forward, keeping what the backward pass needs ------------------------------------
-  void begin_tape() {
+  void forward() {
     tape_.x = x_;
     tape_.h.resize(L_);
     tape_.u.resize(L_);
@@ -282,10 +283,6 @@ class LayerwiseBackprop {
     tape_.row_sq.assign(L_ + 1, std::vector<double>(batch_));
     s_.activation_norm[0] =
         frobenius_norm(x_, batch_, c_.widths[0], nt_, tape_.row_sq[0].data()).norm;
-  }
-
-  void forward() {
-    begin_tape();
     for (int l = 0; l < L_; ++l) {
       check_interrupt();
       forward_step(l, true);

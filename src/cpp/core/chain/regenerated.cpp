@@ -12,14 +12,21 @@
 
 namespace pyjac {
 
+int RegeneratedChain::widest() const {
+  return widths.empty() ? 0 : *std::max_element(widths.begin(), widths.end());
+}
+
+std::int64_t RegeneratedChain::largest_layer() const {
+  std::int64_t most = 0;
+  for (int l = 0; l < depth(); ++l)
+    most = std::max(most, static_cast<std::int64_t>(widths[l]) * widths[l + 1]);
+  return most;
+}
+
 int RegeneratedChain::checkpoint_interval(int batch) const {
   if (checkpoint_every > 0) return checkpoint_every;
-  double widest = 0.0, largest_layer = 0.0;
-  for (int l = 0; l < depth(); ++l) {
-    widest = std::max(widest, static_cast<double>(widths[l + 1]));
-    largest_layer = std::max(largest_layer, static_cast<double>(widths[l]) * widths[l + 1]);
-  }
-  if (static_cast<double>(depth()) * batch * widest <= largest_layer) return 1;
+  if (static_cast<double>(depth()) * batch * widest() <= static_cast<double>(largest_layer()))
+    return 1;
   return std::max(1, static_cast<int>(std::lround(std::sqrt(static_cast<double>(depth())))));
 }
 
@@ -35,15 +42,8 @@ template <typename T>
 RegeneratedLayers<T>::RegeneratedLayers(RegeneratedChain chain, int n_threads)
     : chain_(std::move(chain)), n_threads_(resolve_threads(n_threads)) {
   chain_.validate();
-  std::size_t most_weights = 0;
-  int widest = 0;
-  for (int l = 0; l < chain_.depth(); ++l) {
-    most_weights = std::max(most_weights,
-                            static_cast<std::size_t>(chain_.widths[l]) * chain_.widths[l + 1]);
-    widest = std::max(widest, chain_.widths[l + 1]);
-  }
-  weights_.reset(new T[most_weights]);
-  biases_.reset(new T[static_cast<std::size_t>(widest)]);
+  weights_.reset(new T[static_cast<std::size_t>(chain_.largest_layer())]);
+  biases_.reset(new T[static_cast<std::size_t>(chain_.widest())]);
 }
 
 template <typename T>
@@ -85,25 +85,23 @@ std::int64_t regenerated_workspace_bytes(const std::vector<int>& widths, int bat
                                          int dtype_size, int checkpoint_every) {
   using detail::sat_add;
   using detail::sat_mul;
-  const std::int64_t depth = static_cast<std::int64_t>(widths.size()) - 1;
-  if (depth < 1 || batch < 1) return 0;
-  std::int64_t widest = 0, most_weights = 0;
-  for (std::size_t l = 0; l < widths.size(); ++l) {
-    widest = std::max<std::int64_t>(widest, widths[l]);
-    if (l + 1 < widths.size())
-      most_weights = std::max(most_weights, sat_mul(widths[l], widths[l + 1]));
-  }
   RegeneratedChain chain;
   chain.widths = widths;
   chain.checkpoint_every = checkpoint_every;
+  const std::int64_t depth = chain.depth();
+  if (depth < 1 || batch < 1) return 0;
+  const std::int64_t widest = chain.widest();
   const std::int64_t k = chain.checkpoint_interval(batch);
-  // Activation rows of the widest layer: the checkpoints, one segment with its
-  // pre-activations, and slabs for dL/dh, dL/dz and the Gram inputs. Then one layer's
-  // parameters, a dW scratch of the same size, and the Gram matrices.
-  const std::int64_t rows = sat_add(sat_add(depth / k + 1, sat_mul(3, k)), 6);
-  return sat_mul(dtype_size,
-                 sat_add(sat_add(sat_mul(rows, batch, widest), sat_mul(2, most_weights)),
-                         sat_add(sat_mul(4, batch, batch), sat_mul(2, widest))));
+  // Activation rows of the widest layer: the checkpoints and one segment with its
+  // pre-activations (the whole tape, pre-activations included, when K is 1), and slabs
+  // for dL/dh, dL/dz and the Gram inputs. Then one layer's parameters, a dW scratch of
+  // the same size, and the Gram matrices.
+  const std::int64_t kept =
+      k > 1 ? sat_add(depth / k + 1, sat_mul(3, k)) : sat_mul(2, depth + 1);
+  const std::int64_t rows = sat_add(kept, 6);
+  return sat_mul(dtype_size, sat_add(sat_add(sat_mul(rows, batch, widest),
+                                             sat_mul(2, chain.largest_layer())),
+                                     sat_add(sat_mul(4, batch, batch), sat_mul(2, widest))));
 }
 
 template void draw_layer<float>(const RegeneratedChain&, int, float*, float*, int);

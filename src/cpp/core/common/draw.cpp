@@ -8,17 +8,10 @@
 #include <cstring>
 
 #include "common/simd.hpp"
+#include "pyjac/common/rng.hpp"
 
 namespace pyjac {
 namespace {
-
-constexpr std::uint64_t kGolden = 0x9E3779B97F4A7C15ULL;
-
-inline std::uint64_t mix(std::uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-  return z ^ (z >> 31);
-}
 
 inline double from_bits(std::uint64_t bits) {
   double d;
@@ -112,7 +105,8 @@ void pairs(std::uint64_t state, std::uint64_t p0, int n, double* first, double* 
   PYJAC_SIMD
   for (int i = 0; i < n; ++i) {
     const std::uint64_t k = 2 * (p0 + static_cast<std::uint64_t>(i));
-    box_muller(mix(state + (k + 1) * kGolden), mix(state + (k + 2) * kGolden), first[i],
+    box_muller(splitmix_mix(state + (k + 1) * kSplitmixIncrement),
+               splitmix_mix(state + (k + 2) * kSplitmixIncrement), first[i],
                second[i]);
   }
 }

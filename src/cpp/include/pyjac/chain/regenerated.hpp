@@ -22,6 +22,8 @@ struct RegeneratedChain {
   int checkpoint_every = 0;  // K; 0: automatic, see checkpoint_interval
 
   int depth() const { return static_cast<int>(widths.size()) - 1; }
+  int widest() const;                  // the largest of the widths
+  std::int64_t largest_layer() const;  // the most weights any layer has
   // K for a batch: checkpoint_every when set. Otherwise every layer (no recomputation,
   // one draw less per layer) when all the activations take no more memory than one
   // layer's weights (depth * batch * widest <= the largest layer), else about sqrt(depth),

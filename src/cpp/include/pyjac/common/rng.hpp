@@ -10,11 +10,18 @@
 
 namespace pyjac {
 
-inline std::uint64_t splitmix64(std::uint64_t& state) {
-  std::uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+// splitmix64: the state advances by this constant per output ...
+inline constexpr std::uint64_t kSplitmixIncrement = 0x9E3779B97F4A7C15ULL;
+
+// ... and each output is this mix of the advanced state.
+inline std::uint64_t splitmix_mix(std::uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
   return z ^ (z >> 31);
+}
+
+inline std::uint64_t splitmix64(std::uint64_t& state) {
+  return splitmix_mix(state += kSplitmixIncrement);
 }
 
 class Rng {
@@ -30,7 +37,7 @@ class Rng {
   // Only between normal() pairs (no spare held).
   Rng skipped(std::uint64_t n) const {
     Rng r = *this;
-    r.state_ += n * 0x9E3779B97F4A7C15ULL;
+    r.state_ += n * kSplitmixIncrement;
     return r;
   }
   // Uniform on the open interval (0, 1).
