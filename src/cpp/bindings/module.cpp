@@ -6,6 +6,7 @@ namespace py = pybind11;
 namespace pyjac::bindings {
 void register_info(py::module_& m);
 void register_chain(py::module_& m);
+void register_curvature(py::module_& m);
 void register_jacobian(py::module_& m);
 void register_spectral(py::module_& m);
 void register_recurrent(py::module_& m);
@@ -18,6 +19,7 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "pyjac's C++ core (private: use the pyjac package).";
   pyjac::bindings::register_info(m);
   pyjac::bindings::register_chain(m);
+  pyjac::bindings::register_curvature(m);
   pyjac::bindings::register_jacobian(m);
   pyjac::bindings::register_spectral(m);
   pyjac::bindings::register_recurrent(m);

@@ -74,6 +74,49 @@ double loss_and_gradient(Loss loss, const T* h, int batch, int n, const T* targe
   return sum;
 }
 
+template <typename T>
+void loss_hessian_product(Loss loss, const T* h, int batch, int n, const T* rh, T* out,
+                          int n_threads) {
+  const std::size_t total = static_cast<std::size_t>(batch) * n;
+  switch (loss) {
+    case Loss::GradOutput:
+      std::fill(out, out + total, T(0));
+      return;
+    case Loss::SumSquares:
+      std::copy(rh, rh + total, out);
+      return;
+    case Loss::Mse: {
+      const double scale = 2.0 / static_cast<double>(total);
+      for (std::size_t k = 0; k < total; ++k) out[k] = static_cast<T>(scale * rh[k]);
+      return;
+    }
+    case Loss::CrossEntropy:
+      parallel_for(batch, n_threads, worth_parallel(total), [&](int i) {
+        const T* r = h + static_cast<std::size_t>(i) * n;
+        const T* v = rh + static_cast<std::size_t>(i) * n;
+        T* o = out + static_cast<std::size_t>(i) * n;
+        double m = -std::numeric_limits<double>::infinity();
+        for (int j = 0; j < n; ++j) m = std::max(m, static_cast<double>(r[j]));
+        double z = 0.0, pv = 0.0;
+        for (int j = 0; j < n; ++j) {
+          const double e = std::exp(r[j] - m);
+          z += e;
+          pv += e * v[j];
+        }
+        pv /= z;
+        for (int j = 0; j < n; ++j) {
+          const double p = std::exp(r[j] - m) / z;
+          o[j] = static_cast<T>(p * (v[j] - pv) / batch);
+        }
+      });
+      return;
+  }
+}
+
+template void loss_hessian_product<float>(Loss, const float*, int, int, const float*, float*,
+                                          int);
+template void loss_hessian_product<double>(Loss, const double*, int, int, const double*,
+                                           double*, int);
 template double loss_and_gradient<float>(Loss, const float*, int, int, const float*,
                                          const std::int64_t*, float*, int);
 template double loss_and_gradient<double>(Loss, const double*, int, int, const double*,

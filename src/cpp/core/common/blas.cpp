@@ -92,6 +92,10 @@ void trmm_right_upper(Trans ta, int m, int n, double alpha, const double* a, int
                     alpha, a, lda, b, ldb);
 }
 
+int tridiagonal_eigen(int n, double* d, double* e, double* z) {
+  return scipy_LAPACKE_dstev(LAPACK_ROW_MAJOR, 'V', n, d, e, z, n);
+}
+
 int symmetric_eigen(int n, double* a, int lda, double* w) {
   return scipy_LAPACKE_dsyev(LAPACK_ROW_MAJOR, 'V', 'U', n, a, lda, w);
 }

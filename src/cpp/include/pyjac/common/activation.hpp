@@ -52,6 +52,34 @@ inline ActivationValue<T> activate(Activation a, T u) {
   return {u, T(1)};
 }
 
+// phi''(u), for curvature (Hessian-vector products). Piecewise-linear activations
+// have phi'' = 0 wherever it exists, as automatic differentiation takes it.
+template <typename T>
+inline T second_derivative(Activation a, T u) {
+  switch (a) {
+    case Activation::Sigmoid: {
+      const T s = activate(a, u).value;
+      return s * (T(1) - s) * (T(1) - T(2) * s);
+    }
+    case Activation::Tanh: {
+      const T t = detail::tanh_fast(u);
+      return T(-2) * t * (T(1) - t * t);
+    }
+    case Activation::Gelu: {
+      // d/du (Phi + u phi) = 2 phi + u phi' = phi (2 - u^2).
+      const T pdf = T(0.39894228040143267794) * detail::exp_nonpositive(T(-0.5) * u * u);
+      return pdf * (T(2) - u * u);
+    }
+    case Activation::Silu: {
+      const T e = detail::exp_nonpositive(-std::abs(u));
+      const T s = u >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+      return s * (T(1) - s) * (T(2) + u * (T(1) - T(2) * s));
+    }
+    default:
+      return T(0);
+  }
+}
+
 // The same with the activation fixed at compile time: the hot loops call this one, so
 // only the chosen formula is inlined into them.
 template <Activation A, typename T>

@@ -63,6 +63,10 @@ void trmm_right_upper(Trans ta, int m, int n, double alpha, const double* a, int
 // Eigenvalues (ascending) of a symmetric matrix (n x n, row-major, upper triangle used);
 // on return the columns of A are the orthonormal eigenvectors.
 int symmetric_eigen(int n, double* a, int lda, double* w);
+// Every eigenvalue (ascending, into d) and eigenvector of the symmetric tridiagonal
+// matrix with diagonal d (n) and off-diagonal e (n - 1, destroyed): z (n x n, row-major)
+// holds the eigenvectors in its columns (LAPACK dstev).
+int tridiagonal_eigen(int n, double* d, double* e, double* z);
 // Singular values (descending) of A (m x n, row-major, m >= n) by one-sided Jacobi,
 // destroying A. Jacobi is accurate to high relative precision for column-graded
 // matrices, which the triangular factors of long products are.
