@@ -339,6 +339,8 @@ run(lambda: pyjac.train(pyjac.Chain(20, 256), np.ones((20000, 256)), np.zeros(20
 task = pyjac.adding_problem(4000, 200)
 run(lambda: pyjac.train(pyjac.Recurrent(256, 2, cell="lstm"), task.x, task.y, loss="mse",
                         batch_size=512, optimizer="adam"))
+run(lambda: pyjac.Chain(50, 256, activation="tanh").hessian(x[:64, :256]).trace(
+    samples=10**6, method="hutchinson"))
 print("unchanged", all(np.array_equal(a, b) for a, b in zip(before, net.weights[:2])))
 """
 
@@ -352,7 +354,7 @@ def test_long_calls_answer_ctrl_c_within_half_a_second(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                          timeout=600, check=True).stdout.split("\n")
     results = [line.split() for line in out if line.startswith(("interrupted", "finished"))]
-    assert len(results) == 9, out
+    assert len(results) == 10, out
     for kind, seconds in results:
         # a call that ends before the signal is no failure of the interrupt; one that
         # ran on must have stopped within 0.5 s of it

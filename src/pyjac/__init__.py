@@ -39,6 +39,7 @@ finally:
         del _os.environ["GOMP_SPINCOUNT"]
 
 from . import (
+    curvature,
     datasets,
     plot,  # matplotlib is imported only when a figure is drawn
     theory,
@@ -46,6 +47,7 @@ from . import (
 from ._results import BackpropResult
 from ._train_recurrent import RecurrentTrainingHistory
 from .chain import ACTIVATIONS, INITS, Chain
+from .curvature import Hessian
 from .datasets import Dataset, SequenceTask, adding_problem, copy_problem, load_digits
 from .diagnose import DiagnosisReport, diagnose
 from .experiments import Results, sweep
@@ -64,6 +66,7 @@ __all__ = [
     "Chain",
     "Dataset",
     "DiagnosisReport",
+    "Hessian",
     "JacobianNorms",
     "Recurrent",
     "RecurrentBackpropResult",
@@ -76,6 +79,7 @@ __all__ = [
     "__version__",
     "adding_problem",
     "copy_problem",
+    "curvature",
     "datasets",
     "diagnose",
     "load_digits",

@@ -24,6 +24,7 @@ from ._validation import (
     check_threads,
     raw_array,
 )
+from .curvature import Hessian, make_hessian
 from .jacobian import (
     JacobianNorms,
     chain_jacobian,
@@ -618,23 +619,7 @@ class Chain:
         loss_scale = check_real(loss_scale, "loss_scale", positive=True)
         xb, single = self._batch(x)
         batch = xb.shape[0]
-        n_out = self.widths[-1]
-        if grad_output is not None:
-            if loss != "sum_squares" or target is not None:
-                raise ValueError("grad_output: give either grad_output or a loss/target, not both")
-            loss_name = "grad_output"
-            tgt = as_float_array(grad_output, "grad_output", self.dtype)
-            if single and tgt.ndim == 1:
-                tgt = tgt[None, :]
-            if tgt.shape != (batch, n_out):
-                raise ValueError(
-                    f"grad_output: expected shape ({batch}, {n_out}), got {np.shape(grad_output)}"
-                )
-        else:
-            loss_name = check_choice(loss, LOSSES, "loss")
-            tgt = self._target(loss_name, target, batch, single)
-        if self.norm == "batchnorm" and batch < 2:
-            raise ValueError("x: norm='batchnorm' needs a batch of at least 2 examples")
+        loss_name, tgt = self._loss_and_target(loss, target, grad_output, batch, single)
         keep_grads = check_bool(keep_grads, "keep_grads")
         weight_grads = check_bool(weight_grads, "weight_grads")
         if keep_grads and not weight_grads:
@@ -685,6 +670,28 @@ class Chain:
             "dz_underflow_count": raw["dz_underflow_count"],
             "dz_overflow_count": raw["dz_overflow_count"],
         }
+
+    def _loss_and_target(self, loss: str, target: Any, grad_output: Any, batch: int,
+                         single: bool) -> tuple[str, np.ndarray | None]:
+        """The loss's name and its converted target (or the given grad_output)."""
+        n_out = self.widths[-1]
+        if grad_output is not None:
+            if loss != "sum_squares" or target is not None:
+                raise ValueError("grad_output: give either grad_output or a loss/target, not both")
+            tgt = as_float_array(grad_output, "grad_output", self.dtype)
+            if single and tgt.ndim == 1:
+                tgt = tgt[None, :]
+            if tgt.shape != (batch, n_out):
+                raise ValueError(
+                    f"grad_output: expected shape ({batch}, {n_out}), got {np.shape(grad_output)}"
+                )
+            loss_name = "grad_output"
+        else:
+            loss_name = check_choice(loss, LOSSES, "loss")
+            tgt = self._target(loss_name, target, batch, single)
+        if self.norm == "batchnorm" and batch < 2:
+            raise ValueError("x: norm='batchnorm' needs a batch of at least 2 examples")
+        return loss_name, tgt
 
     def _target(self, loss: str, target: Any, batch: int, single: bool) -> np.ndarray | None:
         n_out = self.widths[-1]
@@ -827,3 +834,52 @@ class Chain:
         """
 
         return chain_spectral_norm(self, x, per_layer, iters, tol, seed, n_threads)
+
+    # -- curvature (pyjac.curvature) ----------------------------------------------------
+    def hessian(self, x: Any, *, loss: str = "sum_squares", target: Any = None,
+                grad_output: Any = None, kind: str = "hessian", per_layer: bool = False,
+                n_threads: int | None = None) -> Hessian:
+        """The curvature of the loss at the batch ``x``, with respect to every parameter.
+
+        The forward and backward pass run once here; each product afterwards is exact
+        (forward-over-reverse differentiation in C++, as ``torch.autograd``'s double
+        backward computes it, without forming the matrix).
+
+        Parameters
+        ----------
+        x : array_like, shape (batch, widths[0]) or (widths[0],)
+        loss, target, grad_output
+            As for :meth:`backprop`: "sum_squares", "mse" (mean over every entry) or
+            "cross_entropy" (mean over the batch); a ``grad_output`` makes the loss
+            linear in the output, ``<grad_output, h_L>``.
+        kind : {"hessian", "gauss_newton"}
+            The Hessian, or the generalised Gauss-Newton matrix ``J^T H_L J`` (positive
+            semi-definite for these losses; zero for a ``grad_output``).
+        per_layer : bool, default False
+            Work on each layer's own diagonal block ``(W_l, b_l)``: ``hvp`` applies the
+            block-diagonal part, and ``eigenvalues``, ``trace`` and ``density`` return
+            one result per layer.
+        n_threads : int, optional
+            None or -1 for every core, or a positive count; the numbers do not depend
+            on it.
+
+        Returns
+        -------
+        pyjac.curvature.Hessian
+            ``hvp(v)``, ``eigenvalues(k, which)``, ``trace()``, ``density()``. It holds
+            copies of the parameters and the batch, and the tapes of both passes
+            (about eight activation-sized arrays a layer).
+
+        Examples
+        --------
+        >>> import numpy as np, pyjac
+        >>> net = pyjac.Chain(4, 16, activation="tanh", dtype="float64")
+        >>> H = net.hessian(np.ones((8, 16)) * 0.1)
+        >>> top = H.eigenvalues(k=2)
+        >>> bool(top.converged and top.values[0] >= top.values[1])
+        True
+        """
+        xb, single = self._batch(x)
+        loss_name, tgt = self._loss_and_target(loss, target, grad_output, xb.shape[0], single)
+        return make_hessian(self, self._core_parameters, xb, loss_name, tgt, kind, per_layer,
+                            n_threads)

@@ -1,4 +1,5 @@
 // C++ unit tests of the core, independent of Python: closed forms the core must meet.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +14,8 @@
 #include "pyjac/common/interrupt.hpp"
 #include "pyjac/chain/precision.hpp"
 #include "pyjac/chain/regenerated.hpp"
+#include "pyjac/curvature/curvature.hpp"
+#include "pyjac/spectral/lanczos.hpp"
 #include "pyjac/train/train.hpp"
 #include "common/reduce.hpp"
 
@@ -125,6 +128,74 @@ void test_regenerated_chain_meets_the_closed_form() {
     refused = true;
   }
   check(refused, "regenerated chain refuses keep_grads");
+}
+
+// One linear layer under 0.5 ||X W^T + 1 b^T||^2: the Hessian is the Gram matrix of the
+// inputs (with a 1 for the bias) on each output unit, H (V, c) = ((X V^T + 1 c^T)^T X,
+// column sums of X V^T + 1 c^T), and it has no other terms.
+void test_linear_layer_hessian_is_the_input_gram() {
+  const int batch = 4, n_in = 3, n_out = 2;
+  std::vector<double> w = {0.3, -0.2, 0.5, 0.1, 0.4, -0.6}, b = {0.1, -0.3};
+  std::vector<double> x = {1, 2, 0.5, -1, 0.3, 0.7, 0.2, -0.4, 1.5, 0.9, 0.1, -0.8};
+  pyjac::ChainView<double> c;
+  c.widths = {n_in, n_out};
+  c.weights = {w.data()};
+  c.biases = {b.data()};
+  c.activations = {pyjac::Activation::Linear};
+  for (auto kind : {pyjac::CurvatureKind::Hessian, pyjac::CurvatureKind::GaussNewton}) {
+    pyjac::ChainCurvature<double> h(c, x.data(), batch, nullptr, nullptr,
+                                    pyjac::Loss::SumSquares, kind, 2);
+    std::vector<double> v = {0.2, 1.0, -0.5, 0.7, -0.1, 0.3, 0.4, -0.9}, out(8);
+    h.product(-1, v.data(), out.data());
+    double worst = 0.0;
+    std::vector<double> r(batch * n_out);
+    for (int i = 0; i < batch; ++i)
+      for (int o = 0; o < n_out; ++o) {
+        double s = v[6 + o];
+        for (int j = 0; j < n_in; ++j) s += x[i * n_in + j] * v[o * n_in + j];
+        r[i * n_out + o] = s;
+      }
+    for (int o = 0; o < n_out; ++o) {
+      double bias = 0.0;
+      for (int i = 0; i < batch; ++i) bias += r[i * n_out + o];
+      worst = std::max(worst, std::abs(out[6 + o] - bias));
+      for (int j = 0; j < n_in; ++j) {
+        double s = 0.0;
+        for (int i = 0; i < batch; ++i) s += r[i * n_out + o] * x[i * n_in + j];
+        worst = std::max(worst, std::abs(out[o * n_in + j] - s));
+      }
+    }
+    check(worst < 1e-13, "linear layer: H v is the input Gram times v");
+  }
+}
+
+// Lanczos, Hutch++ and quadrature on diag(1, 2, ..., n): known eigenvalues and trace.
+void test_lanczos_on_a_diagonal_operator() {
+  const int n = 50;
+  pyjac::SymmetricProduct diag = [](const double* v, double* out) {
+    for (int i = 0; i < n; ++i) out[i] = (i + 1) * v[i];
+  };
+  pyjac::LanczosOptions o;
+  o.k = 2;
+  o.which = pyjac::EigenWhich::Both;
+  o.tol = 1e-10;
+  const auto r = pyjac::lanczos_eigen(n, diag, o);
+  check(r.converged && r.values.size() == 4, "Lanczos converges on diag(1..n)");
+  const double expected[] = {1, 2, n - 1, n};
+  bool close = true;
+  for (int i = 0; i < 4; ++i) close = close && std::abs(r.values[i] - expected[i]) < 1e-8;
+  check(close, "Lanczos: the two smallest and two largest of diag(1..n)");
+  pyjac::TraceOptions t;
+  t.products = 3 * n;
+  const auto tr = pyjac::trace_estimate(n, diag, t);
+  check(std::abs(tr.trace - n * (n + 1) / 2.0) < 1e-9, "Hutch++ with 3n products is exact");
+  pyjac::QuadratureOptions q;
+  q.vectors = 3;
+  q.steps = n;
+  const auto quad = pyjac::spectral_quadrature(n, diag, q);
+  double first = 0.0;
+  for (int i = 0; i < n; ++i) first += quad.weights[i];
+  check(std::abs(first - 1.0) < 1e-12, "quadrature weights sum to 1");
 }
 
 void test_bad_input_throws() {
@@ -295,6 +366,8 @@ void test_scaled_norm_extremes() {
 int main() {
   test_scaled_orthogonal_chain();
   test_regenerated_chain_meets_the_closed_form();
+  test_linear_layer_hessian_is_the_input_gram();
+  test_lanczos_on_a_diagonal_operator();
   test_bad_input_throws();
   test_float16_rounding();
   test_train_epoch_fits_a_line();
