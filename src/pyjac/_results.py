@@ -56,6 +56,20 @@ class BackpropResult:
         ``log_grad_norm`` keeps the value; None when every plain value is normal.
     per_example_weight_grad_norm : ndarray, shape (depth, batch), or None
         ``||dL_i/dW_l||`` for each example's contribution to the batch gradient.
+    gradient_noise_scale : ndarray, shape (depth,), or None
+        Per layer, McCandlish et al. (2018)'s simple noise scale from this batch,
+        ``B_simple = tr(S) / ||g_bar||^2``, with ``g_i`` each example's gradient of
+        ``W_l`` (its own loss term), ``g_bar`` their mean and ``S`` their sample
+        covariance: the batch size above which a larger batch stops paying off. From
+        the per-example norms the pass already has (``sum ||g_i||^2`` and ``||sum g_i||``),
+        no extra products. NaN where the examples' gradients agree to within the
+        rounding of the pass (the noise is below what it resolves) or a norm left
+        float64's range, and for a batch of one; None without weight gradients and for
+        batchnorm (whose batch statistics tie the examples together).
+    gradient_snr : ndarray, shape (depth,), or None
+        The batch gradient's signal-to-noise ratio ``||g_bar||^2 / (tr(S) / batch)``
+        (``batch / B_simple``): below 1, the noise of this batch's gradient outweighs
+        its mean.
     derivative_mean : ndarray, shape (depth,)
         Mean of ``phi'(u_l)`` over the batch and the units.
     saturated_fraction : ndarray, shape (depth,)
@@ -116,6 +130,8 @@ class BackpropResult:
     output: np.ndarray = field(repr=False)
     weight_grads: list[np.ndarray] | None = field(default=None, repr=False)
     bias_grads: list[np.ndarray] | None = field(default=None, repr=False)
+    gradient_noise_scale: np.ndarray | None = field(default=None, repr=False)
+    gradient_snr: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def depth(self) -> int:

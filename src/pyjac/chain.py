@@ -639,6 +639,8 @@ class Chain:
             weight_grad_norm=raw["weight_grad_norm"],
             bias_grad_norm=raw["bias_grad_norm"],
             per_example_weight_grad_norm=raw["per_example_weight_grad_norm"],
+            gradient_noise_scale=raw["gradient_noise_scale"],
+            gradient_snr=raw["gradient_snr"],
             derivative_mean=raw["derivative_mean"],
             saturated_fraction=raw["saturated_fraction"],
             dead_fraction=raw["dead_fraction"],

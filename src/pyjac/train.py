@@ -102,6 +102,12 @@ class TrainingHistory:
         ``||dL/dW_l||`` (the log of their geometric mean): finite where the plain norms
         of a deep net underflow float64 and read 0. ``-inf`` where a step's gradient was
         exactly zero.
+    gradient_noise_scale, gradient_snr : ndarray, shape (epochs, depth), or None
+        Mean over the epoch's steps of each minibatch's gradient noise scale
+        ``B_simple`` and signal-to-noise ratio per layer (see
+        :class:`pyjac.BackpropResult`), over the steps where they are finite (NaN when
+        none is). From the per-example gradient norms the backward pass forms anyway.
+        None for batchnorm chains and recurrent nets.
     weight_histogram : ndarray of int32, shape (epochs+1, depth, weight_bins), or None
         Counts of each layer's weights on bins fixed for the whole run: row 0 before
         training, row ``t`` after epoch ``t``. Layers whose histogram does not move are
@@ -133,6 +139,8 @@ class TrainingHistory:
     skipped_steps: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, int))
     log_grad_norm: np.ndarray | None = field(repr=False, default=None)
     log_weight_grad_norm: np.ndarray | None = field(repr=False, default=None)
+    gradient_noise_scale: np.ndarray | None = field(repr=False, default=None)
+    gradient_snr: np.ndarray | None = field(repr=False, default=None)
     weight_histogram: np.ndarray | None = field(repr=False, default=None)
     weight_histogram_edges: np.ndarray | None = field(repr=False, default=None)
     weight_histogram_outside: np.ndarray | None = field(repr=False, default=None)
@@ -428,7 +436,8 @@ def _run_epochs(trainee: Any, epochs: int, settings: dict[str, Any], clip_mode: 
         "loss", "accuracy", "val_loss", "val_accuracy", "weight_grad_norm", "grad_norm",
         "weight_change", "step_loss", "step_grad_norm", "step_clipped", "clipped_fraction",
         "skipped_steps", "weight_histogram", "weight_histogram_outside", "last_grad_norm",
-        "last_log_grad_norm", "log_grad_norm", "log_weight_grad_norm")}
+        "last_log_grad_norm", "log_grad_norm", "log_weight_grad_norm",
+        "gradient_noise_scale", "gradient_snr")}
     histogram_ranges: list[float] = []  # fixed by the first call: the initial weights'
 
     def record_histograms() -> None:
@@ -489,7 +498,8 @@ def _record_epoch(records: dict[str, list], raw: dict[str, Any], clipping: bool)
     records["loss"].append(raw["mean_loss"])
     records["accuracy"].append(raw["accuracy"])
     for key in ("log_grad_norm", "log_weight_grad_norm", "last_grad_norm",
-                "last_log_grad_norm"):  # the last three not for every kind of net
+                "last_log_grad_norm", "gradient_noise_scale",
+                "gradient_snr"):  # all but the first not for every kind of net
         if key in raw:
             records[key].append(raw[key])
 
@@ -528,6 +538,9 @@ def _history_fields(records: dict[str, list], validated: bool, first_nonfinite: 
         log_grad_norm=np.vstack(records["log_grad_norm"]),
         log_weight_grad_norm=(np.vstack(records["log_weight_grad_norm"])
                               if records["log_weight_grad_norm"] else None),
+        gradient_noise_scale=(np.vstack(records["gradient_noise_scale"])
+                              if records["gradient_noise_scale"] else None),
+        gradient_snr=(np.vstack(records["gradient_snr"]) if records["gradient_snr"] else None),
         first_nonfinite_step=first_nonfinite,
         steps_per_epoch=len(records["step_loss"][0]),
         config=config,

@@ -29,6 +29,11 @@ inline py::dict backprop_result(const BackpropStats& s, bool weight_grads, py::s
   r["per_example_weight_grad_norm"] =
       weight_grads ? py::object(to_numpy_2d(s.per_example_weight_grad_norm, depth, batch))
                    : py::object(py::none());
+  const auto empty_is_none = [](const std::vector<double>& v) {
+    return v.empty() ? py::object(py::none()) : py::object(to_numpy(v));
+  };
+  r["gradient_noise_scale"] = empty_is_none(s.gradient_noise_scale);
+  r["gradient_snr"] = empty_is_none(s.gradient_snr);
   r["derivative_mean"] = to_numpy(s.derivative_mean);
   r["saturated_fraction"] = to_numpy(s.saturated_fraction);
   r["dead_fraction"] = to_numpy(s.dead_fraction);

@@ -65,6 +65,10 @@ py::dict train_epoch_typed(const py::sequence& weights, const py::sequence& bias
   r["weight_grad_norm"] = to_numpy(s.weight_grad_norm);
   r["log_weight_grad_norm"] = to_numpy(s.log_weight_grad_norm);
   r["weight_change"] = to_numpy(s.weight_change);
+  if (!s.gradient_noise_scale.empty()) {
+    r["gradient_noise_scale"] = to_numpy(s.gradient_noise_scale);
+    r["gradient_snr"] = to_numpy(s.gradient_snr);
+  }
   r["skipped_steps"] = s.skipped_steps;
   return r;
 }

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "chain/chain_common.hpp"
+#include "chain/gradient_noise.hpp"
 #include "chain/loss.hpp"
 #include "chain/layerwise_backprop.hpp"
 #include "chain/norm_layers.hpp"
@@ -208,6 +209,10 @@ BackpropStats backprop(const ChainView<T>& c, const T* x, int batch, const T* ta
     for (auto* v : {&s.weight_grad_norm, &s.bias_grad_norm, &s.log_weight_grad_norm,
                     &s.log_bias_grad_norm, &s.per_example_weight_grad_norm})
       v->clear();
+  } else if (c.norm != Norm::BatchNorm) {
+    // Batch statistics tie the examples together: no per-example gradients there.
+    detail::gradient_noise<T>(s.per_example_weight_grad_norm, s.weight_grad_norm, batch,
+                              s.gradient_noise_scale, s.gradient_snr);
   }
   return s;
 }

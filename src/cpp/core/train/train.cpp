@@ -91,6 +91,9 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
   s.grad_norm.assign(L + 1, 0.0);
   s.log_weight_grad_norm.assign(L, 0.0);
   s.log_grad_norm.assign(L + 1, 0.0);
+  // Sums and counts of the finite per-step noise measurements, per layer.
+  std::vector<double> noise_sum(L, 0.0), snr_sum(L, 0.0);
+  std::vector<int> noise_count(L, 0), snr_count(L, 0);
   double loss_sum = 0.0;
   std::int64_t seen = 0, correct = 0;
   for (int step = 0; step < steps; ++step) {
@@ -148,6 +151,16 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
       s.grad_norm[l] += b.grad_norm[l];
       s.log_grad_norm[l] += b.log_grad_norm[l];
     }
+    for (std::size_t l = 0; l < b.gradient_noise_scale.size(); ++l) {
+      if (std::isfinite(b.gradient_noise_scale[l])) {
+        noise_sum[l] += b.gradient_noise_scale[l];
+        ++noise_count[l];
+      }
+      if (std::isfinite(b.gradient_snr[l])) {
+        snr_sum[l] += b.gradient_snr[l];
+        ++snr_count[l];
+      }
+    }
     s.step_loss.push_back(b.loss);
     s.step_grad_norm.push_back(norm);
     // Value clipping measured the clipped entries; scaling by the factor scales the norm.
@@ -162,6 +175,14 @@ EpochStats train_epoch(const ChainView<T>& c, const TrainParameters<T>& params, 
   for (double& v : s.grad_norm) v /= taken;
   for (double& v : s.log_weight_grad_norm) v /= taken;
   for (double& v : s.log_grad_norm) v /= taken;
+  if (c.norm != Norm::BatchNorm) {
+    s.gradient_noise_scale.resize(L);
+    s.gradient_snr.resize(L);
+    for (int l = 0; l < L; ++l) {
+      s.gradient_noise_scale[l] = noise_count[l] ? noise_sum[l] / noise_count[l] : std::nan("");
+      s.gradient_snr[l] = snr_count[l] ? snr_sum[l] / snr_count[l] : std::nan("");
+    }
+  }
   s.weight_change.resize(L);
   for (int l = 0; l < L; ++l)
     s.weight_change[l] = detail::relative_change(

@@ -75,6 +75,10 @@ struct BackpropStats {
   std::vector<double> weight_grad_norm;     // ||dL/dW_l||_F, l = 1..depth
   std::vector<double> bias_grad_norm;       // ||dL/db_l||
   std::vector<double> per_example_weight_grad_norm;  // (depth, batch) row-major
+  // Per layer, from the per-example weight gradients (empty without weight gradients
+  // and for batchnorm; NaN below the pass's resolution, see gradient_noise.hpp):
+  std::vector<double> gradient_noise_scale;  // tr(S) / ||mean g_i||^2 (B_simple)
+  std::vector<double> gradient_snr;          // ||mean g_i||^2 / (tr(S) / batch)
   std::vector<double> derivative_mean;      // mean phi'(u_l) over batch and units
   std::vector<double> saturated_fraction;   // entries with phi' < 5% of its maximum
   std::vector<double> dead_fraction;        // units with phi' == 0 for every example

@@ -36,6 +36,10 @@ struct EpochStats {
   // the plain norms underflow float64 (the log of the geometric mean).
   std::vector<double> log_grad_norm, log_weight_grad_norm;
   std::vector<double> weight_change;      // ||W_l - W_l(0)|| / ||W_l(0)|| after the epoch
+  // Per layer, the mean over the epoch's steps of each minibatch's gradient noise scale
+  // and signal-to-noise ratio (BackpropStats), over the steps where they are finite
+  // (NaN when none is; empty for batchnorm).
+  std::vector<double> gradient_noise_scale, gradient_snr;
   double mean_loss = 0.0;                 // over the epoch's examples, as each step saw them
   double accuracy = 0.0;                  // of the minibatch predictions before each update
   int first_nonfinite_step = -1;          // index into the step arrays
