@@ -224,3 +224,36 @@ def test_figure16_counts_the_weights_that_changed_bin():
     text = _fig16_claims(runs, 2)
     assert "layer 1 moved 1.000e-05 of its initial size under SGD (0 of its" in text
     assert "0.01 under Adam (1), 1e+03x more" in text
+
+
+def test_figure13_claims_follow_the_measurements():
+    from pyjac.figures.curvature import _fig13_claims
+
+    grid = [0.5, 1.0, 2.0, 4.0]
+    text = _fig13_claims(grid, [0.1, 1.0, 0.5, 100.0], [1e-3, 0.1, 2.0, 20.0],
+                         [0.01, -0.2, -3.0, -50.0], [2.0, 5.0, 0.1, -90.0],
+                         [0.1, 0.2, 0.3, 4.0])
+    assert "from 0.1 at sigma_w2 = 0.5 to 100 at 4 (1e+03x)" in text
+    assert "does not rise at every step" in text
+    assert "sigma_w2 = 1 (-0.2), 2 (-3) and 4 (-50)" in text
+    assert "within two standard errors of 0 at sigma_w2 = 2." in text
+    rising = _fig13_claims(grid, [0.1, 1.0, 5.0, 100.0], [1e-3, 0.1, 2.0, 20.0],
+                           [0.01, 0.02, 0.03, 0.04], [2.0, 5.0, 9.0, 90.0],
+                           [0.1, 0.2, 0.3, 4.0])
+    assert "rises at every step" in rising and "negative" not in rising
+    assert "standard errors" not in rising
+
+
+def test_figures_13_and_14_captions_carry_their_tables():
+    fig, info = F.fig13_curvature(quick=True)
+    matplotlib.pyplot.close(fig)
+    first, last = info.rows[0], info.rows[-1]
+    assert f"goes from {first[1]} at sigma_w2 = {first[0]} to {last[1]} at {last[0]}" in \
+        info.caption
+    assert f"goes from {first[5]} to {last[5]}" in info.caption
+    assert "Lanczos converged for" in info.caption
+    fig, info = F.fig14_gradient_noise(quick=True)
+    matplotlib.pyplot.close(fig)
+    for row in info.rows:
+        assert f"{row[0]}: SNR of layer 1 {row[1]} and of layer 9 {row[2]} in epoch 1, " \
+               f"{row[3]} and {row[4]} in the last epoch" in info.caption

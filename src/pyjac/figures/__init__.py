@@ -10,7 +10,8 @@ cores.
 Modules: ``common`` (the figure record and caption words), one per figure
 (``gradient_vs_depth``, ``residual_layernorm``, ``sigmoid_vs_relu``,
 ``rnn_gradient_vs_time``, ``singular_values``, ``phase_diagram``, ``gradient_clipping``,
-``dead_and_saturated``, ``training``, ``mixed_precision``, ``recurrent_memory``,
+``dead_and_saturated``, ``training``, ``mixed_precision``, ``curvature`` (13 and 14),
+``recurrent_memory``,
 ``optimizers``) and ``report`` (the numbers in the seed texts and ``report.md``).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from .._atomic import save_figure
 from .common import FigureInfo, Spec, _plt
+from .curvature import fig13_curvature, fig14_gradient_noise
 from .dead_and_saturated import fig8_dead_and_saturated
 from .gradient_clipping import fig7_gradient_clipping
 from .gradient_vs_depth import fig1_gradient_vs_depth
@@ -35,7 +37,8 @@ __all__ = ["FIGURES", "FigureInfo", "Spec", "available", "example_main",
            "fig1_gradient_vs_depth", "fig2_residual_layernorm", "fig3_sigmoid_vs_relu",
            "fig4_rnn_gradient_vs_time", "fig5_jacobian_spectra", "fig6_phase_diagram",
            "fig7_gradient_clipping", "fig8_dead_and_saturated", "fig9_training",
-           "fig10_mixed_precision", "fig15_recurrent_memory", "fig16_optimizers"]
+           "fig10_mixed_precision", "fig13_curvature", "fig14_gradient_noise",
+           "fig15_recurrent_memory", "fig16_optimizers"]
 
 
 FIGURES: tuple[Spec, ...] = (
@@ -54,6 +57,9 @@ FIGURES: tuple[Spec, ...] = (
     Spec("fig9_training", "Training a deep net: which layers learn", fig9_training),
     Spec("fig10_mixed_precision", "Mixed precision: float16 underflow vs depth",
          fig10_mixed_precision),
+    Spec("fig13_curvature", "Curvature across the order/chaos line", fig13_curvature),
+    Spec("fig14_gradient_noise", "Gradient signal-to-noise per layer during training",
+         fig14_gradient_noise),
     Spec("fig15_recurrent_memory", "Recurrent memory: gradient through time vs what is learned",
          fig15_recurrent_memory),
     Spec("fig16_optimizers", "SGD vs Adam: do the early layers of a deep net learn?",
