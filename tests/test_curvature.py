@@ -249,6 +249,11 @@ def test_list_form_and_block_diagonal_product():
     flat = np.concatenate([p.ravel() for p in parts])
     np.testing.assert_array_equal(np.concatenate([o.ravel() for o in out]), H.hvp(flat))
     assert all(np.array_equal(a, b) for a, b in zip(parts, kept))
+    flat_kept = flat.copy()
+    H.hvp(flat)
+    np.testing.assert_array_equal(flat, flat_kept)
+    ints = np.arange(H.size)  # converted, not written
+    np.testing.assert_allclose(H.hvp(ints), H.hvp(ints.astype(float)), rtol=0, atol=0)
 
 
 def test_float32_agrees_with_float64():

@@ -235,9 +235,8 @@ class Hessian:
                                  f"[W_1, b_1, ...], got shape {flat.shape}")
         if not (np.issubdtype(flat.dtype, np.floating) or np.issubdtype(flat.dtype, np.integer)):
             raise TypeError(f"v: expected real numbers, got {flat.dtype}")
-        flat = np.array(flat, dtype=np.float64)  # a copy: the caller's v is never touched
-        if not np.isfinite(flat).all():
-            raise ValueError("v: has NaN or inf entries")
+        # The core reads v (converted to float64 where it is not already) and checks that
+        # it is finite; it never writes to it.
         return flat, as_list
 
     def _unflat(self, flat: np.ndarray) -> list[np.ndarray]:

@@ -3,6 +3,7 @@
 // spectral quadrature, for all parameters or layer by layer, each in one call.
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <mutex>
 #include <variant>
 
@@ -90,11 +91,25 @@ std::int64_t block_length(CurvatureHandle& h, int block) {
   return h.visit([&](auto& c) { return block_length_of(c, block); });
 }
 
-py::array_t<double> product(CurvatureHandle& h, const py::array& v_in, int block) {
+// A flat float64 vector of n entries, all finite (checked here, without the GIL, rather
+// than by a second pass in Python).
+CArray<double> direction(const py::array& v_in, std::int64_t n) {
   CArray<double> v = CArray<double>::ensure(v_in);
-  const std::int64_t n = block_length(h, block);
   if (!v || v.ndim() != 1 || v.shape(0) != n)
     throw std::invalid_argument("v: expected " + std::to_string(n) + " entries");
+  const double* p = v.data();
+  const bool finite = release_gil([&] {
+    bool ok = true;
+    for (std::int64_t i = 0; i < n; ++i) ok &= std::isfinite(p[i]);
+    return ok;
+  });
+  if (!finite) throw std::invalid_argument("v: has NaN or inf entries");
+  return v;
+}
+
+py::array_t<double> product(CurvatureHandle& h, const py::array& v_in, int block) {
+  const std::int64_t n = block_length(h, block);
+  CArray<double> v = direction(v_in, n);
   py::array_t<double> out(n);
   double* o = out.mutable_data();
   release_gil([&] {
@@ -106,10 +121,8 @@ py::array_t<double> product(CurvatureHandle& h, const py::array& v_in, int block
 
 // The block-diagonal product: each layer's block times its own part of v.
 py::array_t<double> layer_products(CurvatureHandle& h, const py::array& v_in) {
-  CArray<double> v = CArray<double>::ensure(v_in);
   const std::int64_t n = block_length(h, -1);
-  if (!v || v.ndim() != 1 || v.shape(0) != n)
-    throw std::invalid_argument("v: expected " + std::to_string(n) + " entries");
+  CArray<double> v = direction(v_in, n);
   py::array_t<double> out(n);
   double* o = out.mutable_data();
   release_gil([&] {

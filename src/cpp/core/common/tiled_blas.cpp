@@ -25,9 +25,9 @@ struct TileGrid {
 // Depends on the shape only, never on the thread count: that is what makes the sums
 // reproducible. About 1M multiply-adds per tile at least, columns at least 128 wide and
 // rows at least 64 tall where the matrix allows, at most 16 tiles.
-TileGrid gemm_grid(int m, int n, int k) {
+TileGrid gemm_grid(int m, int n, int k, double min_tile_macs) {
   const double macs = static_cast<double>(m) * n * k;
-  const int wanted = static_cast<int>(std::clamp(macs / (1 << 20), 1.0, 16.0));
+  const int wanted = static_cast<int>(std::clamp(macs / min_tile_macs, 1.0, 16.0));
   const int cols = std::max(1, std::min(wanted, n / 128));
   const int rows = std::max(1, std::min((wanted + cols - 1) / cols, m / 64));
   return {rows, cols};
@@ -37,8 +37,8 @@ TileGrid gemm_grid(int m, int n, int k) {
 
 template <typename T>
 void tiled_gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, int lda,
-                const T* b, int ldb, T beta, T* c, int ldc, int nt) {
-  const TileGrid grid = gemm_grid(m, n, k);
+                const T* b, int ldb, T beta, T* c, int ldc, int nt, double min_tile_macs) {
+  const TileGrid grid = gemm_grid(m, n, k, min_tile_macs);
   const int tiles = grid.rows * grid.cols;
   if (tiles == 1) {
     blas::gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
@@ -81,9 +81,9 @@ void tiled_gemv(Trans ta, int m, int n, T alpha, const T* a, int lda, const T* x
 }
 
 template void tiled_gemm<float>(Trans, Trans, int, int, int, float, const float*, int,
-                                const float*, int, float, float*, int, int);
+                                const float*, int, float, float*, int, int, double);
 template void tiled_gemm<double>(Trans, Trans, int, int, int, double, const double*, int,
-                                 const double*, int, double, double*, int, int);
+                                 const double*, int, double, double*, int, int, double);
 template void tiled_gemv<float>(Trans, int, int, float, const float*, int, const float*, float,
                                 float*, int);
 template void tiled_gemv<double>(Trans, int, int, double, const double*, int, const double*,

@@ -14,9 +14,12 @@ namespace pyjac::detail {
 
 // C (m x n) = alpha op(A) op(B) + beta C, row-major, over a grid of tiles of C fixed by
 // the shape alone (one plain call when the product is small).
+// min_tile_macs: the least multiply-adds per tile (the grid grows from there, at most 16
+// tiles); a caller that knows its products are many and small asks for larger tiles.
 template <typename T>
 void tiled_gemm(blas::Trans ta, blas::Trans tb, int m, int n, int k, T alpha, const T* a,
-                int lda, const T* b, int ldb, T beta, T* c, int ldc, int n_threads);
+                int lda, const T* b, int ldb, T beta, T* c, int ldc, int n_threads,
+                double min_tile_macs = 1 << 20);
 
 // y = alpha op(A) x + beta y for A (m x n), tiled over y.
 template <typename T>

@@ -53,6 +53,11 @@ struct Groups {
   }
 };
 
+// The tangent passes run six small GEMMs a layer: tiles of at least this many
+// multiply-adds keep each BLAS call efficient (the grid still depends on the shapes
+// only, never on the thread count).
+constexpr double kTileMacs = double(1 << 22);
+
 Groups groups_of(Norm norm, int batch, int n) {
   if (norm == Norm::BatchNorm) return {n, batch, 1, static_cast<std::size_t>(n)};
   return {batch, n, static_cast<std::size_t>(n), 1};
@@ -193,7 +198,7 @@ void ChainCurvature<T>::State::backward(const T* target, const std::int64_t* lab
     else
       g_in.assign(static_cast<std::size_t>(batch) * n_in, T(0));
     detail::tiled_gemm(Trans::No, Trans::No, batch, n_in, n, T(1), gz[l].data(), n,
-                       view.weight(l), n_in, T(1), g_in.data(), n_in, nt);
+                       view.weight(l), n_in, T(1), g_in.data(), n_in, nt, kTileMacs);
     g.swap(g_in);
   }
 }
@@ -211,10 +216,10 @@ void ChainCurvature<T>::State::tangent_forward_layer(int l, int lo, const T* vw,
     std::fill(rz, rz + total, T(0));
   if (l > lo)
     detail::tiled_gemm(Trans::No, Trans::Yes, batch, n, n_in, T(1), rh[l - 1].data(), n_in,
-                       view.weight(l), n_in, T(1), rz, n, nt);
+                       view.weight(l), n_in, T(1), rz, n, nt, kTileMacs);
   if (vw)
     detail::tiled_gemm(Trans::No, Trans::Yes, batch, n, n_in, T(1), h[l].data(), n_in, vw, n_in,
-                       T(1), rz, n, nt);
+                       T(1), rz, n, nt, kTileMacs);
   if (view.norm != Norm::None) {
     // N'(z) R z = r (R z - mean(R z) - u mean(u R z)); rho = mean(u R z) is also the
     // tangent of log r (R r / r = -r rho), which the backward pass needs.
@@ -299,10 +304,10 @@ void ChainCurvature<T>::State::tangent_backward_layer(int l, int lo, const T* vw
   }
   if (ow) {
     detail::tiled_gemm(Trans::Yes, Trans::No, n, n_in, batch, T(1), out, n, h[l].data(), n_in,
-                       T(0), ow, n_in, nt);
+                       T(0), ow, n_in, nt, kTileMacs);
     if (full && l > lo)
       detail::tiled_gemm(Trans::Yes, Trans::No, n, n_in, batch, T(1), gz[l].data(), n,
-                         rh[l - 1].data(), n_in, T(1), ow, n_in, nt);
+                         rh[l - 1].data(), n_in, T(1), ow, n_in, nt, kTileMacs);
     layerwise::column_sums(out, batch, n, column.data(), nt);
     for (int j = 0; j < n; ++j) ob[j] = static_cast<T>(column[j]);
   }
@@ -313,10 +318,10 @@ void ChainCurvature<T>::State::tangent_backward_layer(int l, int lo, const T* vw
   else
     std::fill(rg_next.begin(), rg_next.begin() + in_total, T(0));
   detail::tiled_gemm(Trans::No, Trans::No, batch, n_in, n, T(1), out, n, view.weight(l), n_in,
-                     T(1), rg_next.data(), n_in, nt);
+                     T(1), rg_next.data(), n_in, nt, kTileMacs);
   if (full && vw)
     detail::tiled_gemm(Trans::No, Trans::No, batch, n_in, n, T(1), gz[l].data(), n, vw, n_in,
-                       T(1), rg_next.data(), n_in, nt);
+                       T(1), rg_next.data(), n_in, nt, kTileMacs);
   rg.swap(rg_next);
 }
 

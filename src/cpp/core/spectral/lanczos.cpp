@@ -58,12 +58,14 @@ void normal_vector(double* out, std::int64_t n, std::uint64_t seed, std::uint64_
 class LanczosBasis {
  public:
   LanczosBasis(std::int64_t n, int max_steps, const SymmetricProduct& a, int n_threads)
-      : n_(n), a_(a), nt_(n_threads), q_(static_cast<std::size_t>(max_steps) * n),
-        w_(n), coefficients_(max_steps) {}
+      : n_(n), max_steps_(max_steps), a_(a), nt_(n_threads), w_(n), coefficients_(max_steps) {
+    // Reserved, not filled: the basis takes memory only as it grows.
+    q_.reserve(static_cast<std::size_t>(max_steps) * n);
+  }
 
   // Starts from v (not necessarily normalised); false when v is zero.
   bool start(const double* v) {
-    std::copy(v, v + n_, q_.data());
+    q_.assign(v, v + n_);
     return normalise(q_.data());
   }
 
@@ -77,6 +79,9 @@ class LanczosBasis {
   bool finite() const { return finite_; }
 
   // One product and the new coefficients; the next basis vector is formed by next().
+  // The three-term recurrence first, then the projection against the whole basis
+  // (whose coefficient on q_j corrects alpha): after the recurrence little is left to
+  // remove, so a second pass is rarely needed.
   void step() {
     const int j = steps();
     const double* q = vector(j);
@@ -92,10 +97,10 @@ class LanczosBasis {
       const double* prev = vector(j - 1);
       for (std::int64_t i = 0; i < n_; ++i) w_[i] -= b * prev[i];
     }
-    const double alpha = dot(q, w_.data(), n_);
+    double alpha = dot(q, w_.data(), n_);
     for (std::int64_t i = 0; i < n_; ++i) w_[i] -= alpha * q[i];
+    alpha += reorthogonalise(j + 1, w_.data(), j);
     alpha_.push_back(alpha);
-    reorthogonalise(j + 1, w_.data());
     residual_ = detail::vector_norm(w_.data(), static_cast<std::size_t>(n_));
   }
 
@@ -104,8 +109,8 @@ class LanczosBasis {
   // to the basis, coupled by 0. False when no further direction exists.
   bool next(double scale, std::uint64_t seed, std::uint64_t stream) {
     const int j = steps();
-    if (j >= static_cast<int>(q_.size() / std::max<std::int64_t>(n_, 1)) || j >= n_)
-      return false;
+    if (j >= max_steps_ || j >= n_) return false;
+    q_.resize(static_cast<std::size_t>(j + 1) * n_);
     double* out = q_.data() + static_cast<std::size_t>(j) * n_;
     const double tiny = 64.0 * std::numeric_limits<double>::epsilon() * std::max(scale, 1e-300);
     if (residual_ > tiny) {
@@ -120,18 +125,40 @@ class LanczosBasis {
   }
 
  private:
-  void project_out(int count, double* w) {
+  // w -= Q^T (Q w) over the first `count` basis vectors, returning (Q w)[at] (0 when at
+  // is out of range). Column chunks fixed by n: each chunk's partial products are summed
+  // in chunk order, so the result does not depend on the thread count.
+  double project_out(int count, double* w, int at) {
+    constexpr std::int64_t kChunk = 1 << 14;
+    const std::int64_t chunks = (n_ + kChunk - 1) / kChunk;
+    partial_.assign(static_cast<std::size_t>(chunks) * count, 0.0);
+    const bool parallel = chunks > 1 && static_cast<double>(n_) * count >= (1 << 18);
+    const int ld = static_cast<int>(n_);
+    detail::parallel_for(chunks, nt_, parallel, [&](std::int64_t ch) {
+      const std::int64_t lo = ch * kChunk;
+      const int len = static_cast<int>(std::min(kChunk, n_ - lo));
+      blas::gemv(Trans::No, count, len, 1.0, q_.data() + lo, ld, w + lo, 0.0,
+                 partial_.data() + ch * count);
+    });
     double* c = coefficients_.data();
-    detail::tiled_gemv(Trans::No, count, static_cast<int>(n_), 1.0, q_.data(),
-                       static_cast<int>(n_), w, 0.0, c, nt_);
-    detail::tiled_gemv(Trans::Yes, count, static_cast<int>(n_), -1.0, q_.data(),
-                       static_cast<int>(n_), c, 1.0, w, nt_);
+    std::fill(c, c + count, 0.0);
+    for (std::int64_t ch = 0; ch < chunks; ++ch)
+      for (int r = 0; r < count; ++r) c[r] += partial_[ch * count + r];
+    detail::parallel_for(chunks, nt_, parallel, [&](std::int64_t ch) {
+      const std::int64_t lo = ch * kChunk;
+      const int len = static_cast<int>(std::min(kChunk, n_ - lo));
+      blas::gemv(Trans::Yes, count, len, -1.0, q_.data() + lo, ld, c, 1.0, w + lo);
+    });
+    return at >= 0 && at < count ? c[at] : 0.0;
   }
-  void reorthogonalise(int count, double* w) {
+  // Projects w off the basis, twice when the first pass removed most of it (Daniel,
+  // Gragg, Kaufman and Stewart's criterion); returns the total coefficient on vector at.
+  double reorthogonalise(int count, double* w, int at = -1) {
     const double before = detail::vector_norm(w, static_cast<std::size_t>(n_));
-    project_out(count, w);
+    double coefficient = project_out(count, w, at);
     const double after = detail::vector_norm(w, static_cast<std::size_t>(n_));
-    if (after < 0.7071 * before) project_out(count, w);
+    if (after < 0.7071 * before) coefficient += project_out(count, w, at);
+    return coefficient;
   }
   bool normalise(double* v) {
     const double norm = detail::vector_norm(v, static_cast<std::size_t>(n_));
@@ -141,9 +168,10 @@ class LanczosBasis {
   }
 
   std::int64_t n_;
+  int max_steps_;
   const SymmetricProduct& a_;
   int nt_;
-  std::vector<double> q_, w_, coefficients_;
+  std::vector<double> q_, w_, coefficients_, partial_;
   std::vector<double> alpha_, beta_;
   double residual_ = 0.0;
   bool finite_ = true;
