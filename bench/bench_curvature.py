@@ -15,8 +15,10 @@ targets), every weight and bias a parameter:
   needs to come within 1e-4 of a float64 Lanczos run to 1e-10 (found first), the set-up
   (forward and backward) included in its time; and pyjac with its own stopping test.
 
-JAX (jvp of grad) is timed when installed. GFLOP/s count 2 * batch * n_in * n_out per
-GEMM; a pyjac product runs 6 GEMMs a layer (2 tangent forward, 4 tangent backward).
+The floor rows time the same 6 GEMMs a layer alone, in numpy (OpenBLAS, what pyjac
+links) and torch (MKL). JAX (jvp of grad) is timed when installed. GFLOP/s count
+2 * batch * n_in * n_out per GEMM; a pyjac product runs 6 GEMMs a layer (2 tangent
+forward, 4 tangent backward).
 """
 
 from __future__ import annotations
@@ -59,6 +61,18 @@ def torch_setup(torch, net, x, y):
         return ((h - yt) ** 2).mean()
 
     return params, loss_fn
+
+
+def gemm_floor(matmul, a, w):
+    """The 6 GEMMs a layer of one product (shapes as in the tangent passes), ``DEPTH``
+    times: the BLAS-only floor of a Hessian-vector product in that library."""
+    def run():
+        for _ in range(DEPTH):
+            for _ in range(2):
+                matmul(a, w.T)      # forward: (B x n_in)(n_in x n)
+                matmul(a.T, a)      # weight output: (n x B)(B x n_in)
+                matmul(a, w)        # backward: (B x n)(n x n_in)
+    return run
 
 
 def torch_power_iteration(torch, params, loss_fn, iters):
@@ -113,16 +127,23 @@ def main():
               f"{np.abs(ours - theirs).max() / np.abs(ours).max():.1e}")
     if importlib.util.find_spec("jax") is None:
         print("JAX: not installed")
+    a = np.random.default_rng(2).standard_normal((BATCH, WIDTH)).astype(np.float32)
+    w = np.random.default_rng(3).standard_normal((WIDTH, WIDTH)).astype(np.float32)
+    contenders["floor: the same 6 GEMMs a layer in numpy (OpenBLAS)"] = gemm_floor(np.matmul,
+                                                                                 a, w)
+    if torch is not None:
+        contenders["floor: the same GEMMs in torch (MKL)"] = gemm_floor(
+            torch.matmul, torch.from_numpy(a), torch.from_numpy(w))
     times = interleaved_medians(contenders, repeats)
     base = times["pyjac hvp (tape kept)"]
     print(f"\nOne Hessian-vector product, tanh chain depth {DEPTH}, width {WIDTH}, batch "
           f"{BATCH}, float32 ({H.size} parameters)")
-    print(f"{'':42} {'ms':>8} {'vs pyjac':>9} {'GFLOP/s':>8} {'% peak':>7}")
+    print(f"{'':54} {'ms':>8} {'vs pyjac':>9} {'GFLOP/s':>8} {'% peak':>7}")
     for name, t in times.items():
-        gf = flops / t / 1e9 if name.startswith("pyjac hvp") else float("nan")
-        print(f"{name:42} {1e3 * t:8.2f} {t / base:8.2f}x {gf:8.1f} "
+        gf = flops / t / 1e9 if name.startswith(("pyjac hvp", "floor")) else float("nan")
+        print(f"{name:54} {1e3 * t:8.2f} {t / base:8.2f}x {gf:8.1f} "
               f"{100 * gf / peak:6.0f}%" if np.isfinite(gf) else
-              f"{name:42} {1e3 * t:8.2f} {t / base:8.2f}x")
+              f"{name:54} {1e3 * t:8.2f} {t / base:8.2f}x")
 
     reference = pyjac.Chain(DEPTH, WIDTH, activation="tanh", init="gaussian", gain=1.2, seed=1,
                             dtype="float64").hessian(x.astype(np.float64), loss="mse",

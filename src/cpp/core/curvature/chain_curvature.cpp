@@ -63,6 +63,17 @@ Groups groups_of(Norm norm, int batch, int n) {
   return {batch, n, static_cast<std::size_t>(n), 1};
 }
 
+// out = in, entry by entry in another precision, over the threads in fixed chunks.
+template <typename From, typename To>
+void convert(const From* in, To* out, std::int64_t n, int nt) {
+  constexpr std::int64_t kChunk = 1 << 15;
+  const std::int64_t chunks = (n + kChunk - 1) / kChunk;
+  parallel_for(chunks, nt, n >= (1 << 17), [&](std::int64_t c) {
+    const std::int64_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
+    for (std::int64_t i = lo; i < hi; ++i) out[i] = static_cast<To>(in[i]);
+  });
+}
+
 template <typename T>
 void fill_rows(T* a, int rows, int cols, const T* row) {
   for (int i = 0; i < rows; ++i)
@@ -401,7 +412,7 @@ void ChainCurvature<T>::product(int block, const double* v, double* out) {
     vt = v;
     ot = out;
   } else {
-    for (std::int64_t i = 0; i < count; ++i) s.vt[i] = static_cast<T>(v[i]);
+    convert(v, s.vt.data(), count, s.nt);
     vt = s.vt.data();
     ot = s.ot.data();
   }
@@ -425,7 +436,7 @@ void ChainCurvature<T>::product(int block, const double* v, double* out) {
                              moves ? bias_part(ot, l) : nullptr);
   }
   if constexpr (!std::is_same_v<T, double>)
-    for (std::int64_t i = 0; i < count; ++i) out[i] = static_cast<double>(ot[i]);
+    convert(ot, out, count, s.nt);
 }
 
 template <typename T>

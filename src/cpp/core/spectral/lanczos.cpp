@@ -4,12 +4,14 @@
 #include <cmath>
 #include <cstddef>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
 #include "common/reduce.hpp"
 #include "common/tiled_blas.hpp"
 #include "pyjac/common/blas.hpp"
+#include "pyjac/common/draw.hpp"
 #include "pyjac/common/interrupt.hpp"
 #include "pyjac/common/rng.hpp"
 #include "pyjac/common/threads.hpp"
@@ -31,12 +33,6 @@ double dot(const double* a, const double* b, std::int64_t n) {
   return s;
 }
 
-bool all_finite(const double* a, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i)
-    if (!std::isfinite(a[i])) return false;
-  return true;
-}
-
 // +-1 entries from the bits of one stream.
 void rademacher(double* out, std::int64_t n, std::uint64_t seed, std::uint64_t stream) {
   Rng rng(seed, stream);
@@ -47,10 +43,57 @@ void rademacher(double* out, std::int64_t n, std::uint64_t seed, std::uint64_t s
   }
 }
 
-void normal_vector(double* out, std::int64_t n, std::uint64_t seed, std::uint64_t stream) {
-  Rng rng(seed, stream);
-  for (std::int64_t i = 0; i < n; ++i) out[i] = rng.normal();
-}
+// Long vectors cut into chunks fixed by their length: loops share the chunks among
+// threads, and a reduction sums per-chunk partials in chunk order, so no result depends
+// on the thread count.
+class Chunks {
+ public:
+  static constexpr std::int64_t kSize = 1 << 14;  // even: normal pairs never straddle
+  Chunks(std::int64_t n, int n_threads)
+      : n_(n), count_((n + kSize - 1) / kSize), nt_(n_threads), partial_(count_) {}
+  std::int64_t count() const { return count_; }
+
+  template <typename Body>  // body(chunk, first index, length)
+  void each(Body&& body) const {
+    detail::parallel_for(count_, nt_, count_ > 1 && n_ >= (1 << 17), [&](std::int64_t c) {
+      const std::int64_t lo = c * kSize;
+      body(c, lo, std::min(kSize, n_ - lo));
+    });
+  }
+  // sum over chunks of part(first, length), in chunk order.
+  template <typename Part>
+  double sum(Part&& part) {
+    each([&](std::int64_t c, std::int64_t lo, std::int64_t len) { partial_[c] = part(lo, len); });
+    double total = 0.0;
+    for (double v : partial_) total += v;
+    return total;
+  }
+  double dot(const double* a, const double* b) {
+    return sum([&](std::int64_t lo, std::int64_t len) { return pyjac::dot(a + lo, b + lo, len); });
+  }
+  // ||v||, exact over the whole range: the plain sum of squares where it is, else the
+  // scaled norm of reduce.hpp.
+  double norm(const double* v) {
+    const double squares = sum([&](std::int64_t lo, std::int64_t len) {
+      return detail::row_sum_squares(v + lo, static_cast<std::size_t>(len));
+    });
+    if (detail::plain_sum_is_exact<double>(squares)) return std::sqrt(squares);
+    return detail::vector_norm(v, static_cast<std::size_t>(n_));
+  }
+  // Entries of a normal stream (draw.hpp), the same whoever draws which chunk.
+  void normals(double* out, std::uint64_t seed, std::uint64_t stream) {
+    const std::uint64_t state = Rng(seed, stream).state();
+    each([&](std::int64_t, std::int64_t lo, std::int64_t len) {
+      fill_normals(state, static_cast<std::uint64_t>(lo), static_cast<std::size_t>(len), 1.0,
+                   out + lo);
+    });
+  }
+
+ private:
+  std::int64_t n_, count_;
+  int nt_;
+  std::vector<double> partial_;
+};
 
 // The Lanczos recurrence with full reorthogonalisation against every basis vector
 // kept (classical Gram-Schmidt, a second pass when the first removed most of w:
@@ -58,22 +101,27 @@ void normal_vector(double* out, std::int64_t n, std::uint64_t seed, std::uint64_
 class LanczosBasis {
  public:
   LanczosBasis(std::int64_t n, int max_steps, const SymmetricProduct& a, int n_threads)
-      : n_(n), max_steps_(max_steps), a_(a), nt_(n_threads), w_(n), coefficients_(max_steps) {
-    // Reserved, not filled: the basis takes memory only as it grows.
-    q_.reserve(static_cast<std::size_t>(max_steps) * n);
-  }
+      : n_(n), max_steps_(max_steps), a_(a), nt_(n_threads), chunks_(n, n_threads),
+        // Not filled: the basis takes memory only as its vectors are written.
+        q_(new double[static_cast<std::size_t>(std::max(max_steps, 1)) * n]), w_(n),
+        coefficients_(max_steps) {}
 
   // Starts from v (not necessarily normalised); false when v is zero.
   bool start(const double* v) {
-    q_.assign(v, v + n_);
-    return normalise(q_.data());
+    std::copy(v, v + n_, q_.get());
+    return normalise(q_.get());
+  }
+  // Starts from a normal vector of the given stream.
+  bool start_normal(std::uint64_t seed, std::uint64_t stream) {
+    chunks_.normals(q_.get(), seed, stream);
+    return normalise(q_.get());
   }
 
   int steps() const { return static_cast<int>(alpha_.size()); }
   const std::vector<double>& alpha() const { return alpha_; }
   // beta()[j] couples basis vectors j and j + 1; 0 where the space was restarted.
   const std::vector<double>& beta() const { return beta_; }
-  const double* vector(int j) const { return q_.data() + static_cast<std::size_t>(j) * n_; }
+  const double* vector(int j) const { return q_.get() + static_cast<std::size_t>(j) * n_; }
   // The norm of the residual left after the last step (before it was normalised).
   double residual_norm() const { return residual_; }
   bool finite() const { return finite_; }
@@ -85,23 +133,38 @@ class LanczosBasis {
   void step() {
     const int j = steps();
     const double* q = vector(j);
-    a_(q, w_.data());
-    if (!all_finite(w_.data(), n_)) {
+    double* w = w_.data();
+    a_(q, w);
+    const double b = j > 0 ? beta_.back() : 0.0;
+    const double* prev = j > 0 ? vector(j - 1) : q;
+    // w -= b q_{j-1} and the partial dots with q_j, in one pass over each chunk; then
+    // w -= alpha q_j with its squares. A non-finite product shows in alpha or the norm.
+    double alpha = chunks_.sum([&](std::int64_t lo, std::int64_t len) {
+      double s = 0.0;
+      for (std::int64_t i = lo; i < lo + len; ++i) {
+        w[i] -= b * prev[i];
+        s += q[i] * w[i];
+      }
+      return s;
+    });
+    const double squares = chunks_.sum([&](std::int64_t lo, std::int64_t len) {
+      double s = 0.0;
+      for (std::int64_t i = lo; i < lo + len; ++i) {
+        w[i] -= alpha * q[i];
+        s += w[i] * w[i];
+      }
+      return s;
+    });
+    if (!std::isfinite(alpha) || !std::isfinite(squares)) {
       finite_ = false;
       alpha_.push_back(kNaN);
       residual_ = kNaN;
       return;
     }
-    if (j > 0) {
-      const double b = beta_.back();
-      const double* prev = vector(j - 1);
-      for (std::int64_t i = 0; i < n_; ++i) w_[i] -= b * prev[i];
-    }
-    double alpha = dot(q, w_.data(), n_);
-    for (std::int64_t i = 0; i < n_; ++i) w_[i] -= alpha * q[i];
-    alpha += reorthogonalise(j + 1, w_.data(), j);
+    const double before = detail::plain_sum_is_exact<double>(squares) ? std::sqrt(squares)
+                                                                      : chunks_.norm(w);
+    alpha += reorthogonalise(j + 1, w, j, before, &residual_);
     alpha_.push_back(alpha);
-    residual_ = detail::vector_norm(w_.data(), static_cast<std::size_t>(n_));
   }
 
   // Appends the next basis vector: the residual when it is not negligible against the
@@ -110,15 +173,18 @@ class LanczosBasis {
   bool next(double scale, std::uint64_t seed, std::uint64_t stream) {
     const int j = steps();
     if (j >= max_steps_ || j >= n_) return false;
-    q_.resize(static_cast<std::size_t>(j + 1) * n_);
-    double* out = q_.data() + static_cast<std::size_t>(j) * n_;
+    double* out = q_.get() + static_cast<std::size_t>(j) * n_;
     const double tiny = 64.0 * std::numeric_limits<double>::epsilon() * std::max(scale, 1e-300);
     if (residual_ > tiny) {
-      for (std::int64_t i = 0; i < n_; ++i) out[i] = w_[i] / residual_;
-      beta_.push_back(residual_);
+      const double r = residual_;
+      const double* w = w_.data();
+      chunks_.each([&](std::int64_t, std::int64_t lo, std::int64_t len) {
+        for (std::int64_t i = lo; i < lo + len; ++i) out[i] = w[i] / r;
+      });
+      beta_.push_back(r);
       return true;
     }
-    normal_vector(out, n_, seed, stream + static_cast<std::uint64_t>(j));
+    chunks_.normals(out, seed, stream + static_cast<std::uint64_t>(j));
     reorthogonalise(j, out);
     beta_.push_back(0.0);
     return normalise(out);
@@ -126,44 +192,45 @@ class LanczosBasis {
 
  private:
   // w -= Q^T (Q w) over the first `count` basis vectors, returning (Q w)[at] (0 when at
-  // is out of range). Column chunks fixed by n: each chunk's partial products are summed
-  // in chunk order, so the result does not depend on the thread count.
+  // is out of range), chunk by chunk.
   double project_out(int count, double* w, int at) {
-    constexpr std::int64_t kChunk = 1 << 14;
-    const std::int64_t chunks = (n_ + kChunk - 1) / kChunk;
-    partial_.assign(static_cast<std::size_t>(chunks) * count, 0.0);
-    const bool parallel = chunks > 1 && static_cast<double>(n_) * count >= (1 << 18);
+    partial_.assign(static_cast<std::size_t>(chunks_.count()) * count, 0.0);
     const int ld = static_cast<int>(n_);
-    detail::parallel_for(chunks, nt_, parallel, [&](std::int64_t ch) {
-      const std::int64_t lo = ch * kChunk;
-      const int len = static_cast<int>(std::min(kChunk, n_ - lo));
-      blas::gemv(Trans::No, count, len, 1.0, q_.data() + lo, ld, w + lo, 0.0,
-                 partial_.data() + ch * count);
+    const double* q = q_.get();
+    chunks_.each([&](std::int64_t c, std::int64_t lo, std::int64_t len) {
+      blas::gemv(Trans::No, count, static_cast<int>(len), 1.0, q + lo, ld, w + lo, 0.0,
+                 partial_.data() + c * count);
     });
-    double* c = coefficients_.data();
-    std::fill(c, c + count, 0.0);
-    for (std::int64_t ch = 0; ch < chunks; ++ch)
-      for (int r = 0; r < count; ++r) c[r] += partial_[ch * count + r];
-    detail::parallel_for(chunks, nt_, parallel, [&](std::int64_t ch) {
-      const std::int64_t lo = ch * kChunk;
-      const int len = static_cast<int>(std::min(kChunk, n_ - lo));
-      blas::gemv(Trans::Yes, count, len, -1.0, q_.data() + lo, ld, c, 1.0, w + lo);
+    double* coefficient = coefficients_.data();
+    std::fill(coefficient, coefficient + count, 0.0);
+    for (std::int64_t c = 0; c < chunks_.count(); ++c)
+      for (int r = 0; r < count; ++r) coefficient[r] += partial_[c * count + r];
+    chunks_.each([&](std::int64_t, std::int64_t lo, std::int64_t len) {
+      blas::gemv(Trans::Yes, count, static_cast<int>(len), -1.0, q + lo, ld, coefficient, 1.0,
+                 w + lo);
     });
-    return at >= 0 && at < count ? c[at] : 0.0;
+    return at >= 0 && at < count ? coefficient[at] : 0.0;
   }
-  // Projects w off the basis, twice when the first pass removed most of it (Daniel,
-  // Gragg, Kaufman and Stewart's criterion); returns the total coefficient on vector at.
-  double reorthogonalise(int count, double* w, int at = -1) {
-    const double before = detail::vector_norm(w, static_cast<std::size_t>(n_));
+  // Projects w off the basis, twice when the first pass removed most of it; returns the
+  // total coefficient on vector `at`, and the norm of what is left in *left when asked.
+  double reorthogonalise(int count, double* w, int at = -1, double before = -1.0,
+                         double* left = nullptr) {
+    if (before < 0.0) before = chunks_.norm(w);
     double coefficient = project_out(count, w, at);
-    const double after = detail::vector_norm(w, static_cast<std::size_t>(n_));
-    if (after < 0.7071 * before) coefficient += project_out(count, w, at);
+    double after = chunks_.norm(w);
+    if (after < 0.7071 * before) {
+      coefficient += project_out(count, w, at);
+      if (left) after = chunks_.norm(w);
+    }
+    if (left) *left = after;
     return coefficient;
   }
   bool normalise(double* v) {
-    const double norm = detail::vector_norm(v, static_cast<std::size_t>(n_));
+    const double norm = chunks_.norm(v);
     if (!(norm > 0.0) || !std::isfinite(norm)) return false;
-    for (std::int64_t i = 0; i < n_; ++i) v[i] /= norm;
+    chunks_.each([&](std::int64_t, std::int64_t lo, std::int64_t len) {
+      for (std::int64_t i = lo; i < lo + len; ++i) v[i] /= norm;
+    });
     return true;
   }
 
@@ -171,7 +238,9 @@ class LanczosBasis {
   int max_steps_;
   const SymmetricProduct& a_;
   int nt_;
-  std::vector<double> q_, w_, coefficients_, partial_;
+  Chunks chunks_;
+  std::unique_ptr<double[]> q_;
+  std::vector<double> w_, coefficients_, partial_;
   std::vector<double> alpha_, beta_;
   double residual_ = 0.0;
   bool finite_ = true;
@@ -220,9 +289,7 @@ LanczosResult lanczos_eigen(std::int64_t n, const SymmetricProduct& a, const Lan
   BlasThreadScope blas_scope(1);
   const int max_steps = static_cast<int>(std::min<std::int64_t>(n, std::max(o.max_iter, 1)));
   LanczosBasis basis(n, max_steps, a, nt);
-  std::vector<double> start(n);
-  normal_vector(start.data(), n, o.seed, kStartStream);
-  basis.start(start.data());
+  basis.start_normal(o.seed, kStartStream);
 
   LanczosResult r;
   std::vector<double> theta, z;
