@@ -38,7 +38,8 @@ ARGUMENT_NAMES = (
     "norm", "init", "residual", "residual_scale", "grad_dtype", "momentum", "shuffle",
     "copy", "validation", "chain", "forget_bias", "steps", "optimizer", "betas", "eps",
     "weight_decay", "nesterov", "predict", "readout", "weight_bins", "model", "clip_mode",
-    "n", "length", "delay", "symbols",
+    "n", "length", "delay", "symbols", "kind", "v", "which", "max_iter", "samples",
+    "n_vectors", "n_grid", "sigma", "return_eigenvectors",
 )
 
 DTYPES = [np.float64, np.float32, np.float16, np.int64, np.int8, np.bool_, np.complex128,
@@ -139,6 +140,51 @@ RNN = pyjac.Recurrent(4, 2, cell="lstm", seed=3)
        threads=st.sampled_from([None, 1, 2, -1, 0, 10**6, 2.5]))
 def test_fuzz_backprop(x, loss, target, keep, threads):
     call_checked(NET.backprop, x, loss=loss, target=target, keep_grads=keep, n_threads=threads)
+
+
+@FUZZ
+@given(x=arrays([(4,), (2, 4), (0, 4), (3, 4)]),
+       loss=st.sampled_from(["sum_squares", "mse", "cross_entropy", "nope"]),
+       target=st.one_of(st.none(), arrays([(2, 3), (3, 3), (2,), (3,)])),
+       kind=st.sampled_from(["hessian", "gauss_newton", "fisher", 1]),
+       per_layer=st.sampled_from([False, True, "yes"]),
+       v=arrays([(73,), (72,), (0,)]),
+       k=st.sampled_from([1, 2, 0, -1, 1.5, 10**6]),
+       which=st.sampled_from(["largest", "smallest", "both", "middle"]),
+       tol=st.sampled_from([None, 1e-6, 0.0, -1.0, float("nan")]),
+       samples=st.sampled_from([1, 2, 9, 0, -3, 2.5]))
+def test_fuzz_hessian(x, loss, target, kind, per_layer, v, k, which, tol, samples):
+    H = call_checked(NET.hessian, x, loss=loss, target=target, kind=kind, per_layer=per_layer)
+    if H is None:
+        return
+    call_checked(H.hvp, v)
+    call_checked(H.eigenvalues, k, which, tol=tol, max_iter=20)
+    call_checked(H.trace, samples)
+    call_checked(H.density, n_vectors=2, steps=samples)
+
+
+HESSIANS = [NET.hessian(np.ones((2, 4)) * 0.3),
+            NET64.hessian(np.eye(4)[:3], loss="mse", target=np.zeros((3, 4)), per_layer=True)]
+
+
+@FUZZ
+@given(which_h=st.sampled_from([0, 1]), v=arrays([(73,), (40,), (3, 4)]),
+       k=st.sampled_from([1, 3, 0, 2.5, 10**9]),
+       which=st.sampled_from(["largest", "smallest", "both", 0]),
+       tol=st.sampled_from([None, 1e-3, 0.0, float("inf"), "a"]),
+       max_iter=st.sampled_from([None, 5, 0, -1, 10**12]),
+       samples=st.sampled_from([1, 3, 99, 0, 10**12, None]),
+       method=st.sampled_from(["hutch++", "hutchinson", "exact"]),
+       seed=st.sampled_from([0, -1, 2**64, 7.5]),
+       sigma=st.sampled_from([None, 0.1, 0.0, -1.0, float("nan")]),
+       n_grid=st.sampled_from([2, 100, 1, 10**12]))
+def test_fuzz_hessian_methods(which_h, v, k, which, tol, max_iter, samples, method, seed,
+                              sigma, n_grid):
+    H = HESSIANS[which_h]
+    call_checked(H.hvp, v)
+    call_checked(H.eigenvalues, k, which, tol=tol, max_iter=max_iter, seed=seed)
+    call_checked(H.trace, samples, method=method, seed=seed)
+    call_checked(H.density, n_vectors=2, steps=5, n_grid=n_grid, sigma=sigma, seed=seed)
 
 
 @FUZZ

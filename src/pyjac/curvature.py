@@ -314,7 +314,7 @@ class Hessian:
         return_eigenvectors = check_bool(return_eigenvectors, "return_eigenvectors")
         largest_block = max(self._blocks())
         check_allocation(8 * (min(max_iter, largest_block) + 2) * largest_block,
-                         f"a Lanczos basis of {max_iter} vectors (max_iter)")
+                         f"max_iter: a Lanczos basis of {max_iter} vectors")
         raw = self._core.eigenvalues(self.per_layer, k, which, max_iter, tol, seed,
                                      return_eigenvectors, self._n_threads)
         if not self.per_layer:
@@ -352,7 +352,7 @@ class Hessian:
         largest_block = max(self._blocks())
         if method == "hutch++":
             check_allocation(8 * (samples // 3 + 3) * largest_block,
-                             f"Hutch++ with {samples} samples")
+                             f"samples: Hutch++ with {samples} samples")
         raw = self._core.trace(self.per_layer, samples, method == "hutch++", seed,
                                self._n_threads)
         if not self.per_layer:
@@ -393,7 +393,10 @@ class Hessian:
         seed = check_seed(seed)
         largest_block = max(self._blocks())
         check_allocation(8 * (min(steps, largest_block) + 2) * largest_block,
-                         f"a Lanczos basis of {steps} vectors (steps)")
+                         f"steps: a Lanczos basis of {steps} vectors")
+        layers = self.depth if self.per_layer else 1
+        check_allocation(8 * n_grid * (n_vectors * min(steps, largest_block) + 3) * layers,
+                         f"n_grid: a density on {n_grid} points")
         raw = self._core.quadrature(self.per_layer, n_vectors, steps, seed, self._n_threads)
         parts = [_smoothed(r["nodes"], r["weights"], n_grid, sigma) for r in raw]
         if not self.per_layer:
@@ -415,7 +418,7 @@ def make_hessian(chain: Any, core_parameters: tuple[Any, Any], xb: np.ndarray, l
     per_layer = check_bool(per_layer, "per_layer")
     n_threads = check_threads(n_threads)
     nbytes = _core.curvature_workspace_bytes(chain.widths, xb.shape[0], chain.dtype.itemsize)
-    check_allocation(nbytes, f"the curvature's tapes for a batch of {xb.shape[0]} (x)")
+    check_allocation(nbytes, f"x: the curvature's tapes for a batch of {xb.shape[0]}")
     core = _core.ChainCurvature(*core_parameters, chain.activations, chain.residual,
                                 chain.residual_scale, chain.norm or "none", xb, loss_name,
                                 target, kind, n_threads)
