@@ -13,6 +13,7 @@ void register_recurrent(py::module_& m);
 void register_regenerated(py::module_& m);
 void register_train(py::module_& m);
 void register_train_recurrent(py::module_& m);
+void register_transformer(py::module_& m);
 }  // namespace pyjac::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -26,4 +27,5 @@ PYBIND11_MODULE(_core, m) {
   pyjac::bindings::register_regenerated(m);
   pyjac::bindings::register_train(m);
   pyjac::bindings::register_train_recurrent(m);
+  pyjac::bindings::register_transformer(m);
 }

@@ -1,0 +1,150 @@
+// Transformer stacks: one call per backprop (pyjac.Transformer wraps it).
+#include <pybind11/stl.h>
+
+#include "arrays.hpp"
+#include "pyjac/transformer/transformer.hpp"
+#include "release_gil.hpp"
+
+namespace pyjac::bindings {
+namespace {
+
+// PyTorch's names of a block's parameters, in the order the Python side passes them.
+constexpr const char* kNames[12] = {
+    "self_attn.in_proj_weight", "self_attn.in_proj_bias", "self_attn.out_proj.weight",
+    "self_attn.out_proj.bias",  "linear1.weight",         "linear1.bias",
+    "linear2.weight",           "linear2.bias",           "norm1.weight",
+    "norm1.bias",               "norm2.weight",           "norm2.bias"};
+
+template <typename T>
+struct OwnedTransformer {
+  TransformerView<T> view;
+  std::vector<CArray<T>> arrays;
+};
+
+template <typename T>
+OwnedTransformer<T> make_view(const py::sequence& blocks, int width, int heads, int hidden,
+                              const std::string& activation, const std::string& norm,
+                              bool residual, double residual_scale, bool causal) {
+  OwnedTransformer<T> o;
+  auto& v = o.view;
+  v.width = width;
+  v.heads = heads;
+  v.hidden = hidden;
+  v.activation = parse_activation(activation);
+  v.norm = parse_block_norm(norm);
+  v.residual = residual;
+  v.residual_scale = residual_scale;
+  v.causal = causal;
+  const py::ssize_t shapes[12][2] = {{3 * width, width}, {3 * width, 0}, {width, width},
+                                     {width, 0},         {hidden, width}, {hidden, 0},
+                                     {width, hidden},    {width, 0},      {width, 0},
+                                     {width, 0},         {width, 0},      {width, 0}};
+  const int used = v.norm == BlockNorm::None ? 8 : 12;
+  o.arrays.reserve(blocks.size() * 12);
+  for (std::size_t l = 0; l < blocks.size(); ++l) {
+    const auto params = blocks[l].cast<py::sequence>();
+    if (static_cast<int>(params.size()) < used)
+      throw std::invalid_argument("parameters: block " + std::to_string(l) + " has " +
+                                  std::to_string(params.size()) + " arrays, expected " +
+                                  std::to_string(used));
+    const T* p[12] = {};
+    for (int i = 0; i < used; ++i) {
+      CArray<T> a = CArray<T>::ensure(params[i]);
+      const bool matrix = shapes[i][1] > 0;
+      const bool ok = a && (matrix ? a.ndim() == 2 && a.shape(0) == shapes[i][0] &&
+                                         a.shape(1) == shapes[i][1]
+                                   : a.ndim() == 1 && a.shape(0) == shapes[i][0]);
+      if (!ok)
+        throw std::invalid_argument("parameters: block " + std::to_string(l) + "'s " +
+                                    kNames[i] + " has the wrong shape");
+      p[i] = a.data();
+      o.arrays.push_back(std::move(a));
+    }
+    v.blocks.push_back({p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10],
+                        p[11]});
+  }
+  v.validate();
+  return o;
+}
+
+template <typename T>
+py::dict backprop_typed(const py::sequence& blocks, int width, int heads, int hidden,
+                        const std::string& activation, const std::string& norm, bool residual,
+                        double residual_scale, bool causal, const py::array& x_in,
+                        const std::string& loss, const py::object& target_in, int n_threads) {
+  auto net = make_view<T>(blocks, width, heads, hidden, activation, norm, residual,
+                          residual_scale, causal);
+  CArray<T> x = CArray<T>::ensure(x_in);
+  if (!x || x.ndim() != 3 || x.shape(2) != width)
+    throw std::invalid_argument("x: expected shape (batch, seq_len, " + std::to_string(width) +
+                                ")");
+  const int batch = static_cast<int>(x.shape(0)), seq_len = static_cast<int>(x.shape(1));
+  TransformerOptions options;
+  options.loss = parse_loss(loss);
+  options.n_threads = n_threads;
+  CArray<T> target;
+  const T* target_ptr = nullptr;
+  if (options.loss == Loss::Mse || options.loss == Loss::GradOutput) {
+    const std::string name = options.loss == Loss::Mse ? "target" : "grad_output";
+    target = CArray<T>::ensure(target_in);
+    if (!target || target.ndim() != 3 || target.shape(0) != batch ||
+        target.shape(1) != seq_len || target.shape(2) != width)
+      throw std::invalid_argument(name + ": expected the shape of x");
+    target_ptr = target.data();
+  }
+  py::array_t<T> output({batch, seq_len, width});
+  T* out = output.mutable_data();
+  const auto s = release_gil([&] {
+    return transformer_backprop<T>(net.view, x.data(), batch, seq_len, target_ptr, options, out);
+  });
+  const py::ssize_t depth = net.view.depth();
+  py::dict r;
+  r["loss"] = s.loss;
+  r["grad_norm"] = to_numpy(s.grad_norm);
+  r["activation_norm"] = to_numpy(s.activation_norm);
+  r["parameter_grad_norm"] = to_numpy_2d(s.parameter_grad_norm, depth, kTransformerParameters);
+  r["query_grad_norm"] = to_numpy(s.query_grad_norm);
+  r["key_grad_norm"] = to_numpy(s.key_grad_norm);
+  r["attention_entropy"] = to_numpy_2d(s.attention_entropy, depth, heads);
+  r["token_similarity"] = to_numpy(s.token_similarity);
+  r["rank_one_distance"] = to_numpy(s.rank_one_distance);
+  r["first_nonfinite_layer"] = index_or_none(s.first_nonfinite_layer);
+  static const char* stages[] = {nullptr, "forward", "backward"};
+  r["first_nonfinite_stage"] = s.first_nonfinite_stage == 0
+                                   ? py::object(py::none())
+                                   : py::str(stages[s.first_nonfinite_stage]);
+  r["output"] = output;
+  return r;
+}
+
+py::dict transformer_backprop_binding(const py::sequence& blocks, int width, int heads,
+                                      int hidden, const std::string& activation,
+                                      const std::string& norm, bool residual,
+                                      double residual_scale, bool causal, const py::array& x,
+                                      const std::string& loss, const py::object& target,
+                                      int n_threads) {
+  if (x.dtype().is(py::dtype::of<float>()))
+    return backprop_typed<float>(blocks, width, heads, hidden, activation, norm, residual,
+                                 residual_scale, causal, x, loss, target, n_threads);
+  if (x.dtype().is(py::dtype::of<double>()))
+    return backprop_typed<double>(blocks, width, heads, hidden, activation, norm, residual,
+                                  residual_scale, causal, x, loss, target, n_threads);
+  throw py::type_error("x: expected float32 or float64");
+}
+
+}  // namespace
+
+void register_transformer(py::module_& m) {
+  m.def("transformer_backprop", &transformer_backprop_binding, py::arg("blocks"),
+        py::arg("width"), py::arg("heads"), py::arg("hidden"), py::arg("activation"),
+        py::arg("norm"), py::arg("residual"), py::arg("residual_scale"), py::arg("causal"),
+        py::arg("x"), py::arg("loss"), py::arg("target"), py::arg("n_threads"));
+  m.def("transformer_workspace_bytes", &transformer_workspace_bytes, py::arg("depth"),
+        py::arg("width"), py::arg("heads"), py::arg("hidden"), py::arg("batch"),
+        py::arg("seq_len"), py::arg("dtype_size"));
+  std::vector<std::string> names;
+  for (int i = 0; i < kTransformerParameters; ++i) names.push_back(transformer_parameter_name(i));
+  m.attr("TRANSFORMER_PARAMETERS") = names;
+}
+
+}  // namespace pyjac::bindings

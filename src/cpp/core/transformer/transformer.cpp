@@ -1,0 +1,559 @@
+// Forward and backward pass through a stack of transformer encoder blocks, with the
+// gradient measured at every point of the residual stream and for every parameter.
+//
+// Rows are tokens: x is (batch * seq_len, width). Per block, with s the residual scale:
+//   pre-LN:  a = x + s SA(LN1(x)),      x' = a + s FF(LN2(a))
+//   post-LN: a = LN1(x + s SA(x)),      x' = LN2(a + s FF(a))
+//   none:    a = x + s SA(x),           x' = a + s FF(a)
+// without residual connections the "x +" and "a +" terms go. SA is multi-head softmax
+// attention, softmax(Q K^T / sqrt(d_head)) V then the output projection; FF is
+// W_2 phi(W_1 . + b_1) + b_2.
+#include "pyjac/transformer/transformer.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <string>
+
+#include "chain/layerwise_backprop.hpp"
+#include "chain/loss.hpp"
+#include "common/reduce.hpp"
+#include "common/sizes.hpp"
+#include "common/tiled_blas.hpp"
+#include "pyjac/common/activation.hpp"
+#include "pyjac/common/blas.hpp"
+#include "pyjac/common/interrupt.hpp"
+#include "pyjac/common/threads.hpp"
+
+namespace pyjac {
+
+BlockNorm parse_block_norm(const std::string& name) {
+  if (name == "pre") return BlockNorm::Pre;
+  if (name == "post") return BlockNorm::Post;
+  if (name == "none") return BlockNorm::None;
+  throw std::invalid_argument("norm: expected 'pre', 'post' or None, got '" + name + "'");
+}
+
+const char* transformer_parameter_name(int index) {
+  static const char* names[kTransformerParameters] = {
+      "W_Q",         "W_K",         "W_V",          "in_proj_bias", "W_O",
+      "out_proj_bias", "W_1",       "b_1",          "W_2",          "b_2",
+      "norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias"};
+  if (index < 0 || index >= kTransformerParameters)
+    throw std::invalid_argument("index: no such transformer parameter");
+  return names[index];
+}
+
+template <typename T>
+void TransformerView<T>::validate() const {
+  if (blocks.empty()) throw std::invalid_argument("depth: must be at least 1");
+  if (width < 1) throw std::invalid_argument("width: must be at least 1");
+  if (heads < 1 || width % heads != 0)
+    throw std::invalid_argument("heads: " + std::to_string(heads) + " does not divide width " +
+                                std::to_string(width));
+  if (hidden < 1) throw std::invalid_argument("mlp_ratio: the MLP needs at least one unit");
+  if (activation != Activation::Relu && activation != Activation::Gelu)
+    throw std::invalid_argument("activation: the MLP takes 'relu' or 'gelu', as PyTorch's does");
+  for (std::size_t l = 0; l < blocks.size(); ++l) {
+    const auto& b = blocks[l];
+    const bool missing = !b.in_proj_weight || !b.in_proj_bias || !b.out_proj_weight ||
+                         !b.out_proj_bias || !b.linear1_weight || !b.linear1_bias ||
+                         !b.linear2_weight || !b.linear2_bias ||
+                         (norm != BlockNorm::None && (!b.norm1_weight || !b.norm1_bias ||
+                                                      !b.norm2_weight || !b.norm2_bias));
+    if (missing)
+      throw std::invalid_argument("parameters: block " + std::to_string(l) + " lacks some");
+  }
+}
+
+std::int64_t transformer_workspace_bytes(int depth, int width, int heads, int hidden, int batch,
+                                         int seq_len, int dtype_size) {
+  using detail::sat_add;
+  using detail::sat_mul;
+  const std::int64_t rows = sat_mul(batch, seq_len);
+  // Per block: x, LN1 (x-hat, u), qkv (3), attention output, a, LN2 (x-hat, v), the MLP's
+  // pre-activation and output, the probabilities; plus the backward pass's slabs.
+  std::int64_t per_block = sat_mul(rows, sat_add(sat_mul(10, width), sat_mul(2, hidden)));
+  per_block = sat_add(per_block, sat_mul(sat_mul(batch, heads), sat_mul(seq_len, seq_len)));
+  std::int64_t total = sat_mul(depth, per_block);
+  total = sat_add(total, sat_mul(rows, sat_add(sat_mul(12, width), sat_mul(2, hidden))));
+  total = sat_add(total, sat_mul(4, sat_mul(width, sat_add(sat_mul(4, width), hidden))));
+  return sat_mul(total, dtype_size);
+}
+
+namespace {
+
+using blas::Trans;
+using detail::parallel_for;
+using detail::worth_parallel;
+template <typename T>
+using Vec = std::vector<T>;
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+template <typename T>
+void fill_rows(T* a, std::size_t rows, int cols, const T* row) {
+  for (std::size_t i = 0; i < rows; ++i) std::memcpy(a + i * cols, row, sizeof(T) * cols);
+}
+
+// y = x W^T + b for x (rows x n_in), W (n_out x n_in).
+template <typename T>
+void linear(const T* x, std::size_t rows, int n_in, const T* w, const T* b, int n_out, T* y,
+            int nt) {
+  fill_rows(y, rows, n_out, b);
+  detail::tiled_gemm(Trans::No, Trans::Yes, static_cast<int>(rows), n_out, n_in, T(1), x, n_in,
+                     w, n_in, T(1), y, n_out, nt);
+}
+
+// LayerNorm over each row, with PyTorch's biased variance and eps, and the affine map.
+template <typename T>
+void layer_norm(const T* x, std::size_t rows, int n, const T* gamma, const T* beta, T* hat,
+                T* rstd, T* y, int nt) {
+  parallel_for(static_cast<long long>(rows), nt, worth_parallel(rows * n), [&](long long i) {
+    const T* r = x + i * n;
+    double mean = 0.0;
+    for (int j = 0; j < n; ++j) mean += r[j];
+    mean /= n;
+    double var = 0.0;
+    for (int j = 0; j < n; ++j) var += (r[j] - mean) * (r[j] - mean);
+    var /= n;
+    const double inv = 1.0 / std::sqrt(var + kNormEps);
+    rstd[i] = static_cast<T>(inv);
+    for (int j = 0; j < n; ++j) {
+      const T h = static_cast<T>((r[j] - mean) * inv);
+      hat[i * n + j] = h;
+      y[i * n + j] = h * gamma[j] + beta[j];
+    }
+  });
+}
+
+// dx (+)= rstd (g - mean(g) - hat mean(g hat)) with g = dy * gamma, per row.
+template <typename T>
+void layer_norm_backward(const T* dy, const T* hat, const T* rstd, const T* gamma,
+                         std::size_t rows, int n, T* dx, bool accumulate, int nt) {
+  parallel_for(static_cast<long long>(rows), nt, worth_parallel(rows * n), [&](long long i) {
+    double m1 = 0.0, m2 = 0.0;
+    for (int j = 0; j < n; ++j) {
+      const double g = static_cast<double>(dy[i * n + j]) * gamma[j];
+      m1 += g;
+      m2 += g * hat[i * n + j];
+    }
+    m1 /= n;
+    m2 /= n;
+    for (int j = 0; j < n; ++j) {
+      const double g = static_cast<double>(dy[i * n + j]) * gamma[j];
+      const T v = static_cast<T>(rstd[i] * (g - m1 - hat[i * n + j] * m2));
+      dx[i * n + j] = accumulate ? dx[i * n + j] + v : v;
+    }
+  });
+}
+
+// Norms of the LayerNorm's weight and bias gradients: sum over rows of dy * hat and dy.
+template <typename T>
+void layer_norm_grad_norms(const T* dy, const T* hat, std::size_t rows, int n, Vec<T>& scratch,
+                           Vec<double>& column, int nt, double& weight_norm,
+                           double& bias_norm) {
+  const std::size_t total = rows * n;
+  scratch.resize(total);
+  for (std::size_t k = 0; k < total; ++k) scratch[k] = dy[k] * hat[k];
+  layerwise::column_sums(scratch.data(), static_cast<int>(rows), n, column.data(), nt);
+  weight_norm = detail::vector_norm(column.data(), n);
+  layerwise::column_sums(dy, static_cast<int>(rows), n, column.data(), nt);
+  bias_norm = detail::vector_norm(column.data(), n);
+}
+
+template <typename T>
+double norm_of(const T* a, std::size_t rows, std::size_t cols, int nt) {
+  return detail::frobenius_norm(a, rows, cols, nt).norm;
+}
+
+// out = base + s * branch, or s * branch alone (no residual connection).
+template <typename T>
+void residual_sum(const T* base, const T* branch, T s, std::size_t n, bool residual, T* out) {
+  for (std::size_t k = 0; k < n; ++k) out[k] = (residual ? base[k] : T(0)) + s * branch[k];
+}
+
+template <typename T>
+struct BlockTape {
+  Vec<T> x;                    // the block's input
+  Vec<T> hat1, rstd1, u;       // LN1 (pre: of x; post: of x + s SA), sublayer-1 input (pre)
+  Vec<T> qkv, probs, attn;     // projections, attention probabilities, heads' outputs
+  Vec<T> a;                    // the stream after the attention sublayer
+  Vec<T> hat2, rstd2, v;       // LN2 and the MLP's input (pre)
+  Vec<T> z1, g;                // the MLP's pre-activation and phi of it
+};
+
+template <typename T>
+class Pass {
+ public:
+  Pass(const TransformerView<T>& net, int batch, int seq_len, int nt)
+      : net_(net), B_(batch), T_(seq_len), N_(static_cast<std::size_t>(batch) * seq_len),
+        d_(net.width), h_(net.heads), dh_(net.width / net.heads), m_(net.hidden), nt_(nt),
+        s_(static_cast<T>(net.residual_scale)), column_(std::max(3 * net.width, net.hidden)) {}
+
+  TransformerStats run(const T* x, const T* target, Loss loss, T* output) {
+    const int L = net_.depth();
+    stats_.grad_norm.assign(2 * L + 1, 0.0);
+    stats_.activation_norm.assign(2 * L + 1, 0.0);
+    stats_.parameter_grad_norm.assign(static_cast<std::size_t>(L) * kTransformerParameters, kNaN);
+    stats_.query_grad_norm.assign(L, 0.0);
+    stats_.key_grad_norm.assign(L, 0.0);
+    stats_.attention_entropy.assign(static_cast<std::size_t>(L) * h_, 0.0);
+    stats_.token_similarity.assign(L + 1, 0.0);
+    stats_.rank_one_distance.assign(L + 1, 0.0);
+    tape_.resize(L);
+    Vec<T> out(N_ * d_);
+    for (int l = 0; l < L; ++l) {
+      check_interrupt();
+      if (l == 0) tape_[0].x.assign(x, x + N_ * d_);
+      T* next = l + 1 < L ? (tape_[l + 1].x.resize(N_ * d_), tape_[l + 1].x.data()) : out.data();
+      forward_block(l, next);
+    }
+    record_point(0, tape_[0].x.data(), 1);
+    rank_collapse(0, tape_[0].x.data());
+    for (int l = 0; l < L; ++l) {
+      const T* after = l + 1 < L ? tape_[l + 1].x.data() : out.data();
+      record_point(2 * l + 1, tape_[l].a.data(), 1);
+      record_point(2 * l + 2, after, 1);
+      rank_collapse(l + 1, after);
+    }
+    if (output) std::copy(out.begin(), out.end(), output);
+    Vec<T> g(N_ * d_), g_in(N_ * d_);
+    stats_.loss = detail::loss_and_gradient(loss, out.data(), static_cast<int>(N_), d_, target,
+                                            nullptr, g.data(), nt_);
+    stats_.grad_norm[2 * L] = norm_of(g.data(), N_, d_, nt_);
+    note_backward(2 * L, stats_.grad_norm[2 * L]);
+    for (int l = L - 1; l >= 0; --l) {
+      check_interrupt();
+      backward_block(l, g.data(), g_in.data());
+      g.swap(g_in);
+    }
+    return stats_;
+  }
+
+ private:
+  const TransformerBlock<T>& block(int l) const { return net_.blocks[l]; }
+  bool pre() const { return net_.norm == BlockNorm::Pre; }
+  bool post() const { return net_.norm == BlockNorm::Post; }
+
+  void record_point(int index, const T* values, int stage) {
+    const auto r = detail::frobenius_norm(values, N_, d_, nt_);
+    stats_.activation_norm[index] = r.norm;
+    if (!r.finite && stats_.first_nonfinite_stage == 0) {
+      stats_.first_nonfinite_layer = index;
+      stats_.first_nonfinite_stage = stage;
+    }
+  }
+  void note_backward(int index, double norm) {
+    if (!std::isfinite(norm) && stats_.first_nonfinite_stage == 0) {
+      stats_.first_nonfinite_layer = index;
+      stats_.first_nonfinite_stage = 2;
+    }
+  }
+
+  void forward_block(int l, T* x_out) {
+    const auto& p = block(l);
+    BlockTape<T>& t = tape_[l];
+    const std::size_t nd = N_ * d_;
+    const T* sub1 = t.x.data();
+    if (pre()) {
+      t.hat1.resize(nd), t.rstd1.resize(N_), t.u.resize(nd);
+      layer_norm(t.x.data(), N_, d_, p.norm1_weight, p.norm1_bias, t.hat1.data(),
+                 t.rstd1.data(), t.u.data(), nt_);
+      sub1 = t.u.data();
+    }
+    t.qkv.resize(N_ * 3 * d_);
+    linear(sub1, N_, d_, p.in_proj_weight, p.in_proj_bias, 3 * d_, t.qkv.data(), nt_);
+    attention_forward(l);
+    t.a.resize(nd);
+    Vec<T>& sa = scratch_;
+    sa.resize(nd);
+    linear(t.attn.data(), N_, d_, p.out_proj_weight, p.out_proj_bias, d_, sa.data(), nt_);
+    if (post()) {
+      residual_sum(t.x.data(), sa.data(), s_, nd, net_.residual, sa.data());
+      t.hat1.resize(nd), t.rstd1.resize(N_);
+      layer_norm(sa.data(), N_, d_, p.norm1_weight, p.norm1_bias, t.hat1.data(), t.rstd1.data(),
+                 t.a.data(), nt_);
+    } else {
+      residual_sum(t.x.data(), sa.data(), s_, nd, net_.residual, t.a.data());
+    }
+    const T* sub2 = t.a.data();
+    if (pre()) {
+      t.hat2.resize(nd), t.rstd2.resize(N_), t.v.resize(nd);
+      layer_norm(t.a.data(), N_, d_, p.norm2_weight, p.norm2_bias, t.hat2.data(),
+                 t.rstd2.data(), t.v.data(), nt_);
+      sub2 = t.v.data();
+    }
+    const std::size_t nm = N_ * m_;
+    t.z1.resize(nm), t.g.resize(nm);
+    linear(sub2, N_, d_, p.linear1_weight, p.linear1_bias, m_, t.z1.data(), nt_);
+    const Activation act = net_.activation;
+    parallel_for(static_cast<long long>(N_), nt_, worth_parallel(nm), [&](long long i) {
+      for (int j = 0; j < m_; ++j) t.g[i * m_ + j] = activate(act, t.z1[i * m_ + j]).value;
+    });
+    Vec<T>& ff = scratch_;
+    linear(t.g.data(), N_, m_, p.linear2_weight, p.linear2_bias, d_, ff.data(), nt_);
+    if (post()) {
+      residual_sum(t.a.data(), ff.data(), s_, nd, net_.residual, ff.data());
+      t.hat2.resize(nd), t.rstd2.resize(N_);
+      layer_norm(ff.data(), N_, d_, p.norm2_weight, p.norm2_bias, t.hat2.data(), t.rstd2.data(),
+                 x_out, nt_);
+    } else {
+      residual_sum(t.a.data(), ff.data(), s_, nd, net_.residual, x_out);
+    }
+  }
+
+  // Per (example, head): P = softmax(scale Q K^T) (causal: j <= i), O = P V, and the
+  // entropy of each row of P, summed per item and reduced in item order.
+  void attention_forward(int l) {
+    BlockTape<T>& t = tape_[l];
+    t.probs.resize(static_cast<std::size_t>(B_) * h_ * T_ * T_);
+    t.attn.resize(N_ * d_);
+    const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh_)));
+    const int ld = 3 * d_;
+    Vec<double> entropy(static_cast<std::size_t>(B_) * h_);
+    parallel_for(B_ * h_, nt_, worth_parallel(static_cast<std::size_t>(B_) * h_ * T_ * T_ * dh_),
+                 [&](int item) {
+      const int b = item / h_, hd = item % h_;
+      const T* q = t.qkv.data() + static_cast<std::size_t>(b) * T_ * ld + hd * dh_;
+      const T* k = q + d_;
+      const T* v = q + 2 * d_;
+      T* p = t.probs.data() + static_cast<std::size_t>(item) * T_ * T_;
+      blas::gemm(Trans::No, Trans::Yes, T_, T_, dh_, scale, q, ld, k, ld, T(0), p, T_);
+      double h_sum = 0.0;
+      for (int i = 0; i < T_; ++i) {
+        T* row = p + static_cast<std::size_t>(i) * T_;
+        const int last = net_.causal ? i + 1 : T_;
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int j = 0; j < last; ++j) mx = std::max(mx, static_cast<double>(row[j]));
+        double z = 0.0;
+        for (int j = 0; j < last; ++j) z += std::exp(row[j] - mx);
+        double ent = 0.0;
+        for (int j = 0; j < last; ++j) {
+          const double e = std::exp(row[j] - mx) / z;
+          row[j] = static_cast<T>(e);
+          if (e > 0.0) ent -= e * std::log(e);
+        }
+        for (int j = last; j < T_; ++j) row[j] = T(0);
+        h_sum += ent;
+      }
+      entropy[item] = h_sum / T_;
+      blas::gemm(Trans::No, Trans::No, T_, dh_, T_, T(1), p, T_, v, ld, T(0),
+                 t.attn.data() + static_cast<std::size_t>(b) * T_ * d_ + hd * dh_, d_);
+    });
+    for (int item = 0; item < B_ * h_; ++item)
+      stats_.attention_entropy[static_cast<std::size_t>(l) * h_ + item % h_] += entropy[item] / B_;
+  }
+
+  // Rank collapse of the stream x (each example's seq_len tokens): the mean cosine of
+  // distinct token pairs, and the relative distance from the rank-one matrix of the mean
+  // token.
+  void rank_collapse(int point, const T* x) {
+    Vec<double> similarity(B_), distance(B_);
+    parallel_for(B_, nt_, worth_parallel(N_ * d_), [&](int b) {
+      const T* X = x + static_cast<std::size_t>(b) * T_ * d_;
+      Vec<double> mean(d_, 0.0), unit_sum(d_, 0.0), centred(static_cast<std::size_t>(T_) * d_);
+      for (int i = 0; i < T_; ++i)
+        for (int j = 0; j < d_; ++j) mean[j] += X[static_cast<std::size_t>(i) * d_ + j];
+      for (double& v : mean) v /= T_;
+      for (int i = 0; i < T_; ++i) {
+        const T* row = X + static_cast<std::size_t>(i) * d_;
+        const double n = detail::vector_norm(row, d_);
+        for (int j = 0; j < d_; ++j) {
+          unit_sum[j] += n > 0.0 ? row[j] / n : 0.0;
+          centred[static_cast<std::size_t>(i) * d_ + j] = row[j] - mean[j];
+        }
+      }
+      const double total = detail::block_norm(X, T_, d_, d_);
+      distance[b] = total > 0.0 ? detail::vector_norm(centred.data(), centred.size()) / total
+                                : kNaN;
+      const double s = detail::vector_norm(unit_sum.data(), d_);
+      similarity[b] = T_ > 1 ? (s * s - T_) / (static_cast<double>(T_) * (T_ - 1)) : kNaN;
+    });
+    double sim = 0.0, dist = 0.0;
+    for (int b = 0; b < B_; ++b) {
+      sim += similarity[b];
+      dist += distance[b];
+    }
+    stats_.token_similarity[point] = sim / B_;
+    stats_.rank_one_distance[point] = dist / B_;
+  }
+
+  double* params(int l) {
+    return stats_.parameter_grad_norm.data() + static_cast<std::size_t>(l) * kTransformerParameters;
+  }
+
+  // ||dY^T X|| (a weight gradient) and ||column sums of dY|| (its bias's).
+  void weight_grad_norms(const T* dy, int n_out, const T* x, int n_in, double* w_norm,
+                         double* b_norm) {
+    wgrad_.resize(static_cast<std::size_t>(n_out) * n_in);
+    detail::tiled_gemm(Trans::Yes, Trans::No, n_out, n_in, static_cast<int>(N_), T(1), dy, n_out,
+                       x, n_in, T(0), wgrad_.data(), n_in, nt_);
+    *w_norm = norm_of(wgrad_.data(), n_out, n_in, nt_);
+    layerwise::column_sums(dy, static_cast<int>(N_), n_out, column_.data(), nt_);
+    *b_norm = detail::vector_norm(column_.data(), n_out);
+  }
+
+  // g: dL/dx_out on entry; g_in: dL/dx_in on return.
+  void backward_block(int l, const T* g, T* g_in) {
+    const auto& p = block(l);
+    BlockTape<T>& t = tape_[l];
+    const std::size_t nd = N_ * d_, nm = N_ * m_;
+    double* pn = params(l);
+    // The MLP sublayer.
+    Vec<T> d(nd), dff(nd), dg(nm), dsub(nd);
+    if (post()) {
+      layer_norm_grad_norms(g, t.hat2.data(), N_, d_, scratch_, column_, nt_, pn[12], pn[13]);
+      layer_norm_backward(g, t.hat2.data(), t.rstd2.data(), p.norm2_weight, N_, d_, d.data(),
+                          false, nt_);
+    } else {
+      std::copy(g, g + nd, d.begin());
+    }
+    for (std::size_t k = 0; k < nd; ++k) dff[k] = s_ * d[k];
+    const T* sub2 = pre() ? t.v.data() : t.a.data();
+    weight_grad_norms(dff.data(), d_, t.g.data(), m_, &pn[8], &pn[9]);
+    detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), m_, d_, T(1), dff.data(), d_,
+                       p.linear2_weight, m_, T(0), dg.data(), m_, nt_);
+    const Activation act = net_.activation;
+    parallel_for(static_cast<long long>(N_), nt_, worth_parallel(nm), [&](long long i) {
+      for (int j = 0; j < m_; ++j)
+        dg[i * m_ + j] *= activate(act, t.z1[i * m_ + j]).derivative;
+    });
+    weight_grad_norms(dg.data(), m_, sub2, d_, &pn[6], &pn[7]);
+    detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), d_, m_, T(1), dg.data(), m_,
+                       p.linear1_weight, d_, T(0), dsub.data(), d_, nt_);
+    // da: through the skip connection and through the sublayer's input.
+    Vec<T> da(nd);
+    if (net_.residual)
+      std::copy(d.begin(), d.end(), da.begin());
+    else
+      std::fill(da.begin(), da.end(), T(0));
+    if (pre()) {
+      layer_norm_grad_norms(dsub.data(), t.hat2.data(), N_, d_, scratch_, column_, nt_, pn[12],
+                            pn[13]);
+      layer_norm_backward(dsub.data(), t.hat2.data(), t.rstd2.data(), p.norm2_weight, N_, d_,
+                          da.data(), true, nt_);
+    } else {
+      for (std::size_t k = 0; k < nd; ++k) da[k] += dsub[k];
+    }
+    stats_.grad_norm[2 * l + 1] = norm_of(da.data(), N_, d_, nt_);
+    note_backward(2 * l + 1, stats_.grad_norm[2 * l + 1]);
+    // The attention sublayer.
+    if (post()) {
+      layer_norm_grad_norms(da.data(), t.hat1.data(), N_, d_, scratch_, column_, nt_, pn[10],
+                            pn[11]);
+      layer_norm_backward(da.data(), t.hat1.data(), t.rstd1.data(), p.norm1_weight, N_, d_,
+                          d.data(), false, nt_);
+    } else {
+      std::copy(da.begin(), da.end(), d.begin());
+    }
+    Vec<T>& dsa = dff;
+    for (std::size_t k = 0; k < nd; ++k) dsa[k] = s_ * d[k];
+    weight_grad_norms(dsa.data(), d_, t.attn.data(), d_, &pn[4], &pn[5]);
+    Vec<T> dattn(nd), dqkv(N_ * 3 * d_);
+    detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), d_, d_, T(1), dsa.data(), d_,
+                       p.out_proj_weight, d_, T(0), dattn.data(), d_, nt_);
+    attention_backward(l, dattn.data(), dqkv.data());
+    stats_.query_grad_norm[l] = detail::block_norm(dqkv.data(), N_, d_, 3 * d_);
+    stats_.key_grad_norm[l] = detail::block_norm(dqkv.data() + d_, N_, d_, 3 * d_);
+    const T* sub1 = pre() ? t.u.data() : t.x.data();
+    wgrad_.resize(static_cast<std::size_t>(3) * d_ * d_);
+    detail::tiled_gemm(Trans::Yes, Trans::No, 3 * d_, d_, static_cast<int>(N_), T(1), dqkv.data(),
+                       3 * d_, sub1, d_, T(0), wgrad_.data(), d_, nt_);
+    for (int part = 0; part < 3; ++part)
+      pn[part] = norm_of(wgrad_.data() + static_cast<std::size_t>(part) * d_ * d_, d_, d_, nt_);
+    layerwise::column_sums(dqkv.data(), static_cast<int>(N_), 3 * d_, column_.data(), nt_);
+    pn[3] = detail::vector_norm(column_.data(), 3 * d_);
+    detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), d_, 3 * d_, T(1), dqkv.data(),
+                       3 * d_, p.in_proj_weight, d_, T(0), dsub.data(), d_, nt_);
+    if (net_.residual)
+      std::copy(d.begin(), d.end(), g_in);
+    else
+      std::fill(g_in, g_in + nd, T(0));
+    if (pre()) {
+      layer_norm_grad_norms(dsub.data(), t.hat1.data(), N_, d_, scratch_, column_, nt_, pn[10],
+                            pn[11]);
+      layer_norm_backward(dsub.data(), t.hat1.data(), t.rstd1.data(), p.norm1_weight, N_, d_,
+                          g_in, true, nt_);
+    } else {
+      for (std::size_t k = 0; k < nd; ++k) g_in[k] += dsub[k];
+    }
+    stats_.grad_norm[2 * l] = norm_of(g_in, N_, d_, nt_);
+    note_backward(2 * l, stats_.grad_norm[2 * l]);
+  }
+
+  // dO -> dQ, dK, dV per (example, head): dP = dO V^T, dS = P (dP - rowsum(dP P)),
+  // dQ = scale dS K, dK = scale dS^T Q, dV = P^T dO.
+  void attention_backward(int l, const T* dattn, T* dqkv) {
+    const BlockTape<T>& t = tape_[l];
+    const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh_)));
+    const int ld = 3 * d_;
+    parallel_for(B_ * h_, nt_, worth_parallel(static_cast<std::size_t>(B_) * h_ * T_ * T_ * dh_),
+                 [&](int item) {
+      const int b = item / h_, hd = item % h_;
+      const std::size_t base = static_cast<std::size_t>(b) * T_ * ld + hd * dh_;
+      const T* q = t.qkv.data() + base;
+      const T* k = q + d_;
+      const T* v = q + 2 * d_;
+      T* dq = dqkv + base;
+      T* dk = dq + d_;
+      T* dv = dq + 2 * d_;
+      const T* p = t.probs.data() + static_cast<std::size_t>(item) * T_ * T_;
+      const T* dout = dattn + static_cast<std::size_t>(b) * T_ * d_ + hd * dh_;
+      Vec<T> ds(static_cast<std::size_t>(T_) * T_);
+      blas::gemm(Trans::No, Trans::Yes, T_, T_, dh_, T(1), dout, d_, v, ld, T(0), ds.data(), T_);
+      for (int i = 0; i < T_; ++i) {
+        T* row = ds.data() + static_cast<std::size_t>(i) * T_;
+        const T* pr = p + static_cast<std::size_t>(i) * T_;
+        double dot = 0.0;
+        for (int j = 0; j < T_; ++j) dot += static_cast<double>(row[j]) * pr[j];
+        for (int j = 0; j < T_; ++j) row[j] = static_cast<T>(pr[j] * (row[j] - dot));
+      }
+      blas::gemm(Trans::Yes, Trans::No, T_, dh_, T_, T(1), p, T_, dout, d_, T(0), dv, ld);
+      blas::gemm(Trans::No, Trans::No, T_, dh_, T_, scale, ds.data(), T_, k, ld, T(0), dq, ld);
+      blas::gemm(Trans::Yes, Trans::No, T_, dh_, T_, scale, ds.data(), T_, q, ld, T(0), dk, ld);
+    });
+  }
+
+  const TransformerView<T>& net_;
+  int B_, T_;
+  std::size_t N_;
+  int d_, h_, dh_, m_, nt_;
+  T s_;
+  std::vector<BlockTape<T>> tape_;
+  Vec<T> scratch_, wgrad_;
+  Vec<double> column_;
+  TransformerStats stats_;
+};
+
+}  // namespace
+
+template <typename T>
+TransformerStats transformer_backprop(const TransformerView<T>& net, const T* x, int batch,
+                                      int seq_len, const T* target,
+                                      const TransformerOptions& options, T* output) {
+  net.validate();
+  if (batch < 1) throw std::invalid_argument("x: the batch is empty");
+  if (seq_len < 1) throw std::invalid_argument("x: a sequence needs at least one token");
+  if (options.loss == Loss::CrossEntropy)
+    throw std::invalid_argument("loss: a transformer stack takes 'sum_squares', 'mse' or a "
+                                "grad_output");
+  if ((options.loss == Loss::Mse || options.loss == Loss::GradOutput) && !target)
+    throw std::invalid_argument("target: the loss needs one");
+  const int nt = resolve_threads(options.n_threads);
+  BlasThreadScope blas_scope(1);  // fixed tiles and per-item calls: any thread count
+  return Pass<T>(net, batch, seq_len, nt).run(x, target, options.loss, output);
+}
+
+template void TransformerView<float>::validate() const;
+template void TransformerView<double>::validate() const;
+template TransformerStats transformer_backprop<float>(const TransformerView<float>&, const float*,
+                                                      int, int, const float*,
+                                                      const TransformerOptions&, float*);
+template TransformerStats transformer_backprop<double>(const TransformerView<double>&,
+                                                       const double*, int, int, const double*,
+                                                       const TransformerOptions&, double*);
+
+}  // namespace pyjac
