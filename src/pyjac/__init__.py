@@ -55,6 +55,7 @@ from .jacobian import JacobianNorms
 from .recurrent import CELLS, Recurrent, RecurrentBackpropResult, RecurrentJacobianResult
 from .spectral import SpectralNormResult, spectral_norm, spectral_radius
 from .train import TrainingHistory, train
+from .transformer import Transformer, TransformerBackpropResult
 
 __version__ = "0.1.0"
 
@@ -76,6 +77,8 @@ __all__ = [
     "SequenceTask",
     "SpectralNormResult",
     "TrainingHistory",
+    "Transformer",
+    "TransformerBackpropResult",
     "__version__",
     "adding_problem",
     "copy_problem",

@@ -169,3 +169,14 @@ def evaluate_recurrent(
     cell: str, params: list[np.ndarray], x: np.ndarray, y: np.ndarray, loss: str,
     every_step: bool, n_threads: int,
 ) -> tuple[float, float]: ...
+
+# ---- register_transformer.cpp ------------------------------------------------------
+TRANSFORMER_PARAMETERS: list[str]
+def transformer_backprop(
+    blocks: Sequence[Sequence[np.ndarray]], width: int, heads: int, hidden: int,
+    activation: str, norm: str, residual: bool, residual_scale: float, causal: bool,
+    x: np.ndarray, loss: str, target: Any, n_threads: int,
+) -> dict[str, Any]: ...
+def transformer_workspace_bytes(
+    depth: int, width: int, heads: int, hidden: int, batch: int, seq_len: int, dtype_size: int
+) -> int: ...

@@ -1,0 +1,258 @@
+"""pyjac.Transformer against torch autograd in float64 (and nn.TransformerEncoderLayer)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pyjac
+from pyjac.transformer import PARAMETER_NAMES, TORCH_NAMES
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def reference(net, x, loss="sum_squares", target=None):
+    """The stack in plain torch ops from net's parameters, float64: the loss, the
+    gradient norm at every stream point and of every parameter, query/key gradient norms,
+    attention entropy and the stream itself."""
+    d, h = net.width, net.heads
+    dh = d // h
+    s = net.residual_scale
+    params = [{k: torch.tensor(np.asarray(v, np.float64), requires_grad=True)
+               for k, v in b.items()} for b in net.blocks]
+    xt = torch.tensor(np.asarray(x, np.float64), requires_grad=True)
+    B, T, _ = xt.shape
+    act = F.gelu if net.activation == "gelu" else F.relu
+    points, queries, keys, entropy = [xt], [], [], []
+
+    def ln(z, w, b):
+        return F.layer_norm(z, (d,), w, b, eps=1e-5)
+
+    def attention(z, p):
+        qkv = z @ p["self_attn.in_proj_weight"].T + p["self_attn.in_proj_bias"]
+        q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
+        q.retain_grad()
+        k.retain_grad()
+        queries.append(q)
+        keys.append(k)
+        split = [t.reshape(B, T, h, dh).transpose(1, 2) for t in (q, k, v)]
+        scores = split[0] @ split[1].transpose(-1, -2) / np.sqrt(dh)
+        if net.causal:
+            scores = scores.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1),
+                                        float("-inf"))
+        p_att = torch.softmax(scores, dim=-1)
+        plogp = torch.where(p_att > 0, p_att * torch.log(p_att), torch.zeros_like(p_att))
+        entropy.append((-plogp.sum(-1)).mean(dim=(0, 2)).detach().numpy())
+        o = (p_att @ split[2]).transpose(1, 2).reshape(B, T, d)
+        return o @ p["self_attn.out_proj.weight"].T + p["self_attn.out_proj.bias"]
+
+    def mlp(z, p):
+        g = act(z @ p["linear1.weight"].T + p["linear1.bias"])
+        return g @ p["linear2.weight"].T + p["linear2.bias"]
+
+    def join(base, branch):
+        return base + s * branch if net.residual else s * branch
+
+    z = xt
+    for p in params:
+        if net.norm == "pre":
+            a = join(z, attention(ln(z, p["norm1.weight"], p["norm1.bias"]), p))
+        elif net.norm == "post":
+            a = ln(join(z, attention(z, p)), p["norm1.weight"], p["norm1.bias"])
+        else:
+            a = join(z, attention(z, p))
+        a.retain_grad()
+        if net.norm == "pre":
+            z = join(a, mlp(ln(a, p["norm2.weight"], p["norm2.bias"]), p))
+        elif net.norm == "post":
+            z = ln(join(a, mlp(a, p)), p["norm2.weight"], p["norm2.bias"])
+        else:
+            z = join(a, mlp(a, p))
+        z.retain_grad()
+        points += [a, z]
+    if loss == "sum_squares":
+        value = 0.5 * (z ** 2).sum()
+    elif loss == "mse":
+        value = ((z - torch.tensor(target)) ** 2).mean()
+    else:
+        value = (torch.tensor(target) * z).sum()
+    value.backward()
+    grads = np.array([float(pt.grad.norm()) for pt in points])
+    pnorm = np.full((net.depth, len(PARAMETER_NAMES)), np.nan)
+    for l, p in enumerate(params):
+        w = p["self_attn.in_proj_weight"].grad
+        cols = [w[:d], w[d:2 * d], w[2 * d:]] + [p[n].grad for n in TORCH_NAMES[1:]]
+        used = 10 if net.norm is None else 14
+        pnorm[l, :used] = [float(c.norm()) for c in cols[:used]]
+    return dict(loss=float(value.detach()), grad_norm=grads, parameter_grad_norm=pnorm,
+                query_grad_norm=np.array([float(q.grad.norm()) for q in queries]),
+                key_grad_norm=np.array([float(k.grad.norm()) for k in keys]),
+                attention_entropy=np.array(entropy),
+                stream=[pt.detach().numpy() for pt in points], output=z.detach().numpy())
+
+
+def rank_measures(X):
+    """Mean cosine similarity of distinct token pairs and ||X - 1 xbar^T|| / ||X||,
+    averaged over the batch, by numpy."""
+    sims, dists = [], []
+    for ex in X:
+        u = ex / np.linalg.norm(ex, axis=1, keepdims=True)
+        c = u @ u.T
+        n = len(ex)
+        sims.append((c.sum() - n) / (n * (n - 1)))
+        dists.append(np.linalg.norm(ex - ex.mean(0)) / np.linalg.norm(ex))
+    return np.mean(sims), np.mean(dists)
+
+
+CASES = [
+    dict(norm="pre"),
+    dict(norm="post"),
+    dict(norm=None),
+    dict(norm="pre", residual=False),
+    dict(norm="post", residual=False),
+    dict(norm="pre", causal=True),
+    dict(norm="post", activation="relu", causal=True),
+    dict(norm="pre", residual_scale=0.35),
+    dict(norm=None, residual_scale=0.5, activation="relu"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("loss", ["sum_squares", "mse", "grad_output"])
+def test_every_norm_matches_torch_autograd(case, loss):
+    net = pyjac.Transformer(3, 12, 3, mlp_ratio=1.75, init="gaussian", seed=case,
+                            dtype="float64", **CASES[case])
+    rng = np.random.default_rng(case)
+    x = rng.standard_normal((2, 7, 12))
+    target = None if loss == "sum_squares" else rng.standard_normal((2, 7, 12))
+    ref = reference(net, x, loss, target)
+    if loss == "grad_output":
+        r = net.backprop(x, grad_output=target)
+        assert r.loss is None
+    else:
+        r = net.backprop(x, loss=loss, target=target)
+        assert r.loss == pytest.approx(ref["loss"], rel=1e-12)
+    np.testing.assert_allclose(r.output, ref["output"], rtol=1e-11, atol=1e-12)
+    for name in ("grad_norm", "parameter_grad_norm", "query_grad_norm", "key_grad_norm",
+                 "attention_entropy"):
+        np.testing.assert_allclose(getattr(r, name), ref[name], rtol=1e-9, err_msg=name)
+    np.testing.assert_allclose(r.activation_norm,
+                               [np.linalg.norm(p) for p in ref["stream"]], rtol=1e-12)
+    for i, point in enumerate(ref["stream"][::2]):
+        sim, dist = rank_measures(point)
+        assert r.token_similarity[i] == pytest.approx(sim, rel=1e-9, abs=1e-12)
+        assert r.rank_one_distance[i] == pytest.approx(dist, rel=1e-9)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_from_torch_matches_nn_transformer_encoder(norm_first, activation):
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, 40, dropout=0.1, activation=activation,
+                                             batch_first=True, norm_first=norm_first,
+                                             dtype=torch.float64)
+    encoder = torch.nn.TransformerEncoder(layer, 3, enable_nested_tensor=False).eval()
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    net = pyjac.Transformer.from_torch(encoder, seq_len=6)
+    assert (net.depth, net.width, net.heads, net.hidden) == (3, 16, 4, 40)
+    assert net.norm == ("pre" if norm_first else "post") and net.dtype == np.float64
+    x = torch.randn(4, 6, 16, dtype=torch.float64, requires_grad=True)
+    y = encoder(x)
+    (0.5 * (y ** 2).sum()).backward()
+    r = net.backprop(x.detach().numpy())
+    np.testing.assert_allclose(r.output, y.detach().numpy(), rtol=1e-11, atol=1e-12)
+    assert r.grad_norm[0] == pytest.approx(float(x.grad.norm()), rel=1e-10)
+    for l, lay in enumerate(encoder.layers):
+        assert r.parameter("W_1")[l] == pytest.approx(float(lay.linear1.weight.grad.norm()),
+                                                      rel=1e-10)
+        assert r.parameter("norm2.weight")[l] == pytest.approx(
+            float(lay.norm2.weight.grad.norm()), rel=1e-10)
+    # causal attention, as torch's is_causal mask
+    causal = pyjac.Transformer.from_torch(encoder, causal=True)
+    mask = torch.nn.Transformer.generate_square_subsequent_mask(6, dtype=torch.float64)
+    with torch.no_grad():
+        yc = encoder(x, mask=mask, is_causal=True)
+    np.testing.assert_allclose(causal.backprop(x.detach().numpy()).output, yc.numpy(),
+                               rtol=1e-11, atol=1e-12)
+
+
+def test_torch_init_matches_torch_statistics_and_float32_agrees():
+    net = pyjac.Transformer(2, 64, 4, seed=1)
+    w = net.blocks[0]["self_attn.in_proj_weight"]
+    assert w.shape == (192, 64) and abs(w).max() <= np.sqrt(6 / 256) + 1e-7
+    assert np.all(net.blocks[0]["norm1.weight"] == 1)
+    x = np.random.default_rng(0).standard_normal((2, 10, 64))
+    r32 = net.backprop(x)
+    blocks64 = pyjac.Transformer(2, 64, 4, seed=1, dtype="float64")
+    r64 = blocks64.backprop(x)
+    np.testing.assert_allclose(r32.grad_norm, r64.grad_norm, rtol=2e-4)
+    np.testing.assert_allclose(r32.parameter_grad_norm, r64.parameter_grad_norm, rtol=2e-3)
+
+
+def test_same_numbers_at_any_thread_count():
+    net = pyjac.Transformer(2, 64, 4, 32, norm="post", causal=True, seed=3)
+    x = np.random.default_rng(0).standard_normal((8, 32, 64))
+    one, two = net.backprop(x, n_threads=1), net.backprop(x, n_threads=2)
+    for name in ("grad_norm", "parameter_grad_norm", "query_grad_norm", "attention_entropy",
+                 "token_similarity", "output"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(two, name))
+
+
+def test_pure_attention_collapses_to_rank_one_and_residuals_prevent_it():
+    # Dong et al. 2021: attention alone (no skips, no MLP to speak of, no norms) drives
+    # the tokens to one direction with depth; skip connections keep them apart.
+    kw = dict(mlp_ratio=0.25, norm=None, init="gaussian", seed=2, dtype="float64")
+    x = np.random.default_rng(1).standard_normal((4, 16, 32))
+    pure = pyjac.Transformer(12, 32, 4, residual=False, **kw).backprop(x)
+    skip = pyjac.Transformer(12, 32, 4, residual=True, residual_scale=0.3, **kw).backprop(x)
+    assert pure.rank_one_distance[-1] < 0.05 * pure.rank_one_distance[0]
+    assert pure.token_similarity[-1] > 0.95
+    assert skip.rank_one_distance[-1] > 0.5 * skip.rank_one_distance[0]
+
+
+def test_nonfinite_is_reported():
+    net = pyjac.Transformer(2, 8, 2, norm=None, init="gaussian", gain=1e200, dtype="float64")
+    r = net.backprop(np.ones((1, 3, 8)))
+    assert r.first_nonfinite_layer is not None and r.first_nonfinite_stage == "forward"
+
+
+def test_bad_input_names_the_argument():
+    with pytest.raises(ValueError, match="heads"):
+        pyjac.Transformer(2, 10, 3)
+    with pytest.raises(ValueError, match="norm"):
+        pyjac.Transformer(2, 8, 2, norm="middle")
+    with pytest.raises(ValueError, match="activation"):
+        pyjac.Transformer(2, 8, 2, activation="tanh")
+    with pytest.raises(ValueError, match="attention"):
+        pyjac.Transformer(2, 8, 2, attention="linear")
+    with pytest.raises(ValueError, match="mlp_ratio"):
+        pyjac.Transformer(2, 8, 2, mlp_ratio=0.01)
+    net = pyjac.Transformer(2, 8, 2, 5)
+    with pytest.raises(ValueError, match="seq_len"):
+        net.backprop(np.ones((2, 6, 8)))
+    with pytest.raises(ValueError, match="x"):
+        net.backprop(np.ones((2, 5, 7)))
+    with pytest.raises(ValueError, match="x"):
+        net.backprop(np.ones((0, 5, 8)))
+    with pytest.raises(ValueError, match="target"):
+        net.backprop(np.ones((2, 5, 8)), loss="mse")
+    with pytest.raises(ValueError, match="loss"):
+        net.backprop(np.ones((2, 5, 8)), loss="cross_entropy")
+    with pytest.raises(ValueError, match="grad_output"):
+        net.backprop(np.ones((2, 5, 8)), grad_output=np.ones((2, 4, 8)))
+    with pytest.raises(TypeError, match="module"):
+        pyjac.Transformer.from_torch(torch.nn.Linear(3, 3))
+    layer = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.1, batch_first=True)
+    with pytest.raises(ValueError, match="dropout"):
+        pyjac.Transformer.from_torch(layer)
+    custom = torch.nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, activation=torch.tanh,
+                                              batch_first=True)
+    with pytest.raises(ValueError, match="activation"):
+        pyjac.Transformer.from_torch(custom)
+    x = np.ones((2, 5, 8))
+    kept = x.copy()
+    net.backprop(x)
+    np.testing.assert_array_equal(x, kept)
