@@ -63,7 +63,9 @@ def reference(net, x, loss="sum_squares", target=None):
         else:
             a = join(z, attention(z, p))
         a.retain_grad()
-        if net.norm == "pre":
+        if net.hidden == 0:  # attention alone
+            z = a * 1.0
+        elif net.norm == "pre":
             z = join(a, mlp(ln(a, p["norm2.weight"], p["norm2.bias"]), p))
         elif net.norm == "post":
             z = ln(join(a, mlp(a, p)), p["norm2.weight"], p["norm2.bias"])
@@ -83,8 +85,12 @@ def reference(net, x, loss="sum_squares", target=None):
     for l, p in enumerate(params):
         w = p["self_attn.in_proj_weight"].grad
         cols = [w[:d], w[d:2 * d], w[2 * d:]] + [p[n].grad for n in TORCH_NAMES[1:]]
-        used = 10 if net.norm is None else 14
-        pnorm[l, :used] = [float(c.norm()) for c in cols[:used]]
+        used = [i for i in range(14) if (net.norm is not None or i < 10)
+                and (net.hidden > 0 or not 6 <= i < 10)
+                and (net.hidden > 0 or net.norm != "pre" or i < 12)
+                and (net.hidden > 0 or net.norm != "post" or i < 12)]
+        for i in used:
+            pnorm[l, i] = float(cols[i].norm())
     return dict(loss=float(value.detach()), grad_norm=grads, parameter_grad_norm=pnorm,
                 query_grad_norm=np.array([float(q.grad.norm()) for q in queries]),
                 key_grad_norm=np.array([float(k.grad.norm()) for k in keys]),
@@ -115,14 +121,17 @@ CASES = [
     dict(norm="post", activation="relu", causal=True),
     dict(norm="pre", residual_scale=0.35),
     dict(norm=None, residual_scale=0.5, activation="relu"),
+    dict(norm=None, residual=False, mlp_ratio=0),
+    dict(norm="pre", mlp_ratio=0, causal=True),
 ]
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
 @pytest.mark.parametrize("loss", ["sum_squares", "mse", "grad_output"])
 def test_every_norm_matches_torch_autograd(case, loss):
-    net = pyjac.Transformer(3, 12, 3, mlp_ratio=1.75, init="gaussian", seed=case,
-                            dtype="float64", **CASES[case])
+    kw = dict(mlp_ratio=1.75)
+    kw.update(CASES[case])
+    net = pyjac.Transformer(3, 12, 3, init="gaussian", seed=case, dtype="float64", **kw)
     rng = np.random.default_rng(case)
     x = rng.standard_normal((2, 7, 12))
     target = None if loss == "sum_squares" else rng.standard_normal((2, 7, 12))
@@ -202,9 +211,9 @@ def test_same_numbers_at_any_thread_count():
 
 
 def test_pure_attention_collapses_to_rank_one_and_residuals_prevent_it():
-    # Dong et al. 2021: attention alone (no skips, no MLP to speak of, no norms) drives
+    # Dong et al. 2021: attention alone (no skips, no MLP, no norms) drives
     # the tokens to one direction with depth; skip connections keep them apart.
-    kw = dict(mlp_ratio=0.25, norm=None, init="gaussian", seed=2, dtype="float64")
+    kw = dict(mlp_ratio=0, norm=None, init="gaussian", seed=2, dtype="float64")
     x = np.random.default_rng(1).standard_normal((4, 16, 32))
     pure = pyjac.Transformer(12, 32, 4, residual=False, **kw).backprop(x)
     skip = pyjac.Transformer(12, 32, 4, residual=True, residual_scale=0.3, **kw).backprop(x)

@@ -123,14 +123,14 @@ def _draw(depth: int, width: int, hidden: int, init: str, gain: float,
             "self_attn.out_proj.bias": np.zeros((L, d)),
             "linear1.weight": _uniform(rng, (L, m, d), 1 / np.sqrt(d)),
             "linear1.bias": _uniform(rng, (L, m), 1 / np.sqrt(d)),
-            "linear2.weight": _uniform(rng, (L, d, m), 1 / np.sqrt(m)),
-            "linear2.bias": _uniform(rng, (L, d), 1 / np.sqrt(m)),
+            "linear2.weight": _uniform(rng, (L, d, m), 1 / np.sqrt(max(m, 1))),
+            "linear2.bias": _uniform(rng, (L, d), 1 / np.sqrt(max(m, 1))),
         }
     else:
         def weight(rows: int, cols: int) -> np.ndarray:
             if init == "xavier":
                 return _uniform(rng, (L, rows, cols), gain * np.sqrt(6 / (rows + cols)))
-            return rng.standard_normal((L, rows, cols)) * (gain / np.sqrt(cols))
+            return rng.standard_normal((L, rows, cols)) * (gain / np.sqrt(max(cols, 1)))
 
         stacked = {
             "self_attn.in_proj_weight": np.concatenate([weight(d, d) for _ in range(3)], axis=1),
@@ -168,7 +168,8 @@ class Transformer:
         Tokens per sequence; when given, inputs of another length are refused.
     mlp_ratio : float, default 4
         The MLP's hidden width over ``width`` (``dim_feedforward = round(mlp_ratio *
-        width)``).
+        width)``); 0 for blocks of attention alone, without an MLP sublayer (their
+        MLP's gradient norms are NaN).
     activation : {"gelu", "relu"}
         The MLP's activation (exact GELU, as PyTorch's default).
     norm : {"pre", "post", None}
@@ -209,9 +210,9 @@ class Transformer:
         heads = check_int(heads, "heads", minimum=1)
         if width % heads:
             raise ValueError(f"heads: {heads} heads do not divide width {width}")
-        mlp_ratio = check_real(mlp_ratio, "mlp_ratio", positive=True)
+        mlp_ratio = check_real(mlp_ratio, "mlp_ratio", nonneg=True)
         hidden = int(round(mlp_ratio * width))
-        if hidden < 1:
+        if hidden < 1 and mlp_ratio > 0:
             raise ValueError(f"mlp_ratio: {mlp_ratio} * width {width} leaves the MLP no units")
         init = check_choice(init, INITS, "init")
         gain = check_real(gain, "gain", positive=True)

@@ -50,7 +50,7 @@ OwnedTransformer<T> make_view(const py::sequence& blocks, int width, int heads, 
     const T* p[12] = {};
     for (int i = 0; i < used; ++i) {
       CArray<T> a = CArray<T>::ensure(params[i]);
-      const bool matrix = shapes[i][1] > 0;
+      const bool matrix = i % 2 == 0 && i < 8;  // the four weights; the rest are vectors
       const bool ok = a && (matrix ? a.ndim() == 2 && a.shape(0) == shapes[i][0] &&
                                          a.shape(1) == shapes[i][1]
                                    : a.ndim() == 1 && a.shape(0) == shapes[i][0]);

@@ -53,14 +53,16 @@ void TransformerView<T>::validate() const {
   if (heads < 1 || width % heads != 0)
     throw std::invalid_argument("heads: " + std::to_string(heads) + " does not divide width " +
                                 std::to_string(width));
-  if (hidden < 1) throw std::invalid_argument("mlp_ratio: the MLP needs at least one unit");
+  if (hidden < 0) throw std::invalid_argument("mlp_ratio: the MLP's width cannot be negative");
   if (activation != Activation::Relu && activation != Activation::Gelu)
     throw std::invalid_argument("activation: the MLP takes 'relu' or 'gelu', as PyTorch's does");
   for (std::size_t l = 0; l < blocks.size(); ++l) {
     const auto& b = blocks[l];
+    const bool mlp = hidden > 0;  // hidden 0: attention blocks without an MLP
     const bool missing = !b.in_proj_weight || !b.in_proj_bias || !b.out_proj_weight ||
-                         !b.out_proj_bias || !b.linear1_weight || !b.linear1_bias ||
-                         !b.linear2_weight || !b.linear2_bias ||
+                         !b.out_proj_bias ||
+                         (mlp && (!b.linear1_weight || !b.linear1_bias || !b.linear2_weight ||
+                                  !b.linear2_bias)) ||
                          (norm != BlockNorm::None && (!b.norm1_weight || !b.norm1_bias ||
                                                       !b.norm2_weight || !b.norm2_bias));
     if (missing)
@@ -182,7 +184,7 @@ struct BlockTape {
   Vec<T> qkv, probs, attn;     // projections, attention probabilities, heads' outputs
   Vec<T> a;                    // the stream after the attention sublayer
   Vec<T> hat2, rstd2, v;       // LN2 and the MLP's input (pre)
-  Vec<T> z1, g;                // the MLP's pre-activation and phi of it
+  Vec<T> g, dphi;              // phi and phi' of the MLP's pre-activation
 };
 
 template <typename T>
@@ -279,6 +281,10 @@ class Pass {
     } else {
       residual_sum(t.x.data(), sa.data(), s_, nd, net_.residual, t.a.data());
     }
+    if (m_ == 0) {  // attention alone: the block ends after its first sublayer
+      std::copy(t.a.begin(), t.a.end(), x_out);
+      return;
+    }
     const T* sub2 = t.a.data();
     if (pre()) {
       t.hat2.resize(nd), t.rstd2.resize(N_), t.v.resize(nd);
@@ -287,11 +293,16 @@ class Pass {
       sub2 = t.v.data();
     }
     const std::size_t nm = N_ * m_;
-    t.z1.resize(nm), t.g.resize(nm);
-    linear(sub2, N_, d_, p.linear1_weight, p.linear1_bias, m_, t.z1.data(), nt_);
+    t.dphi.resize(nm), t.g.resize(nm);
+    linear(sub2, N_, d_, p.linear1_weight, p.linear1_bias, m_, t.g.data(), nt_);
+    // phi and phi' together, once: the backward pass reads phi' from the tape.
     const Activation act = net_.activation;
     parallel_for(static_cast<long long>(N_), nt_, worth_parallel(nm), [&](long long i) {
-      for (int j = 0; j < m_; ++j) t.g[i * m_ + j] = activate(act, t.z1[i * m_ + j]).value;
+      for (int j = 0; j < m_; ++j) {
+        const auto v = activate(act, t.g[i * m_ + j]);
+        t.g[i * m_ + j] = v.value;
+        t.dphi[i * m_ + j] = v.derivative;
+      }
     });
     Vec<T>& ff = scratch_;
     linear(t.g.data(), N_, m_, p.linear2_weight, p.linear2_bias, d_, ff.data(), nt_);
@@ -396,14 +407,14 @@ class Pass {
     *b_norm = detail::vector_norm(column_.data(), n_out);
   }
 
-  // g: dL/dx_out on entry; g_in: dL/dx_in on return.
-  void backward_block(int l, const T* g, T* g_in) {
+  // The MLP sublayer's backward pass: from g (at the block's output) to da (at the stream
+  // after attention), with the MLP's and (post-LN) norm2's gradient norms; d, dff and
+  // dsub are scratch of the stream's size.
+  void mlp_backward(int l, const T* g, Vec<T>& d, Vec<T>& dff, Vec<T>& dsub, Vec<T>& da) {
     const auto& p = block(l);
     BlockTape<T>& t = tape_[l];
     const std::size_t nd = N_ * d_, nm = N_ * m_;
     double* pn = params(l);
-    // The MLP sublayer.
-    Vec<T> d(nd), dff(nd), dg(nm), dsub(nd);
     if (post()) {
       layer_norm_grad_norms(g, t.hat2.data(), N_, d_, scratch_, column_, nt_, pn[12], pn[13]);
       layer_norm_backward(g, t.hat2.data(), t.rstd2.data(), p.norm2_weight, N_, d_, d.data(),
@@ -414,18 +425,17 @@ class Pass {
     for (std::size_t k = 0; k < nd; ++k) dff[k] = s_ * d[k];
     const T* sub2 = pre() ? t.v.data() : t.a.data();
     weight_grad_norms(dff.data(), d_, t.g.data(), m_, &pn[8], &pn[9]);
+    Vec<T> dg(nm);
     detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), m_, d_, T(1), dff.data(), d_,
                        p.linear2_weight, m_, T(0), dg.data(), m_, nt_);
-    const Activation act = net_.activation;
+    const T* dphi = t.dphi.data();
     parallel_for(static_cast<long long>(N_), nt_, worth_parallel(nm), [&](long long i) {
-      for (int j = 0; j < m_; ++j)
-        dg[i * m_ + j] *= activate(act, t.z1[i * m_ + j]).derivative;
+      for (int j = 0; j < m_; ++j) dg[i * m_ + j] *= dphi[i * m_ + j];
     });
     weight_grad_norms(dg.data(), m_, sub2, d_, &pn[6], &pn[7]);
     detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), d_, m_, T(1), dg.data(), m_,
                        p.linear1_weight, d_, T(0), dsub.data(), d_, nt_);
     // da: through the skip connection and through the sublayer's input.
-    Vec<T> da(nd);
     if (net_.residual)
       std::copy(d.begin(), d.end(), da.begin());
     else
@@ -438,6 +448,20 @@ class Pass {
     } else {
       for (std::size_t k = 0; k < nd; ++k) da[k] += dsub[k];
     }
+  }
+
+  // g: dL/dx_out on entry; g_in: dL/dx_in on return.
+  void backward_block(int l, const T* g, T* g_in) {
+    const auto& p = block(l);
+    BlockTape<T>& t = tape_[l];
+    const std::size_t nd = N_ * d_;
+    double* pn = params(l);
+    // The MLP sublayer (without one, the gradient passes through unchanged).
+    Vec<T> d(nd), dff(nd), dsub(nd), da(nd);
+    if (m_ == 0)
+      std::copy(g, g + nd, da.begin());
+    else
+      mlp_backward(l, g, d, dff, dsub, da);
     stats_.grad_norm[2 * l + 1] = norm_of(da.data(), N_, d_, nt_);
     note_backward(2 * l + 1, stats_.grad_norm[2 * l + 1]);
     // The attention sublayer.
