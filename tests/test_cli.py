@@ -30,6 +30,8 @@ EXPECTED_SIZE = {
     "fig8_dead_and_saturated": (1430, 528),
     "fig9_training": (1760, 528),
     "fig10_mixed_precision": (1430, 528),
+    "fig11_transformer_gradients": (1760, 528),
+    "fig12_rank_collapse": (1760, 528),
     "fig13_curvature": (1760, 528),
     "fig14_gradient_noise": (1430, 528),
     "fig15_recurrent_memory": (1870, 528),
@@ -60,6 +62,7 @@ def test_reproduce_quick_writes_every_figure_and_the_report(quick_run):
     assert {"fig1_gradient_vs_depth", "fig2_residual_layernorm", "fig3_sigmoid_vs_relu",
             "fig6_phase_diagram", "fig7_gradient_clipping",
             "fig8_dead_and_saturated", "fig9_training", "fig10_mixed_precision",
+            "fig11_transformer_gradients", "fig12_rank_collapse",
             "fig13_curvature", "fig14_gradient_noise", "fig15_recurrent_memory",
             "fig16_optimizers"} <= set(drawn)
     for name in drawn:

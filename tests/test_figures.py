@@ -257,3 +257,24 @@ def test_figures_13_and_14_captions_carry_their_tables():
     for row in info.rows:
         assert f"{row[0]}: SNR of layer 1 {row[1]} and of layer 9 {row[2]} in epoch 1, " \
                f"{row[3]} and {row[4]} in the last epoch" in info.caption
+
+
+def test_figures_11_and_12_captions_carry_their_tables():
+    fig, info = F.fig11_transformer_gradients(quick=True)
+    matplotlib.pyplot.close(fig)
+    depth12 = {r[0]: r for r in info.rows if r[1] == "12"}
+    for label, row in depth12.items():
+        ratio = float(row[4])
+        clause = info.caption.split(f"{label}: ", 1)[1].split(";")[0]
+        word = ("grows toward" if ratio > 2 else "falls toward" if ratio < 0.5
+                else "stays within 2x")
+        assert word in clause, (label, ratio, clause)
+    nores = float(depth12["pre-LN, no residual"][5])
+    assert ("does not vanish" in info.caption) == (nores >= 1e-2)
+    fig, info = F.fig12_rank_collapse(quick=True)
+    matplotlib.pyplot.close(fig)
+    pure = info.rows[0]
+    assert pure[0].startswith("pure attention")
+    assert float(pure[2]) < 1e-10 < float(info.rows[1][2])  # collapse only without skips
+    for row in info.rows[1:]:
+        assert f"{row[0]}: {row[2]} after block" in info.caption

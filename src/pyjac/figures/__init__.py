@@ -10,7 +10,8 @@ cores.
 Modules: ``common`` (the figure record and caption words), one per figure
 (``gradient_vs_depth``, ``residual_layernorm``, ``sigmoid_vs_relu``,
 ``rnn_gradient_vs_time``, ``singular_values``, ``phase_diagram``, ``gradient_clipping``,
-``dead_and_saturated``, ``training``, ``mixed_precision``, ``curvature`` (13 and 14),
+``dead_and_saturated``, ``training``, ``mixed_precision``, ``transformers`` (11 and 12),
+``curvature`` (13 and 14),
 ``recurrent_memory``,
 ``optimizers``) and ``report`` (the numbers in the seed texts and ``report.md``).
 """
@@ -32,12 +33,14 @@ from .rnn_gradient_vs_time import fig4_rnn_gradient_vs_time
 from .sigmoid_vs_relu import fig3_sigmoid_vs_relu
 from .singular_values import fig5_jacobian_spectra
 from .training import fig9_training
+from .transformers import fig11_transformer_gradients, fig12_rank_collapse
 
 __all__ = ["FIGURES", "FigureInfo", "Spec", "available", "example_main",
            "fig1_gradient_vs_depth", "fig2_residual_layernorm", "fig3_sigmoid_vs_relu",
            "fig4_rnn_gradient_vs_time", "fig5_jacobian_spectra", "fig6_phase_diagram",
            "fig7_gradient_clipping", "fig8_dead_and_saturated", "fig9_training",
-           "fig10_mixed_precision", "fig13_curvature", "fig14_gradient_noise",
+           "fig10_mixed_precision", "fig11_transformer_gradients", "fig12_rank_collapse",
+           "fig13_curvature", "fig14_gradient_noise",
            "fig15_recurrent_memory", "fig16_optimizers"]
 
 
@@ -57,6 +60,9 @@ FIGURES: tuple[Spec, ...] = (
     Spec("fig9_training", "Training a deep net: which layers learn", fig9_training),
     Spec("fig10_mixed_precision", "Mixed precision: float16 underflow vs depth",
          fig10_mixed_precision),
+    Spec("fig11_transformer_gradients", "Transformer gradients: post-LN vs pre-LN",
+         fig11_transformer_gradients),
+    Spec("fig12_rank_collapse", "Rank collapse in attention stacks", fig12_rank_collapse),
     Spec("fig13_curvature", "Curvature across the order/chaos line", fig13_curvature),
     Spec("fig14_gradient_noise", "Gradient signal-to-noise per layer during training",
          fig14_gradient_noise),
