@@ -265,3 +265,39 @@ def test_bad_input_names_the_argument():
     kept = x.copy()
     net.backprop(x)
     np.testing.assert_array_equal(x, kept)
+
+
+def test_diagnose_names_the_collapse_and_measures_the_fixes():
+    import json
+
+    x = np.random.default_rng(0).standard_normal((2, 16, 32))
+    y = np.random.default_rng(1).standard_normal((2, 16, 32))
+    torch.manual_seed(3)
+    layer = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True,
+                                             dtype=torch.float64)
+    encoder = torch.nn.TransformerEncoder(layer, 24, enable_nested_tensor=False)
+    rep = pyjac.diagnose(encoder, x, loss="mse", target=y)
+    assert rep.depth == 24 and rep.norm == "post" and len(rep.verdicts) == 24
+    assert rep.spread > 10 and any("collapsed" in f for f in rep.flags)
+    # each fix was measured: the spread of block gradients it reports is what a stack
+    # with the same weights and the fix gives
+    assert rep.fixes and all(f.spread_after < f.spread_before or
+                             f.rank_distance_after >= 0.05 for f in rep.fixes)
+    fix = next(f for f in rep.fixes if f.name == "pre_ln")
+    fixed = pyjac.Transformer.from_torch(encoder)
+    fixed.norm = "pre"
+    p = fixed.backprop(x, loss="mse", target=y).block_grad_norm
+    assert fix.spread_after == pytest.approx(p.max() / p.min(), rel=1e-12)
+    assert "pre-LN" in str(rep)
+    json.dumps(rep.to_dict())
+    pure = pyjac.Transformer(8, 32, 4, mlp_ratio=0, norm=None, residual=False, seed=1,
+                             dtype="float64")
+    rep = pyjac.diagnose(pure, x)
+    assert "collapsed" in rep.flags[-1] and rep.spread > 10
+    assert "residual" in [f.name for f in rep.fixes]
+    assert pyjac.diagnose(pyjac.Transformer(2, 32, 4, dtype="float64"), x,
+                          suggest=False).fixes == []
+    with pytest.raises(ValueError, match="loss"):
+        pyjac.diagnose(pure, x, loss="cross_entropy", target=np.zeros(2, int))
+    with pytest.raises(ValueError, match="activation"):
+        pyjac.diagnose(pure, x, activation="relu")

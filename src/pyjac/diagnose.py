@@ -458,6 +458,14 @@ def _load_npz(path: Any, activation: Any) -> Chain:
     return _from_mapping(load_npz(name, "model_or_weights"), activation)
 
 
+def _is_transformer(obj: Any) -> bool:
+    """A pyjac.Transformer or a torch nn.TransformerEncoder(Layer)."""
+    from .transformer import Transformer
+
+    return isinstance(obj, Transformer) or type(obj).__name__ in (
+        "TransformerEncoder", "TransformerEncoderLayer") and _is_torch_module(obj)
+
+
 def _is_torch_module(obj: Any) -> bool:
     return any(c.__module__.startswith("torch.nn") for c in type(obj).__mro__)
 
@@ -569,8 +577,9 @@ def as_chain(model_or_weights: Any, activation: Any = None) -> Chain:
                     f"{type(obj).__name__}")
 
 
-def _thresholds(thresholds: Any) -> dict[str, float]:
+def _thresholds(thresholds: Any, extra: Mapping[str, float] | None = None) -> dict[str, float]:
     th = dict(DEFAULT_THRESHOLDS)
+    th.update(extra or {})
     if thresholds is None:
         return th
     if not isinstance(thresholds, Mapping):
@@ -710,7 +719,7 @@ def diagnose(
     thresholds: Mapping[str, float] | None = None,
     suggest: bool = True,
     n_threads: int | None = None,
-) -> DiagnosisReport:
+) -> DiagnosisReport | Any:
     """Measure a feed-forward network layer by layer and say what is wrong with it.
 
     Parameters
@@ -723,6 +732,12 @@ def diagnose(
         - a :class:`~pyjac.Chain`;
         - a path to an ``.npz`` file or a loaded one (``np.load(path)``, or any dict of
           arrays) in the format of this module's docstring (``W0, b0, W1, b1, ...``);
+        - a :class:`~pyjac.Transformer`, or a torch ``nn.TransformerEncoder`` /
+          ``nn.TransformerEncoderLayer`` (read by :meth:`Transformer.from_torch`): the
+          report is then a ``TransformerDiagnosisReport``, a verdict per block and the
+          fixes that fit (pre-LN, residual connections, residual scaling), measured on
+          the same weights; ``x`` is ``(batch, seq_len, width)`` and the loss
+          "sum_squares" or "mse" (see ``pyjac._diagnose_transformer``);
         - a PyTorch ``nn.Sequential`` of ``Linear`` layers, each optionally followed by
           ``LayerNorm`` (no affine, or the default affine: weight 1, bias 0, eps 1e-5)
           and one of ``ReLU``, ``Tanh``, ``Sigmoid``, ``LeakyReLU(0.01)``, ``GELU()``,
@@ -746,7 +761,7 @@ def diagnose(
 
     Returns
     -------
-    DiagnosisReport
+    DiagnosisReport or TransformerDiagnosisReport
         ``rep.verdicts``, ``rep.fixes``, ``print(rep)``, ``rep.to_dict()``.
 
     Examples
@@ -757,6 +772,16 @@ def diagnose(
     >>> rep.verdicts[0], "relu_activation" in [f.name for f in rep.fixes]
     ('vanishing', True)
     """
+    if _is_transformer(model_or_weights):
+        from ._diagnose_transformer import TRANSFORMER_THRESHOLDS, diagnose_transformer
+
+        if activation is not None:
+            raise ValueError("activation: a transformer carries its own; leave activation=None")
+        check_threads(n_threads)
+        return diagnose_transformer(
+            model_or_weights, x, loss=check_choice(loss, ("sum_squares", "mse"), "loss"),
+            target=target, thresholds=_thresholds(thresholds, TRANSFORMER_THRESHOLDS),
+            suggest=check_bool(suggest, "suggest"), n_threads=n_threads)
     net = as_chain(model_or_weights, activation)
     th = _thresholds(thresholds)
     suggest = check_bool(suggest, "suggest")

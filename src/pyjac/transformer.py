@@ -8,6 +8,7 @@ as they are (:meth:`Transformer.from_torch`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,16 @@ class TransformerBackpropResult:
     first_nonfinite_layer: int | None
     first_nonfinite_stage: str | None
     output: np.ndarray = field(repr=False)
+
+    @property
+    def block_grad_norm(self) -> np.ndarray:
+        """Each block's gradient norm over all its parameters together (the norms a block
+        without LayerNorm or MLP lacks left out): shape (depth,)."""
+        out = []
+        for row in self.parameter_grad_norm:
+            parts = [float(v) for v in row if not math.isnan(v)]
+            out.append(math.hypot(*parts) if parts else float("nan"))
+        return np.array(out)
 
     def parameter(self, name: str) -> np.ndarray:
         """One column of ``parameter_grad_norm`` by name ("W_Q", "norm1.weight", ...)."""

@@ -23,15 +23,6 @@ FIG11_VARIANTS = (
 )
 
 
-def block_grad_norm(r: Any) -> np.ndarray:
-    """Each block's gradient norm over all its parameters (the 14 norms combined)."""
-    out = []
-    for row in r.parameter_grad_norm:
-        parts = [float(v) for v in row if np.isfinite(v)]
-        out.append(math.hypot(*parts) if parts else float("nan"))
-    return np.array(out)
-
-
 def _stack_problem(width: int, seq: int, batch: int, seed: int = 0):
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((batch, seq, width)), rng.standard_normal((batch, seq, width)))
@@ -48,7 +39,7 @@ def _fig11_claims(labels: list[str], at: dict, depths: list[int], seed_depth: in
     the BackpropResult)."""
     out = []
     for label in labels:
-        g = block_grad_norm(at[label][seed_depth])
+        g = at[label][seed_depth].block_grad_norm
         ratio = g[-1] / g[0]
         if ratio > 2:
             how = f"grows toward the output ({_e(ratio)}x from block 1 to {seed_depth})"
@@ -56,7 +47,7 @@ def _fig11_claims(labels: list[str], at: dict, depths: list[int], seed_depth: in
             how = f"falls toward the output ({_e(ratio)}x from block 1 to {seed_depth})"
         else:
             how = f"stays within 2x across the blocks ({_e(ratio)}x, block {seed_depth} / 1)"
-        deep = block_grad_norm(at[label][depths[-1]])
+        deep = at[label][depths[-1]].block_grad_norm
         out.append(f"{label}: the gradient of each block's parameters {how}; at depth "
                    f"{depths[-1]}, {_e(deep[-1] / deep[0])}x")
     through = {label: at[label][seed_depth].grad_norm[0] / at[label][seed_depth].grad_norm[-1]
@@ -92,14 +83,14 @@ def fig11_transformer_gradients(quick: bool = False, cache: Any = True, n_jobs: 
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.8), layout="constrained")
     for ax, depth in ((ax1, 12), (ax2, depths[-1])):
         for label, _, color in FIG11_VARIANTS:
-            g = block_grad_norm(at[label][depth])
+            g = at[label][depth].block_grad_norm
             ax.semilogy(np.arange(1, depth + 1), g, "o-", color=color, ms=3, label=label)
         ax.set_xlabel("block")
         ax.set_ylabel("gradient norm of the block's parameters")
         ax.set_title(f"depth {depth}")
         ax.legend(fontsize=8)
     for label, _, color in FIG11_VARIANTS:
-        ratios = [block_grad_norm(at[label][d])[-1] / block_grad_norm(at[label][d])[0]
+        ratios = [at[label][d].block_grad_norm[-1] / at[label][d].block_grad_norm[0]
                   for d in depths]
         ax3.loglog(depths, ratios, "o-", color=color, label=label)
     ax3.axhline(1.0, color="0.5", lw=0.8, ls="--")
@@ -112,7 +103,7 @@ def fig11_transformer_gradients(quick: bool = False, cache: Any = True, n_jobs: 
     rows = []
     for label in labels:
         for d in depths:
-            g = block_grad_norm(at[label][d])
+            g = at[label][d].block_grad_norm
             r = at[label][d]
             rows.append([label, str(d), _e(g[0]), _e(g[-1]), _e(g[-1] / g[0]),
                          _e(r.grad_norm[0] / r.grad_norm[-1])])
