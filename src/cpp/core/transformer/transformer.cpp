@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
@@ -93,6 +94,34 @@ using detail::worth_parallel;
 template <typename T>
 using Vec = std::vector<T>;
 
+// Storage that is written before it is read: not zero-filled, and kept (grow-only) when
+// asked for again, so that a pass over many blocks reuses its slabs instead of mapping
+// fresh pages for each.
+template <typename T>
+class Slab {
+ public:
+  void resize(std::size_t n) {
+    if (n > capacity_) {
+      p_.reset(new T[n]);
+      capacity_ = n;
+    }
+    size_ = n;
+  }
+  T* data() { return p_.get(); }
+  const T* data() const { return p_.get(); }
+  T* begin() { return p_.get(); }
+  T* end() { return p_.get() + size_; }
+  const T* begin() const { return p_.get(); }
+  const T* end() const { return p_.get() + size_; }
+  std::size_t size() const { return size_; }
+  T& operator[](std::size_t i) { return p_[i]; }
+  const T& operator[](std::size_t i) const { return p_[i]; }
+
+ private:
+  std::unique_ptr<T[]> p_;
+  std::size_t size_ = 0, capacity_ = 0;
+};
+
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 template <typename T>
@@ -154,7 +183,7 @@ void layer_norm_backward(const T* dy, const T* hat, const T* rstd, const T* gamm
 
 // Norms of the LayerNorm's weight and bias gradients: sum over rows of dy * hat and dy.
 template <typename T>
-void layer_norm_grad_norms(const T* dy, const T* hat, std::size_t rows, int n, Vec<T>& scratch,
+void layer_norm_grad_norms(const T* dy, const T* hat, std::size_t rows, int n, Slab<T>& scratch,
                            Vec<double>& column, int nt, double& weight_norm,
                            double& bias_norm) {
   const std::size_t total = rows * n;
@@ -171,20 +200,30 @@ double norm_of(const T* a, std::size_t rows, std::size_t cols, int nt) {
   return detail::frobenius_norm(a, rows, cols, nt).norm;
 }
 
-// out = base + s * branch, or s * branch alone (no residual connection).
+// out = base + s * branch, or s * branch alone (no residual connection); over the
+// threads in fixed chunks (the same numbers at any count).
 template <typename T>
-void residual_sum(const T* base, const T* branch, T s, std::size_t n, bool residual, T* out) {
-  for (std::size_t k = 0; k < n; ++k) out[k] = (residual ? base[k] : T(0)) + s * branch[k];
+void residual_sum(const T* base, const T* branch, T s, std::size_t n, bool residual, T* out,
+                  int nt) {
+  constexpr std::size_t kChunk = 1 << 14;
+  const long long chunks = static_cast<long long>((n + kChunk - 1) / kChunk);
+  parallel_for(chunks, nt, worth_parallel(n), [&](long long c) {
+    const std::size_t lo = c * kChunk, hi = std::min(n, lo + kChunk);
+    if (residual)
+      for (std::size_t k = lo; k < hi; ++k) out[k] = base[k] + s * branch[k];
+    else
+      for (std::size_t k = lo; k < hi; ++k) out[k] = s * branch[k];
+  });
 }
 
 template <typename T>
 struct BlockTape {
-  Vec<T> x;                    // the block's input
-  Vec<T> hat1, rstd1, u;       // LN1 (pre: of x; post: of x + s SA), sublayer-1 input (pre)
-  Vec<T> qkv, probs, attn;     // projections, attention probabilities, heads' outputs
-  Vec<T> a;                    // the stream after the attention sublayer
-  Vec<T> hat2, rstd2, v;       // LN2 and the MLP's input (pre)
-  Vec<T> g, dphi;              // phi and phi' of the MLP's pre-activation
+  Slab<T> x;                    // the block's input
+  Slab<T> hat1, rstd1, u;       // LN1 (pre: of x; post: of x + s SA), sublayer-1 input (pre)
+  Slab<T> qkv, probs, attn;     // projections, attention probabilities, heads' outputs
+  Slab<T> a;                    // the stream after the attention sublayer
+  Slab<T> hat2, rstd2, v;       // LN2 and the MLP's input (pre)
+  Slab<T> g, dphi;              // phi and phi' of the MLP's pre-activation
 };
 
 template <typename T>
@@ -206,11 +245,19 @@ class Pass {
     stats_.token_similarity.assign(L + 1, 0.0);
     stats_.rank_one_distance.assign(L + 1, 0.0);
     tape_.resize(L);
-    Vec<T> out(N_ * d_);
+    const std::size_t nd = N_ * d_;
+    Slab<T> out;
+    out.resize(nd);
+    for (auto* slab : {&d_buf_, &dff_, &dsub_, &da_, &dattn_}) slab->resize(nd);
+    dqkv_.resize(3 * nd);
+    dg_.resize(N_ * m_);
     for (int l = 0; l < L; ++l) {
       check_interrupt();
-      if (l == 0) tape_[0].x.assign(x, x + N_ * d_);
-      T* next = l + 1 < L ? (tape_[l + 1].x.resize(N_ * d_), tape_[l + 1].x.data()) : out.data();
+      if (l == 0) {
+        tape_[0].x.resize(nd);
+        std::copy(x, x + nd, tape_[0].x.data());
+      }
+      T* next = l + 1 < L ? (tape_[l + 1].x.resize(nd), tape_[l + 1].x.data()) : out.data();
       forward_block(l, next);
     }
     record_point(0, tape_[0].x.data(), 1);
@@ -222,7 +269,9 @@ class Pass {
       rank_collapse(l + 1, after);
     }
     if (output) std::copy(out.begin(), out.end(), output);
-    Vec<T> g(N_ * d_), g_in(N_ * d_);
+    Slab<T> g, g_in;
+    g.resize(nd);
+    g_in.resize(nd);
     stats_.loss = detail::loss_and_gradient(loss, out.data(), static_cast<int>(N_), d_, target,
                                             nullptr, g.data(), nt_);
     stats_.grad_norm[2 * L] = norm_of(g.data(), N_, d_, nt_);
@@ -230,7 +279,7 @@ class Pass {
     for (int l = L - 1; l >= 0; --l) {
       check_interrupt();
       backward_block(l, g.data(), g_in.data());
-      g.swap(g_in);
+      std::swap(g, g_in);
     }
     return stats_;
   }
@@ -270,16 +319,16 @@ class Pass {
     linear(sub1, N_, d_, p.in_proj_weight, p.in_proj_bias, 3 * d_, t.qkv.data(), nt_);
     attention_forward(l);
     t.a.resize(nd);
-    Vec<T>& sa = scratch_;
+    Slab<T>& sa = scratch_;
     sa.resize(nd);
     linear(t.attn.data(), N_, d_, p.out_proj_weight, p.out_proj_bias, d_, sa.data(), nt_);
     if (post()) {
-      residual_sum(t.x.data(), sa.data(), s_, nd, net_.residual, sa.data());
+      residual_sum(t.x.data(), sa.data(), s_, nd, net_.residual, sa.data(), nt_);
       t.hat1.resize(nd), t.rstd1.resize(N_);
       layer_norm(sa.data(), N_, d_, p.norm1_weight, p.norm1_bias, t.hat1.data(), t.rstd1.data(),
                  t.a.data(), nt_);
     } else {
-      residual_sum(t.x.data(), sa.data(), s_, nd, net_.residual, t.a.data());
+      residual_sum(t.x.data(), sa.data(), s_, nd, net_.residual, t.a.data(), nt_);
     }
     if (m_ == 0) {  // attention alone: the block ends after its first sublayer
       std::copy(t.a.begin(), t.a.end(), x_out);
@@ -304,15 +353,15 @@ class Pass {
         t.dphi[i * m_ + j] = v.derivative;
       }
     });
-    Vec<T>& ff = scratch_;
+    Slab<T>& ff = scratch_;
     linear(t.g.data(), N_, m_, p.linear2_weight, p.linear2_bias, d_, ff.data(), nt_);
     if (post()) {
-      residual_sum(t.a.data(), ff.data(), s_, nd, net_.residual, ff.data());
+      residual_sum(t.a.data(), ff.data(), s_, nd, net_.residual, ff.data(), nt_);
       t.hat2.resize(nd), t.rstd2.resize(N_);
       layer_norm(ff.data(), N_, d_, p.norm2_weight, p.norm2_bias, t.hat2.data(), t.rstd2.data(),
                  x_out, nt_);
     } else {
-      residual_sum(t.a.data(), ff.data(), s_, nd, net_.residual, x_out);
+      residual_sum(t.a.data(), ff.data(), s_, nd, net_.residual, x_out, nt_);
     }
   }
 
@@ -332,6 +381,7 @@ class Pass {
       const T* k = q + d_;
       const T* v = q + 2 * d_;
       T* p = t.probs.data() + static_cast<std::size_t>(item) * T_ * T_;
+      Vec<double> exps(T_);
       blas::gemm(Trans::No, Trans::Yes, T_, T_, dh_, scale, q, ld, k, ld, T(0), p, T_);
       double h_sum = 0.0;
       for (int i = 0; i < T_; ++i) {
@@ -339,16 +389,20 @@ class Pass {
         const int last = net_.causal ? i + 1 : T_;
         double mx = -std::numeric_limits<double>::infinity();
         for (int j = 0; j < last; ++j) mx = std::max(mx, static_cast<double>(row[j]));
-        double z = 0.0;
-        for (int j = 0; j < last; ++j) z += std::exp(row[j] - mx);
-        double ent = 0.0;
+        // One exp per entry; the entropy -sum p log p = log z - sum p (s - max) needs no
+        // log of each p.
+        double z = 0.0, weighted = 0.0;
         for (int j = 0; j < last; ++j) {
-          const double e = std::exp(row[j] - mx) / z;
-          row[j] = static_cast<T>(e);
-          if (e > 0.0) ent -= e * std::log(e);
+          const double shifted = row[j] - mx;
+          const double e = std::exp(shifted);
+          exps[j] = e;
+          z += e;
+          weighted += e * shifted;
         }
+        const double inv = 1.0 / z;
+        for (int j = 0; j < last; ++j) row[j] = static_cast<T>(exps[j] * inv);
         for (int j = last; j < T_; ++j) row[j] = T(0);
-        h_sum += ent;
+        h_sum += std::log(z) - weighted * inv;
       }
       entropy[item] = h_sum / T_;
       blas::gemm(Trans::No, Trans::No, T_, dh_, T_, T(1), p, T_, v, ld, T(0),
@@ -410,7 +464,7 @@ class Pass {
   // The MLP sublayer's backward pass: from g (at the block's output) to da (at the stream
   // after attention), with the MLP's and (post-LN) norm2's gradient norms; d, dff and
   // dsub are scratch of the stream's size.
-  void mlp_backward(int l, const T* g, Vec<T>& d, Vec<T>& dff, Vec<T>& dsub, Vec<T>& da) {
+  void mlp_backward(int l, const T* g, Slab<T>& d, Slab<T>& dff, Slab<T>& dsub, Slab<T>& da) {
     const auto& p = block(l);
     BlockTape<T>& t = tape_[l];
     const std::size_t nd = N_ * d_, nm = N_ * m_;
@@ -422,10 +476,10 @@ class Pass {
     } else {
       std::copy(g, g + nd, d.begin());
     }
-    for (std::size_t k = 0; k < nd; ++k) dff[k] = s_ * d[k];
+    residual_sum(d.data(), d.data(), s_, nd, false, dff.data(), nt_);  // dff = s d
     const T* sub2 = pre() ? t.v.data() : t.a.data();
     weight_grad_norms(dff.data(), d_, t.g.data(), m_, &pn[8], &pn[9]);
-    Vec<T> dg(nm);
+    Slab<T>& dg = dg_;
     detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), m_, d_, T(1), dff.data(), d_,
                        p.linear2_weight, m_, T(0), dg.data(), m_, nt_);
     const T* dphi = t.dphi.data();
@@ -446,7 +500,7 @@ class Pass {
       layer_norm_backward(dsub.data(), t.hat2.data(), t.rstd2.data(), p.norm2_weight, N_, d_,
                           da.data(), true, nt_);
     } else {
-      for (std::size_t k = 0; k < nd; ++k) da[k] += dsub[k];
+      residual_sum(da.data(), dsub.data(), T(1), nd, true, da.data(), nt_);
     }
   }
 
@@ -457,7 +511,7 @@ class Pass {
     const std::size_t nd = N_ * d_;
     double* pn = params(l);
     // The MLP sublayer (without one, the gradient passes through unchanged).
-    Vec<T> d(nd), dff(nd), dsub(nd), da(nd);
+    Slab<T>&d = d_buf_, &dff = dff_, &dsub = dsub_, &da = da_;
     if (m_ == 0)
       std::copy(g, g + nd, da.begin());
     else
@@ -473,10 +527,10 @@ class Pass {
     } else {
       std::copy(da.begin(), da.end(), d.begin());
     }
-    Vec<T>& dsa = dff;
-    for (std::size_t k = 0; k < nd; ++k) dsa[k] = s_ * d[k];
+    Slab<T>& dsa = dff;
+    residual_sum(d.data(), d.data(), s_, nd, false, dsa.data(), nt_);  // dsa = s d
     weight_grad_norms(dsa.data(), d_, t.attn.data(), d_, &pn[4], &pn[5]);
-    Vec<T> dattn(nd), dqkv(N_ * 3 * d_);
+    Slab<T>&dattn = dattn_, &dqkv = dqkv_;
     detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), d_, d_, T(1), dsa.data(), d_,
                        p.out_proj_weight, d_, T(0), dattn.data(), d_, nt_);
     attention_backward(l, dattn.data(), dqkv.data());
@@ -502,7 +556,7 @@ class Pass {
       layer_norm_backward(dsub.data(), t.hat1.data(), t.rstd1.data(), p.norm1_weight, N_, d_,
                           g_in, true, nt_);
     } else {
-      for (std::size_t k = 0; k < nd; ++k) g_in[k] += dsub[k];
+      residual_sum(g_in, dsub.data(), T(1), nd, true, g_in, nt_);
     }
     stats_.grad_norm[2 * l] = norm_of(g_in, N_, d_, nt_);
     note_backward(2 * l, stats_.grad_norm[2 * l]);
@@ -547,7 +601,9 @@ class Pass {
   int d_, h_, dh_, m_, nt_;
   T s_;
   std::vector<BlockTape<T>> tape_;
-  Vec<T> scratch_, wgrad_;
+  Slab<T> scratch_, wgrad_;
+  // The backward pass's slabs, sized once per pass.
+  Slab<T> d_buf_, dff_, dsub_, da_, dattn_, dqkv_, dg_;
   Vec<double> column_;
   TransformerStats stats_;
 };
