@@ -39,7 +39,8 @@ ARGUMENT_NAMES = (
     "copy", "validation", "chain", "forget_bias", "steps", "optimizer", "betas", "eps",
     "weight_decay", "nesterov", "predict", "readout", "weight_bins", "model", "clip_mode",
     "n", "length", "delay", "symbols", "kind", "v", "which", "max_iter", "samples",
-    "n_vectors", "n_grid", "sigma", "return_eigenvectors",
+    "n_vectors", "n_grid", "sigma", "return_eigenvectors", "heads", "mlp_ratio",
+    "attention", "causal", "name", "parameters",
 )
 
 DTYPES = [np.float64, np.float32, np.float16, np.int64, np.int8, np.bool_, np.complex128,
@@ -185,6 +186,34 @@ def test_fuzz_hessian_methods(which_h, v, k, which, tol, max_iter, samples, meth
     call_checked(H.eigenvalues, k, which, tol=tol, max_iter=max_iter, seed=seed)
     call_checked(H.trace, samples, method=method, seed=seed)
     call_checked(H.density, n_vectors=2, steps=5, n_grid=n_grid, sigma=sigma, seed=seed)
+
+
+TRANSFORMER = pyjac.Transformer(2, 8, 2, 5, mlp_ratio=1.5, seed=4, dtype="float64")
+
+
+@FUZZ
+@given(x=arrays([(5, 8), (2, 5, 8), (0, 5, 8), (2, 4, 8), (2, 5, 7)]),
+       loss=st.sampled_from(["sum_squares", "mse", "cross_entropy", 3]),
+       target=st.one_of(st.none(), arrays([(2, 5, 8), (5, 8), (2, 5)])),
+       threads=st.sampled_from([None, 1, 2, 0, 2.5]))
+def test_fuzz_transformer_backprop(x, loss, target, threads):
+    call_checked(TRANSFORMER.backprop, x, loss=loss, target=target, n_threads=threads)
+    call_checked(TRANSFORMER.backprop, x, grad_output=target)
+
+
+@FUZZ
+@given(depth=st.sampled_from([1, 2, 0, -1, 3.5, 10**9, float("nan")]),
+       width=st.sampled_from([8, 0, 7, -1, 2.5]),
+       heads=st.sampled_from([2, 3, 0, -2, "a"]),
+       mlp_ratio=st.sampled_from([4, 0, -1, 0.01, float("nan")]),
+       norm=st.sampled_from(["pre", "post", None, "mid"]),
+       activation=st.sampled_from(["gelu", "relu", "tanh"]),
+       scale=st.sampled_from([1.0, 0.0, -1.0, float("inf")]))
+def test_fuzz_transformer_constructor(depth, width, heads, mlp_ratio, norm, activation, scale):
+    net = call_checked(pyjac.Transformer, depth, width, heads, 3, mlp_ratio=mlp_ratio,
+                       norm=norm, activation=activation, residual_scale=scale)
+    if net is not None and net.depth * net.width <= 64:
+        call_checked(net.backprop, np.ones((1, 3, net.width)))
 
 
 @FUZZ
