@@ -23,6 +23,7 @@
 #include "chain/loss.hpp"
 #include "chain/norm_layers.hpp"
 #include "common/reduce.hpp"
+#include "common/slab.hpp"
 #include "common/sizes.hpp"
 #include "common/tiled_blas.hpp"
 #include "pyjac/common/activation.hpp"
@@ -42,6 +43,7 @@ namespace {
 using blas::Trans;
 using detail::parallel_for;
 using detail::worth_parallel;
+using detail::Slab;
 
 // A norm layer normalises groups of a (batch x n) array: its rows (layernorm, one per
 // example) or its columns (batchnorm, one per unit).
@@ -93,16 +95,16 @@ struct ChainCurvature<T>::State {
   double loss_value = 0.0;
   // Forward tape: h[l] is layer l's input (h[0] = x, h[depth] the output); u[l] its
   // normalised pre-activation; inv_std[l] per norm group.
-  std::vector<std::vector<T>> h, u, inv_std;
+  std::vector<Slab<T>> h, u, inv_std;
   // Backward tape: phi'(u), ga = s dL/dh_{l+1}, gz = dL/dz; phi''(u) ga (Hessian only);
   // m2 = mean of (phi' ga) u over each norm group.
-  std::vector<std::vector<T>> d1, ga, gz, d2ga;
+  std::vector<Slab<T>> d1, ga, gz, d2ga;
   std::vector<std::vector<double>> m2;
   // One product's tangents: R u_l, R h_{l+1}, and rho = mean of u R z per norm group.
-  std::vector<std::vector<T>> ru, rh;
+  std::vector<Slab<T>> ru, rh;
   std::vector<std::vector<double>> rho;
-  std::vector<T> rg, rg_next, rgz;  // batch x widest
-  std::vector<T> vt, ot;            // v and out in T (float chains only)
+  Slab<T> rg, rg_next, rgz;  // batch x widest
+  Slab<T> vt, ot;            // v and out in T (float chains only)
   std::vector<double> column;
 
   int depth() const { return view.depth(); }
@@ -144,7 +146,8 @@ void ChainCurvature<T>::State::forward(const T* x) {
   h.resize(L + 1);
   u.resize(L);
   inv_std.resize(L);
-  h[0].assign(x, x + static_cast<std::size_t>(batch) * widths[0]);
+  h[0].resize(static_cast<std::size_t>(batch) * widths[0]);
+  std::copy(x, x + h[0].size(), h[0].data());
   layerwise::Scratch scratch(batch, widest);
   std::vector<double> row_sq(batch);
   for (int l = 0; l < L; ++l) {
@@ -167,7 +170,7 @@ void ChainCurvature<T>::State::backward(const T* target, const std::int64_t* lab
   gz.resize(L);
   d2ga.resize(L);
   m2.resize(L);
-  std::vector<T> g(static_cast<std::size_t>(batch) * widths[L]), g_in;
+  Slab<T> g(static_cast<std::size_t>(batch) * widths[L]), g_in;
   loss_value = detail::loss_and_gradient(loss, h[L].data(), batch, widths[L], target, labels,
                                          g.data(), nt);
   for (int l = L - 1; l >= 0; --l) {
@@ -204,13 +207,14 @@ void ChainCurvature<T>::State::backward(const T* target, const std::int64_t* lab
     }
     if (l == 0) break;
     // dL/dh_l = gz W_l, plus dL/dh_{l+1} through the skip connection.
+    g_in.resize(static_cast<std::size_t>(batch) * n_in);
     if (view.residual_at(l))
-      g_in = g;
+      std::copy(g.begin(), g.end(), g_in.begin());
     else
-      g_in.assign(static_cast<std::size_t>(batch) * n_in, T(0));
+      std::fill(g_in.begin(), g_in.end(), T(0));
     detail::tiled_gemm(Trans::No, Trans::No, batch, n_in, n, T(1), gz[l].data(), n,
                        view.weight(l), n_in, T(1), g_in.data(), n_in, nt, kTileMacs);
-    g.swap(g_in);
+    std::swap(g, g_in);
   }
 }
 
@@ -333,7 +337,7 @@ void ChainCurvature<T>::State::tangent_backward_layer(int l, int lo, const T* vw
   if (full && vw)
     detail::tiled_gemm(Trans::No, Trans::No, batch, n_in, n, T(1), gz[l].data(), n, vw, n_in,
                        T(1), rg_next.data(), n_in, nt, kTileMacs);
-  rg.swap(rg_next);
+  std::swap(rg, rg_next);
 }
 
 template <typename T>

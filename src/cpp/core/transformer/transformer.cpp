@@ -21,6 +21,7 @@
 #include "chain/layerwise_backprop.hpp"
 #include "chain/loss.hpp"
 #include "common/reduce.hpp"
+#include "common/slab.hpp"
 #include "common/sizes.hpp"
 #include "common/tiled_blas.hpp"
 #include "pyjac/common/activation.hpp"
@@ -94,33 +95,7 @@ using detail::worth_parallel;
 template <typename T>
 using Vec = std::vector<T>;
 
-// Storage that is written before it is read: not zero-filled, and kept (grow-only) when
-// asked for again, so that a pass over many blocks reuses its slabs instead of mapping
-// fresh pages for each.
-template <typename T>
-class Slab {
- public:
-  void resize(std::size_t n) {
-    if (n > capacity_) {
-      p_.reset(new T[n]);
-      capacity_ = n;
-    }
-    size_ = n;
-  }
-  T* data() { return p_.get(); }
-  const T* data() const { return p_.get(); }
-  T* begin() { return p_.get(); }
-  T* end() { return p_.get() + size_; }
-  const T* begin() const { return p_.get(); }
-  const T* end() const { return p_.get() + size_; }
-  std::size_t size() const { return size_; }
-  T& operator[](std::size_t i) { return p_[i]; }
-  const T& operator[](std::size_t i) const { return p_[i]; }
-
- private:
-  std::unique_ptr<T[]> p_;
-  std::size_t size_ = 0, capacity_ = 0;
-};
+using detail::Slab;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
