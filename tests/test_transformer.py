@@ -12,16 +12,13 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 
-def reference(net, x, loss="sum_squares", target=None):
-    """The stack in plain torch ops from net's parameters, float64: the loss, the
-    gradient norm at every stream point and of every parameter, query/key gradient norms,
-    attention entropy and the stream itself."""
+def stack_forward(net, params, xt, record=True):
+    """The stack in plain torch ops from ``params`` (float64 tensors by PyTorch's names):
+    its output, and when ``record``, the stream points, queries and keys (gradients
+    retained) and the attention entropy per block and head."""
     d, h = net.width, net.heads
     dh = d // h
     s = net.residual_scale
-    params = [{k: torch.tensor(np.asarray(v, np.float64), requires_grad=True)
-               for k, v in b.items()} for b in net.blocks]
-    xt = torch.tensor(np.asarray(x, np.float64), requires_grad=True)
     B, T, _ = xt.shape
     act = F.gelu if net.activation == "gelu" else F.relu
     points, queries, keys, entropy = [xt], [], [], []
@@ -32,18 +29,20 @@ def reference(net, x, loss="sum_squares", target=None):
     def attention(z, p):
         qkv = z @ p["self_attn.in_proj_weight"].T + p["self_attn.in_proj_bias"]
         q, k, v = qkv[..., :d], qkv[..., d:2 * d], qkv[..., 2 * d:]
-        q.retain_grad()
-        k.retain_grad()
-        queries.append(q)
-        keys.append(k)
+        if record:
+            q.retain_grad()
+            k.retain_grad()
+            queries.append(q)
+            keys.append(k)
         split = [t.reshape(B, T, h, dh).transpose(1, 2) for t in (q, k, v)]
         scores = split[0] @ split[1].transpose(-1, -2) / np.sqrt(dh)
         if net.causal:
             scores = scores.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1),
                                         float("-inf"))
         p_att = torch.softmax(scores, dim=-1)
-        plogp = torch.where(p_att > 0, p_att * torch.log(p_att), torch.zeros_like(p_att))
-        entropy.append((-plogp.sum(-1)).mean(dim=(0, 2)).detach().numpy())
+        if record:
+            plogp = torch.where(p_att > 0, p_att * torch.log(p_att), torch.zeros_like(p_att))
+            entropy.append((-plogp.sum(-1)).mean(dim=(0, 2)).detach().numpy())
         o = (p_att @ split[2]).transpose(1, 2).reshape(B, T, d)
         return o @ p["self_attn.out_proj.weight"].T + p["self_attn.out_proj.bias"]
 
@@ -62,7 +61,6 @@ def reference(net, x, loss="sum_squares", target=None):
             a = ln(join(z, attention(z, p)), p["norm1.weight"], p["norm1.bias"])
         else:
             a = join(z, attention(z, p))
-        a.retain_grad()
         if net.hidden == 0:  # attention alone
             z = a * 1.0
         elif net.norm == "pre":
@@ -71,8 +69,26 @@ def reference(net, x, loss="sum_squares", target=None):
             z = ln(join(a, mlp(a, p)), p["norm2.weight"], p["norm2.bias"])
         else:
             z = join(a, mlp(a, p))
-        z.retain_grad()
+        if record:
+            a.retain_grad()
+            z.retain_grad()
         points += [a, z]
+    return z, points, queries, keys, entropy
+
+
+def torch_parameters(net, requires_grad=True):
+    return [{k: torch.tensor(np.asarray(v, np.float64), requires_grad=requires_grad)
+             for k, v in b.items()} for b in net.blocks]
+
+
+def reference(net, x, loss="sum_squares", target=None):
+    """The loss, the gradient norm at every stream point and of every parameter,
+    query/key gradient norms, attention entropy and the stream, by torch autograd in
+    float64 from net's parameters."""
+    d = net.width
+    params = torch_parameters(net)
+    xt = torch.tensor(np.asarray(x, np.float64), requires_grad=True)
+    z, points, queries, keys, entropy = stack_forward(net, params, xt)
     if loss == "sum_squares":
         value = 0.5 * (z ** 2).sum()
     elif loss == "mse":
@@ -301,3 +317,52 @@ def test_diagnose_names_the_collapse_and_measures_the_fixes():
         pyjac.diagnose(pure, x, loss="cross_entropy", target=np.zeros(2, int))
     with pytest.raises(ValueError, match="activation"):
         pyjac.diagnose(pure, x, activation="relu")
+
+
+@pytest.mark.parametrize("case", [0, 1, 2, 5, 6, 8, 9])
+def test_spectral_norm_matches_the_torch_jacobian(case):
+    kw = dict(mlp_ratio=1.5)
+    kw.update(CASES[case])
+    net = pyjac.Transformer(3, 8, 2, init="gaussian", seed=case, dtype="float64", **kw)
+    x = np.random.default_rng(case).standard_normal((5, 8))
+    params = torch_parameters(net, requires_grad=False)
+
+    def jacobian(lo, hi, inp):
+        sub = pyjac.Transformer.__new__(pyjac.Transformer)
+        sub.__dict__.update(net.__dict__)
+        sub.blocks = net.blocks[lo:hi]
+        f = lambda xt: stack_forward(sub, params[lo:hi], xt[None], record=False)[0][0]  # noqa: E731
+        return torch.autograd.functional.jacobian(f, torch.tensor(inp)).reshape(40, 40).numpy()
+
+    r = net.spectral_norm(x, tol=1e-12)
+    assert r.converged
+    assert r.value == pytest.approx(np.linalg.norm(jacobian(0, 3, x), 2), rel=1e-8)
+    per = net.spectral_norm(x, per_block=True, tol=1e-12)
+    inputs = [x]  # each block's input, from pyjac's own forward pass
+    for l in range(2):
+        sub = pyjac.Transformer.__new__(pyjac.Transformer)
+        sub.__dict__.update(net.__dict__)
+        sub.blocks = net.blocks[l:l + 1]
+        inputs.append(sub.backprop(inputs[-1]).output)
+    for l in range(3):
+        assert per.value[l] == pytest.approx(np.linalg.norm(jacobian(l, l + 1, inputs[l]), 2),
+                                             rel=1e-8)
+    one = net.spectral_norm(x, n_threads=1)
+    assert one.value == net.spectral_norm(x, n_threads=2).value
+    with pytest.raises(ValueError, match="x"):
+        net.spectral_norm(np.ones((2, 5, 8)))
+    with pytest.raises(ValueError, match="iters"):
+        net.spectral_norm(x, iters=0)
+
+
+def test_spectral_norm_of_a_deep_stack_agrees_in_float32_and_reports_overflow():
+    kw = dict(norm="pre", init="gaussian", gain=3.0, seed=1)
+    x = np.random.default_rng(0).standard_normal((6, 16))
+    r32 = pyjac.Transformer(40, 16, 2, **kw).spectral_norm(x, tol=1e-7)
+    r64 = pyjac.Transformer(40, 16, 2, dtype="float64", **kw).spectral_norm(x, tol=1e-10)
+    assert r32.converged and r64.converged
+    assert r32.log_value == pytest.approx(r64.log_value, rel=1e-4)
+    # a forward pass that overflows is reported, and nothing is iterated
+    blown = pyjac.Transformer(40, 16, 2, norm=None, init="gaussian", gain=3.0, seed=1)
+    r = blown.spectral_norm(x, iters=50)
+    assert r.first_nonfinite_layer is not None and not r.converged

@@ -180,3 +180,8 @@ def transformer_backprop(
 def transformer_workspace_bytes(
     depth: int, width: int, heads: int, hidden: int, batch: int, seq_len: int, dtype_size: int
 ) -> int: ...
+def transformer_spectral_norm(
+    blocks: Sequence[Sequence[np.ndarray]], width: int, heads: int, hidden: int,
+    activation: str, norm: str, residual: bool, residual_scale: float, causal: bool,
+    x: np.ndarray, per_block: bool, iters: int, tol: float, seed: int, n_threads: int,
+) -> dict[str, Any]: ...

@@ -27,6 +27,7 @@ from ._validation import (
     check_seed,
     check_threads,
 )
+from .spectral import SpectralNormResult
 
 __all__ = ["PARAMETER_NAMES", "Transformer", "TransformerBackpropResult"]
 
@@ -398,10 +399,7 @@ class Transformer:
         check_allocation(_core.transformer_workspace_bytes(
             self.depth, self.width, self.heads, self.hidden, batch, seq_len,
             self.dtype.itemsize), f"x: backprop on {batch} sequences of {seq_len} tokens")
-        raw = _core.transformer_backprop(
-            [[b[name] for name in TORCH_NAMES] for b in self.blocks], self.width, self.heads,
-            self.hidden, self.activation, self.norm or "none", self.residual,
-            self.residual_scale, self.causal, xb, loss_name, tgt, n_threads)
+        raw = _core.transformer_backprop(*self._core_args(), xb, loss_name, tgt, n_threads)
         single = np.ndim(x) == 2
         return TransformerBackpropResult(
             loss=None if loss_name == "grad_output" else float(raw["loss"]),
@@ -414,3 +412,62 @@ class Transformer:
             first_nonfinite_layer=raw["first_nonfinite_layer"],
             first_nonfinite_stage=raw["first_nonfinite_stage"],
             output=raw["output"][0] if single else raw["output"])
+
+    def _core_args(self) -> tuple[Any, ...]:
+        return ([[b[name] for name in TORCH_NAMES] for b in self.blocks], self.width,
+                self.heads, self.hidden, self.activation, self.norm or "none", self.residual,
+                self.residual_scale, self.causal)
+
+    def spectral_norm(self, x: Any, per_block: bool = False, iters: int = 1000,
+                      tol: float = 1e-6, *, seed: int = 0,
+                      n_threads: int | None = None) -> SpectralNormResult:
+        """Largest singular value of the Jacobian of the output sequence with respect to
+        the input sequence, by matrix-free power iteration.
+
+        Iterates ``v <- J^T J v`` with a tangent (forward-mode) pass and a backward pass
+        through the blocks, never forming ``J`` (``seq_len * width`` square); each block's
+        result is brought to unit norm and the log of its norm kept in float64, so no
+        depth overflows.
+
+        Parameters
+        ----------
+        x : array_like, shape (seq_len, width) or (1, seq_len, width)
+            The sequence the stack is linearised at.
+        per_block : bool, default False
+            False: the whole stack's Jacobian; True: each block's own, at its input.
+        iters : int, default 1000
+            Most iterations.
+        tol : float, default 1e-6
+            Relative accuracy asked for (float32 stacks are limited by rounding).
+        seed : int, default 0
+            Seeds the start vector.
+
+        Returns
+        -------
+        SpectralNormResult
+            value (and log_value), iterations, converged; ``(depth,)`` arrays with
+            ``per_block=True``; ``first_nonfinite_layer`` is a stream point of the forward
+            pass holding NaN/Inf (nothing is iterated then).
+        """
+        n_threads = check_threads(n_threads)
+        per_block = check_bool(per_block, "per_block")
+        iters = check_int(iters, "iters", minimum=1)
+        tol = check_real(tol, "tol", positive=True)
+        seed = check_seed(seed)
+        xb = self._input(x)
+        if xb.shape[0] != 1:
+            raise ValueError(f"x: expected one sequence, got a batch of {xb.shape[0]}")
+        check_allocation(_core.transformer_workspace_bytes(
+            self.depth, self.width, self.heads, self.hidden, 1, xb.shape[1],
+            self.dtype.itemsize), f"x: a sequence of {xb.shape[1]} tokens")
+        raw = _core.transformer_spectral_norm(*self._core_args(), xb[0], per_block, iters, tol,
+                                              seed, n_threads)
+        if not per_block:
+            return SpectralNormResult(value=float(raw["value"][0]),
+                                      log_value=float(raw["log_value"][0]),
+                                      iterations=int(raw["iterations"][0]),
+                                      converged=bool(raw["converged"][0]),
+                                      first_nonfinite_layer=raw["first_nonfinite_layer"])
+        return SpectralNormResult(value=raw["value"], log_value=raw["log_value"],
+                                  iterations=raw["iterations"], converged=raw["converged"],
+                                  first_nonfinite_layer=raw["first_nonfinite_layer"])

@@ -27,6 +27,7 @@
 #include "pyjac/common/activation.hpp"
 #include "pyjac/common/blas.hpp"
 #include "pyjac/common/interrupt.hpp"
+#include "pyjac/common/rng.hpp"
 #include "pyjac/common/threads.hpp"
 
 namespace pyjac {
@@ -204,8 +205,10 @@ struct BlockTape {
 template <typename T>
 class Pass {
  public:
-  Pass(const TransformerView<T>& net, int batch, int seq_len, int nt)
-      : net_(net), B_(batch), T_(seq_len), N_(static_cast<std::size_t>(batch) * seq_len),
+  // measure: false for a pass that only propagates (power iteration), which keeps no
+  // statistics.
+  Pass(const TransformerView<T>& net, int batch, int seq_len, int nt, bool measure = true)
+      : measure_(measure), net_(net), B_(batch), T_(seq_len), N_(static_cast<std::size_t>(batch) * seq_len),
         d_(net.width), h_(net.heads), dh_(net.width / net.heads), m_(net.hidden), nt_(nt),
         s_(static_cast<T>(net.residual_scale)), column_(std::max(3 * net.width, net.hidden)) {}
 
@@ -219,22 +222,9 @@ class Pass {
     stats_.attention_entropy.assign(static_cast<std::size_t>(L) * h_, 0.0);
     stats_.token_similarity.assign(L + 1, 0.0);
     stats_.rank_one_distance.assign(L + 1, 0.0);
-    tape_.resize(L);
     const std::size_t nd = N_ * d_;
     Slab<T> out;
-    out.resize(nd);
-    for (auto* slab : {&d_buf_, &dff_, &dsub_, &da_, &dattn_}) slab->resize(nd);
-    dqkv_.resize(3 * nd);
-    dg_.resize(N_ * m_);
-    for (int l = 0; l < L; ++l) {
-      check_interrupt();
-      if (l == 0) {
-        tape_[0].x.resize(nd);
-        std::copy(x, x + nd, tape_[0].x.data());
-      }
-      T* next = l + 1 < L ? (tape_[l + 1].x.resize(nd), tape_[l + 1].x.data()) : out.data();
-      forward_block(l, next);
-    }
+    forward_all(x, out);
     record_point(0, tape_[0].x.data(), 1);
     rank_collapse(0, tape_[0].x.data());
     for (int l = 0; l < L; ++l) {
@@ -259,7 +249,199 @@ class Pass {
     return stats_;
   }
 
+  // Power iteration on J^T J of the blocks [lo, hi] at the forward pass's tape: J v by
+  // tangent passes, J^T u by the backward pass without its measurements; each block's
+  // result is brought to unit norm and the log of its norm carried.
+  void spectral(int lo, int hi, const TransformerSpectralOptions& o, double& log_value,
+                int& iterations, bool& converged) {
+    const std::size_t nd = N_ * d_;
+    Slab<T> v(nd), w(nd);
+    {
+      Rng rng(o.seed, static_cast<std::uint64_t>(lo < 0 ? 0 : lo));
+      for (std::size_t k = 0; k < nd; ++k) v[k] = static_cast<T>(rng.normal());
+    }
+    normalise(v.data(), nd);
+    double previous = kNaN, last_change = kNaN;
+    log_value = kNaN;
+    converged = false;
+    for (iterations = 1; iterations <= o.iters; ++iterations) {
+      check_interrupt();
+      // u = J v, normalised block by block.
+      double log_norm = 0.0;
+      for (int l = lo; l <= hi; ++l) {
+        tangent_block(l, v.data(), w.data());
+        log_norm += normalise(w.data(), nd);
+        std::swap(v, w);
+      }
+      log_value = log_norm;
+      // v = J^T u, normalised likewise; its scale does not matter.
+      for (int l = hi; l >= lo; --l) {
+        backward_block(l, v.data(), w.data());
+        normalise(w.data(), nd);
+        std::swap(v, w);
+      }
+      if (!std::isfinite(log_value)) return;
+      if (std::isfinite(previous)) {
+        const double change = std::abs(log_value - previous);
+        // The remaining error of a geometrically converging sequence: change r / (1 - r).
+        const double rate = std::isfinite(last_change) && last_change > 0.0
+                                ? change / last_change : 1.0;
+        const double remaining = rate < 1.0 ? change * rate / (1.0 - rate) : change;
+        if (change <= o.tol && remaining <= o.tol) {
+          converged = true;
+          return;
+        }
+        last_change = change;
+      }
+      previous = log_value;
+    }
+    iterations = o.iters;
+  }
+
+  // The stack's forward pass, keeping every block's tape; out: the output.
+  void forward_all(const T* x, Slab<T>& out) {
+    const int L = net_.depth();
+    tape_.resize(L);
+    const std::size_t nd = N_ * d_;
+    out.resize(nd);
+    for (auto* slab : {&d_buf_, &dff_, &dsub_, &da_, &dattn_}) slab->resize(nd);
+    dqkv_.resize(3 * nd);
+    dg_.resize(N_ * m_);
+    for (int l = 0; l < L; ++l) {
+      check_interrupt();
+      if (l == 0) {
+        tape_[0].x.resize(nd);
+        std::copy(x, x + nd, tape_[0].x.data());
+      }
+      T* next = l + 1 < L ? (tape_[l + 1].x.resize(nd), tape_[l + 1].x.data()) : out.data();
+      forward_block(l, next);
+    }
+  }
+
+  // The first stream point (forward order) holding a NaN/Inf, or -1.
+  int first_nonfinite(const Slab<T>& out) {
+    const int L = net_.depth();
+    for (int l = 0; l < L; ++l) {
+      if (!detail::frobenius_norm(tape_[l].x.data(), N_, d_, nt_).finite) return 2 * l;
+      if (!detail::frobenius_norm(tape_[l].a.data(), N_, d_, nt_).finite) return 2 * l + 1;
+    }
+    return detail::frobenius_norm(out.data(), N_, d_, nt_).finite ? -1 : 2 * L;
+  }
+
  private:
+  // v /= ||v||; returns log ||v|| (the scaled norm: exact over the whole range).
+  double normalise(T* v, std::size_t n) {
+    const double norm = detail::frobenius_norm(v, 1, n, nt_).norm;
+    if (!(norm > 0.0) || !std::isfinite(norm)) return std::log(norm);
+    const T inv = static_cast<T>(1.0 / norm);
+    if (std::isfinite(static_cast<double>(inv)) && inv != T(0)) {
+      for (std::size_t k = 0; k < n; ++k) v[k] *= inv;
+    } else {
+      for (std::size_t k = 0; k < n; ++k) v[k] = static_cast<T>(v[k] / norm);
+    }
+    return std::log(norm);
+  }
+
+  // dy = gamma * N'(x) dx for a LayerNorm with the given x-hat and 1/std.
+  void layer_norm_tangent(const T* dx, const T* hat, const T* rstd, const T* gamma, T* dy) {
+    const int n = d_;
+    parallel_for(static_cast<long long>(N_), nt_, worth_parallel(N_ * n), [&](long long i) {
+      double m1 = 0.0, m2 = 0.0;
+      for (int j = 0; j < n; ++j) {
+        m1 += dx[i * n + j];
+        m2 += static_cast<double>(hat[i * n + j]) * dx[i * n + j];
+      }
+      m1 /= n;
+      m2 /= n;
+      for (int j = 0; j < n; ++j)
+        dy[i * n + j] = static_cast<T>(gamma[j] * rstd[i] * (dx[i * n + j] - m1 -
+                                                              hat[i * n + j] * m2));
+    });
+  }
+
+  // dout = J_l dx: the block's tangent (forward-mode) pass on its tape.
+  void tangent_block(int l, const T* dx, T* dout) {
+    const auto& p = block(l);
+    const BlockTape<T>& t = tape_[l];
+    const std::size_t nd = N_ * d_;
+    const T* t1 = dx;
+    if (pre()) {
+      layer_norm_tangent(dx, t.hat1.data(), t.rstd1.data(), p.norm1_weight, d_buf_.data());
+      t1 = d_buf_.data();
+    }
+    detail::tiled_gemm(Trans::No, Trans::Yes, static_cast<int>(N_), 3 * d_, d_, T(1), t1, d_,
+                       p.in_proj_weight, d_, T(0), dqkv_.data(), 3 * d_, nt_);
+    attention_tangent(l);
+    T* dsa = dsub_.data();
+    detail::tiled_gemm(Trans::No, Trans::Yes, static_cast<int>(N_), d_, d_, T(1), dattn_.data(),
+                       d_, p.out_proj_weight, d_, T(0), dsa, d_, nt_);
+    T* da = da_.data();
+    residual_sum(dx, dsa, s_, nd, net_.residual, da, nt_);
+    if (post()) {
+      layer_norm_tangent(da, t.hat1.data(), t.rstd1.data(), p.norm1_weight, dff_.data());
+      std::copy(dff_.begin(), dff_.end(), da);
+    }
+    if (m_ == 0) {
+      std::copy(da, da + nd, dout);
+      return;
+    }
+    const T* t2 = da;
+    if (pre()) {
+      layer_norm_tangent(da, t.hat2.data(), t.rstd2.data(), p.norm2_weight, d_buf_.data());
+      t2 = d_buf_.data();
+    }
+    const std::size_t nm = N_ * m_;
+    detail::tiled_gemm(Trans::No, Trans::Yes, static_cast<int>(N_), m_, d_, T(1), t2, d_,
+                       p.linear1_weight, d_, T(0), dg_.data(), m_, nt_);
+    T* dg = dg_.data();
+    const T* dphi = t.dphi.data();
+    parallel_for(static_cast<long long>(N_), nt_, worth_parallel(nm), [&](long long i) {
+      for (int j = 0; j < m_; ++j) dg[i * m_ + j] *= dphi[i * m_ + j];
+    });
+    T* dff = dff_.data();
+    detail::tiled_gemm(Trans::No, Trans::Yes, static_cast<int>(N_), d_, m_, T(1), dg, m_,
+                       p.linear2_weight, m_, T(0), dff, d_, nt_);
+    if (post()) {
+      residual_sum(da, dff, s_, nd, net_.residual, dff, nt_);
+      layer_norm_tangent(dff, t.hat2.data(), t.rstd2.data(), p.norm2_weight, dout);
+    } else {
+      residual_sum(da, dff, s_, nd, net_.residual, dout, nt_);
+    }
+  }
+
+  // dO from dQ, dK, dV (in dqkv_) per (example, head): dS = scale (dQ K^T + Q dK^T),
+  // dP = P (dS - rowsum(P dS)), dO = dP V + P dV; into dattn_.
+  void attention_tangent(int l) {
+    const BlockTape<T>& t = tape_[l];
+    const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh_)));
+    const int ld = 3 * d_;
+    parallel_for(B_ * h_, nt_, worth_parallel(static_cast<std::size_t>(B_) * h_ * T_ * T_ * dh_),
+                 [&](int item) {
+      const int b = item / h_, hd = item % h_;
+      const std::size_t base = static_cast<std::size_t>(b) * T_ * ld + hd * dh_;
+      const T* q = t.qkv.data() + base;
+      const T* k = q + d_;
+      const T* v = q + 2 * d_;
+      const T* dq = dqkv_.data() + base;
+      const T* dk = dq + d_;
+      const T* dv = dq + 2 * d_;
+      const T* p = t.probs.data() + static_cast<std::size_t>(item) * T_ * T_;
+      T* dout = dattn_.data() + static_cast<std::size_t>(b) * T_ * d_ + hd * dh_;
+      Vec<T> ds(static_cast<std::size_t>(T_) * T_);
+      blas::gemm(Trans::No, Trans::Yes, T_, T_, dh_, scale, dq, ld, k, ld, T(0), ds.data(), T_);
+      blas::gemm(Trans::No, Trans::Yes, T_, T_, dh_, scale, q, ld, dk, ld, T(1), ds.data(), T_);
+      for (int i = 0; i < T_; ++i) {
+        T* row = ds.data() + static_cast<std::size_t>(i) * T_;
+        const T* pr = p + static_cast<std::size_t>(i) * T_;
+        double dot = 0.0;
+        for (int j = 0; j < T_; ++j) dot += static_cast<double>(pr[j]) * row[j];
+        for (int j = 0; j < T_; ++j) row[j] = static_cast<T>(pr[j] * (row[j] - dot));
+      }
+      blas::gemm(Trans::No, Trans::No, T_, dh_, T_, T(1), ds.data(), T_, v, ld, T(0), dout, d_);
+      blas::gemm(Trans::No, Trans::No, T_, dh_, T_, T(1), p, T_, dv, ld, T(1), dout, d_);
+    });
+  }
+
   const TransformerBlock<T>& block(int l) const { return net_.blocks[l]; }
   bool pre() const { return net_.norm == BlockNorm::Pre; }
   bool post() const { return net_.norm == BlockNorm::Post; }
@@ -383,8 +565,10 @@ class Pass {
       blas::gemm(Trans::No, Trans::No, T_, dh_, T_, T(1), p, T_, v, ld, T(0),
                  t.attn.data() + static_cast<std::size_t>(b) * T_ * d_ + hd * dh_, d_);
     });
-    for (int item = 0; item < B_ * h_; ++item)
-      stats_.attention_entropy[static_cast<std::size_t>(l) * h_ + item % h_] += entropy[item] / B_;
+    if (measure_)
+      for (int item = 0; item < B_ * h_; ++item)
+        stats_.attention_entropy[static_cast<std::size_t>(l) * h_ + item % h_] +=
+            entropy[item] / B_;
   }
 
   // Rank collapse of the stream x (each example's seq_len tokens): the mean cosine of
@@ -443,9 +627,10 @@ class Pass {
     const auto& p = block(l);
     BlockTape<T>& t = tape_[l];
     const std::size_t nd = N_ * d_, nm = N_ * m_;
-    double* pn = params(l);
+    double* pn = measure_ ? params(l) : nullptr;
     if (post()) {
-      layer_norm_grad_norms(g, t.hat2.data(), N_, d_, scratch_, column_, nt_, pn[12], pn[13]);
+      if (measure_)
+        layer_norm_grad_norms(g, t.hat2.data(), N_, d_, scratch_, column_, nt_, pn[12], pn[13]);
       layer_norm_backward(g, t.hat2.data(), t.rstd2.data(), p.norm2_weight, N_, d_, d.data(),
                           false, nt_);
     } else {
@@ -453,7 +638,7 @@ class Pass {
     }
     residual_sum(d.data(), d.data(), s_, nd, false, dff.data(), nt_);  // dff = s d
     const T* sub2 = pre() ? t.v.data() : t.a.data();
-    weight_grad_norms(dff.data(), d_, t.g.data(), m_, &pn[8], &pn[9]);
+    if (measure_) weight_grad_norms(dff.data(), d_, t.g.data(), m_, &pn[8], &pn[9]);
     Slab<T>& dg = dg_;
     detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), m_, d_, T(1), dff.data(), d_,
                        p.linear2_weight, m_, T(0), dg.data(), m_, nt_);
@@ -461,7 +646,7 @@ class Pass {
     parallel_for(static_cast<long long>(N_), nt_, worth_parallel(nm), [&](long long i) {
       for (int j = 0; j < m_; ++j) dg[i * m_ + j] *= dphi[i * m_ + j];
     });
-    weight_grad_norms(dg.data(), m_, sub2, d_, &pn[6], &pn[7]);
+    if (measure_) weight_grad_norms(dg.data(), m_, sub2, d_, &pn[6], &pn[7]);
     detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), d_, m_, T(1), dg.data(), m_,
                        p.linear1_weight, d_, T(0), dsub.data(), d_, nt_);
     // da: through the skip connection and through the sublayer's input.
@@ -470,8 +655,9 @@ class Pass {
     else
       std::fill(da.begin(), da.end(), T(0));
     if (pre()) {
-      layer_norm_grad_norms(dsub.data(), t.hat2.data(), N_, d_, scratch_, column_, nt_, pn[12],
-                            pn[13]);
+      if (measure_)
+        layer_norm_grad_norms(dsub.data(), t.hat2.data(), N_, d_, scratch_, column_, nt_,
+                              pn[12], pn[13]);
       layer_norm_backward(dsub.data(), t.hat2.data(), t.rstd2.data(), p.norm2_weight, N_, d_,
                           da.data(), true, nt_);
     } else {
@@ -484,19 +670,22 @@ class Pass {
     const auto& p = block(l);
     BlockTape<T>& t = tape_[l];
     const std::size_t nd = N_ * d_;
-    double* pn = params(l);
+    double* pn = measure_ ? params(l) : nullptr;
     // The MLP sublayer (without one, the gradient passes through unchanged).
     Slab<T>&d = d_buf_, &dff = dff_, &dsub = dsub_, &da = da_;
     if (m_ == 0)
       std::copy(g, g + nd, da.begin());
     else
       mlp_backward(l, g, d, dff, dsub, da);
-    stats_.grad_norm[2 * l + 1] = norm_of(da.data(), N_, d_, nt_);
-    note_backward(2 * l + 1, stats_.grad_norm[2 * l + 1]);
+    if (measure_) {
+      stats_.grad_norm[2 * l + 1] = norm_of(da.data(), N_, d_, nt_);
+      note_backward(2 * l + 1, stats_.grad_norm[2 * l + 1]);
+    }
     // The attention sublayer.
     if (post()) {
-      layer_norm_grad_norms(da.data(), t.hat1.data(), N_, d_, scratch_, column_, nt_, pn[10],
-                            pn[11]);
+      if (measure_)
+        layer_norm_grad_norms(da.data(), t.hat1.data(), N_, d_, scratch_, column_, nt_,
+                              pn[10], pn[11]);
       layer_norm_backward(da.data(), t.hat1.data(), t.rstd1.data(), p.norm1_weight, N_, d_,
                           d.data(), false, nt_);
     } else {
@@ -504,21 +693,12 @@ class Pass {
     }
     Slab<T>& dsa = dff;
     residual_sum(d.data(), d.data(), s_, nd, false, dsa.data(), nt_);  // dsa = s d
-    weight_grad_norms(dsa.data(), d_, t.attn.data(), d_, &pn[4], &pn[5]);
+    if (measure_) weight_grad_norms(dsa.data(), d_, t.attn.data(), d_, &pn[4], &pn[5]);
     Slab<T>&dattn = dattn_, &dqkv = dqkv_;
     detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), d_, d_, T(1), dsa.data(), d_,
                        p.out_proj_weight, d_, T(0), dattn.data(), d_, nt_);
     attention_backward(l, dattn.data(), dqkv.data());
-    stats_.query_grad_norm[l] = detail::block_norm(dqkv.data(), N_, d_, 3 * d_);
-    stats_.key_grad_norm[l] = detail::block_norm(dqkv.data() + d_, N_, d_, 3 * d_);
-    const T* sub1 = pre() ? t.u.data() : t.x.data();
-    wgrad_.resize(static_cast<std::size_t>(3) * d_ * d_);
-    detail::tiled_gemm(Trans::Yes, Trans::No, 3 * d_, d_, static_cast<int>(N_), T(1), dqkv.data(),
-                       3 * d_, sub1, d_, T(0), wgrad_.data(), d_, nt_);
-    for (int part = 0; part < 3; ++part)
-      pn[part] = norm_of(wgrad_.data() + static_cast<std::size_t>(part) * d_ * d_, d_, d_, nt_);
-    layerwise::column_sums(dqkv.data(), static_cast<int>(N_), 3 * d_, column_.data(), nt_);
-    pn[3] = detail::vector_norm(column_.data(), 3 * d_);
+    if (measure_) in_proj_measurements(l, dqkv.data(), pn);
     detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), d_, 3 * d_, T(1), dqkv.data(),
                        3 * d_, p.in_proj_weight, d_, T(0), dsub.data(), d_, nt_);
     if (net_.residual)
@@ -526,15 +706,33 @@ class Pass {
     else
       std::fill(g_in, g_in + nd, T(0));
     if (pre()) {
-      layer_norm_grad_norms(dsub.data(), t.hat1.data(), N_, d_, scratch_, column_, nt_, pn[10],
-                            pn[11]);
+      if (measure_)
+        layer_norm_grad_norms(dsub.data(), t.hat1.data(), N_, d_, scratch_, column_, nt_,
+                              pn[10], pn[11]);
       layer_norm_backward(dsub.data(), t.hat1.data(), t.rstd1.data(), p.norm1_weight, N_, d_,
                           g_in, true, nt_);
     } else {
       residual_sum(g_in, dsub.data(), T(1), nd, true, g_in, nt_);
     }
-    stats_.grad_norm[2 * l] = norm_of(g_in, N_, d_, nt_);
-    note_backward(2 * l, stats_.grad_norm[2 * l]);
+    if (measure_) {
+      stats_.grad_norm[2 * l] = norm_of(g_in, N_, d_, nt_);
+      note_backward(2 * l, stats_.grad_norm[2 * l]);
+    }
+  }
+
+  // The queries' and keys' gradient norms, and W_Q, W_K, W_V's and in_proj_bias's.
+  void in_proj_measurements(int l, const T* dqkv, double* pn) {
+    const BlockTape<T>& t = tape_[l];
+    stats_.query_grad_norm[l] = detail::block_norm(dqkv, N_, d_, 3 * d_);
+    stats_.key_grad_norm[l] = detail::block_norm(dqkv + d_, N_, d_, 3 * d_);
+    const T* sub1 = pre() ? t.u.data() : t.x.data();
+    wgrad_.resize(static_cast<std::size_t>(3) * d_ * d_);
+    detail::tiled_gemm(Trans::Yes, Trans::No, 3 * d_, d_, static_cast<int>(N_), T(1), dqkv,
+                       3 * d_, sub1, d_, T(0), wgrad_.data(), d_, nt_);
+    for (int part = 0; part < 3; ++part)
+      pn[part] = norm_of(wgrad_.data() + static_cast<std::size_t>(part) * d_ * d_, d_, d_, nt_);
+    layerwise::column_sums(dqkv, static_cast<int>(N_), 3 * d_, column_.data(), nt_);
+    pn[3] = detail::vector_norm(column_.data(), 3 * d_);
   }
 
   // dO -> dQ, dK, dV per (example, head): dP = dO V^T, dS = P (dP - rowsum(dP P)),
@@ -570,6 +768,7 @@ class Pass {
     });
   }
 
+  bool measure_;  // false: the passes propagate only (power iteration)
   const TransformerView<T>& net_;
   int B_, T_;
   std::size_t N_;
@@ -602,6 +801,36 @@ TransformerStats transformer_backprop(const TransformerView<T>& net, const T* x,
   return Pass<T>(net, batch, seq_len, nt).run(x, target, options.loss, output);
 }
 
+template <typename T>
+TransformerSpectralStats transformer_spectral_norm(const TransformerView<T>& net, const T* x,
+                                                   int seq_len,
+                                                   const TransformerSpectralOptions& o) {
+  net.validate();
+  if (seq_len < 1) throw std::invalid_argument("x: a sequence needs at least one token");
+  if (o.iters < 1) throw std::invalid_argument("iters: must be at least 1");
+  if (!(o.tol > 0.0)) throw std::invalid_argument("tol: must be positive");
+  const int nt = resolve_threads(o.n_threads);
+  BlasThreadScope blas_scope(1);
+  Pass<T> pass(net, 1, seq_len, nt, false);
+  Slab<T> out;
+  pass.forward_all(x, out);
+  TransformerSpectralStats s;
+  s.first_nonfinite_layer = pass.first_nonfinite(out);
+  const int L = net.depth();
+  const int runs = o.per_block ? L : 1;
+  for (int r = 0; r < runs; ++r) {
+    const int lo = o.per_block ? r : 0, hi = o.per_block ? r : L - 1;
+    double log_value = kNaN;
+    int iterations = 0;
+    bool converged = false;
+    if (s.first_nonfinite_layer < 0) pass.spectral(lo, hi, o, log_value, iterations, converged);
+    s.log_value.push_back(log_value);
+    s.iterations.push_back(iterations);
+    s.converged.push_back(converged);
+  }
+  return s;
+}
+
 template void TransformerView<float>::validate() const;
 template void TransformerView<double>::validate() const;
 template TransformerStats transformer_backprop<float>(const TransformerView<float>&, const float*,
@@ -610,5 +839,10 @@ template TransformerStats transformer_backprop<float>(const TransformerView<floa
 template TransformerStats transformer_backprop<double>(const TransformerView<double>&,
                                                        const double*, int, int, const double*,
                                                        const TransformerOptions&, double*);
+
+template TransformerSpectralStats transformer_spectral_norm<float>(
+    const TransformerView<float>&, const float*, int, const TransformerSpectralOptions&);
+template TransformerSpectralStats transformer_spectral_norm<double>(
+    const TransformerView<double>&, const double*, int, const TransformerSpectralOptions&);
 
 }  // namespace pyjac

@@ -87,6 +87,31 @@ TransformerStats transformer_backprop(const TransformerView<T>& net, const T* x,
                                       int seq_len, const T* target,
                                       const TransformerOptions& options, T* output);
 
+struct TransformerSpectralOptions {
+  int iters = 1000;       // power iterations at most (one J and one J^T product each)
+  double tol = 1e-6;      // relative change of sigma, and its extrapolated remaining error
+  std::uint64_t seed = 0;  // the start vector's stream
+  bool per_block = false;  // each block's own Jacobian instead of the stack's
+  int n_threads = -1;
+};
+
+struct TransformerSpectralStats {
+  // One entry for the whole stack, or one per block: log sigma_max of the Jacobian of
+  // the output sequence with respect to the input sequence (seq_len * width square).
+  std::vector<double> log_value;
+  std::vector<int> iterations;
+  std::vector<unsigned char> converged;
+  int first_nonfinite_layer = -1;  // a stream point of the forward pass holding NaN/Inf
+};
+
+// Matrix-free power iteration on J^T J with forward-mode (tangent) and reverse-mode
+// products through the blocks, each block's result rescaled to unit norm and its log
+// carried, so that no depth overflows. x: one sequence, (seq_len, width).
+template <typename T>
+TransformerSpectralStats transformer_spectral_norm(const TransformerView<T>& net, const T* x,
+                                                   int seq_len,
+                                                   const TransformerSpectralOptions& options);
+
 // Bytes the pass allocates (its tape), for a memory check before it runs.
 std::int64_t transformer_workspace_bytes(int depth, int width, int heads, int hidden, int batch,
                                          int seq_len, int dtype_size);
