@@ -100,6 +100,10 @@ using detail::Slab;
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
+// The projections and MLP are a few large GEMMs a block: tiles of at least this many
+// multiply-adds (a grid still fixed by the shapes alone) pack each operand fewer times.
+constexpr double kTileMacs = double(1 << 24);
+
 template <typename T>
 void fill_rows(T* a, std::size_t rows, int cols, const T* row) {
   for (std::size_t i = 0; i < rows; ++i) std::memcpy(a + i * cols, row, sizeof(T) * cols);
@@ -111,7 +115,7 @@ void linear(const T* x, std::size_t rows, int n_in, const T* w, const T* b, int 
             int nt) {
   fill_rows(y, rows, n_out, b);
   detail::tiled_gemm(Trans::No, Trans::Yes, static_cast<int>(rows), n_out, n_in, T(1), x, n_in,
-                     w, n_in, T(1), y, n_out, nt);
+                     w, n_in, T(1), y, n_out, nt, kTileMacs);
 }
 
 // LayerNorm over each row, with PyTorch's biased variance and eps, and the affine map.
@@ -370,11 +374,11 @@ class Pass {
       t1 = d_buf_.data();
     }
     detail::tiled_gemm(Trans::No, Trans::Yes, static_cast<int>(N_), 3 * d_, d_, T(1), t1, d_,
-                       p.in_proj_weight, d_, T(0), dqkv_.data(), 3 * d_, nt_);
+                       p.in_proj_weight, d_, T(0), dqkv_.data(), 3 * d_, nt_, kTileMacs);
     attention_tangent(l);
     T* dsa = dsub_.data();
     detail::tiled_gemm(Trans::No, Trans::Yes, static_cast<int>(N_), d_, d_, T(1), dattn_.data(),
-                       d_, p.out_proj_weight, d_, T(0), dsa, d_, nt_);
+                       d_, p.out_proj_weight, d_, T(0), dsa, d_, nt_, kTileMacs);
     T* da = da_.data();
     residual_sum(dx, dsa, s_, nd, net_.residual, da, nt_);
     if (post()) {
@@ -392,7 +396,7 @@ class Pass {
     }
     const std::size_t nm = N_ * m_;
     detail::tiled_gemm(Trans::No, Trans::Yes, static_cast<int>(N_), m_, d_, T(1), t2, d_,
-                       p.linear1_weight, d_, T(0), dg_.data(), m_, nt_);
+                       p.linear1_weight, d_, T(0), dg_.data(), m_, nt_, kTileMacs);
     T* dg = dg_.data();
     const T* dphi = t.dphi.data();
     parallel_for(static_cast<long long>(N_), nt_, worth_parallel(nm), [&](long long i) {
@@ -400,7 +404,7 @@ class Pass {
     });
     T* dff = dff_.data();
     detail::tiled_gemm(Trans::No, Trans::Yes, static_cast<int>(N_), d_, m_, T(1), dg, m_,
-                       p.linear2_weight, m_, T(0), dff, d_, nt_);
+                       p.linear2_weight, m_, T(0), dff, d_, nt_, kTileMacs);
     if (post()) {
       residual_sum(da, dff, s_, nd, net_.residual, dff, nt_);
       layer_norm_tangent(dff, t.hat2.data(), t.rstd2.data(), p.norm2_weight, dout);
@@ -614,7 +618,7 @@ class Pass {
                          double* b_norm) {
     wgrad_.resize(static_cast<std::size_t>(n_out) * n_in);
     detail::tiled_gemm(Trans::Yes, Trans::No, n_out, n_in, static_cast<int>(N_), T(1), dy, n_out,
-                       x, n_in, T(0), wgrad_.data(), n_in, nt_);
+                       x, n_in, T(0), wgrad_.data(), n_in, nt_, kTileMacs);
     *w_norm = norm_of(wgrad_.data(), n_out, n_in, nt_);
     layerwise::column_sums(dy, static_cast<int>(N_), n_out, column_.data(), nt_);
     *b_norm = detail::vector_norm(column_.data(), n_out);
@@ -641,14 +645,14 @@ class Pass {
     if (measure_) weight_grad_norms(dff.data(), d_, t.g.data(), m_, &pn[8], &pn[9]);
     Slab<T>& dg = dg_;
     detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), m_, d_, T(1), dff.data(), d_,
-                       p.linear2_weight, m_, T(0), dg.data(), m_, nt_);
+                       p.linear2_weight, m_, T(0), dg.data(), m_, nt_, kTileMacs);
     const T* dphi = t.dphi.data();
     parallel_for(static_cast<long long>(N_), nt_, worth_parallel(nm), [&](long long i) {
       for (int j = 0; j < m_; ++j) dg[i * m_ + j] *= dphi[i * m_ + j];
     });
     if (measure_) weight_grad_norms(dg.data(), m_, sub2, d_, &pn[6], &pn[7]);
     detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), d_, m_, T(1), dg.data(), m_,
-                       p.linear1_weight, d_, T(0), dsub.data(), d_, nt_);
+                       p.linear1_weight, d_, T(0), dsub.data(), d_, nt_, kTileMacs);
     // da: through the skip connection and through the sublayer's input.
     if (net_.residual)
       std::copy(d.begin(), d.end(), da.begin());
@@ -696,11 +700,11 @@ class Pass {
     if (measure_) weight_grad_norms(dsa.data(), d_, t.attn.data(), d_, &pn[4], &pn[5]);
     Slab<T>&dattn = dattn_, &dqkv = dqkv_;
     detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), d_, d_, T(1), dsa.data(), d_,
-                       p.out_proj_weight, d_, T(0), dattn.data(), d_, nt_);
+                       p.out_proj_weight, d_, T(0), dattn.data(), d_, nt_, kTileMacs);
     attention_backward(l, dattn.data(), dqkv.data());
     if (measure_) in_proj_measurements(l, dqkv.data(), pn);
     detail::tiled_gemm(Trans::No, Trans::No, static_cast<int>(N_), d_, 3 * d_, T(1), dqkv.data(),
-                       3 * d_, p.in_proj_weight, d_, T(0), dsub.data(), d_, nt_);
+                       3 * d_, p.in_proj_weight, d_, T(0), dsub.data(), d_, nt_, kTileMacs);
     if (net_.residual)
       std::copy(d.begin(), d.end(), g_in);
     else
@@ -728,7 +732,7 @@ class Pass {
     const T* sub1 = pre() ? t.u.data() : t.x.data();
     wgrad_.resize(static_cast<std::size_t>(3) * d_ * d_);
     detail::tiled_gemm(Trans::Yes, Trans::No, 3 * d_, d_, static_cast<int>(N_), T(1), dqkv,
-                       3 * d_, sub1, d_, T(0), wgrad_.data(), d_, nt_);
+                       3 * d_, sub1, d_, T(0), wgrad_.data(), d_, nt_, kTileMacs);
     for (int part = 0; part < 3; ++part)
       pn[part] = norm_of(wgrad_.data() + static_cast<std::size_t>(part) * d_ * d_, d_, d_, nt_);
     layerwise::column_sums(dqkv, static_cast<int>(N_), 3 * d_, column_.data(), nt_);
