@@ -135,6 +135,21 @@ py::array_t<double> layer_products(CurvatureHandle& h, const py::array& v_in) {
   return out;
 }
 
+// fn(operator's dimension, operator) for every block a call covers, in one GIL release
+// and under the object's lock; the results in block order.
+template <typename Fn>
+auto over_blocks(CurvatureHandle& h, bool per_layer, Fn&& fn) {
+  const std::vector<int> blocks = blocks_of(h, per_layer);
+  std::vector<decltype(fn(std::int64_t{}, SymmetricProduct{}))> results;
+  release_gil([&] {
+    std::lock_guard<std::mutex> lock(h.mutex());
+    h.visit([&](auto& c) {
+      for (int b : blocks) results.push_back(fn(block_length_of(c, b), c.as_operator(b)));
+    });
+  });
+  return results;
+}
+
 EigenWhich parse_which(const std::string& which) {
   if (which == "largest") return EigenWhich::Largest;
   if (which == "smallest") return EigenWhich::Smallest;
@@ -153,15 +168,10 @@ py::list eigenvalues(CurvatureHandle& h, bool per_layer, int k, const std::strin
   o.seed = seed;
   o.vectors = vectors;
   o.n_threads = n_threads;
-  const std::vector<int> blocks = blocks_of(h, per_layer);
-  std::vector<LanczosResult> results;
   std::vector<std::int64_t> lengths;
-  for (int b : blocks) lengths.push_back(block_length(h, b));
-  release_gil([&] {
-    std::lock_guard<std::mutex> lock(h.mutex());
-    h.visit([&](auto& c) {
-      for (int b : blocks) results.push_back(lanczos_eigen(block_length_of(c, b), c.as_operator(b), o));
-    });
+  for (int b : blocks_of(h, per_layer)) lengths.push_back(block_length(h, b));
+  const auto results = over_blocks(h, per_layer, [&](std::int64_t n, const SymmetricProduct& a) {
+    return lanczos_eigen(n, a, o);
   });
   py::list out;
   for (std::size_t i = 0; i < results.size(); ++i) {
@@ -187,13 +197,8 @@ py::list trace(CurvatureHandle& h, bool per_layer, int samples, bool hutchpp, st
   o.hutchpp = hutchpp;
   o.seed = seed;
   o.n_threads = n_threads;
-  const std::vector<int> blocks = blocks_of(h, per_layer);
-  std::vector<TraceResult> results;
-  release_gil([&] {
-    std::lock_guard<std::mutex> lock(h.mutex());
-    h.visit([&](auto& c) {
-      for (int b : blocks) results.push_back(trace_estimate(block_length_of(c, b), c.as_operator(b), o));
-    });
+  const auto results = over_blocks(h, per_layer, [&](std::int64_t n, const SymmetricProduct& a) {
+    return trace_estimate(n, a, o);
   });
   py::list out;
   for (const auto& r : results)
@@ -209,14 +214,8 @@ py::list quadrature(CurvatureHandle& h, bool per_layer, int n_vectors, int steps
   o.steps = steps;
   o.seed = seed;
   o.n_threads = n_threads;
-  const std::vector<int> blocks = blocks_of(h, per_layer);
-  std::vector<QuadratureResult> results;
-  release_gil([&] {
-    std::lock_guard<std::mutex> lock(h.mutex());
-    h.visit([&](auto& c) {
-      for (int b : blocks)
-        results.push_back(spectral_quadrature(block_length_of(c, b), c.as_operator(b), o));
-    });
+  const auto results = over_blocks(h, per_layer, [&](std::int64_t n, const SymmetricProduct& a) {
+    return spectral_quadrature(n, a, o);
   });
   py::list out;
   for (const auto& r : results)

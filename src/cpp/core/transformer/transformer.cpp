@@ -20,6 +20,7 @@
 
 #include "chain/layerwise_backprop.hpp"
 #include "chain/loss.hpp"
+#include "chain/norm_layers.hpp"
 #include "common/reduce.hpp"
 #include "common/slab.hpp"
 #include "common/sizes.hpp"
@@ -118,46 +119,35 @@ void linear(const T* x, std::size_t rows, int n_in, const T* w, const T* b, int 
                      w, n_in, T(1), y, n_out, nt, kTileMacs);
 }
 
-// LayerNorm over each row, with PyTorch's biased variance and eps, and the affine map.
+// LayerNorm over each row (norm_layers.hpp: PyTorch's biased variance and eps), then the
+// affine map: hat and rstd for the backward pass, y = hat * gamma + beta.
 template <typename T>
 void layer_norm(const T* x, std::size_t rows, int n, const T* gamma, const T* beta, T* hat,
                 T* rstd, T* y, int nt) {
+  std::copy(x, x + rows * n, hat);
+  detail::norm_forward(Norm::LayerNorm, hat, static_cast<int>(rows), n, rstd, nt);
   parallel_for(static_cast<long long>(rows), nt, worth_parallel(rows * n), [&](long long i) {
-    const T* r = x + i * n;
-    double mean = 0.0;
-    for (int j = 0; j < n; ++j) mean += r[j];
-    mean /= n;
-    double var = 0.0;
-    for (int j = 0; j < n; ++j) var += (r[j] - mean) * (r[j] - mean);
-    var /= n;
-    const double inv = 1.0 / std::sqrt(var + kNormEps);
-    rstd[i] = static_cast<T>(inv);
-    for (int j = 0; j < n; ++j) {
-      const T h = static_cast<T>((r[j] - mean) * inv);
-      hat[i * n + j] = h;
-      y[i * n + j] = h * gamma[j] + beta[j];
-    }
+    for (int j = 0; j < n; ++j) y[i * n + j] = hat[i * n + j] * gamma[j] + beta[j];
   });
 }
 
-// dx (+)= rstd (g - mean(g) - hat mean(g hat)) with g = dy * gamma, per row.
+// The LayerNorm's Jacobian (symmetric) on each row of g, in place: g <- N'(x) g. With g =
+// gamma * dy it is the backward pass, with g = dx (then times gamma) the tangent.
+template <typename T>
+void layer_norm_jacobian(T* g, const T* hat, const T* rstd, std::size_t rows, int n, int nt) {
+  detail::norm_backward(Norm::LayerNorm, g, hat, static_cast<int>(rows), n, rstd, nt);
+}
+
+// dx (+)= N'(x)^T (gamma * dy), per row; g is scratch of dy's size.
 template <typename T>
 void layer_norm_backward(const T* dy, const T* hat, const T* rstd, const T* gamma,
-                         std::size_t rows, int n, T* dx, bool accumulate, int nt) {
+                         std::size_t rows, int n, T* dx, bool accumulate, T* g, int nt) {
   parallel_for(static_cast<long long>(rows), nt, worth_parallel(rows * n), [&](long long i) {
-    double m1 = 0.0, m2 = 0.0;
-    for (int j = 0; j < n; ++j) {
-      const double g = static_cast<double>(dy[i * n + j]) * gamma[j];
-      m1 += g;
-      m2 += g * hat[i * n + j];
-    }
-    m1 /= n;
-    m2 /= n;
-    for (int j = 0; j < n; ++j) {
-      const double g = static_cast<double>(dy[i * n + j]) * gamma[j];
-      const T v = static_cast<T>(rstd[i] * (g - m1 - hat[i * n + j] * m2));
-      dx[i * n + j] = accumulate ? dx[i * n + j] + v : v;
-    }
+    for (int j = 0; j < n; ++j) g[i * n + j] = dy[i * n + j] * gamma[j];
+  });
+  layer_norm_jacobian(g, hat, rstd, rows, n, nt);
+  parallel_for(static_cast<long long>(rows), nt, worth_parallel(rows * n), [&](long long i) {
+    for (int j = 0; j < n; ++j) dx[i * n + j] = (accumulate ? dx[i * n + j] : T(0)) + g[i * n + j];
   });
 }
 
@@ -308,7 +298,7 @@ class Pass {
     tape_.resize(L);
     const std::size_t nd = N_ * d_;
     out.resize(nd);
-    for (auto* slab : {&d_buf_, &dff_, &dsub_, &da_, &dattn_}) slab->resize(nd);
+    for (auto* slab : {&d_buf_, &dff_, &dsub_, &da_, &dattn_, &ln_scratch_}) slab->resize(nd);
     dqkv_.resize(3 * nd);
     dg_.resize(N_ * m_);
     for (int l = 0; l < L; ++l) {
@@ -348,18 +338,12 @@ class Pass {
 
   // dy = gamma * N'(x) dx for a LayerNorm with the given x-hat and 1/std.
   void layer_norm_tangent(const T* dx, const T* hat, const T* rstd, const T* gamma, T* dy) {
-    const int n = d_;
-    parallel_for(static_cast<long long>(N_), nt_, worth_parallel(N_ * n), [&](long long i) {
-      double m1 = 0.0, m2 = 0.0;
-      for (int j = 0; j < n; ++j) {
-        m1 += dx[i * n + j];
-        m2 += static_cast<double>(hat[i * n + j]) * dx[i * n + j];
-      }
-      m1 /= n;
-      m2 /= n;
-      for (int j = 0; j < n; ++j)
-        dy[i * n + j] = static_cast<T>(gamma[j] * rstd[i] * (dx[i * n + j] - m1 -
-                                                              hat[i * n + j] * m2));
+    const std::size_t nd = N_ * d_;
+    std::copy(dx, dx + nd, ln_scratch_.data());
+    layer_norm_jacobian(ln_scratch_.data(), hat, rstd, N_, d_, nt_);
+    const T* g = ln_scratch_.data();
+    parallel_for(static_cast<long long>(N_), nt_, worth_parallel(nd), [&](long long i) {
+      for (int j = 0; j < d_; ++j) dy[i * d_ + j] = gamma[j] * g[i * d_ + j];
     });
   }
 
@@ -413,34 +397,48 @@ class Pass {
     }
   }
 
+  // body(example, head, offset of the head's columns in its example's qkv rows, the
+  // head's attention probabilities) for every (example, head), shared over the threads.
+  template <typename Body>
+  void each_head(const BlockTape<T>& t, Body&& body) {
+    const std::size_t work = static_cast<std::size_t>(B_) * h_ * T_ * T_ * dh_;
+    parallel_for(B_ * h_, nt_, worth_parallel(work), [&](int item) {
+      const int b = item / h_, hd = item % h_;
+      const std::size_t base = static_cast<std::size_t>(b) * T_ * 3 * d_ + hd * dh_;
+      body(b, hd, base, t.probs.data() + static_cast<std::size_t>(item) * T_ * T_);
+    });
+  }
+
+  // Each row of ds <- p * (ds - sum_j p_j ds_j): the softmax's (symmetric) Jacobian at p,
+  // for the tangent and the backward pass alike.
+  void softmax_jacobian_rows(T* ds, const T* p) const {
+    for (int i = 0; i < T_; ++i) {
+      T* row = ds + static_cast<std::size_t>(i) * T_;
+      const T* pr = p + static_cast<std::size_t>(i) * T_;
+      double dot = 0.0;
+      for (int j = 0; j < T_; ++j) dot += static_cast<double>(pr[j]) * row[j];
+      for (int j = 0; j < T_; ++j) row[j] = static_cast<T>(pr[j] * (row[j] - dot));
+    }
+  }
+
   // dO from dQ, dK, dV (in dqkv_) per (example, head): dS = scale (dQ K^T + Q dK^T),
   // dP = P (dS - rowsum(P dS)), dO = dP V + P dV; into dattn_.
   void attention_tangent(int l) {
     const BlockTape<T>& t = tape_[l];
     const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh_)));
     const int ld = 3 * d_;
-    parallel_for(B_ * h_, nt_, worth_parallel(static_cast<std::size_t>(B_) * h_ * T_ * T_ * dh_),
-                 [&](int item) {
-      const int b = item / h_, hd = item % h_;
-      const std::size_t base = static_cast<std::size_t>(b) * T_ * ld + hd * dh_;
+    each_head(t, [&](int b, int hd, std::size_t base, const T* p) {
       const T* q = t.qkv.data() + base;
       const T* k = q + d_;
       const T* v = q + 2 * d_;
       const T* dq = dqkv_.data() + base;
       const T* dk = dq + d_;
       const T* dv = dq + 2 * d_;
-      const T* p = t.probs.data() + static_cast<std::size_t>(item) * T_ * T_;
       T* dout = dattn_.data() + static_cast<std::size_t>(b) * T_ * d_ + hd * dh_;
       Vec<T> ds(static_cast<std::size_t>(T_) * T_);
       blas::gemm(Trans::No, Trans::Yes, T_, T_, dh_, scale, dq, ld, k, ld, T(0), ds.data(), T_);
       blas::gemm(Trans::No, Trans::Yes, T_, T_, dh_, scale, q, ld, dk, ld, T(1), ds.data(), T_);
-      for (int i = 0; i < T_; ++i) {
-        T* row = ds.data() + static_cast<std::size_t>(i) * T_;
-        const T* pr = p + static_cast<std::size_t>(i) * T_;
-        double dot = 0.0;
-        for (int j = 0; j < T_; ++j) dot += static_cast<double>(pr[j]) * row[j];
-        for (int j = 0; j < T_; ++j) row[j] = static_cast<T>(pr[j] * (row[j] - dot));
-      }
+      softmax_jacobian_rows(ds.data(), p);
       blas::gemm(Trans::No, Trans::No, T_, dh_, T_, T(1), ds.data(), T_, v, ld, T(0), dout, d_);
       blas::gemm(Trans::No, Trans::No, T_, dh_, T_, T(1), p, T_, dv, ld, T(1), dout, d_);
     });
@@ -535,13 +533,11 @@ class Pass {
     const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh_)));
     const int ld = 3 * d_;
     Vec<double> entropy(static_cast<std::size_t>(B_) * h_);
-    parallel_for(B_ * h_, nt_, worth_parallel(static_cast<std::size_t>(B_) * h_ * T_ * T_ * dh_),
-                 [&](int item) {
-      const int b = item / h_, hd = item % h_;
-      const T* q = t.qkv.data() + static_cast<std::size_t>(b) * T_ * ld + hd * dh_;
+    each_head(t, [&](int b, int hd, std::size_t base, const T* probs) {
+      const T* q = t.qkv.data() + base;
       const T* k = q + d_;
       const T* v = q + 2 * d_;
-      T* p = t.probs.data() + static_cast<std::size_t>(item) * T_ * T_;
+      T* p = const_cast<T*>(probs);  // this pass writes them
       Vec<double> exps(T_);
       blas::gemm(Trans::No, Trans::Yes, T_, T_, dh_, scale, q, ld, k, ld, T(0), p, T_);
       double h_sum = 0.0;
@@ -565,7 +561,7 @@ class Pass {
         for (int j = last; j < T_; ++j) row[j] = T(0);
         h_sum += std::log(z) - weighted * inv;
       }
-      entropy[item] = h_sum / T_;
+      entropy[static_cast<std::size_t>(b) * h_ + hd] = h_sum / T_;
       blas::gemm(Trans::No, Trans::No, T_, dh_, T_, T(1), p, T_, v, ld, T(0),
                  t.attn.data() + static_cast<std::size_t>(b) * T_ * d_ + hd * dh_, d_);
     });
@@ -636,7 +632,7 @@ class Pass {
       if (measure_)
         layer_norm_grad_norms(g, t.hat2.data(), N_, d_, scratch_, column_, nt_, pn[12], pn[13]);
       layer_norm_backward(g, t.hat2.data(), t.rstd2.data(), p.norm2_weight, N_, d_, d.data(),
-                          false, nt_);
+                          false, ln_scratch_.data(), nt_);
     } else {
       std::copy(g, g + nd, d.begin());
     }
@@ -663,7 +659,7 @@ class Pass {
         layer_norm_grad_norms(dsub.data(), t.hat2.data(), N_, d_, scratch_, column_, nt_,
                               pn[12], pn[13]);
       layer_norm_backward(dsub.data(), t.hat2.data(), t.rstd2.data(), p.norm2_weight, N_, d_,
-                          da.data(), true, nt_);
+                          da.data(), true, ln_scratch_.data(), nt_);
     } else {
       residual_sum(da.data(), dsub.data(), T(1), nd, true, da.data(), nt_);
     }
@@ -691,7 +687,7 @@ class Pass {
         layer_norm_grad_norms(da.data(), t.hat1.data(), N_, d_, scratch_, column_, nt_,
                               pn[10], pn[11]);
       layer_norm_backward(da.data(), t.hat1.data(), t.rstd1.data(), p.norm1_weight, N_, d_,
-                          d.data(), false, nt_);
+                          d.data(), false, ln_scratch_.data(), nt_);
     } else {
       std::copy(da.begin(), da.end(), d.begin());
     }
@@ -714,7 +710,7 @@ class Pass {
         layer_norm_grad_norms(dsub.data(), t.hat1.data(), N_, d_, scratch_, column_, nt_,
                               pn[10], pn[11]);
       layer_norm_backward(dsub.data(), t.hat1.data(), t.rstd1.data(), p.norm1_weight, N_, d_,
-                          g_in, true, nt_);
+                          g_in, true, ln_scratch_.data(), nt_);
     } else {
       residual_sum(g_in, dsub.data(), T(1), nd, true, g_in, nt_);
     }
@@ -745,27 +741,17 @@ class Pass {
     const BlockTape<T>& t = tape_[l];
     const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh_)));
     const int ld = 3 * d_;
-    parallel_for(B_ * h_, nt_, worth_parallel(static_cast<std::size_t>(B_) * h_ * T_ * T_ * dh_),
-                 [&](int item) {
-      const int b = item / h_, hd = item % h_;
-      const std::size_t base = static_cast<std::size_t>(b) * T_ * ld + hd * dh_;
+    each_head(t, [&](int b, int hd, std::size_t base, const T* p) {
       const T* q = t.qkv.data() + base;
       const T* k = q + d_;
       const T* v = q + 2 * d_;
       T* dq = dqkv + base;
       T* dk = dq + d_;
       T* dv = dq + 2 * d_;
-      const T* p = t.probs.data() + static_cast<std::size_t>(item) * T_ * T_;
       const T* dout = dattn + static_cast<std::size_t>(b) * T_ * d_ + hd * dh_;
       Vec<T> ds(static_cast<std::size_t>(T_) * T_);
       blas::gemm(Trans::No, Trans::Yes, T_, T_, dh_, T(1), dout, d_, v, ld, T(0), ds.data(), T_);
-      for (int i = 0; i < T_; ++i) {
-        T* row = ds.data() + static_cast<std::size_t>(i) * T_;
-        const T* pr = p + static_cast<std::size_t>(i) * T_;
-        double dot = 0.0;
-        for (int j = 0; j < T_; ++j) dot += static_cast<double>(row[j]) * pr[j];
-        for (int j = 0; j < T_; ++j) row[j] = static_cast<T>(pr[j] * (row[j] - dot));
-      }
+      softmax_jacobian_rows(ds.data(), p);
       blas::gemm(Trans::Yes, Trans::No, T_, dh_, T_, T(1), p, T_, dout, d_, T(0), dv, ld);
       blas::gemm(Trans::No, Trans::No, T_, dh_, T_, scale, ds.data(), T_, k, ld, T(0), dq, ld);
       blas::gemm(Trans::Yes, Trans::No, T_, dh_, T_, scale, ds.data(), T_, q, ld, T(0), dk, ld);
@@ -781,7 +767,7 @@ class Pass {
   std::vector<BlockTape<T>> tape_;
   Slab<T> scratch_, wgrad_;
   // The backward pass's slabs, sized once per pass.
-  Slab<T> d_buf_, dff_, dsub_, da_, dattn_, dqkv_, dg_;
+  Slab<T> d_buf_, dff_, dsub_, da_, dattn_, dqkv_, dg_, ln_scratch_;
   Vec<double> column_;
   TransformerStats stats_;
 };
