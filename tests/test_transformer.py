@@ -366,3 +366,17 @@ def test_spectral_norm_of_a_deep_stack_agrees_in_float32_and_reports_overflow():
     blown = pyjac.Transformer(40, 16, 2, norm=None, init="gaussian", gain=3.0, seed=1)
     r = blown.spectral_norm(x, iters=50)
     assert r.first_nonfinite_layer is not None and not r.converged
+
+
+def test_post_ln_gradients_grow_toward_the_output_and_pre_ln_ones_do_not():
+    # Xiong et al. 2020 at initialisation: post-LN's block gradients grow from the input
+    # blocks to the output blocks; pre-LN's do not (here they shrink a little).
+    x = np.random.default_rng(0).standard_normal((4, 16, 32))
+    y = np.random.default_rng(1).standard_normal((4, 16, 32))
+    for seed in range(3):
+        ratios = {}
+        for norm in ("post", "pre"):
+            g = pyjac.Transformer(12, 32, 4, norm=norm, seed=seed, dtype="float64").backprop(
+                x, loss="mse", target=y).block_grad_norm
+            ratios[norm] = g[-1] / g[0]
+        assert ratios["post"] > 1.2 and ratios["pre"] < 1.0
