@@ -40,7 +40,7 @@ ARGUMENT_NAMES = (
     "weight_decay", "nesterov", "predict", "readout", "weight_bins", "model", "clip_mode",
     "n", "length", "delay", "symbols", "kind", "v", "which", "max_iter", "samples",
     "n_vectors", "n_grid", "sigma", "return_eigenvectors", "heads", "mlp_ratio",
-    "attention", "causal", "name", "parameters",
+    "attention", "causal", "name", "parameters", "probes", "per_block",
 )
 
 DTYPES = [np.float64, np.float32, np.float16, np.int64, np.int8, np.bool_, np.complex128,
@@ -199,6 +199,17 @@ TRANSFORMER = pyjac.Transformer(2, 8, 2, 5, mlp_ratio=1.5, seed=4, dtype="float6
 def test_fuzz_transformer_backprop(x, loss, target, threads):
     call_checked(TRANSFORMER.backprop, x, loss=loss, target=target, n_threads=threads)
     call_checked(TRANSFORMER.backprop, x, grad_output=target)
+
+
+@FUZZ
+@given(x=arrays([(5, 8), (1, 5, 8), (2, 5, 8), (0, 8), (5, 7)]),
+       per_block=st.sampled_from([False, True, "no"]),
+       iters=st.sampled_from([1, 20, 0, -2, 2.5]),
+       tol=st.sampled_from([1e-6, 0.0, float("nan")]),
+       probes=st.sampled_from([None, 4, 0, -1, 1.5]))
+def test_fuzz_transformer_jacobians(x, per_block, iters, tol, probes):
+    call_checked(TRANSFORMER.spectral_norm, x, per_block, iters, tol)
+    call_checked(TRANSFORMER.jacobian_norms, x, probes=probes, iters=iters, tol=tol)
 
 
 @FUZZ

@@ -380,3 +380,34 @@ def test_post_ln_gradients_grow_toward_the_output_and_pre_ln_ones_do_not():
                 x, loss="mse", target=y).block_grad_norm
             ratios[norm] = g[-1] / g[0]
         assert ratios["post"] > 1.2 and ratios["pre"] < 1.0
+
+
+@pytest.mark.parametrize("case", [0, 1, 6, 9])
+def test_jacobian_norms_at_every_depth_match_the_torch_jacobians(case):
+    kw = dict(mlp_ratio=1.5)
+    kw.update(CASES[case])
+    net = pyjac.Transformer(3, 8, 2, init="gaussian", seed=case, dtype="float64", **kw)
+    x = np.random.default_rng(case).standard_normal((5, 8))
+    params = torch_parameters(net, requires_grad=False)
+    r = net.jacobian_norms(x, tol=1e-12, iters=1000)
+    assert r.exact and r.converged.all() and r.first_nonfinite_layer is None
+    est = net.jacobian_norms(x, probes=400, seed=3)
+    for depth in range(1, 4):
+        sub = pyjac.Transformer.__new__(pyjac.Transformer)
+        sub.__dict__.update(net.__dict__)
+        sub.blocks = net.blocks[:depth]
+        def f(xt, sub=sub, depth=depth):
+            return stack_forward(sub, params[:depth], xt[None], record=False)[0][0]
+
+        J = torch.autograd.functional.jacobian(f, torch.tensor(x)).reshape(40, 40).numpy()
+        assert np.exp(r.log_spectral_norm[depth - 1]) == pytest.approx(np.linalg.norm(J, 2),
+                                                                        rel=1e-8)
+        fro = np.linalg.norm(J)
+        assert np.exp(r.log_frobenius_norm[depth - 1]) == pytest.approx(fro, rel=1e-10)
+        # the estimate of ||J||_F^2 lies within 4 of its standard errors
+        err = est.frobenius_relative_error[depth - 1]
+        assert abs(np.exp(2 * est.log_frobenius_norm[depth - 1]) / fro ** 2 - 1) < 4 * err
+    with pytest.raises(ValueError, match="probes"):
+        pyjac.Transformer(1, 64, 4).jacobian_norms(np.ones((128, 64)))
+    with pytest.raises(ValueError, match="probes"):
+        net.jacobian_norms(x, probes=0)

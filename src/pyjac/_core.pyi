@@ -185,3 +185,8 @@ def transformer_spectral_norm(
     activation: str, norm: str, residual: bool, residual_scale: float, causal: bool,
     x: np.ndarray, per_block: bool, iters: int, tol: float, seed: int, n_threads: int,
 ) -> dict[str, Any]: ...
+def transformer_jacobian_norms(
+    blocks: Sequence[Sequence[np.ndarray]], width: int, heads: int, hidden: int,
+    activation: str, norm: str, residual: bool, residual_scale: float, causal: bool,
+    x: np.ndarray, probes: int, iters: int, tol: float, seed: int, n_threads: int,
+) -> dict[str, Any]: ...

@@ -29,7 +29,8 @@ from ._validation import (
 )
 from .spectral import SpectralNormResult
 
-__all__ = ["PARAMETER_NAMES", "Transformer", "TransformerBackpropResult"]
+__all__ = ["PARAMETER_NAMES", "Transformer", "TransformerBackpropResult",
+           "TransformerJacobianNorms"]
 
 #: A block's parameters, PyTorch's names, in the order the core takes them.
 TORCH_NAMES = (
@@ -115,6 +116,47 @@ class TransformerBackpropResult:
         return (f"TransformerBackpropResult(loss={loss}, grad_norm={summarize(self.grad_norm)}, "
                 f"token_similarity={summarize(self.token_similarity)}, "
                 f"first_nonfinite_layer={self.first_nonfinite_layer})")
+
+
+@dataclass(frozen=True)
+class TransformerJacobianNorms:
+    """Norms of the Jacobian ``J_l = d x_l / d x_0`` of the stream after each block with
+    respect to the input sequence, at every depth (index ``l-1`` is after block ``l``).
+
+    Attributes
+    ----------
+    log_spectral_norm : ndarray, shape (depth,)
+        ``log sigma_max(J_l)`` by matrix-free power iteration (log domain: finite at any
+        depth).
+    iterations : ndarray of int, shape (depth,)
+    converged : ndarray of bool, shape (depth,)
+    log_frobenius_norm : ndarray, shape (depth,)
+        ``log ||J_l||_F``: exact (one tangent pass per input coordinate) or estimated from
+        Gaussian probes, ``E ||J z||^2 = ||J||_F^2``.
+    frobenius_relative_error : ndarray, shape (depth,)
+        The standard error of the estimate of ``||J_l||_F^2`` relative to it; 0 when
+        exact.
+    exact : bool
+    first_nonfinite_layer : int or None
+        A stream point of the forward pass holding NaN/Inf (then everything is NaN).
+    """
+
+    log_spectral_norm: np.ndarray
+    iterations: np.ndarray
+    converged: np.ndarray
+    log_frobenius_norm: np.ndarray
+    frobenius_relative_error: np.ndarray
+    exact: bool
+    first_nonfinite_layer: int | None
+
+    def __repr__(self) -> str:
+        return (f"TransformerJacobianNorms(log_spectral_norm={summarize(self.log_spectral_norm)}, "
+                f"log_frobenius_norm={summarize(self.log_frobenius_norm)}, exact={self.exact})")
+
+
+#: Inputs (seq_len * width) up to which jacobian_norms computes the Frobenius norms
+#: exactly by default.
+EXACT_FROBENIUS_LIMIT = 4096
 
 
 def _uniform(rng: np.random.Generator, shape: tuple[int, ...], bound: float) -> np.ndarray:
@@ -471,3 +513,51 @@ class Transformer:
         return SpectralNormResult(value=raw["value"], log_value=raw["log_value"],
                                   iterations=raw["iterations"], converged=raw["converged"],
                                   first_nonfinite_layer=raw["first_nonfinite_layer"])
+
+    def jacobian_norms(self, x: Any, *, probes: int | None = None, iters: int = 300,
+                       tol: float = 1e-6, seed: int = 0,
+                       n_threads: int | None = None) -> TransformerJacobianNorms:
+        """Spectral and Frobenius norms of the Jacobian of the stream after every block
+        with respect to the input sequence, matrix-free.
+
+        Parameters
+        ----------
+        x : array_like, shape (seq_len, width) or (1, seq_len, width)
+        probes : int, optional
+            None: the Frobenius norms exactly, one tangent pass through the stack per
+            input coordinate (refused above ``EXACT_FROBENIUS_LIMIT`` = 4096 of them);
+            an int: estimated from that many Gaussian probes, with a standard error.
+        iters, tol : int, float
+            The power iteration at each depth (as :meth:`spectral_norm`).
+        seed : int, default 0
+            Seeds the start vectors and the probes.
+
+        Returns
+        -------
+        TransformerJacobianNorms
+        """
+        n_threads = check_threads(n_threads)
+        iters = check_int(iters, "iters", minimum=1)
+        tol = check_real(tol, "tol", positive=True)
+        seed = check_seed(seed)
+        xb = self._input(x)
+        if xb.shape[0] != 1:
+            raise ValueError(f"x: expected one sequence, got a batch of {xb.shape[0]}")
+        n = xb.shape[1] * self.width
+        if probes is None:
+            if n > EXACT_FROBENIUS_LIMIT:
+                raise ValueError(f"probes: exact Frobenius norms need {n} tangent passes "
+                                 f"(seq_len * width); give probes= for an estimate")
+            probes = 0
+        else:
+            probes = check_int(probes, "probes", minimum=1)
+        check_allocation(_core.transformer_workspace_bytes(
+            self.depth, self.width, self.heads, self.hidden, 1, xb.shape[1],
+            self.dtype.itemsize), f"x: a sequence of {xb.shape[1]} tokens")
+        raw = _core.transformer_jacobian_norms(*self._core_args(), xb[0], probes, iters, tol,
+                                               seed, n_threads)
+        return TransformerJacobianNorms(
+            log_spectral_norm=raw["log_spectral_norm"], iterations=raw["iterations"],
+            converged=raw["converged"], log_frobenius_norm=raw["log_frobenius_norm"],
+            frobenius_relative_error=raw["frobenius_relative_error"], exact=probes == 0,
+            first_nonfinite_layer=raw["first_nonfinite_layer"])

@@ -186,9 +186,62 @@ py::dict transformer_spectral_binding(const py::sequence& blocks, int width, int
   throw py::type_error("x: expected float32 or float64");
 }
 
+template <typename T>
+py::dict jacobian_typed(const py::sequence& blocks, int width, int heads, int hidden,
+                        const std::string& activation, const std::string& norm, bool residual,
+                        double residual_scale, bool causal, const py::array& x_in, int probes,
+                        int iters, double tol, std::uint64_t seed, int n_threads) {
+  auto net = make_view<T>(blocks, width, heads, hidden, activation, norm, residual,
+                          residual_scale, causal);
+  CArray<T> x = CArray<T>::ensure(x_in);
+  if (!x || x.ndim() != 2 || x.shape(1) != width)
+    throw std::invalid_argument("x: expected one sequence of shape (seq_len, " +
+                                std::to_string(width) + ")");
+  TransformerSpectralOptions o;
+  o.iters = iters;
+  o.tol = tol;
+  o.seed = seed;
+  o.n_threads = n_threads;
+  const int seq_len = static_cast<int>(x.shape(0));
+  const auto s = release_gil([&] {
+    return transformer_jacobian_norms<T>(net.view, x.data(), seq_len, o, probes);
+  });
+  py::dict r;
+  r["log_spectral_norm"] = to_numpy(s.log_spectral);
+  r["log_frobenius_norm"] = to_numpy(s.log_frobenius);
+  r["frobenius_relative_error"] = to_numpy(s.frobenius_relative_error);
+  r["iterations"] = to_numpy(s.iterations);
+  py::array_t<bool> conv(static_cast<py::ssize_t>(s.converged.size()));
+  for (std::size_t i = 0; i < s.converged.size(); ++i) conv.mutable_data()[i] = s.converged[i];
+  r["converged"] = conv;
+  r["first_nonfinite_layer"] = index_or_none(s.first_nonfinite_layer);
+  return r;
+}
+
+py::dict transformer_jacobian_binding(const py::sequence& blocks, int width, int heads,
+                                      int hidden, const std::string& activation,
+                                      const std::string& norm, bool residual,
+                                      double residual_scale, bool causal, const py::array& x,
+                                      int probes, int iters, double tol, std::uint64_t seed,
+                                      int n_threads) {
+  if (x.dtype().is(py::dtype::of<float>()))
+    return jacobian_typed<float>(blocks, width, heads, hidden, activation, norm, residual,
+                                 residual_scale, causal, x, probes, iters, tol, seed, n_threads);
+  if (x.dtype().is(py::dtype::of<double>()))
+    return jacobian_typed<double>(blocks, width, heads, hidden, activation, norm, residual,
+                                  residual_scale, causal, x, probes, iters, tol, seed,
+                                  n_threads);
+  throw py::type_error("x: expected float32 or float64");
+}
+
 }  // namespace
 
 void register_transformer(py::module_& m) {
+  m.def("transformer_jacobian_norms", &transformer_jacobian_binding, py::arg("blocks"),
+        py::arg("width"), py::arg("heads"), py::arg("hidden"), py::arg("activation"),
+        py::arg("norm"), py::arg("residual"), py::arg("residual_scale"), py::arg("causal"),
+        py::arg("x"), py::arg("probes"), py::arg("iters"), py::arg("tol"), py::arg("seed"),
+        py::arg("n_threads"));
   m.def("transformer_spectral_norm", &transformer_spectral_binding, py::arg("blocks"),
         py::arg("width"), py::arg("heads"), py::arg("hidden"), py::arg("activation"),
         py::arg("norm"), py::arg("residual"), py::arg("residual_scale"), py::arg("causal"),

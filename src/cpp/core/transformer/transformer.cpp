@@ -292,6 +292,61 @@ class Pass {
     iterations = o.iters;
   }
 
+  // ||J_l||_F^2 for l = lo+1..L (J_l: blocks 0..l-1) in log form, from probes pushed
+  // through the tangent passes: the basis vectors (count = 0) or `count` Gaussian ones.
+  // Each probe's tangent is normalised after every block and its log scale carried.
+  void frobenius(int count, std::uint64_t seed, std::vector<double>& log_squares,
+                 std::vector<double>& relative_error) {
+    const int L = net_.depth();
+    const std::size_t nd = N_ * d_;
+    const bool exact = count == 0;
+    const std::size_t n_probes = exact ? nd : static_cast<std::size_t>(count);
+    // Per depth: the running log-sum-exp of 2 log ||J z|| and, for the estimate, the
+    // sum of squares of the per-probe values relative to the first probe's scale.
+    std::vector<double> log_sum(L, -std::numeric_limits<double>::infinity());
+    std::vector<std::vector<double>> values(exact ? 0 : L);
+    Slab<T> v(nd), w(nd);
+    for (std::size_t probe = 0; probe < n_probes; ++probe) {
+      check_interrupt();
+      if (exact) {
+        std::fill(v.begin(), v.end(), T(0));
+        v[probe] = T(1);
+      } else {
+        Rng rng(seed, 1000 + probe);
+        for (std::size_t k = 0; k < nd; ++k) v[k] = static_cast<T>(rng.normal());
+      }
+      double log_scale = normalise(v.data(), nd);
+      for (int l = 0; l < L; ++l) {
+        tangent_block(l, v.data(), w.data());
+        log_scale += normalise(w.data(), nd);
+        std::swap(v, w);
+        const double term = 2.0 * log_scale;
+        const double hi = std::max(log_sum[l], term);
+        log_sum[l] = std::isfinite(hi) ? hi + std::log(std::exp(log_sum[l] - hi) +
+                                                       std::exp(term - hi))
+                                       : hi;
+        if (!exact) values[l].push_back(term);
+      }
+    }
+    log_squares.assign(L, 0.0);
+    relative_error.assign(L, 0.0);
+    for (int l = 0; l < L; ++l) {
+      log_squares[l] = exact ? log_sum[l] : log_sum[l] - std::log(static_cast<double>(n_probes));
+      if (exact || n_probes < 2) {
+        relative_error[l] = exact ? 0.0 : kNaN;
+        continue;
+      }
+      // Sample standard error of the mean of exp(values), relative to the mean.
+      double sq = 0.0;
+      for (double t : values[l]) {
+        const double r = std::exp(t - log_squares[l]) - 1.0;
+        sq += r * r;
+      }
+      relative_error[l] = std::sqrt(sq / static_cast<double>(n_probes - 1) /
+                                    static_cast<double>(n_probes));
+    }
+  }
+
   // The stack's forward pass, keeping every block's tape; out: the output.
   void forward_all(const T* x, Slab<T>& out) {
     const int L = net_.depth();
@@ -821,6 +876,47 @@ TransformerSpectralStats transformer_spectral_norm(const TransformerView<T>& net
   return s;
 }
 
+template <typename T>
+TransformerJacobianStats transformer_jacobian_norms(const TransformerView<T>& net, const T* x,
+                                                    int seq_len,
+                                                    const TransformerSpectralOptions& o,
+                                                    int probes) {
+  net.validate();
+  if (seq_len < 1) throw std::invalid_argument("x: a sequence needs at least one token");
+  if (o.iters < 1) throw std::invalid_argument("iters: must be at least 1");
+  if (!(o.tol > 0.0)) throw std::invalid_argument("tol: must be positive");
+  if (probes < 0) throw std::invalid_argument("probes: must be positive (or 0: exact)");
+  const int nt = resolve_threads(o.n_threads);
+  BlasThreadScope blas_scope(1);
+  Pass<T> pass(net, 1, seq_len, nt, false);
+  Slab<T> out;
+  pass.forward_all(x, out);
+  TransformerJacobianStats s;
+  s.first_nonfinite_layer = pass.first_nonfinite(out);
+  const int L = net.depth();
+  if (s.first_nonfinite_layer >= 0) {
+    s.log_spectral.assign(L, kNaN);
+    s.iterations.assign(L, 0);
+    s.converged.assign(L, 0);
+    s.log_frobenius.assign(L, kNaN);
+    s.frobenius_relative_error.assign(L, kNaN);
+    return s;
+  }
+  std::vector<double> log_squares;
+  pass.frobenius(probes, o.seed, log_squares, s.frobenius_relative_error);
+  for (double v : log_squares) s.log_frobenius.push_back(0.5 * v);
+  for (int l = 0; l < L; ++l) {
+    double log_value = kNaN;
+    int iterations = 0;
+    bool converged = false;
+    pass.spectral(0, l, o, log_value, iterations, converged);
+    s.log_spectral.push_back(log_value);
+    s.iterations.push_back(iterations);
+    s.converged.push_back(converged);
+  }
+  return s;
+}
+
 template void TransformerView<float>::validate() const;
 template void TransformerView<double>::validate() const;
 template TransformerStats transformer_backprop<float>(const TransformerView<float>&, const float*,
@@ -834,5 +930,10 @@ template TransformerSpectralStats transformer_spectral_norm<float>(
     const TransformerView<float>&, const float*, int, const TransformerSpectralOptions&);
 template TransformerSpectralStats transformer_spectral_norm<double>(
     const TransformerView<double>&, const double*, int, const TransformerSpectralOptions&);
+
+template TransformerJacobianStats transformer_jacobian_norms<float>(
+    const TransformerView<float>&, const float*, int, const TransformerSpectralOptions&, int);
+template TransformerJacobianStats transformer_jacobian_norms<double>(
+    const TransformerView<double>&, const double*, int, const TransformerSpectralOptions&, int);
 
 }  // namespace pyjac

@@ -112,6 +112,26 @@ TransformerSpectralStats transformer_spectral_norm(const TransformerView<T>& net
                                                    int seq_len,
                                                    const TransformerSpectralOptions& options);
 
+struct TransformerJacobianStats {
+  // Per depth l = 1..depth, of J_l = d x_l / d x_0 (x_l the output of block l):
+  std::vector<double> log_spectral;       // log sigma_max, by power iteration
+  std::vector<int> iterations;
+  std::vector<unsigned char> converged;
+  std::vector<double> log_frobenius;      // log ||J_l||_F: exact, or estimated from probes
+  std::vector<double> frobenius_relative_error;  // standard error of ||J_l||_F^2 / itself
+  int first_nonfinite_layer = -1;
+};
+
+// The norms of the Jacobian at every depth for one sequence x (seq_len, width). The
+// Frobenius norms come from one tangent pass through the whole stack per probe, all
+// depths at once: every basis vector (probes = 0: exact) or `probes` Gaussian vectors
+// (E ||J z||^2 = ||J||_F^2). The spectral norms take a power iteration per depth.
+template <typename T>
+TransformerJacobianStats transformer_jacobian_norms(const TransformerView<T>& net, const T* x,
+                                                    int seq_len,
+                                                    const TransformerSpectralOptions& options,
+                                                    int probes);
+
 // Bytes the pass allocates (its tape), for a memory check before it runs.
 std::int64_t transformer_workspace_bytes(int depth, int width, int heads, int hidden, int batch,
                                          int seq_len, int dtype_size);
