@@ -242,7 +242,9 @@ class Transformer:
         weights (times ``gain``) and zero biases; "gaussian": weights of variance
         ``gain**2 / fan_in``, zero biases. LayerNorms start at weight 1, bias 0.
     gain : float, default 1
+        Multiplies the "xavier" and "gaussian" weights (not used by "torch").
     seed : int, default 0
+        Same seed, same parameters (drawn by numpy's generator from it).
     dtype : {"float32", "float64"}
 
     Attributes
