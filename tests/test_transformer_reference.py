@@ -173,3 +173,33 @@ def test_against_numpy_and_central_differences(case):
                 else:
                     assert a == pytest.approx(b, rel=1e-6, abs=1e-12), (l, name)
     assert set(PARAMETER_NAMES) >= {"W_Q", "W_K", "W_V", "W_O"}
+
+
+@pytest.mark.parametrize("case", [0, 1, 3])
+def test_spectral_and_jacobian_norms_match_the_numpy_jacobian(case):
+    kw = dict(mlp_ratio=1.5)
+    kw.update(CASES[case])
+    net = pyjac.Transformer(2, 4, 2, init="gaussian", seed=case, dtype="float64", **kw)
+    ref = NumpyStack(net)
+    x = np.random.default_rng(case).standard_normal((1, 3, 4))
+
+    def jacobian(last_point):
+        cols = []
+        for i in range(x.size):
+            def out(h, i=i):
+                z = x.copy().reshape(-1)
+                z[i] += h
+                return ref.points(z.reshape(x.shape))[last_point].reshape(-1)
+            cols.append((4 * (out(5e-5) - out(-5e-5)) / 1e-4 - (out(1e-4) - out(-1e-4)) / 2e-4)
+                        / 3)
+        return np.array(cols).T
+
+    norms = net.jacobian_norms(x[0], tol=1e-12, iters=2000)
+    for depth in (1, 2):
+        J = jacobian(2 * depth)
+        assert np.exp(norms.log_spectral_norm[depth - 1]) == pytest.approx(
+            np.linalg.norm(J, 2), rel=1e-6)
+        assert np.exp(norms.log_frobenius_norm[depth - 1]) == pytest.approx(
+            np.linalg.norm(J), rel=1e-6)
+    assert net.spectral_norm(x[0], tol=1e-12).value == pytest.approx(
+        np.exp(norms.log_spectral_norm[-1]), rel=1e-9)
