@@ -640,3 +640,12 @@ def test_report_cites_texts_by_title_not_by_missing_files(tmp_path):
     assert "seeds/" not in text and ".txt" not in text
     for _, title in report.SEEDS.values():
         assert title in text
+
+
+def test_memory_refusals_name_their_argument_first():
+    with pytest.raises(MemoryError, match=r"^width: a recurrent cell of width"):
+        pyjac.Recurrent(10**6)
+    with pytest.raises(MemoryError, match=r"^depth: "):
+        pyjac.Transformer(10**6, 1024, 8)
+    with pytest.raises(MemoryError, match=r"^steps: backprop through"):
+        pyjac.Recurrent(1024).backprop(steps=2**31 - 1, h0=np.ones((1, 1024)))

@@ -107,7 +107,7 @@ class RecurrentTrainee:
             tape = _core.recurrent_workspace_bytes(rnn.cell, rnn.width, rnn.input_size, steps,
                                                    batch, size)
             worst = max(worst, tape + (steps * rnn.input_size + 3 * rows * n_out) * batch * size)
-        check_allocation(worst, f"training on sequences of {steps} steps")
+        check_allocation(worst, f"x: training on sequences of {steps} steps")
 
     # -- checks and conversions ----------------------------------------------------------
     def _sequences(self, x: Any, name: str) -> np.ndarray:

@@ -528,7 +528,7 @@ class Chain:
             raise ValueError("x: norm='batchnorm' needs a batch of at least 2 examples")
         # Three slabs of the widest layer, and the output.
         check_allocation(4 * xb.shape[0] * max(self.widths) * self.dtype.itemsize,
-                         f"forward on a batch of {xb.shape[0]} (x)")
+                         f"x: forward on a batch of {xb.shape[0]}")
         out = _core.chain_forward(*self._core_parameters, self.activations, self.residual,
                                   self.residual_scale, self.norm or "none", xb, n_threads)
         return out[0] if single else out
@@ -548,7 +548,7 @@ class Chain:
             nbytes = _core.regenerated_workspace_bytes(
                 self.widths, batch, self.dtype.itemsize, self._spec_args[5])
             nbytes += (16 * batch + LAYER_OVERHEAD_BYTES) * (self.depth + 1)
-            check_allocation(nbytes, f"backprop on a batch of {batch} (x)")
+            check_allocation(nbytes, f"x: backprop on a batch of {batch}")
             return
         store_u = self.residual or self.norm is not None or any(
             a in ("gelu", "silu") for a in self.activations
@@ -556,7 +556,7 @@ class Chain:
         nbytes = _core.backprop_workspace_bytes(self.widths, batch, self.dtype.itemsize, store_u)
         if keep_grads:
             nbytes += sum(w.nbytes + b.nbytes for w, b in zip(self.weights, self.biases))
-        check_allocation(nbytes, f"backprop on a batch of {batch} (x)")
+        check_allocation(nbytes, f"x: backprop on a batch of {batch}")
 
     def backprop(
         self,

@@ -178,7 +178,7 @@ def chain_jacobian(net: ChainLike, x: Any, depth: int | None = None,
     if depth > net.depth:
         raise ValueError(f"depth: must lie in [0, {net.depth}], got {depth}")
     x1 = _single_input(net, x)
-    _check_memory(net, "jacobian (widths[0] x widest layer)", 0)
+    _check_memory(net, "x: the jacobian (widths[0] x widest layer)", 0)
     return _core.chain_jacobian(*_chain_args(net), x1, depth, n_threads)
 
 
@@ -191,7 +191,8 @@ def chain_jacobian_norms(net: ChainLike, x: Any, singular_values_at: Any = None,
     if method == "auto":
         method = "qr" if at else "product"
     x1 = _single_input(net, x)
-    _check_memory(net, "jacobian_norms (widths[0] x widest layer)", 3 if method == "qr" else 1)
+    _check_memory(net, "x: jacobian_norms (widths[0] x widest layer)",
+                  3 if method == "qr" else 1)
     raw = _core.chain_jacobian_norms(
         *_chain_args(net), x1, at, method, SOLVER_TOL[net.dtype.name], n_threads
     )

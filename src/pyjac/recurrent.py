@@ -261,7 +261,7 @@ class Recurrent:
         G = _GATES.get(cell, 1)
         check_allocation(
             G * width * (width + input_size + 1) * np_dtype.itemsize,
-            f"a recurrent cell of width {width}",
+            f"width: a recurrent cell of width {width}",
         )
         W, U, b = _core.recurrent_init(
             cell, width, input_size, init, gain_value, forget_bias, radius, seed, np_dtype.name
@@ -533,7 +533,7 @@ class Recurrent:
         nbytes = _core.recurrent_workspace_bytes(
             self.cell, self.width, self.input_size, steps, batch, self.dtype.itemsize
         )
-        check_allocation(nbytes, f"backprop through {steps} steps on a batch of {batch}")
+        check_allocation(nbytes, f"steps: backprop through {steps} steps on a batch of {batch}")
         raw = _core.recurrent_backprop(
             self.cell, self.W, self.U if self.input_size else None, self.b, xs_arr, steps,
             h0_arr, c0_arr, loss_name, go, clip_kind, clip_threshold, keep_grads, weight_grads,
@@ -580,7 +580,7 @@ class Recurrent:
         nbytes = _core.recurrent_workspace_bytes(
             self.cell, self.width, self.input_size, steps, 1, self.dtype.itemsize
         ) + 3 * S * S * self.gates * self.dtype.itemsize
-        check_allocation(nbytes, f"{what} over {steps} steps")
+        check_allocation(nbytes, f"steps: {what} over {steps} steps")
         return xs_arr, steps, h0_arr, c0_arr
 
     def jacobian_norms(
