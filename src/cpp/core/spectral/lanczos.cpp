@@ -394,12 +394,15 @@ TraceResult trace_estimate(std::int64_t n, const SymmetricProduct& a, const Trac
   double mean = 0.0;
   for (double t : terms) mean += t;
   if (!terms.empty()) mean /= static_cast<double>(terms.size());
-  double var = 0.0;
-  for (double t : terms) var += (t - mean) * (t - mean);
+  // The terms' deviations from their mean, whose norm (the scaled one: exact however
+  // large the terms) gives the sample standard deviation.
+  std::vector<double> deviations;
+  for (double t : terms) deviations.push_back(t - mean);
+  const double count = static_cast<double>(terms.size());
   r.trace = exact_part + mean;
   r.standard_error = terms.size() >= 2
-                         ? std::sqrt(var / static_cast<double>(terms.size() - 1) /
-                                     static_cast<double>(terms.size()))
+                         ? detail::vector_norm(deviations.data(), deviations.size()) /
+                               std::sqrt((count - 1.0) * count)
                          : (k > 0 && terms.empty() ? 0.0 : kNaN);
   return r;
 }
