@@ -172,21 +172,19 @@ def evaluate_recurrent(
 
 # ---- register_transformer.cpp ------------------------------------------------------
 TRANSFORMER_PARAMETERS: list[str]
+# ``stack``: (blocks, width, heads, hidden, activation, norm, residual, residual_scale,
+# causal), blocks a list of each block's 12 arrays in PyTorch's order.
 def transformer_backprop(
-    blocks: Sequence[Sequence[np.ndarray]], width: int, heads: int, hidden: int,
-    activation: str, norm: str, residual: bool, residual_scale: float, causal: bool,
-    x: np.ndarray, loss: str, target: Any, n_threads: int,
+    stack: tuple[Any, ...], x: np.ndarray, loss: str, target: Any, n_threads: int
 ) -> dict[str, Any]: ...
 def transformer_workspace_bytes(
     depth: int, width: int, heads: int, hidden: int, batch: int, seq_len: int, dtype_size: int
 ) -> int: ...
 def transformer_spectral_norm(
-    blocks: Sequence[Sequence[np.ndarray]], width: int, heads: int, hidden: int,
-    activation: str, norm: str, residual: bool, residual_scale: float, causal: bool,
-    x: np.ndarray, per_block: bool, iters: int, tol: float, seed: int, n_threads: int,
+    stack: tuple[Any, ...], x: np.ndarray, per_block: bool, iters: int, tol: float, seed: int,
+    n_threads: int,
 ) -> dict[str, Any]: ...
 def transformer_jacobian_norms(
-    blocks: Sequence[Sequence[np.ndarray]], width: int, heads: int, hidden: int,
-    activation: str, norm: str, residual: bool, residual_scale: float, causal: bool,
-    x: np.ndarray, probes: int, iters: int, tol: float, seed: int, n_threads: int,
+    stack: tuple[Any, ...], x: np.ndarray, probes: int, iters: int, tol: float, seed: int,
+    n_threads: int,
 ) -> dict[str, Any]: ...

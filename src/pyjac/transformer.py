@@ -28,6 +28,8 @@ from ._validation import (
     check_threads,
 )
 from .spectral import SpectralNormResult
+from .spectral import _options as spectral_options
+from .spectral import _result as spectral_result
 
 __all__ = ["PARAMETER_NAMES", "Transformer", "TransformerBackpropResult",
            "TransformerJacobianNorms"]
@@ -443,7 +445,7 @@ class Transformer:
         check_allocation(_core.transformer_workspace_bytes(
             self.depth, self.width, self.heads, self.hidden, batch, seq_len,
             self.dtype.itemsize), f"x: backprop on {batch} sequences of {seq_len} tokens")
-        raw = _core.transformer_backprop(*self._core_args(), xb, loss_name, tgt, n_threads)
+        raw = _core.transformer_backprop(self._stack(), xb, loss_name, tgt, n_threads)
         single = np.ndim(x) == 2
         return TransformerBackpropResult(
             loss=None if loss_name == "grad_output" else float(raw["loss"]),
@@ -457,10 +459,21 @@ class Transformer:
             first_nonfinite_stage=raw["first_nonfinite_stage"],
             output=raw["output"][0] if single else raw["output"])
 
-    def _core_args(self) -> tuple[Any, ...]:
+    def _stack(self) -> tuple[Any, ...]:
+        """The stack as every core call takes it."""
         return ([[b[name] for name in TORCH_NAMES] for b in self.blocks], self.width,
                 self.heads, self.hidden, self.activation, self.norm or "none", self.residual,
                 self.residual_scale, self.causal)
+
+    def _one_sequence(self, x: Any) -> np.ndarray:
+        """x as one (seq_len, width) sequence, its pass's memory checked."""
+        xb = self._input(x)
+        if xb.shape[0] != 1:
+            raise ValueError(f"x: expected one sequence, got a batch of {xb.shape[0]}")
+        check_allocation(_core.transformer_workspace_bytes(
+            self.depth, self.width, self.heads, self.hidden, 1, xb.shape[1],
+            self.dtype.itemsize), f"x: a sequence of {xb.shape[1]} tokens")
+        return xb[0]
 
     def spectral_norm(self, x: Any, per_block: bool = False, iters: int = 1000,
                       tol: float = 1e-6, *, seed: int = 0,
@@ -495,26 +508,10 @@ class Transformer:
         """
         n_threads = check_threads(n_threads)
         per_block = check_bool(per_block, "per_block")
-        iters = check_int(iters, "iters", minimum=1)
-        tol = check_real(tol, "tol", positive=True)
-        seed = check_seed(seed)
-        xb = self._input(x)
-        if xb.shape[0] != 1:
-            raise ValueError(f"x: expected one sequence, got a batch of {xb.shape[0]}")
-        check_allocation(_core.transformer_workspace_bytes(
-            self.depth, self.width, self.heads, self.hidden, 1, xb.shape[1],
-            self.dtype.itemsize), f"x: a sequence of {xb.shape[1]} tokens")
-        raw = _core.transformer_spectral_norm(*self._core_args(), xb[0], per_block, iters, tol,
-                                              seed, n_threads)
-        if not per_block:
-            return SpectralNormResult(value=float(raw["value"][0]),
-                                      log_value=float(raw["log_value"][0]),
-                                      iterations=int(raw["iterations"][0]),
-                                      converged=bool(raw["converged"][0]),
-                                      first_nonfinite_layer=raw["first_nonfinite_layer"])
-        return SpectralNormResult(value=raw["value"], log_value=raw["log_value"],
-                                  iterations=raw["iterations"], converged=raw["converged"],
-                                  first_nonfinite_layer=raw["first_nonfinite_layer"])
+        iters, tol, seed = spectral_options(iters, tol, seed)
+        raw = _core.transformer_spectral_norm(self._stack(), self._one_sequence(x), per_block,
+                                              iters, tol, seed, n_threads)
+        return spectral_result(raw, not per_block, raw["first_nonfinite_layer"])
 
     def jacobian_norms(self, x: Any, *, probes: int | None = None, iters: int = 300,
                        tol: float = 1e-6, seed: int = 0,
@@ -539,13 +536,9 @@ class Transformer:
         TransformerJacobianNorms
         """
         n_threads = check_threads(n_threads)
-        iters = check_int(iters, "iters", minimum=1)
-        tol = check_real(tol, "tol", positive=True)
-        seed = check_seed(seed)
-        xb = self._input(x)
-        if xb.shape[0] != 1:
-            raise ValueError(f"x: expected one sequence, got a batch of {xb.shape[0]}")
-        n = xb.shape[1] * self.width
+        iters, tol, seed = spectral_options(iters, tol, seed)
+        x1 = self._one_sequence(x)
+        n = x1.size
         if probes is None:
             if n > EXACT_FROBENIUS_LIMIT:
                 raise ValueError(f"probes: exact Frobenius norms need {n} tangent passes "
@@ -553,13 +546,10 @@ class Transformer:
             probes = 0
         else:
             probes = check_int(probes, "probes", minimum=1)
-        check_allocation(_core.transformer_workspace_bytes(
-            self.depth, self.width, self.heads, self.hidden, 1, xb.shape[1],
-            self.dtype.itemsize), f"x: a sequence of {xb.shape[1]} tokens")
-        raw = _core.transformer_jacobian_norms(*self._core_args(), xb[0], probes, iters, tol,
-                                               seed, n_threads)
+        raw = _core.transformer_jacobian_norms(self._stack(), x1, probes, iters, tol, seed,
+                                               n_threads)
         return TransformerJacobianNorms(
-            log_spectral_norm=raw["log_spectral_norm"], iterations=raw["iterations"],
+            log_spectral_norm=raw["log_value"], iterations=raw["iterations"],
             converged=raw["converged"], log_frobenius_norm=raw["log_frobenius_norm"],
             frobenius_relative_error=raw["frobenius_relative_error"], exact=probes == 0,
             first_nonfinite_layer=raw["first_nonfinite_layer"])

@@ -1,4 +1,6 @@
-// Transformer stacks: one call per backprop (pyjac.Transformer wraps it).
+// Transformer stacks: one call per backprop, spectral norm or Jacobian norms
+// (pyjac.Transformer wraps them). Every call takes the stack as one tuple,
+// (blocks, width, heads, hidden, activation, norm, residual, residual_scale, causal).
 #include <pybind11/stl.h>
 
 #include <cmath>
@@ -23,20 +25,24 @@ struct OwnedTransformer {
   std::vector<CArray<T>> arrays;
 };
 
+// The view of a stack tuple's parameters, converted to T and shape-checked.
 template <typename T>
-OwnedTransformer<T> make_view(const py::sequence& blocks, int width, int heads, int hidden,
-                              const std::string& activation, const std::string& norm,
-                              bool residual, double residual_scale, bool causal) {
+OwnedTransformer<T> make_view(const py::tuple& stack) {
+  if (stack.size() != 9)
+    throw std::invalid_argument("stack: expected (blocks, width, heads, hidden, activation, "
+                                "norm, residual, residual_scale, causal)");
+  const auto blocks = stack[0].cast<py::sequence>();
+  const int width = stack[1].cast<int>(), hidden = stack[3].cast<int>();
   OwnedTransformer<T> o;
   auto& v = o.view;
   v.width = width;
-  v.heads = heads;
+  v.heads = stack[2].cast<int>();
   v.hidden = hidden;
-  v.activation = parse_activation(activation);
-  v.norm = parse_block_norm(norm);
-  v.residual = residual;
-  v.residual_scale = residual_scale;
-  v.causal = causal;
+  v.activation = parse_activation(stack[4].cast<std::string>());
+  v.norm = parse_block_norm(stack[5].cast<std::string>());
+  v.residual = stack[6].cast<bool>();
+  v.residual_scale = stack[7].cast<double>();
+  v.causal = stack[8].cast<bool>();
   const py::ssize_t shapes[12][2] = {{3 * width, width}, {3 * width, 0}, {width, width},
                                      {width, 0},         {hidden, width}, {hidden, 0},
                                      {width, hidden},    {width, 0},      {width, 0},
@@ -69,13 +75,46 @@ OwnedTransformer<T> make_view(const py::sequence& blocks, int width, int heads, 
   return o;
 }
 
+// typed(T{}) in x's dtype: float32 or float64.
+template <typename Typed>
+py::dict by_dtype(const py::array& x, Typed&& typed) {
+  if (x.dtype().is(py::dtype::of<float>())) return typed(float{});
+  if (x.dtype().is(py::dtype::of<double>())) return typed(double{});
+  throw py::type_error("x: expected float32 or float64");
+}
+
+// One sequence, (seq_len, width).
 template <typename T>
-py::dict backprop_typed(const py::sequence& blocks, int width, int heads, int hidden,
-                        const std::string& activation, const std::string& norm, bool residual,
-                        double residual_scale, bool causal, const py::array& x_in,
-                        const std::string& loss, const py::object& target_in, int n_threads) {
-  auto net = make_view<T>(blocks, width, heads, hidden, activation, norm, residual,
-                          residual_scale, causal);
+CArray<T> one_sequence(const py::array& x_in, int width) {
+  CArray<T> x = CArray<T>::ensure(x_in);
+  if (!x || x.ndim() != 2 || x.shape(1) != width)
+    throw std::invalid_argument("x: expected one sequence of shape (seq_len, " +
+                                std::to_string(width) + ")");
+  return x;
+}
+
+py::array_t<bool> to_bools(const std::vector<unsigned char>& flags) {
+  py::array_t<bool> a(static_cast<py::ssize_t>(flags.size()));
+  for (std::size_t i = 0; i < flags.size(); ++i) a.mutable_data()[i] = flags[i] != 0;
+  return a;
+}
+
+TransformerSpectralOptions spectral_options(int iters, double tol, std::uint64_t seed,
+                                            bool per_block, int n_threads) {
+  TransformerSpectralOptions o;
+  o.iters = iters;
+  o.tol = tol;
+  o.seed = seed;
+  o.per_block = per_block;
+  o.n_threads = n_threads;
+  return o;
+}
+
+template <typename T>
+py::dict backprop_typed(const py::tuple& stack, const py::array& x_in, const std::string& loss,
+                        const py::object& target_in, int n_threads) {
+  auto net = make_view<T>(stack);
+  const int width = net.view.width;
   CArray<T> x = CArray<T>::ensure(x_in);
   if (!x || x.ndim() != 3 || x.shape(2) != width)
     throw std::invalid_argument("x: expected shape (batch, seq_len, " + std::to_string(width) +
@@ -107,7 +146,7 @@ py::dict backprop_typed(const py::sequence& blocks, int width, int heads, int hi
   r["parameter_grad_norm"] = to_numpy_2d(s.parameter_grad_norm, depth, kTransformerParameters);
   r["query_grad_norm"] = to_numpy(s.query_grad_norm);
   r["key_grad_norm"] = to_numpy(s.key_grad_norm);
-  r["attention_entropy"] = to_numpy_2d(s.attention_entropy, depth, heads);
+  r["attention_entropy"] = to_numpy_2d(s.attention_entropy, depth, net.view.heads);
   r["token_similarity"] = to_numpy(s.token_similarity);
   r["rank_one_distance"] = to_numpy(s.rank_one_distance);
   r["first_nonfinite_layer"] = index_or_none(s.first_nonfinite_layer);
@@ -119,138 +158,68 @@ py::dict backprop_typed(const py::sequence& blocks, int width, int heads, int hi
   return r;
 }
 
-py::dict transformer_backprop_binding(const py::sequence& blocks, int width, int heads,
-                                      int hidden, const std::string& activation,
-                                      const std::string& norm, bool residual,
-                                      double residual_scale, bool causal, const py::array& x,
-                                      const std::string& loss, const py::object& target,
-                                      int n_threads) {
-  if (x.dtype().is(py::dtype::of<float>()))
-    return backprop_typed<float>(blocks, width, heads, hidden, activation, norm, residual,
-                                 residual_scale, causal, x, loss, target, n_threads);
-  if (x.dtype().is(py::dtype::of<double>()))
-    return backprop_typed<double>(blocks, width, heads, hidden, activation, norm, residual,
-                                  residual_scale, causal, x, loss, target, n_threads);
-  throw py::type_error("x: expected float32 or float64");
-}
-
-template <typename T>
-py::dict spectral_typed(const py::sequence& blocks, int width, int heads, int hidden,
-                        const std::string& activation, const std::string& norm, bool residual,
-                        double residual_scale, bool causal, const py::array& x_in,
-                        bool per_block, int iters, double tol, std::uint64_t seed,
-                        int n_threads) {
-  auto net = make_view<T>(blocks, width, heads, hidden, activation, norm, residual,
-                          residual_scale, causal);
-  CArray<T> x = CArray<T>::ensure(x_in);
-  if (!x || x.ndim() != 2 || x.shape(1) != width)
-    throw std::invalid_argument("x: expected one sequence of shape (seq_len, " +
-                                std::to_string(width) + ")");
-  TransformerSpectralOptions o;
-  o.iters = iters;
-  o.tol = tol;
-  o.seed = seed;
-  o.per_block = per_block;
-  o.n_threads = n_threads;
-  const int seq_len = static_cast<int>(x.shape(0));
-  const auto s = release_gil(
-      [&] { return transformer_spectral_norm<T>(net.view, x.data(), seq_len, o); });
+// The power iteration's results (one entry, or one per block or depth).
+py::dict spectral_dict(const TransformerSpectralStats& s) {
   py::dict r;
   std::vector<double> value;
   for (double v : s.log_value) value.push_back(std::exp(v));
   r["value"] = to_numpy(value);
   r["log_value"] = to_numpy(s.log_value);
   r["iterations"] = to_numpy(s.iterations);
-  std::vector<bool> converged(s.converged.begin(), s.converged.end());
-  py::array_t<bool> conv(static_cast<py::ssize_t>(converged.size()));
-  for (std::size_t i = 0; i < converged.size(); ++i) conv.mutable_data()[i] = converged[i];
-  r["converged"] = conv;
+  r["converged"] = to_bools(s.converged);
   r["first_nonfinite_layer"] = index_or_none(s.first_nonfinite_layer);
   return r;
 }
 
-py::dict transformer_spectral_binding(const py::sequence& blocks, int width, int heads,
-                                      int hidden, const std::string& activation,
-                                      const std::string& norm, bool residual,
-                                      double residual_scale, bool causal, const py::array& x,
-                                      bool per_block, int iters, double tol, std::uint64_t seed,
-                                      int n_threads) {
-  if (x.dtype().is(py::dtype::of<float>()))
-    return spectral_typed<float>(blocks, width, heads, hidden, activation, norm, residual,
-                                 residual_scale, causal, x, per_block, iters, tol, seed,
-                                 n_threads);
-  if (x.dtype().is(py::dtype::of<double>()))
-    return spectral_typed<double>(blocks, width, heads, hidden, activation, norm, residual,
-                                  residual_scale, causal, x, per_block, iters, tol, seed,
-                                  n_threads);
-  throw py::type_error("x: expected float32 or float64");
-}
-
-template <typename T>
-py::dict jacobian_typed(const py::sequence& blocks, int width, int heads, int hidden,
-                        const std::string& activation, const std::string& norm, bool residual,
-                        double residual_scale, bool causal, const py::array& x_in, int probes,
-                        int iters, double tol, std::uint64_t seed, int n_threads) {
-  auto net = make_view<T>(blocks, width, heads, hidden, activation, norm, residual,
-                          residual_scale, causal);
-  CArray<T> x = CArray<T>::ensure(x_in);
-  if (!x || x.ndim() != 2 || x.shape(1) != width)
-    throw std::invalid_argument("x: expected one sequence of shape (seq_len, " +
-                                std::to_string(width) + ")");
-  TransformerSpectralOptions o;
-  o.iters = iters;
-  o.tol = tol;
-  o.seed = seed;
-  o.n_threads = n_threads;
-  const int seq_len = static_cast<int>(x.shape(0));
-  const auto s = release_gil([&] {
-    return transformer_jacobian_norms<T>(net.view, x.data(), seq_len, o, probes);
+py::dict backprop(const py::tuple& stack, const py::array& x, const std::string& loss,
+                  const py::object& target, int n_threads) {
+  return by_dtype(x, [&](auto tag) {
+    return backprop_typed<decltype(tag)>(stack, x, loss, target, n_threads);
   });
-  py::dict r;
-  r["log_spectral_norm"] = to_numpy(s.log_spectral);
-  r["log_frobenius_norm"] = to_numpy(s.log_frobenius);
-  r["frobenius_relative_error"] = to_numpy(s.frobenius_relative_error);
-  r["iterations"] = to_numpy(s.iterations);
-  py::array_t<bool> conv(static_cast<py::ssize_t>(s.converged.size()));
-  for (std::size_t i = 0; i < s.converged.size(); ++i) conv.mutable_data()[i] = s.converged[i];
-  r["converged"] = conv;
-  r["first_nonfinite_layer"] = index_or_none(s.first_nonfinite_layer);
-  return r;
 }
 
-py::dict transformer_jacobian_binding(const py::sequence& blocks, int width, int heads,
-                                      int hidden, const std::string& activation,
-                                      const std::string& norm, bool residual,
-                                      double residual_scale, bool causal, const py::array& x,
-                                      int probes, int iters, double tol, std::uint64_t seed,
-                                      int n_threads) {
-  if (x.dtype().is(py::dtype::of<float>()))
-    return jacobian_typed<float>(blocks, width, heads, hidden, activation, norm, residual,
-                                 residual_scale, causal, x, probes, iters, tol, seed, n_threads);
-  if (x.dtype().is(py::dtype::of<double>()))
-    return jacobian_typed<double>(blocks, width, heads, hidden, activation, norm, residual,
-                                  residual_scale, causal, x, probes, iters, tol, seed,
-                                  n_threads);
-  throw py::type_error("x: expected float32 or float64");
+py::dict spectral_norm(const py::tuple& stack, const py::array& x_in, bool per_block, int iters,
+                       double tol, std::uint64_t seed, int n_threads) {
+  const auto o = spectral_options(iters, tol, seed, per_block, n_threads);
+  return by_dtype(x_in, [&](auto tag) {
+    using T = decltype(tag);
+    auto net = make_view<T>(stack);
+    CArray<T> x = one_sequence<T>(x_in, net.view.width);
+    const int seq_len = static_cast<int>(x.shape(0));
+    return spectral_dict(release_gil(
+        [&] { return transformer_spectral_norm<T>(net.view, x.data(), seq_len, o); }));
+  });
+}
+
+py::dict jacobian_norms(const py::tuple& stack, const py::array& x_in, int probes, int iters,
+                        double tol, std::uint64_t seed, int n_threads) {
+  const auto o = spectral_options(iters, tol, seed, false, n_threads);
+  return by_dtype(x_in, [&](auto tag) {
+    using T = decltype(tag);
+    auto net = make_view<T>(stack);
+    CArray<T> x = one_sequence<T>(x_in, net.view.width);
+    const int seq_len = static_cast<int>(x.shape(0));
+    const auto s = release_gil([&] {
+      return transformer_jacobian_norms<T>(net.view, x.data(), seq_len, o, probes);
+    });
+    py::dict r = spectral_dict(s.spectral);
+    r["log_frobenius_norm"] = to_numpy(s.log_frobenius);
+    r["frobenius_relative_error"] = to_numpy(s.frobenius_relative_error);
+    return r;
+  });
 }
 
 }  // namespace
 
 void register_transformer(py::module_& m) {
-  m.def("transformer_jacobian_norms", &transformer_jacobian_binding, py::arg("blocks"),
-        py::arg("width"), py::arg("heads"), py::arg("hidden"), py::arg("activation"),
-        py::arg("norm"), py::arg("residual"), py::arg("residual_scale"), py::arg("causal"),
-        py::arg("x"), py::arg("probes"), py::arg("iters"), py::arg("tol"), py::arg("seed"),
+  m.def("transformer_backprop", &backprop, py::arg("stack"), py::arg("x"), py::arg("loss"),
+        py::arg("target"), py::arg("n_threads"));
+  m.def("transformer_spectral_norm", &spectral_norm, py::arg("stack"), py::arg("x"),
+        py::arg("per_block"), py::arg("iters"), py::arg("tol"), py::arg("seed"),
         py::arg("n_threads"));
-  m.def("transformer_spectral_norm", &transformer_spectral_binding, py::arg("blocks"),
-        py::arg("width"), py::arg("heads"), py::arg("hidden"), py::arg("activation"),
-        py::arg("norm"), py::arg("residual"), py::arg("residual_scale"), py::arg("causal"),
-        py::arg("x"), py::arg("per_block"), py::arg("iters"), py::arg("tol"), py::arg("seed"),
+  m.def("transformer_jacobian_norms", &jacobian_norms, py::arg("stack"), py::arg("x"),
+        py::arg("probes"), py::arg("iters"), py::arg("tol"), py::arg("seed"),
         py::arg("n_threads"));
-  m.def("transformer_backprop", &transformer_backprop_binding, py::arg("blocks"),
-        py::arg("width"), py::arg("heads"), py::arg("hidden"), py::arg("activation"),
-        py::arg("norm"), py::arg("residual"), py::arg("residual_scale"), py::arg("causal"),
-        py::arg("x"), py::arg("loss"), py::arg("target"), py::arg("n_threads"));
   m.def("transformer_workspace_bytes", &transformer_workspace_bytes, py::arg("depth"),
         py::arg("width"), py::arg("heads"), py::arg("hidden"), py::arg("batch"),
         py::arg("seq_len"), py::arg("dtype_size"));

@@ -186,6 +186,19 @@ void residual_sum(const T* base, const T* branch, T s, std::size_t n, bool resid
   });
 }
 
+// One power iteration's outcome.
+struct PowerResult {
+  double log_value = std::numeric_limits<double>::quiet_NaN();
+  int iterations = 0;
+  bool converged = false;
+};
+
+void append(TransformerSpectralStats& s, const PowerResult& r) {
+  s.log_value.push_back(r.log_value);
+  s.iterations.push_back(r.iterations);
+  s.converged.push_back(r.converged);
+}
+
 template <typename T>
 struct BlockTape {
   Slab<T> x;                    // the block's input
@@ -246,8 +259,11 @@ class Pass {
   // Power iteration on J^T J of the blocks [lo, hi] at the forward pass's tape: J v by
   // tangent passes, J^T u by the backward pass without its measurements; each block's
   // result is brought to unit norm and the log of its norm carried.
-  void spectral(int lo, int hi, const TransformerSpectralOptions& o, double& log_value,
-                int& iterations, bool& converged) {
+  PowerResult spectral(int lo, int hi, const TransformerSpectralOptions& o) {
+    PowerResult result;
+    double& log_value = result.log_value;
+    int& iterations = result.iterations;
+    bool& converged = result.converged;
     const std::size_t nd = N_ * d_;
     Slab<T> v(nd), w(nd);
     {
@@ -256,8 +272,6 @@ class Pass {
     }
     normalise(v.data(), nd);
     double previous = kNaN, last_change = kNaN;
-    log_value = kNaN;
-    converged = false;
     for (iterations = 1; iterations <= o.iters; ++iterations) {
       check_interrupt();
       // u = J v, normalised block by block.
@@ -274,7 +288,7 @@ class Pass {
         normalise(w.data(), nd);
         std::swap(v, w);
       }
-      if (!std::isfinite(log_value)) return;
+      if (!std::isfinite(log_value)) return result;
       if (std::isfinite(previous)) {
         const double change = std::abs(log_value - previous);
         // The remaining error of a geometrically converging sequence: change r / (1 - r).
@@ -283,13 +297,14 @@ class Pass {
         const double remaining = rate < 1.0 ? change * rate / (1.0 - rate) : change;
         if (change <= o.tol && remaining <= o.tol) {
           converged = true;
-          return;
+          return result;
         }
         last_change = change;
       }
       previous = log_value;
     }
     iterations = o.iters;
+    return result;
   }
 
   // ||J_l||_F^2 for l = lo+1..L (J_l: blocks 0..l-1) in log form, from probes pushed
@@ -846,32 +861,34 @@ TransformerStats transformer_backprop(const TransformerView<T>& net, const T* x,
   return Pass<T>(net, batch, seq_len, nt).run(x, target, options.loss, output);
 }
 
+namespace {
+
+void check_power_iteration(int seq_len, const TransformerSpectralOptions& o) {
+  if (seq_len < 1) throw std::invalid_argument("x: a sequence needs at least one token");
+  if (o.iters < 1) throw std::invalid_argument("iters: must be at least 1");
+  if (!(o.tol > 0.0)) throw std::invalid_argument("tol: must be positive");
+}
+
+}  // namespace
+
 template <typename T>
 TransformerSpectralStats transformer_spectral_norm(const TransformerView<T>& net, const T* x,
                                                    int seq_len,
                                                    const TransformerSpectralOptions& o) {
   net.validate();
-  if (seq_len < 1) throw std::invalid_argument("x: a sequence needs at least one token");
-  if (o.iters < 1) throw std::invalid_argument("iters: must be at least 1");
-  if (!(o.tol > 0.0)) throw std::invalid_argument("tol: must be positive");
-  const int nt = resolve_threads(o.n_threads);
+  check_power_iteration(seq_len, o);
   BlasThreadScope blas_scope(1);
-  Pass<T> pass(net, 1, seq_len, nt, false);
+  Pass<T> pass(net, 1, seq_len, resolve_threads(o.n_threads), false);
   Slab<T> out;
   pass.forward_all(x, out);
   TransformerSpectralStats s;
   s.first_nonfinite_layer = pass.first_nonfinite(out);
   const int L = net.depth();
-  const int runs = o.per_block ? L : 1;
-  for (int r = 0; r < runs; ++r) {
-    const int lo = o.per_block ? r : 0, hi = o.per_block ? r : L - 1;
-    double log_value = kNaN;
-    int iterations = 0;
-    bool converged = false;
-    if (s.first_nonfinite_layer < 0) pass.spectral(lo, hi, o, log_value, iterations, converged);
-    s.log_value.push_back(log_value);
-    s.iterations.push_back(iterations);
-    s.converged.push_back(converged);
+  for (int r = 0; r < (o.per_block ? L : 1); ++r) {
+    // A forward pass that is not finite leaves nothing to iterate on.
+    append(s, s.first_nonfinite_layer >= 0
+                  ? PowerResult{}
+                  : pass.spectral(o.per_block ? r : 0, o.per_block ? r : L - 1, o));
   }
   return s;
 }
@@ -881,23 +898,18 @@ TransformerJacobianStats transformer_jacobian_norms(const TransformerView<T>& ne
                                                     int seq_len,
                                                     const TransformerSpectralOptions& o,
                                                     int probes) {
-  net.validate();
-  if (seq_len < 1) throw std::invalid_argument("x: a sequence needs at least one token");
-  if (o.iters < 1) throw std::invalid_argument("iters: must be at least 1");
-  if (!(o.tol > 0.0)) throw std::invalid_argument("tol: must be positive");
   if (probes < 0) throw std::invalid_argument("probes: must be positive (or 0: exact)");
-  const int nt = resolve_threads(o.n_threads);
+  net.validate();
+  check_power_iteration(seq_len, o);
   BlasThreadScope blas_scope(1);
-  Pass<T> pass(net, 1, seq_len, nt, false);
+  Pass<T> pass(net, 1, seq_len, resolve_threads(o.n_threads), false);
   Slab<T> out;
   pass.forward_all(x, out);
   TransformerJacobianStats s;
-  s.first_nonfinite_layer = pass.first_nonfinite(out);
+  s.spectral.first_nonfinite_layer = pass.first_nonfinite(out);
   const int L = net.depth();
-  if (s.first_nonfinite_layer >= 0) {
-    s.log_spectral.assign(L, kNaN);
-    s.iterations.assign(L, 0);
-    s.converged.assign(L, 0);
+  if (s.spectral.first_nonfinite_layer >= 0) {
+    for (int l = 0; l < L; ++l) append(s.spectral, PowerResult{});
     s.log_frobenius.assign(L, kNaN);
     s.frobenius_relative_error.assign(L, kNaN);
     return s;
@@ -905,15 +917,7 @@ TransformerJacobianStats transformer_jacobian_norms(const TransformerView<T>& ne
   std::vector<double> log_squares;
   pass.frobenius(probes, o.seed, log_squares, s.frobenius_relative_error);
   for (double v : log_squares) s.log_frobenius.push_back(0.5 * v);
-  for (int l = 0; l < L; ++l) {
-    double log_value = kNaN;
-    int iterations = 0;
-    bool converged = false;
-    pass.spectral(0, l, o, log_value, iterations, converged);
-    s.log_spectral.push_back(log_value);
-    s.iterations.push_back(iterations);
-    s.converged.push_back(converged);
-  }
+  for (int l = 0; l < L; ++l) append(s.spectral, pass.spectral(0, l, o));
   return s;
 }
 

@@ -113,13 +113,13 @@ TransformerSpectralStats transformer_spectral_norm(const TransformerView<T>& net
                                                    const TransformerSpectralOptions& options);
 
 struct TransformerJacobianStats {
-  // Per depth l = 1..depth, of J_l = d x_l / d x_0 (x_l the output of block l):
-  std::vector<double> log_spectral;       // log sigma_max, by power iteration
-  std::vector<int> iterations;
-  std::vector<unsigned char> converged;
-  std::vector<double> log_frobenius;      // log ||J_l||_F: exact, or estimated from probes
-  std::vector<double> frobenius_relative_error;  // standard error of ||J_l||_F^2 / itself
-  int first_nonfinite_layer = -1;
+  // Per depth l = 1..depth, of J_l = d x_l / d x_0 (x_l the output of block l): the
+  // power iteration's log sigma_max (and the forward pass's first NaN/Inf) ...
+  TransformerSpectralStats spectral;
+  // ... and log ||J_l||_F, exact or estimated from probes, with the standard error of
+  // ||J_l||_F^2 relative to itself.
+  std::vector<double> log_frobenius;
+  std::vector<double> frobenius_relative_error;
 };
 
 // The norms of the Jacobian at every depth for one sequence x (seq_len, width). The
