@@ -189,6 +189,24 @@ void test_lanczos_on_a_diagonal_operator() {
   t.products = 3 * n;
   const auto tr = pyjac::trace_estimate(n, diag, t);
   check(std::abs(tr.trace - n * (n + 1) / 2.0) < 1e-9, "Hutch++ with 3n products is exact");
+  // Terms near 1e200 (their squares overflow): the standard error stays finite and
+  // scales with the operator. A ring coupling makes the random terms differ (with a
+  // diagonal operator every sign vector gives the trace exactly).
+  pyjac::SymmetricProduct ring = [](const double* v, double* out) {
+    for (int i = 0; i < n; ++i) out[i] = (i + 1) * v[i] + v[(i + 1) % n] + v[(i + n - 1) % n];
+  };
+  pyjac::SymmetricProduct huge = [&](const double* v, double* out) {
+    ring(v, out);
+    for (int i = 0; i < n; ++i) out[i] *= 1e200;
+  };
+  pyjac::TraceOptions plain;
+  plain.products = 20;
+  plain.hutchpp = false;
+  const auto small = pyjac::trace_estimate(n, ring, plain);
+  const auto large = pyjac::trace_estimate(n, huge, plain);
+  check(std::isfinite(large.standard_error) &&
+            std::abs(large.standard_error / (1e200 * small.standard_error) - 1) < 1e-12,
+        "trace standard error exact for terms near 1e200");
   pyjac::QuadratureOptions q;
   q.vectors = 3;
   q.steps = n;
