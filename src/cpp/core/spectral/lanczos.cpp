@@ -68,9 +68,6 @@ class Chunks {
     for (double v : partial_) total += v;
     return total;
   }
-  double dot(const double* a, const double* b) {
-    return sum([&](std::int64_t lo, std::int64_t len) { return pyjac::dot(a + lo, b + lo, len); });
-  }
   // ||v||, exact over the whole range: the plain sum of squares where it is, else the
   // scaled norm of reduce.hpp.
   double norm(const double* v) {

@@ -267,7 +267,7 @@ class Pass {
     const std::size_t nd = N_ * d_;
     Slab<T> v(nd), w(nd);
     {
-      Rng rng(o.seed, static_cast<std::uint64_t>(lo < 0 ? 0 : lo));
+      Rng rng(o.seed, static_cast<std::uint64_t>(lo));  // each block its own start
       for (std::size_t k = 0; k < nd; ++k) v[k] = static_cast<T>(rng.normal());
     }
     normalise(v.data(), nd);
