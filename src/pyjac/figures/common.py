@@ -37,6 +37,17 @@ def _plt():
     return jplot._pyplot()
 
 
+def log_axis_ticks(ax: Any, values: list[float]) -> None:
+    """Ticks of a logarithmic x axis at exactly ``values``, labelled plainly ("0.25",
+    "48"), without the minor ticks' "2 x 10^1" labels. Call it after the last log-log
+    plot call, which resets the ticks."""
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+
+    ax.set_xticks(values)
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _e(v: float) -> str:
     """A number for a table: 3 significant digits, scientific when far from 1."""
     if v is None or not np.isfinite(v):

@@ -13,7 +13,15 @@ import numpy as np
 from ..chain import Chain
 from ..datasets import load_digits
 from ..train import train
-from .common import NOT_CACHED, FigureInfo, _e, _plt, figure_builder, join_words
+from .common import (
+    NOT_CACHED,
+    FigureInfo,
+    _e,
+    _plt,
+    figure_builder,
+    join_words,
+    log_axis_ticks,
+)
 from .training import N_CLASSES, TRAINING_NETS, training_net
 
 
@@ -97,8 +105,6 @@ def fig13_curvature(quick: bool = False, cache: Any = True, n_jobs: Any = None,
 
     plt = _plt()
     fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4.8), layout="constrained")
-    from matplotlib.ticker import FormatStrFormatter, NullFormatter
-
     for ax in (ax1, ax2, ax3):
         ax.axvline(1.0, color="0.5", lw=0.8, ls="--")
         ax.set_xscale("log")
@@ -122,10 +128,8 @@ def fig13_curvature(quick: bool = False, cache: Any = True, n_jobs: Any = None,
     ax3.axhline(1.0, color="0.5", lw=0.8)
     ax3.set_ylabel(r"$\|\partial L/\partial h_0\| \,/\, \|\partial L/\partial h_L\|$")
     ax3.set_title(f"gradient through {depth} layers")
-    for ax in (ax1, ax2, ax3):  # after the log-log calls, which reset the ticks
-        ax.set_xticks(grid)
-        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+    for ax in (ax1, ax2, ax3):
+        log_axis_ticks(ax, grid)
     rows = [[f"{s:g}", _e(t), _e(lo), _e(tr), _e(se), _e(r)]
             for s, t, lo, tr, se, r in zip(grid, top, low, trace, trace_se, ratio)]
     converged = sum(p["converged"] for p in points)
@@ -175,17 +179,18 @@ def fig14_gradient_noise(quick: bool = False, cache: Any = True, n_jobs: Any = N
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
     layers = np.arange(1, depth + 1)
     for (label, _, color), h in zip(nets, histories):
-        ax1.semilogy(layers, h.gradient_snr[0], ":o", color=color, ms=3,
+        ax1.plot(layers, h.gradient_snr[0], ":o", color=color, ms=3,
                      label=f"{label}: epoch 1")
-        ax1.semilogy(layers, h.gradient_snr[-1], "-o", color=color, ms=4,
+        ax1.plot(layers, h.gradient_snr[-1], "-o", color=color, ms=4,
                      label=f"{label}: epoch {epochs}")
-        ax2.semilogy(np.arange(1, epochs + 1), h.gradient_snr[:, 0], "-", color=color,
+        ax2.plot(np.arange(1, epochs + 1), h.gradient_snr[:, 0], "-", color=color,
                      label=f"{label}: layer 1")
-        ax2.semilogy(np.arange(1, epochs + 1), h.gradient_snr[:, -2], "--", color=color,
+        ax2.plot(np.arange(1, epochs + 1), h.gradient_snr[:, -2], "--", color=color,
                      label=f"{label}: layer {depth - 1}")
     for ax in (ax1, ax2):
         ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
-        ax.legend(fontsize=7)
+        # below the axes: the lines fill the plot
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)
     ax1.set_xlabel(f"layer l ({depth} = the linear readout)")
     ax1.set_ylabel(r"gradient SNR $\|\bar g\|^2 / (\mathrm{tr}\,S / B)$")
     ax1.set_title("signal-to-noise of each layer's minibatch gradient")

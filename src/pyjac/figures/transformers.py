@@ -12,7 +12,15 @@ from typing import Any
 import numpy as np
 
 from ..transformer import Transformer
-from .common import NOT_CACHED, FigureInfo, _e, _plt, figure_builder, join_words
+from .common import (
+    NOT_CACHED,
+    FigureInfo,
+    _e,
+    _plt,
+    figure_builder,
+    join_words,
+    log_axis_ticks,
+)
 
 # (label, Transformer keywords, colour)
 FIG11_VARIANTS = (
@@ -94,8 +102,7 @@ def fig11_transformer_gradients(quick: bool = False, cache: Any = True, n_jobs: 
                   for d in depths]
         ax3.loglog(depths, ratios, "o-", color=color, label=label)
     ax3.axhline(1.0, color="0.5", lw=0.8, ls="--")
-    ax3.set_xticks(depths)
-    ax3.set_xticklabels([str(d) for d in depths])
+    log_axis_ticks(ax3, depths)
     ax3.set_xlabel("depth (blocks)")
     ax3.set_ylabel("last block's gradient / first block's")
     ax3.set_title("growth toward the output")
@@ -156,8 +163,9 @@ def fig12_rank_collapse(quick: bool = False, cache: Any = True, n_jobs: Any = No
                         progress: Any = None,
                         scheduler: Any = None) -> tuple[Any, FigureInfo]:
     """Figure 12: token similarity vs depth. Pure attention collapses to rank one doubly
-    exponentially (Dong et al. 2021); skip connections prevent it; scaling the residual
-    branches with depth keeps the query and key gradients alive (Noci et al. 2022).
+    exponentially (Dong et al. 2021); skip connections prevent it; and the query
+    gradients per block of stacks whose residual branches are scaled by 1/sqrt(depth)
+    (Noci et al. 2022) or not. The caption states what each measured.
     """
     depth, width, heads, seq, batch = (8, 32, 4, 8, 2) if quick else (24, 64, 4, 32, 4)
     variants = fig12_variants(depth)
