@@ -274,6 +274,10 @@ def test_concurrent_calls_match_serial_and_leave_blas_settings():
     rnn = pyjac.Recurrent(48, dtype="float32", seed=3)
     net = pyjac.Chain(6, 48, activation="tanh", seed=2)
     x = np.random.default_rng(4).standard_normal((8, 48))
+    stack = pyjac.Transformer(2, 16, 2, seed=5)
+    xt = np.random.default_rng(6).standard_normal((2, 6, 16))
+    hessian = pyjac.Chain(3, 12, activation="tanh", seed=7).hessian(x[:4, :12])
+    v = np.random.default_rng(8).standard_normal(hessian.size)
     calls = [
         lambda: rnn.jacobian_norms(steps=20).log_spectral_norm,
         lambda: rnn.backprop(steps=20, h0=np.ones((4, 48))).grad_norm,
@@ -281,6 +285,9 @@ def test_concurrent_calls_match_serial_and_leave_blas_settings():
         lambda: net.backprop(x).grad_norm,
         lambda: net.jacobian_norms(x[0]).log_frobenius_norm,
         lambda: np.array([net.spectral_norm(x[0], iters=20).value]),
+        lambda: stack.backprop(xt).parameter_grad_norm,
+        lambda: np.array([stack.spectral_norm(xt[0], iters=5).value]),
+        lambda: hessian.hvp(v),
     ]
     serial = [c() for c in calls]
     mismatches = []
