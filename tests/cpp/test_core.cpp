@@ -14,6 +14,7 @@
 #include "pyjac/common/interrupt.hpp"
 #include "pyjac/chain/precision.hpp"
 #include "pyjac/chain/regenerated.hpp"
+#include "pyjac/common/draw.hpp"
 #include "pyjac/curvature/curvature.hpp"
 #include "pyjac/spectral/lanczos.hpp"
 #include "pyjac/train/train.hpp"
@@ -128,6 +129,57 @@ void test_regenerated_chain_meets_the_closed_form() {
     refused = true;
   }
   check(refused, "regenerated chain refuses keep_grads");
+}
+
+// A block of a layer drawn alone holds the whole layer's entries there, for every init
+// that draws blocks, at odd offsets and widths (a normal pair split across rows).
+void test_weight_blocks_equal_the_whole_layer() {
+  const int fan_in = 7, fan_out = 5;
+  bool same = true;
+  for (pyjac::Init init : {pyjac::Init::Gaussian, pyjac::Init::He,
+                           pyjac::Init::XavierUniform, pyjac::Init::Identity}) {
+    pyjac::InitOptions o;
+    o.init = init;
+    o.gain = 1.3;
+    o.seed = 99;
+    std::vector<double> w(fan_in * fan_out), b(fan_out);
+    pyjac::init_layer<double>(3, fan_in, fan_out, o, w.data(), b.data(), 1);
+    const int blocks[][4] = {{0, 5, 0, 7}, {1, 4, 3, 6}, {2, 5, 1, 2}, {4, 5, 0, 7}};
+    for (const auto& k : blocks) {
+      const int rows = k[1] - k[0], cols = k[3] - k[2];
+      std::vector<double> block(static_cast<std::size_t>(rows) * cols);
+      pyjac::init_weight_block<double>(3, fan_in, fan_out, o, k[0], k[1], k[2], k[3],
+                                       block.data(), cols);
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < cols; ++c)
+          same = same && block[r * cols + c] == w[(k[0] + r) * fan_in + k[2] + c];
+    }
+  }
+  check(same, "weight blocks drawn alone equal the whole layer's entries");
+}
+
+// The float32 Box-Muller against long double, over the radius's whole range: u from
+// 2^-32 to 1 - 2^-32 (n = 0 and n = 2^31 - 1), where a rounded u would lose a small
+// radius's bits, and every quadrant of the angle.
+void test_normal_pairs_against_long_double() {
+  double worst = 0.0;
+  const std::uint64_t tops[] = {0, 1, 12345, 1u << 30, 0x5A827999, 0x7FFFFF00, 0x7FFFFFFE,
+                                0x7FFFFFFF};
+  const std::uint32_t angles[] = {0, 1, 0x1FFFFFFF, 0x20000000, 0x3FFFFFFF, 0x40000000,
+                                  0x9E3779B9, 0xC0000001, 0xFFFFFFFF};
+  for (std::uint64_t top : tops)
+    for (std::uint32_t angle : angles) {
+      const std::uint64_t x = (top << 33) | angle;
+      double first, second;
+      pyjac::normal_pair(x, first, second);
+      const long double u = (static_cast<long double>(top) + 0.5L) * std::ldexp(1.0L, -31);
+      const long double r = std::sqrt(-2.0L * std::log(u));
+      const long double t = 6.283185307179586476925L * angle * std::ldexp(1.0L, -32);
+      const long double e = std::max(std::fabs(first - r * std::cos(t)),
+                                     std::fabs(second - r * std::sin(t)));
+      worst = std::max(worst, static_cast<double>(e / r));
+    }
+  check(worst < 4e-7, "normal pairs within 4e-7 of long double, relative to the radius");
 }
 
 // One linear layer under 0.5 ||X W^T + 1 b^T||^2: the Hessian is the Gram matrix of the
@@ -384,6 +436,8 @@ void test_scaled_norm_extremes() {
 int main() {
   test_scaled_orthogonal_chain();
   test_regenerated_chain_meets_the_closed_form();
+  test_weight_blocks_equal_the_whole_layer();
+  test_normal_pairs_against_long_double();
   test_linear_layer_hessian_is_the_input_gram();
   test_lanczos_on_a_diagonal_operator();
   test_bad_input_throws();

@@ -17,7 +17,8 @@ from .._atomic import atomic_write
 from .results import _py
 
 # Bump when the stored measurements or the way inputs are drawn change.
-_CACHE_VERSION = 4  # 2: checksums; 3: residual theory, log_grad_norm; 4: draw.cpp's normals
+_CACHE_VERSION = 5  # 2: checksums; 3: residual theory, log_grad_norm; 4: draw.cpp's normals;
+#                     5: float32 Box-Muller, one raw output per pair
 
 
 # --------------------------------------------------------------------------------------

@@ -59,9 +59,8 @@ void init_layer(int layer, int fan_in, int fan_out, const InitOptions& o, T* w, 
       break;
     }
     case Init::Identity:
-      for (int i = 0; i < fan_out; ++i)
-        for (int j = 0; j < fan_in; ++j)
-          w[static_cast<std::size_t>(i) * fan_in + j] = static_cast<T>(i == j ? o.gain : 0.0);
+      init_weight_block(layer, fan_in, fan_out, o, 0, fan_out, 0, fan_in, w,
+                        static_cast<std::size_t>(fan_in));
       break;
     case Init::XavierUniform: {
       const double bound = o.gain * std::sqrt(6.0 / (fan_in + fan_out));
@@ -79,9 +78,44 @@ void init_layer(int layer, int fan_in, int fan_out, const InitOptions& o, T* w, 
       });
     }
   }
+  init_biases(layer, fan_out, o, b);
+}
+
+template <typename T>
+void init_biases(int layer, int fan_out, const InitOptions& o, T* b) {
   Rng bias_rng(o.seed, bias_stream(layer));
   for (int i = 0; i < fan_out; ++i)
     b[i] = o.bias_std > 0 ? static_cast<T>(o.bias_std * bias_rng.normal()) : T(0);
+}
+
+bool draws_weight_blocks(Init init) { return init != Init::Orthogonal; }
+
+template <typename T>
+void init_weight_block(int layer, int fan_in, int fan_out, const InitOptions& o, int r0, int r1,
+                       int c0, int c1, T* out, std::size_t ld) {
+  if (!draws_weight_blocks(o.init))
+    throw std::invalid_argument("init_weight_block: the orthogonal init draws whole layers");
+  const Rng rng(o.seed, weight_stream(layer));
+  const int cols = c1 - c0;
+  for (int r = r0; r < r1; ++r) {
+    T* row = out + static_cast<std::size_t>(r - r0) * ld;
+    const std::size_t k0 = static_cast<std::size_t>(r) * fan_in + c0;  // entry of W[r, c0]
+    switch (o.init) {
+      case Init::Identity:
+        for (int j = 0; j < cols; ++j) row[j] = static_cast<T>(r == c0 + j ? o.gain : 0.0);
+        break;
+      case Init::XavierUniform: {
+        const double bound = o.gain * std::sqrt(6.0 / (fan_in + fan_out));
+        Rng local = rng.skipped(k0);
+        for (int j = 0; j < cols; ++j)
+          row[j] = static_cast<T>(bound * (2.0 * local.uniform() - 1.0));
+        break;
+      }
+      default:
+        fill_normals(rng.state(), k0, static_cast<std::size_t>(cols),
+                     std::sqrt(init_sigma_w2(o.init, o.gain, fan_in, fan_out) / fan_in), row);
+    }
+  }
 }
 
 double init_sigma_w2(Init init, double gain, int fan_in, int fan_out) {
@@ -131,6 +165,12 @@ void init_chain(const std::vector<int>& widths, const InitOptions& options,
 }
 
 template void init_layer<float>(int, int, int, const InitOptions&, float*, float*, int);
+template void init_biases<float>(int, int, const InitOptions&, float*);
+template void init_biases<double>(int, int, const InitOptions&, double*);
+template void init_weight_block<float>(int, int, int, const InitOptions&, int, int, int, int,
+                                       float*, std::size_t);
+template void init_weight_block<double>(int, int, int, const InitOptions&, int, int, int, int,
+                                        double*, std::size_t);
 template void init_layer<double>(int, int, int, const InitOptions&, double*, double*, int);
 template void init_chain<float>(const std::vector<int>&, const InitOptions&,
                                 const std::vector<float*>&, const std::vector<float*>&);

@@ -36,6 +36,35 @@ using detail::parallel_for;
 using detail::record_nonfinite;
 using detail::worth_parallel;
 
+// out = alpha a op(W_l) + beta out for a (m rows), with tiled_gemm's tiles: op(W) = W^T
+// (tw = Yes: a is m x n_in, out m x n_out), as the forward pass uses it, or W (tw = No:
+// a is m x n_out, out m x n_in), as the backward pass does. A source that draws blocks
+// draws each tile's rows (W^T) or columns (W) of W_l on the thread that uses them: the
+// same products, so the same bits as from the stored layer, with the block in cache and
+// no whole layer written out and read back.
+template <typename T>
+void weight_gemm(const ChainView<T>& c, int l, Trans tw, int m, T alpha, const T* a, T beta,
+                 T* out, int nt) {
+  const int n_in = c.widths[l], n_out = c.widths[l + 1];
+  const bool transposed = tw == Trans::Yes;
+  const int n = transposed ? n_out : n_in, k = transposed ? n_in : n_out;
+  if (!c.source || !c.source->draws_blocks(l)) {
+    detail::tiled_gemm(Trans::No, tw, m, n, k, alpha, a, k, c.weight(l), n_in, beta, out, n,
+                       nt);
+    return;
+  }
+  const LayerSource<T>* source = c.source;
+  detail::tiled_gemm_drawn_b<T>(
+      Trans::No, tw, m, n, k, alpha, a, k,
+      [&](int j0, int nj, T* block) {
+        if (transposed)
+          source->weight_block(l, j0, j0 + nj, 0, n_in, block, static_cast<std::size_t>(n_in));
+        else
+          source->weight_block(l, 0, n_out, j0, j0 + nj, block, static_cast<std::size_t>(nj));
+      },
+      beta, out, n, nt);
+}
+
 // Everything the forward pass keeps for the backward pass.
 template <typename T>
 struct Tape {
@@ -76,13 +105,12 @@ struct Scratch {
 template <typename T>
 LayerForwardStats forward_layer(const ChainView<T>& c, int l, int batch, const T* h_in, T* u,
                                 T* h_out, T* inv_std, double* row_sq, Scratch& ws, int nt) {
-  const int n_in = c.widths[l], n_out = c.widths[l + 1];
+  const int n_out = c.widths[l + 1];
   const std::size_t total = static_cast<std::size_t>(batch) * n_out;
   // Bias rows first, then one GEMM accumulating onto them (beta = 1).
   for (int i = 0; i < batch; ++i)
     std::memcpy(u + static_cast<std::size_t>(i) * n_out, c.bias(l), sizeof(T) * n_out);
-  detail::tiled_gemm(Trans::No, Trans::Yes, batch, n_out, n_in, T(1), h_in, n_in,
-                          c.weight(l), n_in, T(1), u, n_out, nt);
+  weight_gemm(c, l, Trans::Yes, batch, T(1), h_in, T(1), u, nt);
   detail::norm_forward(c.norm, u, batch, n_out, inv_std, nt);
 
   const Activation act = c.activations[l];
@@ -386,7 +414,7 @@ class LayerwiseBackprop {
       bias_gradient(l, dzl, n_out);
       weight_gradient(l, dzl, dzn);
     }
-    propagate(l, dzl, dzn.norm, n_in, n_out);
+    propagate(l, dzl, dzn.norm, n_in);
   }
 
   void bias_gradient(int l, const T* dzl, int n_out) {
@@ -446,15 +474,14 @@ class LayerwiseBackprop {
   }
 
   // dL/dh_{l-1} = 2^k (dz W_l (+ dL/dh_l through the skip connection)), and its norm.
-  void propagate(int l, const T* dzl, double dz_norm, int n_in, int n_out) {
+  void propagate(int l, const T* dzl, double dz_norm, int n_in) {
     const bool skip = c_.residual_at(l);
     const int k =
         rounding_ ? 0 : detail::backward_rescale_exponent<T>(dz_norm, skip ? g_norm_ : 0.0);
     const T factor = std::ldexp(T(1), k);
     if (skip)
       std::memcpy(g_prev_.get(), g_.get(), sizeof(T) * static_cast<std::size_t>(batch_) * n_in);
-    detail::tiled_gemm(Trans::No, Trans::No, batch_, n_in, n_out, factor, dzl, n_out,
-                       c_.weight(l), n_in, skip ? factor : T(0), g_prev_.get(), n_in, nt_);
+    weight_gemm(c_, l, Trans::No, batch_, factor, dzl, skip ? factor : T(0), g_prev_.get(), nt_);
     exponent_ += k;
     std::swap(g_, g_prev_);
     store_low_precision(g_.get(), static_cast<std::size_t>(batch_) * n_in, s_.underflow_count[l],

@@ -42,7 +42,6 @@ template <typename T>
 RegeneratedLayers<T>::RegeneratedLayers(RegeneratedChain chain, int n_threads)
     : chain_(std::move(chain)), n_threads_(resolve_threads(n_threads)) {
   chain_.validate();
-  weights_.reset(new T[static_cast<std::size_t>(chain_.largest_layer())]);
   biases_.reset(new T[static_cast<std::size_t>(chain_.widest())]);
 }
 
@@ -60,8 +59,10 @@ template <typename T>
 void RegeneratedLayers<T>::hold(int layer) {
   if (held_ == layer) return;
   held_ = -1;  // an interrupted draw leaves nothing that looks whole
+  held_biases_ = -1;
+  if (!weights_) weights_.reset(new T[static_cast<std::size_t>(chain_.largest_layer())]);
   draw_layer(chain_, layer, weights_.get(), biases_.get(), n_threads_);
-  held_ = layer;
+  held_ = held_biases_ = layer;
 }
 
 template <typename T>
@@ -72,8 +73,27 @@ const T* RegeneratedLayers<T>::weights(int layer) {
 
 template <typename T>
 const T* RegeneratedLayers<T>::biases(int layer) {
-  hold(layer);
+  if (held_biases_ != layer) {
+    if (layer < 0 || layer >= chain_.depth())
+      throw std::invalid_argument("layer " + std::to_string(layer) +
+                                  " out of range for depth " + std::to_string(chain_.depth()));
+    held_biases_ = -1;
+    init_biases(layer, chain_.widths[layer + 1], chain_.init, biases_.get());
+    held_biases_ = layer;
+  }
   return biases_.get();
+}
+
+template <typename T>
+bool RegeneratedLayers<T>::draws_blocks(int layer) const {
+  return held_ != layer && draws_weight_blocks(chain_.init.init);
+}
+
+template <typename T>
+void RegeneratedLayers<T>::weight_block(int layer, int r0, int r1, int c0, int c1, T* out,
+                                        std::size_t ld) const {
+  init_weight_block(layer, chain_.widths[layer], chain_.widths[layer + 1], chain_.init, r0, r1,
+                    c0, c1, out, ld);
 }
 
 template <typename T>

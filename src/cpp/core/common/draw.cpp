@@ -13,118 +13,97 @@
 namespace pyjac {
 namespace {
 
-inline double from_bits(std::uint64_t bits) {
-  double d;
-  std::memcpy(&d, &bits, sizeof d);
-  return d;
+inline float from_bits(std::uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
 }
 
-inline std::uint64_t to_bits(double d) {
-  std::uint64_t bits;
-  std::memcpy(&bits, &d, sizeof bits);
+inline std::uint32_t to_bits(float f) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
   return bits;
 }
 
-// A signed integer |i| < 2^51 as a double, exactly, without an int-to-double instruction
-// (SSE2 and AVX2 have none for 64-bit lanes): 1.5 * 2^52 + i has i in its low mantissa bits.
-inline double small_int(std::int64_t i) {
-  return from_bits(0x4338000000000000ULL + static_cast<std::uint64_t>(i)) -
-         6755399441055744.0;
+// -2 ln u for u = (n + 1/2) 2^-31, 0 <= n < 2^31, as fdlibm's logf evaluates ln (within
+// 2.5 ulp). The 2^-31 goes into the exponent, so u keeps its relative precision down to
+// 2^-32 and the radius reaches sqrt(64 ln 2) = 6.66.
+inline float minus_two_log_unit(std::int32_t n) {
+  const float v = static_cast<float>(n) + 0.5f;  // rounded to 24 bits from here on
+  // The mantissa moved into [sqrt(2)/2, sqrt(2)) by integer arithmetic alone (as musl's
+  // logf does), which spares a compare and a select per lane.
+  const std::uint32_t shifted = to_bits(v) + (0x3F800000u - 0x3F3504F3u);
+  const float k = static_cast<float>(static_cast<std::int32_t>(shifted >> 23) - 127 - 31);
+  // For u >= sqrt(2)/2 (k = 0), f = u - 1 = -(2^31 - 1/2 - n) 2^-31 straight from the
+  // integer: the rounded v would leave a small f (a small radius) no correct bits.
+  const float f = k == 0.0f
+                      ? (static_cast<float>(0x7FFFFFFF - n) + 0.5f) * -0x1.0p-31f
+                      : from_bits((shifted & 0x007FFFFFu) + 0x3F3504F3u) - 1.0f;
+  const float s = f / (2.0f + f);
+  const float z = s * s;
+  const float w = z * z;
+  const float odd = w * (0.40000972152f + w * 0.24279078841f);
+  const float even = z * (0.66666662693f + w * 0.28498786688f);
+  const float half_f2 = 0.5f * f * f;
+  // ln 2 = 6.9313812256e-01 + 9.0580006145e-06, the first part exact times any k here.
+  const float ln = k * 6.9313812256e-01f -
+                   ((half_f2 - (s * (half_f2 + (even + odd)) + k * 9.0580006145e-06f)) - f);
+  return -2.0f * ln;
 }
 
-// ln(u) for u in (0, 1], as fdlibm's __ieee754_log evaluates it (|error| < 1 ulp).
-inline double log_unit(double u) {
-  const std::uint64_t bits = to_bits(u);
-  std::int64_t k = static_cast<std::int64_t>(bits >> 52) - 1023;
-  double m = from_bits((bits & 0x000FFFFFFFFFFFFFULL) | 0x3FF0000000000000ULL);  // [1, 2)
-  const bool high = m > 1.4142135623730951;  // reduce to [sqrt(2)/2, sqrt(2))
-  m = high ? 0.5 * m : m;
-  k = high ? k + 1 : k;
-  const double f = m - 1.0;
-  const double s = f / (2.0 + f);
-  const double z = s * s;
-  const double r =
-      z * (6.666666666666735130e-01 +
-           z * (3.999999999940941908e-01 +
-                z * (2.857142874366239149e-01 +
-                     z * (2.222219843214978396e-01 +
-                          z * (1.818357216161805012e-01 +
-                               z * (1.531383769920937332e-01 + z * 1.479819860511658591e-01))))));
-  const double hfsq = 0.5 * f * f;
-  const double dk = small_int(k);
-  return dk * 6.93147180369123816490e-01 -
-         ((hfsq - (s * (hfsq + r) + dk * 1.90821492927058770002e-10)) - f);
-}
-
-// sin and cos on [-pi/4, pi/4] (fdlibm's kernel polynomials).
-inline double sin_kernel(double x) {
-  const double z = x * x;
-  return x + x * z *
-                 (-1.66666666666666324348e-01 +
-                  z * (8.33333333332248946124e-03 +
-                       z * (-1.98412698298579493134e-04 +
-                            z * (2.75573137070700676789e-06 +
-                                 z * (-2.50507602534068634195e-08 +
-                                      z * 1.58969099521155010221e-10)))));
-}
-
-inline double cos_kernel(double x) {
-  const double z = x * x;
-  return 1.0 - 0.5 * z +
-         z * z *
-             (4.16666666666666019037e-02 +
-              z * (-1.38888888888741095749e-03 +
-                   z * (2.48015872894767294178e-05 +
-                        z * (-2.75573143513906633035e-07 +
-                             z * (2.08757232129817482790e-09 +
-                                  z * -1.13596475577881948265e-11)))));
-}
-
-inline void box_muller(std::uint64_t x1, std::uint64_t x2, double& first, double& second) {
-  // u1 = (2m + 1) 2^-53 with m the top 52 bits: exact, and never 0.
-  const double u1 =
-      (from_bits((x1 >> 12) | 0x3FF0000000000000ULL) - 1.0) + 1.1102230246251565e-16;
-  const double r = std::sqrt(-2.0 * log_unit(u1));
-  // t = m2 2^-52 turns; 4t = q + d 2^-50 with q the nearest quarter turn, |d| <= 2^49:
-  // the angle within the quadrant is d (pi/2) 2^-50, in [-pi/4, pi/4].
-  const std::uint64_t m2 = x2 >> 12;
-  const std::uint64_t q = (m2 + (1ULL << 49)) >> 50;
-  const std::int64_t d = static_cast<std::int64_t>(m2 - (q << 50));
-  const double a = small_int(d) * 1.3951473992034527e-15;  // (pi / 2) 2^-50
-  const double s = sin_kernel(a), c = cos_kernel(a);
-  const bool swap = (q & 1) != 0;
-  const double sin_t = ((q & 2) != 0 ? -1.0 : 1.0) * (swap ? c : s);
-  const double cos_t = (((q + 1) & 2) != 0 ? -1.0 : 1.0) * (swap ? s : c);
+inline void box_muller(std::uint64_t x, float& first, float& second) {
+  const float r = std::sqrt(minus_two_log_unit(static_cast<std::int32_t>(x >> 33)));
+  // t = m 2^-32 turns; 4t = q + d 2^-30 with q the nearest quarter turn, |d| <= 2^29:
+  // the angle within the quadrant is d (pi/2) 2^-30, in [-pi/4, pi/4].
+  const std::uint32_t m = static_cast<std::uint32_t>(x);
+  const std::uint32_t q = (m + (1u << 29)) >> 30;
+  const std::int32_t d = static_cast<std::int32_t>(m - (q << 30));
+  const float a = static_cast<float>(d) * 1.46291808e-9f;  // (pi / 2) 2^-30
+  const float a2 = a * a;
+  // Cephes' sinf and cosf polynomials on [-pi/4, pi/4].
+  const float s =
+      ((-1.9515295891e-4f * a2 + 8.3321608736e-3f) * a2 - 1.6666654611e-1f) * a2 * a + a;
+  const float c = ((2.443315711809948e-5f * a2 - 1.388731625493765e-3f) * a2 +
+                   4.166664568298827e-2f) * a2 * a2 - 0.5f * a2 + 1.0f;
+  // Quadrant q: sin t = +-(s or c), cos t = +-(c or s); the signs go in as bits.
+  const bool swap = (q & 1u) != 0;
+  const float sin_t = from_bits(to_bits(swap ? c : s) ^ ((q & 2u) << 30));
+  const float cos_t = from_bits(to_bits(swap ? s : c) ^ (((q + 1u) & 2u) << 30));
   first = r * cos_t;
   second = r * sin_t;
 }
 
 // Pairs [p0, p0 + n) into two arrays; the vector unit the machine has does the work.
 PYJAC_ISA_CLONES
-void pairs(std::uint64_t state, std::uint64_t p0, int n, double* first, double* second) {
+void pairs(std::uint64_t state, std::uint64_t p0, int n, float* first, float* second) {
   PYJAC_SIMD
-  for (int i = 0; i < n; ++i) {
-    const std::uint64_t k = 2 * (p0 + static_cast<std::uint64_t>(i));
-    box_muller(splitmix_mix(state + (k + 1) * kSplitmixIncrement),
-               splitmix_mix(state + (k + 2) * kSplitmixIncrement), first[i],
-               second[i]);
-  }
+  for (int i = 0; i < n; ++i)
+    box_muller(splitmix_mix(state + (p0 + static_cast<std::uint64_t>(i) + 1) *
+                                        kSplitmixIncrement),
+               first[i], second[i]);
 }
 
-// Interleaves a block of pairs into out: a[i] to entry 2i, b[i] to 2i + 1, both scaled.
+// Interleaves a block of pairs into out: a[i] to entry 2i, b[i] to 2i + 1, both scaled
+// in double and rounded once to T.
 template <typename T>
-void interleave(const double* a, const double* b, int n, double scale, T* out) {
+PYJAC_ISA_CLONES void interleave(const float* a, const float* b, int n, double scale, T* out) {
   PYJAC_SIMD
   for (int i = 0; i < n; ++i) {
-    out[2 * i] = static_cast<T>(scale * a[i]);
-    out[2 * i + 1] = static_cast<T>(scale * b[i]);
+    out[2 * i] = static_cast<T>(scale * static_cast<double>(a[i]));
+    out[2 * i + 1] = static_cast<T>(scale * static_cast<double>(b[i]));
   }
 }
 
 template <typename T>
 void fill(std::uint64_t state, std::uint64_t first, std::size_t count, double scale, T* out) {
-  constexpr int kBlock = 256;
-  double a[kBlock], b[kBlock];
+  constexpr int kBlock = 512;
+  alignas(64) float a[kBlock], b[kBlock];
+  if (count > 0 && first % 2 == 1) {  // the second of a pair first
+    pairs(state, first / 2, 1, a, b);
+    *out++ = static_cast<T>(scale * static_cast<double>(b[0]));
+    ++first;
+    --count;
+  }
   const std::uint64_t p_begin = first / 2;
   const std::size_t full_pairs = count / 2;
   for (std::size_t done = 0; done < full_pairs; done += kBlock) {
@@ -134,14 +113,17 @@ void fill(std::uint64_t state, std::uint64_t first, std::size_t count, double sc
   }
   if (count % 2 == 1) {  // the last entry alone: the first of its pair
     pairs(state, p_begin + full_pairs, 1, a, b);
-    out[count - 1] = static_cast<T>(scale * a[0]);
+    out[count - 1] = static_cast<T>(scale * static_cast<double>(a[0]));
   }
 }
 
 }  // namespace
 
-void normal_pair(std::uint64_t x1, std::uint64_t x2, double& first, double& second) {
-  box_muller(x1, x2, first, second);
+void normal_pair(std::uint64_t x, double& first, double& second) {
+  float a, b;
+  box_muller(x, a, b);
+  first = a;
+  second = b;
 }
 
 void fill_normals(std::uint64_t state, std::uint64_t first, std::size_t count, double scale,

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <exception>
+#include <vector>
 
 #include "common/reduce.hpp"
 
@@ -66,6 +68,47 @@ void tiled_gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, in
 }
 
 template <typename T>
+void tiled_gemm_drawn_b(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, int lda,
+                        const std::function<void(int, int, T*)>& draw_b, T beta, T* c, int ldc,
+                        int nt, double min_tile_macs) {
+  const TileGrid grid = gemm_grid(m, n, k, min_tile_macs);
+  const int tn = (n + grid.cols - 1) / grid.cols, tm = (m + grid.rows - 1) / grid.rows;
+  // One buffer per thread, kept between calls: a fresh one would cost its page faults on
+  // every layer.
+  auto drawn = [&](int j0, int nj) {
+    thread_local std::vector<T> tile_b;
+    tile_b.resize(std::size_t(nj) * k);
+    draw_b(j0, nj, tile_b.data());
+    return tile_b.data();
+  };
+  auto tile = [&](int i, int j0, int nj, const T* b) {
+    const int i0 = i * tm, mi = std::min(tm, m - i0);
+    if (mi <= 0) return;
+    const T* a_tile = ta == Trans::No ? a + std::size_t(i0) * lda : a + i0;
+    blas::gemm(ta, tb, mi, nj, k, alpha, a_tile, lda, b, tb == Trans::No ? nj : k, beta,
+               c + std::size_t(i0) * ldc + j0, ldc);
+  };
+  if (grid.cols == 1) {  // B drawn whole, here; its row tiles as tiled_gemm runs them
+    const T* b = drawn(0, n);
+    parallel_for(grid.rows, nt, nt > 1 && grid.rows > 1, [&](int i) { tile(i, 0, n, b); });
+    return;
+  }
+  std::exception_ptr error;  // a buffer that cannot grow must not escape the region
+  parallel_for(grid.cols, nt, nt > 1, [&](int j) {
+    const int j0 = j * tn, nj = std::min(tn, n - j0);
+    if (nj <= 0) return;
+    try {
+      const T* b = drawn(j0, nj);
+      for (int i = 0; i < grid.rows; ++i) tile(i, j0, nj, b);
+    } catch (...) {
+#pragma omp critical(pyjac_tiled_gemm_drawn_error)
+      if (!error) error = std::current_exception();
+    }
+  });
+  if (error) std::rethrow_exception(error);
+}
+
+template <typename T>
 void tiled_gemv(Trans ta, int m, int n, T alpha, const T* a, int lda, const T* x, T beta, T* y,
                 int nt) {
   const int extent = ta == Trans::No ? m : n;
@@ -84,6 +127,12 @@ template void tiled_gemm<float>(Trans, Trans, int, int, int, float, const float*
                                 const float*, int, float, float*, int, int, double);
 template void tiled_gemm<double>(Trans, Trans, int, int, int, double, const double*, int,
                                  const double*, int, double, double*, int, int, double);
+template void tiled_gemm_drawn_b<float>(Trans, Trans, int, int, int, float, const float*, int,
+                                        const std::function<void(int, int, float*)>&, float,
+                                        float*, int, int, double);
+template void tiled_gemm_drawn_b<double>(Trans, Trans, int, int, int, double, const double*,
+                                         int, const std::function<void(int, int, double*)>&,
+                                         double, double*, int, int, double);
 template void tiled_gemv<float>(Trans, int, int, float, const float*, int, const float*, float,
                                 float*, int);
 template void tiled_gemv<double>(Trans, int, int, double, const double*, int, const double*,

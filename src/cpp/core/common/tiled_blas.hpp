@@ -8,6 +8,8 @@
 // call whatever the number of threads.
 #pragma once
 
+#include <functional>
+
 #include "pyjac/common/blas.hpp"
 
 namespace pyjac::detail {
@@ -20,6 +22,15 @@ template <typename T>
 void tiled_gemm(blas::Trans ta, blas::Trans tb, int m, int n, int k, T alpha, const T* a,
                 int lda, const T* b, int ldb, T beta, T* c, int ldc, int n_threads,
                 double min_tile_macs = 1 << 20);
+
+// tiled_gemm with B drawn instead of read: draw_b(j0, nj, out) writes columns j0..j0+nj of
+// op(B) into out (op(B) = B^T: nj rows of B, k apart; else k rows of nj), once per column
+// of tiles, on the thread that then runs that column's tiles from it while it is in cache.
+// Tiles and calls are tiled_gemm's, so are the bits; B is never whole in memory.
+template <typename T>
+void tiled_gemm_drawn_b(blas::Trans ta, blas::Trans tb, int m, int n, int k, T alpha,
+                        const T* a, int lda, const std::function<void(int, int, T*)>& draw_b,
+                        T beta, T* c, int ldc, int n_threads, double min_tile_macs = 1 << 20);
 
 // y = alpha op(A) x + beta y for A (m x n), tiled over y.
 template <typename T>

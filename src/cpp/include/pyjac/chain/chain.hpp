@@ -2,6 +2,7 @@
 // or with residual connections h_l = h_{l-1} + s * phi(norm(z_l)).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -19,6 +20,18 @@ class LayerSource {
   virtual ~LayerSource() = default;
   virtual const T* weights(int layer) = 0;
   virtual const T* biases(int layer) = 0;
+  // Whether weight_block can draw a block of W_layer alone, now: a pass then draws each
+  // block where it uses it and never holds the whole layer.
+  virtual bool draws_blocks(int layer) const {
+    (void)layer;
+    return false;
+  }
+  // W_layer[r0:r1, c0:c1] into out, rows ld apart: the entries weights(layer) would hold.
+  // Called from several threads at once.
+  virtual void weight_block(int layer, int r0, int r1, int c0, int c1, T* out,
+                            std::size_t ld) const {
+    (void)layer, (void)r0, (void)r1, (void)c0, (void)c1, (void)out, (void)ld;
+  }
   // The backward pass on a batch keeps activations every this many layers and
   // recomputes between.
   virtual int checkpoint_interval(int batch) const = 0;

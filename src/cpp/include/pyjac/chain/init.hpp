@@ -2,6 +2,7 @@
 // layer draws from its own counter-derived stream.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -27,6 +28,20 @@ void init_chain(const std::vector<int>& widths, const InitOptions& options,
 template <typename T>
 void init_layer(int layer, int fan_in, int fan_out, const InitOptions& options, T* w, T* b,
                 int n_threads);
+
+// Layer `layer`'s biases alone (fan_out entries), as init_layer draws them.
+template <typename T>
+void init_biases(int layer, int fan_out, const InitOptions& options, T* b);
+
+// Whether init_weight_block can draw a block of a layer's weights alone: every init but
+// the orthogonal one, whose QR needs the whole matrix.
+bool draws_weight_blocks(Init init);
+
+// W[r0:r1, c0:c1] of layer `layer` (W: fan_out x fan_in) into out, rows ld apart, on one
+// thread: exactly init_layer's entries there. Only where draws_weight_blocks(init).
+template <typename T>
+void init_weight_block(int layer, int fan_in, int fan_out, const InitOptions& options, int r0,
+                       int r1, int c0, int c1, T* out, std::size_t ld);
 
 // The variance factor sigma_w^2 an init gives: Var(W_ij) * fan_in.
 double init_sigma_w2(Init init, double gain, int fan_in, int fan_out);

@@ -33,8 +33,8 @@ struct RegeneratedChain {
   void validate() const;
 };
 
-// Draws one layer at a time into buffers sized for the largest layer; asking for the
-// layer it holds costs nothing. Drawing uses n_threads threads, with the same numbers at
+// Draws one layer at a time into buffers sized for the largest layer, or blocks of it
+// where a pass uses them (weight_block); asking for the layer it holds costs nothing. Drawing uses n_threads threads, with the same numbers at
 // any count.
 template <typename T>
 class RegeneratedLayers final : public LayerSource<T> {
@@ -42,14 +42,18 @@ class RegeneratedLayers final : public LayerSource<T> {
   RegeneratedLayers(RegeneratedChain chain, int n_threads);
   const T* weights(int layer) override;
   const T* biases(int layer) override;
+  // Every init but the orthogonal one, unless the layer is held whole already.
+  bool draws_blocks(int layer) const override;
+  void weight_block(int layer, int r0, int r1, int c0, int c1, T* out,
+                    std::size_t ld) const override;
   int checkpoint_interval(int batch) const override;
 
  private:
   void hold(int layer);
   RegeneratedChain chain_;
   int n_threads_;
-  std::unique_ptr<T[]> weights_, biases_;
-  int held_ = -1;
+  std::unique_ptr<T[]> weights_, biases_;  // weights_ allocated by the first hold()
+  int held_ = -1, held_biases_ = -1;
 };
 
 // Layer `layer`'s parameters into caller-owned arrays (W: widths[l+1] x widths[l]), with

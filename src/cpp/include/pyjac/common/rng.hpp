@@ -42,17 +42,15 @@ class Rng {
   }
   // Uniform on the open interval (0, 1).
   double uniform() { return (static_cast<double>(next() >> 11) + 0.5) * 0x1.0p-53; }
-  // Box-Muller pairs of the next two outputs (draw.hpp), the first returned now and
-  // the second at the next call: entry k of the stream is fill_normals' entry k.
+  // The Box-Muller pair of the next output (draw.hpp), the first returned now and the
+  // second at the next call: entry k of the stream is fill_normals' entry k.
   double normal() {
     if (has_spare_) {
       has_spare_ = false;
       return spare_;
     }
-    const std::uint64_t x1 = next();
-    const std::uint64_t x2 = next();
     double first;
-    normal_pair(x1, x2, first, spare_);
+    normal_pair(next(), first, spare_);
     has_spare_ = true;
     return first;
   }
