@@ -76,11 +76,14 @@ inline void box_muller(std::uint64_t x, float& first, float& second) {
 // Pairs [p0, p0 + n) into two arrays; the vector unit the machine has does the work.
 PYJAC_ISA_CLONES
 void pairs(std::uint64_t state, std::uint64_t p0, int n, float* first, float* second) {
-  PYJAC_SIMD
-  for (int i = 0; i < n; ++i)
-    box_muller(splitmix_mix(state + (p0 + static_cast<std::uint64_t>(i) + 1) *
-                                        kSplitmixIncrement),
-               first[i], second[i]);
+  // The counter of pair p0 + i is state + (p0 + i + 1) * increment: an induction variable
+  // (linear), so the vector loop adds to it instead of multiplying 64-bit lanes again.
+  std::uint64_t counter = state + (p0 + 1) * kSplitmixIncrement;
+#pragma omp simd linear(counter : kSplitmixIncrement)
+  for (int i = 0; i < n; ++i) {
+    box_muller(splitmix_mix(counter), first[i], second[i]);
+    counter += kSplitmixIncrement;
+  }
 }
 
 // Interleaves a block of pairs into out: a[i] to entry 2i, b[i] to 2i + 1, both scaled
