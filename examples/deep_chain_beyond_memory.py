@@ -6,7 +6,7 @@ the seed when the pass needs it (the same numbers a stored chain of that seed ho
 the backward pass keeps activations only every sqrt(depth) layers.
 
 Run: python examples/deep_chain_beyond_memory.py [--quick] [--out FILE.png]
-(about 4 minutes on 2 cores; --quick: depth 1000, width 512, a few seconds)
+(about 80 s on 2 cores; --quick: depth 1000, width 512, a few seconds)
 """
 
 from __future__ import annotations
