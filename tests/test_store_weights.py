@@ -80,6 +80,24 @@ def test_large_layers_drawn_by_several_threads_match_the_stored_draw():
     assert np.array_equal(drawn.weights[0], stored.weights[0])
 
 
+@pytest.mark.parametrize("init", ["gaussian", "xavier_uniform", "identity"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_weight_tiles_drawn_where_used_give_the_stored_bits(init, dtype):
+    # Layers big enough for a grid of GEMM tiles (3 x 4 forward, odd widths, a row of W
+    # split between tiles mid-pair): the unstored pass draws each tile's block of W on
+    # the thread that uses it, and must give the stored layer-at-a-time pass's bits at any
+    # thread count, with and without checkpoints.
+    widths = [301, 600, 257, 300]
+    x = np.random.default_rng(5).standard_normal((200, 301)).astype(dtype)
+    kw = dict(activation="tanh", init=init, bias_std=0.1, seed=2, norm="layernorm", dtype=dtype)
+    stored = pyjac.Chain(3, widths, **kw).backprop(x, n_threads=2)
+    for n_threads in (1, 2):
+        for every in (None, 2):
+            drawn = pyjac.Chain(3, widths, store_weights=False, checkpoint_every=every,
+                                **kw).backprop(x, n_threads=n_threads)
+            _same(stored, drawn)
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS)
 @pytest.mark.parametrize("norm", [None, "layernorm", "batchnorm"])
 @pytest.mark.parametrize("residual", [False, True])
