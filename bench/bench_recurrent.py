@@ -121,6 +121,35 @@ def numpy_grad_through_time(cell, W, U, b, xs):
     return np.array(norms[::-1])
 
 
+def blas_floor(cell, W, U, xs, weight_grads=True):
+    """The GEMM calls that any per-step implementation of the pass must make, timed alone
+    by the caller (numpy's OpenBLAS, all its threads): the input products of all steps in
+    one call, one h W^T per step forward and one dz W per step backward, and (with weight
+    gradients) dW and dU as one call each over all steps. Returns the function to time."""
+    T, B, m = xs.shape
+    G = W.shape[0]
+    x_all = np.ascontiguousarray(xs.reshape(T * B, m))
+    rng = np.random.default_rng(0)
+    h_all = rng.standard_normal((T * B, W.shape[1])).astype(W.dtype)
+    dz_all = rng.standard_normal((T * B, G)).astype(W.dtype)
+    z_all = np.empty((T * B, G), W.dtype)
+    gh = np.empty((B, W.shape[1]), W.dtype)
+    dW, dU = np.empty_like(W), np.empty_like(U)
+    Wt, Ut = W.T, U.T
+
+    def run():
+        np.matmul(x_all, Ut, out=z_all)
+        for t in range(T):
+            np.matmul(h_all[t * B:(t + 1) * B], Wt, out=z_all[t * B:(t + 1) * B])
+        for t in range(T - 1, -1, -1):
+            np.matmul(dz_all[t * B:(t + 1) * B], W, out=gh)
+        if weight_grads:
+            np.matmul(dz_all.T, h_all, out=dW)
+            np.matmul(dz_all.T, x_all, out=dU)
+
+    return run
+
+
 # ---- PyTorch ---------------------------------------------------------------------------
 
 
@@ -188,7 +217,8 @@ def main() -> None:
     else:
         print("torch not installed: PyTorch column skipped")
     header = (f"{'case':<34} {'pyjac s':>9} {'GFLOP/s':>8} {'%peak':>6} {'numpy s':>9} "
-              f"{'numpy/pyjac':>11} {'torch s':>9} {'torch/pyjac':>11} {'ceiling':>8}")
+              f"{'numpy/pyjac':>11} {'torch s':>9} {'torch/pyjac':>11} {'ceiling':>8} "
+              f"{'floor s':>8} {'torch/floor':>11}")
     print(header)
     print("-" * len(header))
     for cell, n, m, batch, steps, rnn, xs in benchmark_cases(args.quick):
@@ -199,6 +229,7 @@ def main() -> None:
         runs = {
             "pyjac": lambda rnn=rnn, xs=xs: rnn.backprop(xs, n_threads=args.threads),
             "numpy": lambda rnn=rnn, xs=xs, cell=cell: numpy_bptt(cell, rnn.W, rnn.U, rnn.b, xs),
+            "floor": blas_floor(cell, rnn.W, rnn.U, xs),
         }
         if have_torch:
             runs["torch"] = torch_setup(cell, rnn.W, rnn.U, rnn.b, xs, threads)
@@ -217,9 +248,12 @@ def main() -> None:
         ceiling = t_torch / (flops / (peak * 1e9))
         print(f"{name:<34} {t_pyjac:9.4f} {gflops:8.1f} {100 * gflops / peak:5.1f}% "
               f"{t_numpy:9.4f} {t_numpy / t_pyjac:10.2f}x {t_torch:9.4f} "
-              f"{t_torch / t_pyjac:10.2f}x {ceiling:7.2f}x   (max rel dW diff {err:.1e})")
+              f"{t_torch / t_pyjac:10.2f}x {ceiling:7.2f}x {times['floor']:8.4f} "
+              f"{t_torch / times['floor']:10.2f}x   (max rel dW diff {err:.1e})")
     print("\nceiling = torch s / (FLOPs at the SGEMM peak): the largest torch/pyjac ratio that "
-          "the GEMM work alone allows here.")
+          "the GEMM work alone allows here.\nfloor = the GEMM calls a per-step BPTT must make "
+          "(blas_floor), timed alone: torch/floor is the\nlargest torch/pyjac ratio that "
+          "per-step OpenBLAS calls allow.")
     gradient_through_time_table(args)
 
 
@@ -227,7 +261,8 @@ def gradient_through_time_table(args) -> None:
     """||dL/dh_t|| at every step and nothing else: Recurrent.backprop(weight_grads=False)
     against the minimal numpy loop."""
     print("\nGradient through time only (||dL/dh_t||, t = 0..T; no weight gradients):")
-    header = f"{'case':<34} {'pyjac s':>9} {'numpy s':>9} {'numpy/pyjac':>11}"
+    header = (f"{'case':<34} {'pyjac s':>9} {'numpy s':>9} {'numpy/pyjac':>11} {'floor s':>8} "
+              f"{'numpy/floor':>11}")
     print(header)
     print("-" * len(header))
     for cell, n, m, batch, steps, rnn, xs in benchmark_cases(args.quick):
@@ -243,10 +278,14 @@ def gradient_through_time_table(args) -> None:
                                                          n_threads=args.threads),
             "numpy": lambda rnn=rnn, xs=xs, cell=cell: numpy_grad_through_time(
                 cell, rnn.W, rnn.U, rnn.b, xs),
+            "floor": blas_floor(cell, rnn.W, rnn.U, xs, weight_grads=False),
         }, args.repeats)
         name = f"{cell} n={n} m={m} B={batch} T={steps}"
         print(f"{name:<34} {times['pyjac']:9.4f} {times['numpy']:9.4f} "
-              f"{times['numpy'] / times['pyjac']:10.2f}x   (max rel diff {err:.1e})")
+              f"{times['numpy'] / times['pyjac']:10.2f}x {times['floor']:8.4f} "
+              f"{times['numpy'] / times['floor']:10.2f}x   (max rel diff {err:.1e})")
+    print("floor = the loop's GEMM calls alone; numpy/floor is the largest numpy/pyjac ratio "
+          "they allow.")
 
 
 if __name__ == "__main__":
