@@ -20,6 +20,7 @@ from _threads import pin_threads_from_argv  # noqa: E402
 _THREADS = pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
+from _floors import recurrent_blas_floor  # noqa: E402
 from _timing import (  # noqa: E402
     add_busy_argument,
     blas_kernel_note,
@@ -121,35 +122,6 @@ def numpy_grad_through_time(cell, W, U, b, xs):
     return np.array(norms[::-1])
 
 
-def blas_floor(cell, W, U, xs, weight_grads=True):
-    """The GEMM calls that any per-step implementation of the pass must make, timed alone
-    by the caller (numpy's OpenBLAS, all its threads): the input products of all steps in
-    one call, one h W^T per step forward and one dz W per step backward, and (with weight
-    gradients) dW and dU as one call each over all steps. Returns the function to time."""
-    T, B, m = xs.shape
-    G = W.shape[0]
-    x_all = np.ascontiguousarray(xs.reshape(T * B, m))
-    rng = np.random.default_rng(0)
-    h_all = rng.standard_normal((T * B, W.shape[1])).astype(W.dtype)
-    dz_all = rng.standard_normal((T * B, G)).astype(W.dtype)
-    z_all = np.empty((T * B, G), W.dtype)
-    gh = np.empty((B, W.shape[1]), W.dtype)
-    dW, dU = np.empty_like(W), np.empty_like(U)
-    Wt, Ut = W.T, U.T
-
-    def run():
-        np.matmul(x_all, Ut, out=z_all)
-        for t in range(T):
-            np.matmul(h_all[t * B:(t + 1) * B], Wt, out=z_all[t * B:(t + 1) * B])
-        for t in range(T - 1, -1, -1):
-            np.matmul(dz_all[t * B:(t + 1) * B], W, out=gh)
-        if weight_grads:
-            np.matmul(dz_all.T, h_all, out=dW)
-            np.matmul(dz_all.T, x_all, out=dU)
-
-    return run
-
-
 # ---- PyTorch ---------------------------------------------------------------------------
 
 
@@ -229,7 +201,7 @@ def main() -> None:
         runs = {
             "pyjac": lambda rnn=rnn, xs=xs: rnn.backprop(xs, n_threads=args.threads),
             "numpy": lambda rnn=rnn, xs=xs, cell=cell: numpy_bptt(cell, rnn.W, rnn.U, rnn.b, xs),
-            "floor": blas_floor(cell, rnn.W, rnn.U, xs),
+            "floor": recurrent_blas_floor(rnn.W, rnn.U, xs),
         }
         if have_torch:
             runs["torch"] = torch_setup(cell, rnn.W, rnn.U, rnn.b, xs, threads)
@@ -252,7 +224,7 @@ def main() -> None:
               f"{t_torch / times['floor']:10.2f}x   (max rel dW diff {err:.1e})")
     print("\nceiling = torch s / (FLOPs at the SGEMM peak): the largest torch/pyjac ratio that "
           "the GEMM work alone allows here.\nfloor = the GEMM calls a per-step BPTT must make "
-          "(blas_floor), timed alone: torch/floor is the\nlargest torch/pyjac ratio that "
+          "(recurrent_blas_floor), timed alone: torch/floor is the\nlargest torch/pyjac ratio that "
           "per-step OpenBLAS calls allow.")
     gradient_through_time_table(args)
 
@@ -278,7 +250,7 @@ def gradient_through_time_table(args) -> None:
                                                          n_threads=args.threads),
             "numpy": lambda rnn=rnn, xs=xs, cell=cell: numpy_grad_through_time(
                 cell, rnn.W, rnn.U, rnn.b, xs),
-            "floor": blas_floor(cell, rnn.W, rnn.U, xs, weight_grads=False),
+            "floor": recurrent_blas_floor(rnn.W, rnn.U, xs, weight_grads=False),
         }, args.repeats)
         name = f"{cell} n={n} m={m} B={batch} T={steps}"
         print(f"{name:<34} {times['pyjac']:9.4f} {times['numpy']:9.4f} "

@@ -16,6 +16,8 @@ from _threads import pin_threads_from_argv
 
 pin_threads_from_argv()
 
+import numpy as np  # noqa: E402
+from _floors import recurrent_blas_floor  # noqa: E402
 from _timing import (  # noqa: E402
     interleaved_medians,
     standard_run,
@@ -74,7 +76,7 @@ def torch_loop(torch, cell, task, width, batch):
 def main():
     args, repeats, threads, torch, peak = standard_run(__doc__, "one epoch")
     header = (f"{'cell task n,steps,width,batch':>34} {'pyjac ms':>9} {'torch ms':>9} "
-              f"{'vs torch':>9} {'GFLOP/s':>8} {'% peak':>7}")
+              f"{'vs torch':>9} {'GFLOP/s':>8} {'% peak':>7} {'floor ms':>9} {'torch/floor':>11}")
     print(header)
     print("-" * len(header))
     for cell, kind, n, length, width, batch in CONFIGS:
@@ -87,7 +89,14 @@ def main():
                         predict=task.predict, optimizer="adam", lr=LR, n_threads=args.threads,
                         progress=False)
 
-        contenders = {"pyjac": pyjac_epoch}
+        batch_floor = recurrent_blas_floor(
+            rnn.W, rnn.U, np.ascontiguousarray(task.x[:batch].transpose(1, 0, 2)))
+
+        def floor(batch_floor=batch_floor, steps_per_epoch=-(-n // batch)):
+            for _ in range(steps_per_epoch):
+                batch_floor()
+
+        contenders = {"pyjac": pyjac_epoch, "floor": floor}
         if torch is not None:
             contenders["torch"] = torch_loop(torch, cell, task, width, batch)
         times = interleaved_medians(contenders, repeats, inner=1)
@@ -97,7 +106,11 @@ def main():
         gflops = flops / t_pyjac * 1e-9
         label = f"{cell} {kind} {n},{steps},{width},{batch}"
         print(f"{label:>34} {t_pyjac * 1e3:9.1f} {t_torch * 1e3:9.1f} "
-              f"{t_torch / t_pyjac:8.2f}x {gflops:8.1f} {100 * gflops / peak:6.1f}%")
+              f"{t_torch / t_pyjac:8.2f}x {gflops:8.1f} {100 * gflops / peak:6.1f}% "
+              f"{times['floor'] * 1e3:9.1f} {t_torch / times['floor']:10.2f}x")
+    print("\nfloor: the epoch's per-step GEMM calls alone (recurrent_blas_floor in _floors.py, "
+          "numpy's OpenBLAS);\ntorch/floor is the largest speed-up over PyTorch that per-step "
+          "OpenBLAS calls allow.")
     print("\npyjac's run also evaluates the training set once before the epoch (loss and "
           "accuracy),\nand records per-gate gradient norms and weight changes, the gradient "
           "at every step\nand weight histograms, which the PyTorch loop does not.")
