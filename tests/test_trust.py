@@ -656,3 +656,23 @@ def test_memory_refusals_name_their_argument_first():
         pyjac.Transformer(10**6, 1024, 8)
     with pytest.raises(MemoryError, match=r"^steps: backprop through"):
         pyjac.Recurrent(1024).backprop(steps=2**31 - 1, h0=np.ones((1, 1024)))
+
+
+@pytest.mark.parametrize("call", ["backprop", "forward"])
+@pytest.mark.parametrize("store_weights", [True, False])
+def test_a_huge_broadcast_batch_is_refused_before_it_is_converted(call, store_weights):
+    # 10^9 examples as a zero-stride float64 view (no memory of its own): converting it to
+    # the chain's float32 would write 256 GB, so the refusal must come from the declared
+    # shape, before the conversion, and at once.
+    import tracemalloc
+
+    net = pyjac.Chain(3, 64, store_weights=store_weights)
+    x = np.broadcast_to(np.zeros(64), (10**9, 64))
+    tracemalloc.start()
+    try:
+        with pytest.raises(MemoryError, match=r"^x: "):
+            getattr(net, call)(x)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20  # numpy reports its allocations to tracemalloc: nothing was copied

@@ -507,6 +507,17 @@ class Chain:
             )
         return arr, single
 
+    def _declared_batch(self, x: Any) -> int | None:
+        """The batch an array-like ``x`` declares by its shape, read before anything is
+        converted (a broadcast view of a huge batch must be refused, not copied first);
+        None where only the conversion can tell."""
+        shape = getattr(x, "shape", None)
+        if not isinstance(shape, tuple) or not all(isinstance(d, int) for d in shape):
+            return None
+        if len(shape) == 2 and shape[0] >= 1 and shape[1] == self.widths[0]:
+            return shape[0]
+        return None
+
     def forward(self, x: Any, *, n_threads: int | None = None) -> np.ndarray:
         """The chain's output ``h_L`` for ``x``: the forward pass alone, in one C++ call.
 
@@ -523,12 +534,14 @@ class Chain:
             In the chain's dtype; the same numbers as ``backprop(x).output``.
         """
         n_threads = check_threads(n_threads)
+        declared = self._declared_batch(x)
+        if declared is not None:
+            self._check_forward_memory(declared)
         xb, single = self._batch(x)
         if self.norm == "batchnorm" and xb.shape[0] < 2:
             raise ValueError("x: norm='batchnorm' needs a batch of at least 2 examples")
-        # Three slabs of the widest layer, and the output.
-        check_allocation(4 * xb.shape[0] * max(self.widths) * self.dtype.itemsize,
-                         f"x: forward on a batch of {xb.shape[0]}")
+        if declared is None:
+            self._check_forward_memory(xb.shape[0])
         out = _core.chain_forward(*self._core_parameters, self.activations, self.residual,
                                   self.residual_scale, self.norm or "none", xb, n_threads)
         return out[0] if single else out
@@ -536,6 +549,11 @@ class Chain:
     def __call__(self, x: Any, *, n_threads: int | None = None) -> np.ndarray:
         """``net(x)`` is :meth:`forward`, as in PyTorch."""
         return self.forward(x, n_threads=n_threads)
+
+    def _check_forward_memory(self, batch: int) -> None:
+        # Three slabs of the widest layer, and the output.
+        check_allocation(4 * batch * max(self.widths) * self.dtype.itemsize,
+                         f"x: forward on a batch of {batch}")
 
     def _check_workspace(self, batch: int, keep_grads: bool) -> None:
         if self._spec is not None:
@@ -617,15 +635,19 @@ class Chain:
         n_threads = check_threads(n_threads)
         grad_format = _grad_dtype(grad_dtype, self.dtype)
         loss_scale = check_real(loss_scale, "loss_scale", positive=True)
-        xb, single = self._batch(x)
-        batch = xb.shape[0]
-        loss_name, tgt = self._loss_and_target(loss, target, grad_output, batch, single)
         keep_grads = check_bool(keep_grads, "keep_grads")
         weight_grads = check_bool(weight_grads, "weight_grads")
         if keep_grads and not weight_grads:
             raise ValueError("keep_grads: keeps the weight gradients, which weight_grads=False "
                              "skips")
-        self._check_workspace(batch, keep_grads)
+        declared = self._declared_batch(x)
+        if declared is not None:
+            self._check_workspace(declared, keep_grads)
+        xb, single = self._batch(x)
+        batch = xb.shape[0]
+        loss_name, tgt = self._loss_and_target(loss, target, grad_output, batch, single)
+        if declared is None:
+            self._check_workspace(batch, keep_grads)
         raw = _core.chain_backprop(
             *self._core_parameters, self.activations, self.residual, self.residual_scale,
             self.norm or "none", xb, loss_name, tgt, keep_grads, n_threads,
