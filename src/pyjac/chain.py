@@ -194,7 +194,10 @@ class Chain:
         Normalisation before the activation, without affine parameters.
     seed : int, None or numpy.random.Generator, default 0
         Same seed, same weights, whatever the thread count. None draws fresh entropy and
-        a Generator one integer; the integer used is kept as ``.seed``.
+        a Generator one integer; the integer used is kept as ``.seed``. Gaussian draws are
+        standard normals to float32 precision (a polynomial Box-Muller, the same bits on
+        every machine) scaled in double, so a float32 chain's weights are its float64
+        twin's rounded once.
     dtype : {"float32", "float64"}
         Compute dtype. Results are float64 whatever it is.
     store_weights : bool, default True
