@@ -310,3 +310,18 @@ def test_automatic_checkpoints_keep_every_layer_when_that_costs_no_more_than_a_l
     assert pyjac.Chain(10_000, 2048, store_weights=False)._spec.checkpoint_interval(8) == 100
     given = pyjac.Chain(100, 2048, store_weights=False, checkpoint_every=4)
     assert given._spec.checkpoint_interval(8) == 4 and given.checkpoint_every == 4
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmRSS (Linux)")
+def test_a_wide_layer_drawn_whole_is_not_kept_after_the_call():
+    # n_out < 256 makes the wide first layer one block of 76 MiB: drawn for the call and
+    # released with it, not kept by the thread that drew it.
+    def rss_mib():
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("VmRSS")).split()[1]) / 1024
+
+    net = pyjac.Chain(2, [200_000, 100, 10], store_weights=False, norm="layernorm")
+    x = np.random.default_rng(0).standard_normal((8, 200_000)).astype(np.float32)
+    before = rss_mib()
+    net.backprop(x, n_threads=1)
+    assert rss_mib() - before < 30

@@ -73,13 +73,23 @@ void tiled_gemm_drawn_b(Trans ta, Trans tb, int m, int n, int k, T alpha, const 
                         int nt, double min_tile_macs) {
   const TileGrid grid = gemm_grid(m, n, k, min_tile_macs);
   const int tn = (n + grid.cols - 1) / grid.cols, tm = (m + grid.rows - 1) / grid.rows;
-  // One buffer per thread, kept between calls: a fresh one would cost its page faults on
-  // every layer.
-  auto drawn = [&](int j0, int nj) {
+  // One buffer per thread, kept between calls while it is small (a fresh one would cost
+  // its page faults on every layer); a large one goes after its tiles (release_large), so
+  // that no thread holds a wide layer's worth of memory once the call returns.
+  constexpr std::size_t kKeptBytes = std::size_t(4) << 20;
+  auto buffer = []() -> std::vector<T>& {
     thread_local std::vector<T> tile_b;
+    return tile_b;
+  };
+  auto drawn = [&](int j0, int nj) {
+    std::vector<T>& tile_b = buffer();
     tile_b.resize(std::size_t(nj) * k);
     draw_b(j0, nj, tile_b.data());
     return tile_b.data();
+  };
+  auto release_large = [&] {
+    std::vector<T>& tile_b = buffer();
+    if (tile_b.capacity() * sizeof(T) > kKeptBytes) std::vector<T>().swap(tile_b);
   };
   auto tile = [&](int i, int j0, int nj, const T* b) {
     const int i0 = i * tm, mi = std::min(tm, m - i0);
@@ -91,6 +101,7 @@ void tiled_gemm_drawn_b(Trans ta, Trans tb, int m, int n, int k, T alpha, const 
   if (grid.cols == 1) {  // B drawn whole, here; its row tiles as tiled_gemm runs them
     const T* b = drawn(0, n);
     parallel_for(grid.rows, nt, nt > 1 && grid.rows > 1, [&](int i) { tile(i, 0, n, b); });
+    release_large();
     return;
   }
   std::exception_ptr error;  // a buffer that cannot grow must not escape the region
@@ -100,6 +111,7 @@ void tiled_gemm_drawn_b(Trans ta, Trans tb, int m, int n, int k, T alpha, const 
     try {
       const T* b = drawn(j0, nj);
       for (int i = 0; i < grid.rows; ++i) tile(i, j0, nj, b);
+      release_large();
     } catch (...) {
 #pragma omp critical(pyjac_tiled_gemm_drawn_error)
       if (!error) error = std::current_exception();
