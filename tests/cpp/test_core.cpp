@@ -15,6 +15,7 @@
 #include "pyjac/chain/precision.hpp"
 #include "pyjac/chain/regenerated.hpp"
 #include "pyjac/common/draw.hpp"
+#include "pyjac/common/rng.hpp"
 #include "pyjac/curvature/curvature.hpp"
 #include "pyjac/spectral/lanczos.hpp"
 #include "pyjac/train/train.hpp"
@@ -180,6 +181,17 @@ void test_normal_pairs_against_long_double() {
       worst = std::max(worst, static_cast<double>(e / r));
     }
   check(worst < 4e-7, "normal pairs within 4e-7 of long double, relative to the radius");
+  // The vector clone that fill_normals runs and the scalar code behind Rng::normal give
+  // the same bits, from any starting entry.
+  pyjac::Rng rng(7, 3);
+  const std::uint64_t state = rng.state();
+  std::vector<double> sequential(1001), filled(1001), from_odd(1000);
+  for (double& v : sequential) v = rng.normal();
+  pyjac::fill_normals(state, 0, filled.size(), 1.0, filled.data());
+  pyjac::fill_normals(state, 1, from_odd.size(), 1.0, from_odd.data());
+  bool same = filled == sequential;
+  for (std::size_t i = 0; i < from_odd.size(); ++i) same = same && from_odd[i] == sequential[i + 1];
+  check(same, "fill_normals (vector) equals Rng::normal (scalar) bit for bit, from any entry");
 }
 
 // One linear layer under 0.5 ||X W^T + 1 b^T||^2: the Hessian is the Gram matrix of the

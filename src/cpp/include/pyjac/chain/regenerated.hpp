@@ -34,8 +34,8 @@ struct RegeneratedChain {
 };
 
 // Draws one layer at a time into buffers sized for the largest layer, or blocks of it
-// where a pass uses them (weight_block); asking for the layer it holds costs nothing. Drawing uses n_threads threads, with the same numbers at
-// any count.
+// where a pass uses them (weight_block); asking for the layer it holds costs nothing.
+// Drawing uses n_threads threads, with the same numbers at any count.
 template <typename T>
 class RegeneratedLayers final : public LayerSource<T> {
  public:
