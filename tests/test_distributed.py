@@ -203,3 +203,20 @@ def test_reproduce_draws_its_figures_on_a_scheduler(client, tmp_path):
                  "--out", str(out)]) == 0
     assert (out / "fig4_rnn_gradient_vs_time.png").stat().st_size > 0
     assert "fig4_rnn_gradient_vs_time" in (out / "report.md").read_text()
+
+
+def test_reproduce_says_which_figures_run_here(client, tmp_path, capsys):
+    import inspect
+
+    from pyjac import figures
+    from pyjac.cli import main
+
+    # Exactly the figures whose builders pass the scheduler on are marked as sweeps.
+    for spec in figures.FIGURES:
+        passes_it = "scheduler=scheduler" in inspect.getsource(spec.build)
+        assert spec.sweep == passes_it, spec.name
+    out = tmp_path / "figures"
+    assert main(["reproduce", "--quick", "--only", "fig10", "--formats", "png", "--no-cache",
+                 "--no-progress", "--scheduler", client.scheduler.address,
+                 "--out", str(out)]) == 0
+    assert "fig10_mixed_precision: runs on this machine" in capsys.readouterr().out

@@ -196,6 +196,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                 print(f"[{k + 1}/{len(specs)}] {spec.name}: skipped ({reason})", flush=True)
                 continue
             t0 = time.perf_counter()
+            if scheduler is not None and not spec.sweep:
+                print(f"[{k + 1}/{len(specs)}] {spec.name}: runs on this machine (its runs are "
+                      "not sweep tasks; --scheduler sends those of figures 1-8)", flush=True)
             if not sys.stdout.isatty():  # a log gets a line when each figure starts, too
                 print(f"[{k + 1}/{len(specs)}] {spec.name}: drawing ...", flush=True)
             try:

@@ -26,11 +26,14 @@ class FigureInfo:
 
 @dataclass(frozen=True)
 class Spec:
-    """One figure of ``pyjac reproduce``: file name, title and builder."""
+    """One figure of ``pyjac reproduce``: file name, title and builder; ``sweep``: whether
+    its runs are sweep tasks, which a ``scheduler`` sends to a Dask cluster (the others, a
+    few training runs or passes each, run where they are called)."""
 
     name: str
     title: str
     build: Callable[..., tuple[Any, FigureInfo]]
+    sweep: bool = True
 
 
 def _plt():
