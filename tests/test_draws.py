@@ -78,3 +78,35 @@ def test_the_draws_are_standard_normal():
     beyond = np.sum(np.abs(z) > 4)
     expected = 2**20 * 2 * stats.norm.sf(4)
     assert abs(beyond - expected) < 5 * np.sqrt(expected)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_largest_accepted_gain_gives_finite_weights(dtype):
+    # The draws never exceed sqrt(-2 ln 2^-32) = 6.6604 in magnitude, so a gain up to
+    # max / 6.67 is accepted and stays finite, and a larger one is refused by name.
+    from pyjac._validation import MAX_NORMAL_DRAW
+
+    limit = float(np.finfo(dtype).max) / MAX_NORMAL_DRAW
+    w = pyjac.Chain(1, [1, 2**18], init="gaussian", gain=limit, bias_std=limit, seed=0,
+                    dtype=dtype)
+    assert np.all(np.isfinite(w.weights[0])) and np.all(np.isfinite(w.biases[0]))
+    z = w.weights[0].astype(np.float64).ravel() / limit
+    assert 4.5 < np.abs(z).max() <= 6.6605
+    with pytest.raises(ValueError, match="^gain: "):
+        pyjac.Chain(1, [1, 8], init="gaussian", gain=1.01 * limit, dtype=dtype)
+
+
+def test_a_bias_std_past_float64s_square_gives_an_infinite_sigma_b2():
+    net = pyjac.Chain(1, [1, 1], bias_std=1e300, dtype="float64")
+    assert net.sigma_b2 == np.inf and np.isfinite(net.biases[0]).all()
+
+
+@pytest.mark.parametrize("init", ["gaussian", "he", "xavier"])
+def test_gains_past_the_square_root_of_float64s_range_scale_the_draws(init):
+    # gain^2 overflows past 1.3e154; the weights themselves fit up to ~2.7e307.
+    base = pyjac.Chain(1, [64, 64], init=init, seed=2, dtype="float64").weights[0]
+    big = pyjac.Chain(1, [64, 64], init=init, gain=1e300, seed=2, dtype="float64").weights[0]
+    np.testing.assert_allclose(big / 1e300, base, rtol=1e-15)
+    r = pyjac.Recurrent(16, cell="tanh", init="gaussian", gain=1e300, seed=2, dtype="float64")
+    r1 = pyjac.Recurrent(16, cell="tanh", init="gaussian", seed=2, dtype="float64")
+    np.testing.assert_allclose(r.W / 1e300, r1.W, rtol=1e-15)

@@ -165,9 +165,9 @@ def check_allocation(nbytes: int, what: str) -> None:
 # list slots and the activation name), on top of the parameters themselves.
 LAYER_OVERHEAD_BYTES = 256
 
-# |z| of a standard normal draw by the core's generator never exceeds this
-# (Box-Muller from 53-bit uniforms: sqrt(-2 ln 2^-53) = 8.57).
-MAX_NORMAL_DRAW = 9.0
+# |z| of a standard normal draw by the core's generator never exceeds this (draw.cpp:
+# Box-Muller with u >= 2^-32, sqrt(-2 ln 2^-32) = 6.6604, in float32 arithmetic).
+MAX_NORMAL_DRAW = 6.67
 
 
 def check_scale_fits(value: float, name: str, dtype: np.dtype, factor: float = 1.0) -> float:

@@ -301,7 +301,7 @@ class Chain:
         self.gain = gain_value
         self.seed = int(seed)
         self.sigma_w2 = _core.init_sigma_w2(init, gain_value, widths[0], widths[1])
-        self.sigma_b2 = bias_std**2
+        self.sigma_b2 = bias_std * bias_std  # inf past float64's range (** would raise)
 
     @classmethod
     def from_weights(

@@ -44,6 +44,12 @@ void in_chunks(std::size_t n, int nt, Fill fill) {
   }
 }
 
+// The standard deviation of a Gaussian-family init: |gain| times that of gain 1, rather
+// than the root of the variance, whose gain^2 overflows for gains past 1.3e154.
+double gaussian_stddev(const InitOptions& o, int fan_in, int fan_out) {
+  return std::abs(o.gain) * std::sqrt(init_sigma_w2(o.init, 1.0, fan_in, fan_out) / fan_in);
+}
+
 }  // namespace
 
 template <typename T>
@@ -72,7 +78,7 @@ void init_layer(int layer, int fan_in, int fan_out, const InitOptions& o, T* w, 
       break;
     }
     default: {
-      const double stddev = std::sqrt(init_sigma_w2(o.init, o.gain, fan_in, fan_out) / fan_in);
+      const double stddev = gaussian_stddev(o, fan_in, fan_out);
       in_chunks(n, nt, [&](std::size_t k0, std::size_t k1) {
         fill_normals(rng.state(), k0, k1 - k0, stddev, w + k0);
       });
@@ -113,7 +119,7 @@ void init_weight_block(int layer, int fan_in, int fan_out, const InitOptions& o,
       }
       default:
         fill_normals(rng.state(), k0, static_cast<std::size_t>(cols),
-                     std::sqrt(init_sigma_w2(o.init, o.gain, fan_in, fan_out) / fan_in), row);
+                     gaussian_stddev(o, fan_in, fan_out), row);
     }
   }
 }
