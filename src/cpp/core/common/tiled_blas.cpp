@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/reduce.hpp"
+#include "pyjac/common/interrupt.hpp"
 
 namespace pyjac::detail {
 namespace {
@@ -74,8 +75,9 @@ void tiled_gemm_drawn_b(Trans ta, Trans tb, int m, int n, int k, T alpha, const 
   const TileGrid grid = gemm_grid(m, n, k, min_tile_macs);
   const int tn = (n + grid.cols - 1) / grid.cols, tm = (m + grid.rows - 1) / grid.rows;
   // One buffer per thread, kept between calls while it is small (a fresh one would cost
-  // its page faults on every layer); a large one goes after its tiles (release_large), so
-  // that no thread holds a wide layer's worth of memory once the call returns.
+  // its page faults on every layer); a large one goes when the call ends (release_large
+  // on every thread of the team), so that no thread holds a wide layer's worth of memory
+  // once the call returns.
   constexpr std::size_t kKeptBytes = std::size_t(4) << 20;
   auto buffer = []() -> std::vector<T>& {
     thread_local std::vector<T> tile_b;
@@ -99,25 +101,28 @@ void tiled_gemm_drawn_b(Trans ta, Trans tb, int m, int n, int k, T alpha, const 
                c + std::size_t(i0) * ldc + j0, ldc);
   };
   if (grid.cols == 1) {  // B drawn whole, here; its row tiles as tiled_gemm runs them
+    check_interrupt();
     const T* b = drawn(0, n);
     parallel_for(grid.rows, nt, nt > 1 && grid.rows > 1, [&](int i) { tile(i, 0, n, b); });
     release_large();
     return;
   }
   std::exception_ptr error;  // a buffer that cannot grow must not escape the region
+  TeamInterrupt interrupt;   // a wide layer's columns take long: Ctrl-C between them
   parallel_for(grid.cols, nt, nt > 1, [&](int j) {
     const int j0 = j * tn, nj = std::min(tn, n - j0);
-    if (nj <= 0) return;
+    if (nj <= 0 || interrupt.requested()) return;
     try {
       const T* b = drawn(j0, nj);
       for (int i = 0; i < grid.rows; ++i) tile(i, j0, nj, b);
-      release_large();
     } catch (...) {
 #pragma omp critical(pyjac_tiled_gemm_drawn_error)
       if (!error) error = std::current_exception();
     }
   });
+  parallel_for(nt, nt, nt > 1, [&](int) { release_large(); });  // one item per thread
   if (error) std::rethrow_exception(error);
+  interrupt.rethrow();
 }
 
 template <typename T>
