@@ -44,10 +44,32 @@ void in_chunks(std::size_t n, int nt, Fill fill) {
   }
 }
 
-// The standard deviation of a Gaussian-family init: |gain| times that of gain 1, rather
-// than the root of the variance, whose gain^2 overflows for gains past 1.3e154.
-double gaussian_stddev(const InitOptions& o, int fan_in, int fan_out) {
-  return std::abs(o.gain) * std::sqrt(init_sigma_w2(o.init, 1.0, fan_in, fan_out) / fan_in);
+// Entries [k0, k0 + count) of a layer's weights in row-major order (entry k is
+// W[k / fan_in, k % fan_in]), for every init that defines an entry alone (all but the
+// orthogonal one): init_layer fills a layer in chunks of them, init_weight_block a block
+// in runs of one row, so both give the same numbers by construction.
+template <typename T>
+void draw_entries(const InitOptions& o, int fan_in, int fan_out, const Rng& rng,
+                  std::size_t k0, std::size_t count, T* out) {
+  switch (o.init) {
+    case Init::Identity: {
+      std::size_t row = k0 / fan_in, col = k0 % fan_in;
+      for (std::size_t i = 0; i < count; ++i) {
+        out[i] = static_cast<T>(row == col ? o.gain : 0.0);
+        if (++col == static_cast<std::size_t>(fan_in)) col = 0, ++row;
+      }
+      break;
+    }
+    case Init::XavierUniform: {
+      const double bound = o.gain * std::sqrt(6.0 / (fan_in + fan_out));
+      Rng local = rng.skipped(k0);  // one output per entry
+      for (std::size_t i = 0; i < count; ++i)
+        out[i] = static_cast<T>(bound * (2.0 * local.uniform() - 1.0));
+      break;
+    }
+    default:
+      fill_normals(rng.state(), k0, count, init_stddev(o.init, o.gain, fan_in, fan_out), out);
+  }
 }
 
 }  // namespace
@@ -64,25 +86,10 @@ void init_layer(int layer, int fan_in, int fan_out, const InitOptions& o, T* w, 
       for (std::size_t i = 0; i < n; ++i) w[i] = static_cast<T>(o.gain * q[i]);
       break;
     }
-    case Init::Identity:
-      init_weight_block(layer, fan_in, fan_out, o, 0, fan_out, 0, fan_in, w,
-                        static_cast<std::size_t>(fan_in));
-      break;
-    case Init::XavierUniform: {
-      const double bound = o.gain * std::sqrt(6.0 / (fan_in + fan_out));
+    default:
       in_chunks(n, nt, [&](std::size_t k0, std::size_t k1) {
-        Rng local = rng.skipped(k0);  // one output per entry
-        for (std::size_t k = k0; k < k1; ++k)
-          w[k] = static_cast<T>(bound * (2.0 * local.uniform() - 1.0));
+        draw_entries(o, fan_in, fan_out, rng, k0, k1 - k0, w + k0);
       });
-      break;
-    }
-    default: {
-      const double stddev = gaussian_stddev(o, fan_in, fan_out);
-      in_chunks(n, nt, [&](std::size_t k0, std::size_t k1) {
-        fill_normals(rng.state(), k0, k1 - k0, stddev, w + k0);
-      });
-    }
   }
   init_biases(layer, fan_out, o, b);
 }
@@ -102,26 +109,13 @@ void init_weight_block(int layer, int fan_in, int fan_out, const InitOptions& o,
   if (!draws_weight_blocks(o.init))
     throw std::invalid_argument("init_weight_block: the orthogonal init draws whole layers");
   const Rng rng(o.seed, weight_stream(layer));
-  const int cols = c1 - c0;
-  for (int r = r0; r < r1; ++r) {
-    T* row = out + static_cast<std::size_t>(r - r0) * ld;
-    const std::size_t k0 = static_cast<std::size_t>(r) * fan_in + c0;  // entry of W[r, c0]
-    switch (o.init) {
-      case Init::Identity:
-        for (int j = 0; j < cols; ++j) row[j] = static_cast<T>(r == c0 + j ? o.gain : 0.0);
-        break;
-      case Init::XavierUniform: {
-        const double bound = o.gain * std::sqrt(6.0 / (fan_in + fan_out));
-        Rng local = rng.skipped(k0);
-        for (int j = 0; j < cols; ++j)
-          row[j] = static_cast<T>(bound * (2.0 * local.uniform() - 1.0));
-        break;
-      }
-      default:
-        fill_normals(rng.state(), k0, static_cast<std::size_t>(cols),
-                     gaussian_stddev(o, fan_in, fan_out), row);
-    }
-  }
+  for (int r = r0; r < r1; ++r)  // W[r, c0:c1] is entries r fan_in + c0 ... on
+    draw_entries(o, fan_in, fan_out, rng, static_cast<std::size_t>(r) * fan_in + c0,
+                 static_cast<std::size_t>(c1 - c0), out + static_cast<std::size_t>(r - r0) * ld);
+}
+
+double init_stddev(Init init, double gain, int fan_in, int fan_out) {
+  return std::abs(gain) * std::sqrt(init_sigma_w2(init, 1.0, fan_in, fan_out) / fan_in);
 }
 
 double init_sigma_w2(Init init, double gain, int fan_in, int fan_out) {

@@ -45,12 +45,20 @@ RegeneratedLayers<T>::RegeneratedLayers(RegeneratedChain chain, int n_threads)
   biases_.reset(new T[static_cast<std::size_t>(chain_.widest())]);
 }
 
-template <typename T>
-void draw_layer(const RegeneratedChain& chain, int layer, T* weights, T* biases,
-                int n_threads) {
+namespace {
+
+void check_layer(const RegeneratedChain& chain, int layer) {
   if (layer < 0 || layer >= chain.depth())
     throw std::invalid_argument("layer " + std::to_string(layer) + " out of range for depth " +
                                 std::to_string(chain.depth()));
+}
+
+}  // namespace
+
+template <typename T>
+void draw_layer(const RegeneratedChain& chain, int layer, T* weights, T* biases,
+                int n_threads) {
+  check_layer(chain, layer);
   init_layer(layer, chain.widths[layer], chain.widths[layer + 1], chain.init, weights, biases,
              resolve_threads(n_threads));
 }
@@ -74,9 +82,7 @@ const T* RegeneratedLayers<T>::weights(int layer) {
 template <typename T>
 const T* RegeneratedLayers<T>::biases(int layer) {
   if (held_biases_ != layer) {
-    if (layer < 0 || layer >= chain_.depth())
-      throw std::invalid_argument("layer " + std::to_string(layer) +
-                                  " out of range for depth " + std::to_string(chain_.depth()));
+    check_layer(chain_, layer);
     held_biases_ = -1;
     init_biases(layer, chain_.widths[layer + 1], chain_.init, biases_.get());
     held_biases_ = layer;

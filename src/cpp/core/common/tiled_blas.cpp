@@ -36,6 +36,16 @@ TileGrid gemm_grid(int m, int n, int k, double min_tile_macs) {
   return {rows, cols};
 }
 
+// The tile of C at rows i0.. (mi) and columns j0.. (nj): rows i0.. of op(A), wherever they
+// sit in memory, times b_tile, op(B)'s columns j0.. (rows ldb apart).
+template <typename T>
+void gemm_tile(Trans ta, Trans tb, int i0, int mi, int j0, int nj, int k, T alpha, const T* a,
+               int lda, const T* b_tile, int ldb, T beta, T* c, int ldc) {
+  const T* a_tile = ta == Trans::No ? a + std::size_t(i0) * lda : a + i0;
+  blas::gemm(ta, tb, mi, nj, k, alpha, a_tile, lda, b_tile, ldb, beta,
+             c + std::size_t(i0) * ldc + j0, ldc);
+}
+
 }  // namespace
 
 template <typename T>
@@ -52,11 +62,8 @@ void tiled_gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* a, in
     const int i0 = (t / grid.cols) * tm, j0 = (t % grid.cols) * tn;
     const int mi = std::min(tm, m - i0), nj = std::min(tn, n - j0);
     if (mi <= 0 || nj <= 0) return;
-    // Rows i0.. of op(A) and columns j0.. of op(B), wherever they sit in memory.
-    const T* a_tile = ta == Trans::No ? a + std::size_t(i0) * lda : a + i0;
     const T* b_tile = tb == Trans::No ? b + j0 : b + std::size_t(j0) * ldb;
-    blas::gemm(ta, tb, mi, nj, k, alpha, a_tile, lda, b_tile, ldb, beta,
-               c + std::size_t(i0) * ldc + j0, ldc);
+    gemm_tile(ta, tb, i0, mi, j0, nj, k, alpha, a, lda, b_tile, ldb, beta, c, ldc);
   };
   // Not an if-clause: a region with a false one still costs a team start (see
   // parallel_for in reduce.hpp).
@@ -96,9 +103,8 @@ void tiled_gemm_drawn_b(Trans ta, Trans tb, int m, int n, int k, T alpha, const 
   auto tile = [&](int i, int j0, int nj, const T* b) {
     const int i0 = i * tm, mi = std::min(tm, m - i0);
     if (mi <= 0) return;
-    const T* a_tile = ta == Trans::No ? a + std::size_t(i0) * lda : a + i0;
-    blas::gemm(ta, tb, mi, nj, k, alpha, a_tile, lda, b, tb == Trans::No ? nj : k, beta,
-               c + std::size_t(i0) * ldc + j0, ldc);
+    gemm_tile(ta, tb, i0, mi, j0, nj, k, alpha, a, lda, b, tb == Trans::No ? nj : k, beta, c,
+              ldc);
   };
   if (grid.cols == 1) {  // B drawn whole, here; its row tiles as tiled_gemm runs them
     check_interrupt();

@@ -54,8 +54,7 @@ void draw_block(int n, const RecurrentInitOptions& o, Rng& rng, std::vector<doub
     }
     default: {
       w.resize(nn);
-      // |gain| times gain 1's deviation: gain^2 would overflow past 1.3e154.
-      const double stddev = std::abs(o.gain) * std::sqrt(init_sigma_w2(o.init, 1.0, n, n) / n);
+      const double stddev = init_stddev(o.init, o.gain, n, n);
       for (double& v : w) v = stddev * rng.normal();
       return;
     }

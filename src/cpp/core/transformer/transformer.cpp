@@ -495,7 +495,7 @@ class Pass {
   // dP = P (dS - rowsum(P dS)), dO = dP V + P dV; into dattn_.
   void attention_tangent(int l) {
     const BlockTape<T>& t = tape_[l];
-    const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh_)));
+    const T scale = attention_scale();
     const int ld = 3 * d_;
     each_head(t, [&](int b, int hd, std::size_t base, const T* p) {
       const T* q = t.qkv.data() + base;
@@ -600,7 +600,7 @@ class Pass {
     BlockTape<T>& t = tape_[l];
     t.probs.resize(static_cast<std::size_t>(B_) * h_ * T_ * T_);
     t.attn.resize(N_ * d_);
-    const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh_)));
+    const T scale = attention_scale();
     const int ld = 3 * d_;
     Vec<double> entropy(static_cast<std::size_t>(B_) * h_);
     each_head(t, [&](int b, int hd, std::size_t base, const T* probs) {
@@ -809,7 +809,7 @@ class Pass {
   // dQ = scale dS K, dK = scale dS^T Q, dV = P^T dO.
   void attention_backward(int l, const T* dattn, T* dqkv) {
     const BlockTape<T>& t = tape_[l];
-    const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh_)));
+    const T scale = attention_scale();
     const int ld = 3 * d_;
     each_head(t, [&](int b, int hd, std::size_t base, const T* p) {
       const T* q = t.qkv.data() + base;
@@ -832,6 +832,10 @@ class Pass {
   const TransformerView<T>& net_;
   int B_, T_;
   std::size_t N_;
+  // The 1 / sqrt(d_head) on the attention scores, in T, for the forward, tangent and
+  // backward passes alike.
+  T attention_scale() const { return static_cast<T>(1.0 / std::sqrt(static_cast<double>(dh_))); }
+
   int d_, h_, dh_, m_, nt_;
   T s_;
   std::vector<BlockTape<T>> tape_;

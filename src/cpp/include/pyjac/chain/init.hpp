@@ -43,6 +43,10 @@ template <typename T>
 void init_weight_block(int layer, int fan_in, int fan_out, const InitOptions& options, int r0,
                        int r1, int c0, int c1, T* out, std::size_t ld);
 
+// The standard deviation of a Gaussian-family init's entries, sqrt(sigma_w^2 / fan_in),
+// as |gain| times gain 1's: gain^2 itself would overflow past 1.3e154.
+double init_stddev(Init init, double gain, int fan_in, int fan_out);
+
 // The variance factor sigma_w^2 an init gives: Var(W_ij) * fan_in.
 double init_sigma_w2(Init init, double gain, int fan_in, int fan_out);
 
