@@ -6,7 +6,7 @@ never import :mod:`pyjac.chain` back (``Chain`` imports them to delegate its met
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 
@@ -29,4 +29,5 @@ class ChainLike(Protocol):
     @property
     def _core_parameters(self) -> tuple[Any, Any]: ...
 
-    def _batch(self, x: Any, name: str = "x") -> tuple[np.ndarray, bool]: ...
+    def _batch(self, x: Any, name: str = "x",
+               check_memory: Callable[[int], None] | None = None) -> tuple[np.ndarray, bool]: ...

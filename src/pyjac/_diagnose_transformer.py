@@ -126,11 +126,11 @@ class TransformerDiagnosisReport:
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        def flist(a: np.ndarray) -> list[float]:
-            return [float(v) for v in np.asarray(a, dtype=np.float64)]
+        from .diagnose import _float_list
 
         out = {k: v for k, v in vars(self).items() if not isinstance(v, np.ndarray)}
-        out.update({k: flist(v) for k, v in vars(self).items() if isinstance(v, np.ndarray)})
+        out.update({k: _float_list(v) for k, v in vars(self).items()
+                    if isinstance(v, np.ndarray)})
         out["fixes"] = [f.to_dict() for f in self.fixes]
         out["flags"] = [list(f) for f in self.flags]
         out["summary"] = self.summary

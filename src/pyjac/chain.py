@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -495,7 +495,15 @@ class Chain:
         )
 
     # -- input preparation shared by every measurement ---------------------------------
-    def _batch(self, x: Any, name: str = "x") -> tuple[np.ndarray, bool]:
+    def _batch(self, x: Any, name: str = "x",
+               check_memory: Callable[[int], None] | None = None) -> tuple[np.ndarray, bool]:
+        """x as a (batch, widths[0]) array of the chain's dtype, and whether it was one
+        example. ``check_memory(batch)`` runs before anything is converted when x's shape
+        declares its batch (a zero-stride view of a huge batch is refused, not copied
+        first), else right after the conversion."""
+        declared = self._declared_batch(x)
+        if check_memory is not None and declared is not None:
+            check_memory(declared)
         arr = as_float_array(x, name, self.dtype)
         single = arr.ndim == 1
         if single:
@@ -508,12 +516,13 @@ class Chain:
                 f"{name}: expected shape (batch, {self.widths[0]}) or ({self.widths[0]},), "
                 f"got {np.shape(x)}"
             )
+        if check_memory is not None and declared is None:
+            check_memory(arr.shape[0])
         return arr, single
 
     def _declared_batch(self, x: Any) -> int | None:
-        """The batch an array-like ``x`` declares by its shape, read before anything is
-        converted (a broadcast view of a huge batch must be refused, not copied first);
-        None where only the conversion can tell."""
+        """The batch an array-like ``x`` declares by its shape, read without converting
+        it; None where only the conversion can tell."""
         shape = getattr(x, "shape", None)
         if not isinstance(shape, tuple) or not all(isinstance(d, int) for d in shape):
             return None
@@ -537,14 +546,9 @@ class Chain:
             In the chain's dtype; the same numbers as ``backprop(x).output``.
         """
         n_threads = check_threads(n_threads)
-        declared = self._declared_batch(x)
-        if declared is not None:
-            self._check_forward_memory(declared)
-        xb, single = self._batch(x)
+        xb, single = self._batch(x, check_memory=self._check_forward_memory)
         if self.norm == "batchnorm" and xb.shape[0] < 2:
             raise ValueError("x: norm='batchnorm' needs a batch of at least 2 examples")
-        if declared is None:
-            self._check_forward_memory(xb.shape[0])
         out = _core.chain_forward(*self._core_parameters, self.activations, self.residual,
                                   self.residual_scale, self.norm or "none", xb, n_threads)
         return out[0] if single else out
@@ -643,14 +647,10 @@ class Chain:
         if keep_grads and not weight_grads:
             raise ValueError("keep_grads: keeps the weight gradients, which weight_grads=False "
                              "skips")
-        declared = self._declared_batch(x)
-        if declared is not None:
-            self._check_workspace(declared, keep_grads)
-        xb, single = self._batch(x)
+        xb, single = self._batch(
+            x, check_memory=lambda batch: self._check_workspace(batch, keep_grads))
         batch = xb.shape[0]
         loss_name, tgt = self._loss_and_target(loss, target, grad_output, batch, single)
-        if declared is None:
-            self._check_workspace(batch, keep_grads)
         raw = _core.chain_backprop(
             *self._core_parameters, self.activations, self.residual, self.residual_scale,
             self.norm or "none", xb, loss_name, tgt, keep_grads, n_threads,

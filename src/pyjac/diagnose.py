@@ -131,6 +131,11 @@ class Fix:
         }
 
 
+def _float_list(a: np.ndarray) -> list[float]:
+    """An array as a list of plain floats, for ``to_dict``."""
+    return [float(v) for v in np.asarray(a, dtype=np.float64)]
+
+
 def _num(v: float) -> str:
     if v is None:
         return "-"
@@ -238,10 +243,6 @@ class DiagnosisReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain Python types (lists, floats, str, None): ready for ``json.dumps``."""
-
-        def flist(a: np.ndarray) -> list[float]:
-            return [float(v) for v in np.asarray(a, dtype=np.float64)]
-
         return {
             "depth": self.depth,
             "widths": list(self.widths),
@@ -250,14 +251,14 @@ class DiagnosisReport:
             "residual": self.residual,
             "loss": self.loss,
             "batch": self.batch,
-            "grad_norm": flist(self.grad_norm),
-            "weight_grad_norm": flist(self.weight_grad_norm),
-            "ratio": flist(self.ratio),
-            "step": flist(self.step),
-            "spectral_norm": flist(self.spectral_norm),
-            "derivative_mean": flist(self.derivative_mean),
-            "saturated_fraction": flist(self.saturated_fraction),
-            "dead_fraction": flist(self.dead_fraction),
+            "grad_norm": _float_list(self.grad_norm),
+            "weight_grad_norm": _float_list(self.weight_grad_norm),
+            "ratio": _float_list(self.ratio),
+            "step": _float_list(self.step),
+            "spectral_norm": _float_list(self.spectral_norm),
+            "derivative_mean": _float_list(self.derivative_mean),
+            "saturated_fraction": _float_list(self.saturated_fraction),
+            "dead_fraction": _float_list(self.dead_fraction),
             "verdicts": list(self.verdicts),
             "flags": [list(f) for f in self.flags],
             "rate": float(self.rate),
