@@ -32,3 +32,25 @@ def recurrent_blas_floor(W, U, xs, weight_grads=True):
             np.matmul(dz_all.T, x_all, out=dU)
 
     return run
+
+
+def train_blas_floor(weights, x, batch, epochs):
+    """The GEMM calls of `epochs` epochs of SGD on a chain, alone (numpy's OpenBLAS, all
+    its threads): per minibatch and layer h W^T forward, dz W and dz^T h backward.
+    Returns the function to time: the largest speed-up over numpy or torch that
+    per-layer BLAS calls allow is their time over this one."""
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((batch, x.shape[1])).astype(x.dtype)
+    hs = [rows] + [np.empty((batch, w.shape[0]), x.dtype) for w in weights]
+    g = [np.empty((batch, w.shape[1]), x.dtype) for w in weights]
+    dws = [np.empty_like(w) for w in weights]
+
+    def run():
+        for _ in range(epochs * (len(x) // batch)):
+            for l, w in enumerate(weights):
+                np.matmul(hs[l], w.T, out=hs[l + 1])
+            for l in range(len(weights) - 1, -1, -1):
+                np.matmul(hs[l + 1].T, hs[l], out=dws[l])
+                np.matmul(hs[l + 1], weights[l], out=g[l])
+
+    return run

@@ -18,6 +18,7 @@ from _threads import pin_threads_from_argv
 pin_threads_from_argv()
 
 import numpy as np  # noqa: E402
+from _floors import train_blas_floor  # noqa: E402
 from _timing import (  # noqa: E402
     interleaved_medians,
     standard_run,
@@ -56,28 +57,6 @@ def numpy_epoch(weights, biases, x, y, order, batch):
             biases[l] -= LR * gb
 
 
-def blas_floor(weights, x, batch):
-    """The GEMM calls of the same epochs alone (numpy's OpenBLAS, all its threads): per
-    minibatch and layer h W^T forward, dz W and dz^T h backward. Returns the function to
-    time: the largest speed-up over numpy or torch that per-layer BLAS calls allow is their
-    time over this one."""
-    rng = np.random.default_rng(0)
-    rows = rng.standard_normal((batch, x.shape[1])).astype(x.dtype)
-    hs = [rows] + [np.empty((batch, w.shape[0]), x.dtype) for w in weights]
-    g = [np.empty((batch, w.shape[1]), x.dtype) for w in weights]
-    dws = [np.empty_like(w) for w in weights]
-
-    def run():
-        for _ in range(EPOCHS * (len(x) // batch)):
-            for l, w in enumerate(weights):
-                np.matmul(hs[l], w.T, out=hs[l + 1])
-            for l in range(len(weights) - 1, -1, -1):
-                np.matmul(hs[l + 1].T, hs[l], out=dws[l])
-                np.matmul(hs[l + 1], weights[l], out=g[l])
-
-    return run
-
-
 def torch_epoch(torch, model, opt, x, y, order, batch):
     loss_fn = torch.nn.CrossEntropyLoss()
     linears = [m for m in model if isinstance(m, torch.nn.Linear)]
@@ -114,7 +93,7 @@ def main():
 
         contenders = {"pyjac": pyjac_epoch,
                       "numpy": partial(numpy_epoch, weights, biases, x, y, order, batch),
-                      "floor": blas_floor(net.weights, x, batch)}
+                      "floor": train_blas_floor(net.weights, x, batch, EPOCHS)}
         if torch is not None:
             layers = []
             for lin in torch_linears(torch, net.weights, net.biases):
@@ -131,8 +110,9 @@ def main():
               f"{t_numpy / t_pyjac:8.2f}x {t_torch * 1e3:9.1f} {t_torch / t_pyjac:8.2f}x "
               f"{gflops:8.1f} {100 * gflops / peak:6.1f}% {times['floor'] * 1e3:9.1f} "
               f"{t_numpy / times['floor']:10.2f}x {t_torch / times['floor']:10.2f}x")
-    print("\nfloor: the epochs' GEMM calls alone (blas_floor); numpy/floor and torch/floor are the "
-          "largest\nspeed-ups over each that per-layer OpenBLAS calls allow.")
+    print("\nfloor: the epochs' GEMM calls alone (train_blas_floor in _floors.py); numpy/floor "
+          "and\ntorch/floor are the largest speed-ups over each that per-layer OpenBLAS calls "
+          "allow.")
     print("\npyjac's run also evaluates the training set once before training (loss and "
           "accuracy)\nand keeps per-epoch loss/accuracy, per-layer gradient norms and weight "
           "changes, which the loops above do not.")

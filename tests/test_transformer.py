@@ -81,6 +81,25 @@ def torch_parameters(net, requires_grad=True):
              for k, v in b.items()} for b in net.blocks]
 
 
+def sub_stack(net, lo, hi):
+    """Blocks lo..hi-1 of net as a Transformer of their own (same settings and weights)."""
+    sub = pyjac.Transformer.__new__(pyjac.Transformer)
+    sub.__dict__.update(net.__dict__)
+    sub.blocks = net.blocks[lo:hi]
+    return sub
+
+
+def torch_jacobian(net, params, lo, hi, inp):
+    """The Jacobian of blocks lo..hi-1 at one sequence inp, by torch autograd, as a
+    (T d) x (T d) matrix."""
+    sub = sub_stack(net, lo, hi)
+    size = inp.size
+    J = torch.autograd.functional.jacobian(
+        lambda xt: stack_forward(sub, params[lo:hi], xt[None], record=False)[0][0],
+        torch.tensor(inp))
+    return J.reshape(size, size).numpy()
+
+
 def reference(net, x, loss="sum_squares", target=None):
     """The loss, the gradient norm at every stream point and of every parameter,
     query/key gradient norms, attention entropy and the stream, by torch autograd in
@@ -326,27 +345,17 @@ def test_spectral_norm_matches_the_torch_jacobian(case):
     net = pyjac.Transformer(3, 8, 2, init="gaussian", seed=case, dtype="float64", **kw)
     x = np.random.default_rng(case).standard_normal((5, 8))
     params = torch_parameters(net, requires_grad=False)
-
-    def jacobian(lo, hi, inp):
-        sub = pyjac.Transformer.__new__(pyjac.Transformer)
-        sub.__dict__.update(net.__dict__)
-        sub.blocks = net.blocks[lo:hi]
-        f = lambda xt: stack_forward(sub, params[lo:hi], xt[None], record=False)[0][0]  # noqa: E731
-        return torch.autograd.functional.jacobian(f, torch.tensor(inp)).reshape(40, 40).numpy()
-
     r = net.spectral_norm(x, tol=1e-12)
     assert r.converged
-    assert r.value == pytest.approx(np.linalg.norm(jacobian(0, 3, x), 2), rel=1e-8)
+    assert r.value == pytest.approx(np.linalg.norm(torch_jacobian(net, params, 0, 3, x), 2),
+                                    rel=1e-8)
     per = net.spectral_norm(x, per_block=True, tol=1e-12)
     inputs = [x]  # each block's input, from pyjac's own forward pass
     for l in range(2):
-        sub = pyjac.Transformer.__new__(pyjac.Transformer)
-        sub.__dict__.update(net.__dict__)
-        sub.blocks = net.blocks[l:l + 1]
-        inputs.append(sub.backprop(inputs[-1]).output)
+        inputs.append(sub_stack(net, l, l + 1).backprop(inputs[-1]).output)
     for l in range(3):
-        assert per.value[l] == pytest.approx(np.linalg.norm(jacobian(l, l + 1, inputs[l]), 2),
-                                             rel=1e-8)
+        J = torch_jacobian(net, params, l, l + 1, inputs[l])
+        assert per.value[l] == pytest.approx(np.linalg.norm(J, 2), rel=1e-8)
     one = net.spectral_norm(x, n_threads=1)
     assert one.value == net.spectral_norm(x, n_threads=2).value
     with pytest.raises(ValueError, match="x"):
@@ -393,13 +402,7 @@ def test_jacobian_norms_at_every_depth_match_the_torch_jacobians(case):
     assert r.exact and r.converged.all() and r.first_nonfinite_layer is None
     est = net.jacobian_norms(x, probes=400, seed=3)
     for depth in range(1, 4):
-        sub = pyjac.Transformer.__new__(pyjac.Transformer)
-        sub.__dict__.update(net.__dict__)
-        sub.blocks = net.blocks[:depth]
-        def f(xt, sub=sub, depth=depth):
-            return stack_forward(sub, params[:depth], xt[None], record=False)[0][0]
-
-        J = torch.autograd.functional.jacobian(f, torch.tensor(x)).reshape(40, 40).numpy()
+        J = torch_jacobian(net, params, 0, depth, x)
         assert np.exp(r.log_spectral_norm[depth - 1]) == pytest.approx(np.linalg.norm(J, 2),
                                                                         rel=1e-8)
         fro = np.linalg.norm(J)
